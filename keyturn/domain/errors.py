@@ -1,0 +1,172 @@
+"""keyturn's errors: one root, each class's docstring is its default message.
+
+    KeyturnError
+    ├── UsageError                 bad input from a person (ids, flags, files)
+    │   ├── InvalidId
+    │   ├── ConfigInvalid
+    │   │   ├── LiteralSecret
+    │   │   └── PolicyInvalid
+    │   └── ReferenceUnresolved
+    ├── NotFound
+    │   └── CredentialNotFound
+    ├── Conflict
+    │   └── RotationInProgress
+    ├── Forbidden
+    ├── CryptoError
+    │   └── WrongMasterKey
+    ├── StoreUnavailable           keyturn's own database cannot be reached
+    ├── PluginError
+    │   ├── PluginMissing           an extra is not installed, or no plugin has that name
+    │   ├── TargetError
+    │   │   ├── TargetRejected      the target refused the operation or the credential
+    │   │   └── TargetUnreachable   the target could not be reached
+    │   └── PublishFailed
+    └── RotationFailed
+
+No message of any of them ever contains a secret value: callers pass ids, names and driver
+error *classes*, never values.
+"""
+
+from __future__ import annotations
+
+
+class KeyturnError(Exception):
+    """keyturn failed."""
+
+    code = "error"
+    exit_code = 1
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class UsageError(KeyturnError):
+    """The input is not valid."""
+
+    code = "invalid"
+
+
+class InvalidId(UsageError):
+    """The id is not valid: use [a-z0-9._-] segments joined by '/', at most 200 characters."""
+
+    code = "invalid_id"
+
+
+class ConfigInvalid(UsageError):
+    """The configuration is not valid."""
+
+    code = "config_invalid"
+
+
+class LiteralSecret(ConfigInvalid):
+    """A secret is written literally; write a reference instead (env:NAME, file:PATH, keyturn:ID)."""
+
+    code = "literal_secret"
+
+
+class PolicyInvalid(ConfigInvalid):
+    """The policy is not valid."""
+
+    code = "policy_invalid"
+
+
+class ReferenceUnresolved(UsageError):
+    """A secret reference could not be resolved."""
+
+    code = "reference_unresolved"
+
+
+class NotFound(KeyturnError):
+    """Not found."""
+
+    code = "not_found"
+
+
+class CredentialNotFound(NotFound):
+    """No such credential."""
+
+    code = "credential_not_found"
+
+
+class Conflict(KeyturnError):
+    """The operation conflicts with the current state."""
+
+    code = "conflict"
+
+
+class RotationInProgress(Conflict):
+    """A rotation of this credential is already in progress."""
+
+    code = "rotation_in_progress"
+
+
+class Forbidden(KeyturnError):
+    """Insufficient permissions."""
+
+    code = "forbidden"
+
+
+class CryptoError(KeyturnError):
+    """A value could not be decrypted."""
+
+    code = "crypto_error"
+
+
+class WrongMasterKey(CryptoError):
+    """The master key does not match the one that encrypted this database; set
+    KEYTURN_MASTER_KEY (or KEYTURN_MASTER_KEY_FILE) to the right key, or, after a key change,
+    set KEYTURN_OLD_MASTER_KEY to the previous key and run `keyturn rekey`."""
+
+    code = "wrong_master_key"
+
+
+class StoreUnavailable(KeyturnError):
+    """keyturn's database cannot be reached."""
+
+    code = "database_unavailable"
+
+
+class PluginError(KeyturnError):
+    """A plugin failed."""
+
+    code = "plugin_error"
+
+
+class PluginMissing(PluginError):
+    """No plugin of that name is installed."""
+
+    code = "plugin_missing"
+
+
+class TargetError(PluginError):
+    """The target failed."""
+
+    code = "target_error"
+
+
+class TargetRejected(TargetError):
+    """The target rejected the operation."""
+
+    code = "target_rejected"
+
+
+class TargetUnreachable(TargetError):
+    """The target cannot be reached."""
+
+    code = "target_unreachable"
+
+
+class PublishFailed(PluginError):
+    """Publishing to a store failed."""
+
+    code = "publish_failed"
+
+
+class RotationFailed(KeyturnError):
+    """The rotation failed."""
+
+    code = "rotation_failed"
