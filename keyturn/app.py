@@ -1,0 +1,85 @@
+"""The composition root: settings, database, keys. Interfaces (CLI, API) start here."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from keyturn.crypto.keys import MasterKey, generate_key, load_key, write_key_file
+from keyturn.db import migrate
+from keyturn.db.engine import Database
+from keyturn.db.vault import Vault, create_fingerprint_key
+from keyturn.domain.errors import KeyturnError, UsageError
+from keyturn.settings import Settings
+
+
+def master_keys(settings: Settings) -> list[MasterKey]:
+    """Current key first, then the old one (during a rekey)."""
+    keys = []
+    current = load_key(settings.master_key, settings.key_file(), "KEYTURN_MASTER_KEY")
+    if current is not None:
+        keys.append(current)
+    old = load_key(settings.old_master_key, settings.old_master_key_file, "KEYTURN_OLD_MASTER_KEY")
+    if old is not None and old.id not in {k.id for k in keys}:
+        keys.append(old)
+    return keys
+
+
+@dataclass
+class Keyturn:
+    settings: Settings
+    db: Database
+    vault: Vault
+
+    @classmethod
+    def open(cls, settings: Settings) -> Keyturn:
+        db = Database(settings.db)
+        if not db.is_initialised():
+            db.dispose()
+            raise UsageError(f"no keyturn database at {db.describe()}; run `keyturn init` first")
+        if not migrate.is_current(db):
+            migrate.upgrade(db)
+        try:
+            return cls(settings, db, Vault(db, master_keys(settings)))
+        except KeyturnError:
+            db.dispose()
+            raise
+
+    @property
+    def worker_id(self) -> str:
+        return self.settings.worker_id or f"{os.uname().nodename}:{os.getpid()}"
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+@dataclass(frozen=True)
+class InitResult:
+    created: bool
+    key_file: Path | None
+
+
+def initialise(settings: Settings) -> InitResult:
+    """Create the schema and, when no master key is configured, a key file (mode 0600)."""
+    db = Database(settings.db)
+    try:
+        if db.is_initialised():
+            migrate.upgrade(db)
+            return InitResult(False, None)
+        keys = master_keys(settings)
+        key_file = None
+        if not keys:
+            key_file = settings.default_key_file()
+            if key_file.exists():
+                raise UsageError(
+                    f"{key_file} exists but is not configured; set KEYTURN_MASTER_KEY_FILE={key_file}"
+                )
+            keys = [generate_key()]
+            write_key_file(key_file, keys[0])
+        migrate.upgrade(db)
+        with db.write() as session:
+            create_fingerprint_key(session, keys[0])
+        return InitResult(True, key_file)
+    finally:
+        db.dispose()

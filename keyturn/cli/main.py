@@ -1,0 +1,78 @@
+"""The `keyturn` command."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from typing import Annotated
+
+import typer
+
+from keyturn.app import Keyturn
+from keyturn.cli import output
+from keyturn.domain.errors import KeyturnError
+from keyturn.settings import Settings
+
+app = typer.Typer(
+    help="keyturn: inventory, encrypted storage and crash-safe rotation of credentials.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+app.add_typer(token_app, name="token")
+
+_state: dict[str, object] = {"verbose": False}
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    db: Annotated[str | None, typer.Option(
+        "--db", envvar="KEYTURN_DB", help="Database URL [default: sqlite:///keyturn.db]",
+        show_envvar=True)] = None,
+    config: Annotated[str | None, typer.Option(
+        "--config", envvar="KEYTURN_CONFIG", help="Settings file (its [settings] table)",
+        show_envvar=True)] = None,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Tracebacks and debug logs")] = False,
+) -> None:
+    _state["verbose"] = verbose
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx.obj = {"flags": {"db": db}, "config": config}
+
+
+def settings(ctx: typer.Context) -> Settings:
+    obj = ctx.find_root().obj
+    return Settings.load(obj["flags"], obj["config"])
+
+
+def open_app(ctx: typer.Context) -> Keyturn:
+    instance = Keyturn.open(settings(ctx))
+    ctx.call_on_close(instance.close)
+    return instance
+
+
+def main() -> None:
+    # Commands register themselves on import.
+    from keyturn.cli import commands  # noqa: F401
+
+    try:
+        app()
+    except KeyturnError as exc:
+        if _state["verbose"]:
+            traceback.print_exc()
+        output.fail(exc.message)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        output.fail("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # a bug: say so in one line; the traceback is for -v
+        if _state["verbose"]:
+            traceback.print_exc()
+        output.fail(f"internal error ({exc.__class__.__name__}); run with -v for details")
+        sys.exit(1)

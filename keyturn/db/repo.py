@@ -1,0 +1,100 @@
+"""Named queries, one place per table group."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from keyturn.db.models import Consumer, Credential, Rotation, Version
+from keyturn.domain.errors import CredentialNotFound
+from keyturn.domain.ids import validate_id
+from keyturn.domain.model import ACTIVE_STATUSES, VersionState
+
+
+def get_credential(session: Session, credential_id: str, *, lock: bool = False) -> Credential:
+    validate_id(credential_id)
+    query = select(Credential).where(Credential.id == credential_id)
+    if lock:
+        query = query.with_for_update()
+    found = session.execute(query).scalar_one_or_none()
+    if found is None:
+        raise CredentialNotFound(f"no credential {credential_id!r}")
+    return found
+
+
+def list_credentials(
+    session: Session, tenant: str | None = None, kind: str | None = None
+) -> Sequence[Credential]:
+    query = select(Credential).order_by(Credential.id)
+    if tenant:
+        query = query.where(Credential.tenant_id == tenant)
+    if kind:
+        query = query.where(Credential.kind == kind)
+    return session.execute(query).scalars().all()
+
+
+def versions(session: Session, credential_id: str) -> Sequence[Version]:
+    return (
+        session.execute(
+            select(Version)
+            .where(Version.credential_id == credential_id)
+            .order_by(Version.number.desc())
+        )
+        .scalars()
+        .all()
+    )
+
+
+def version_in_state(session: Session, credential_id: str, state: VersionState) -> Version | None:
+    return session.execute(
+        select(Version).where(Version.credential_id == credential_id, Version.state == state)
+    ).scalar_one_or_none()
+
+
+def version_number(session: Session, credential_id: str, number: int) -> Version | None:
+    return session.execute(
+        select(Version).where(Version.credential_id == credential_id, Version.number == number)
+    ).scalar_one_or_none()
+
+
+def last_version_number(session: Session, credential_id: str) -> int:
+    latest = session.execute(
+        select(Version.number)
+        .where(Version.credential_id == credential_id)
+        .order_by(Version.number.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    return latest or 0
+
+
+def active_rotation(session: Session, credential_id: str) -> Rotation | None:
+    return session.execute(
+        select(Rotation).where(
+            Rotation.credential_id == credential_id, Rotation.status.in_(ACTIVE_STATUSES)
+        )
+    ).scalar_one_or_none()
+
+
+def rotations(session: Session, credential_id: str, limit: int = 20) -> Sequence[Rotation]:
+    return (
+        session.execute(
+            select(Rotation)
+            .where(Rotation.credential_id == credential_id)
+            .order_by(Rotation.id.desc())
+            .limit(limit)
+        )
+        .scalars()
+        .all()
+    )
+
+
+def consumers(session: Session, credential_id: str) -> Sequence[Consumer]:
+    return (
+        session.execute(
+            select(Consumer).where(Consumer.credential_id == credential_id).order_by(Consumer.name)
+        )
+        .scalars()
+        .all()
+    )

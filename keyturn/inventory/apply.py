@@ -1,0 +1,218 @@
+"""`keyturn apply`: make the database match an inventory file, idempotently.
+
+Everything the file declares is validated, and every initial secret resolved, before the one
+transaction that writes it; a failure leaves the database as it was. Credentials that are in
+the database but not in the file are kept (and counted). New initial values are committed
+first, and only then written to their targets (store before change).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from keyturn import plugins
+from keyturn.app import Keyturn
+from keyturn.audit import log as audit
+from keyturn.db import repo
+from keyturn.db.models import Consumer, Credential, Policy, StoreRow, TargetRow, Version, utcnow
+from keyturn.domain.errors import ConfigInvalid, KeyturnError
+from keyturn.domain.model import Secret, VersionState
+from keyturn.inventory.spec import CredentialSpec, Inventory
+from keyturn.runtime import open_target, resolver
+from keyturn.targets.base import Account
+
+
+@dataclass(frozen=True)
+class Change:
+    action: str  # create | update | secret
+    kind: str  # policy | target | store | credential | consumer
+    name: str
+    fields: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        extra = f" ({', '.join(self.fields)})" if self.fields else ""
+        return f"{self.action} {self.kind} {self.name}{extra}"
+
+
+@dataclass
+class ApplyResult:
+    changes: list[Change] = field(default_factory=list)
+    unmanaged: int = 0
+    provisioned: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    initial: dict[str, Secret] = field(default_factory=dict, repr=False)
+
+
+def _validate_plugins(inv: Inventory, base_dir: Path) -> None:
+    for name, spec in inv.targets.items():
+        cls = plugins.load("target", spec.type)
+        try:
+            cls.config_model.model_validate(spec.settings())
+        except ValueError as exc:
+            raise ConfigInvalid(f"target {name!r} ({spec.type}): {exc}") from exc
+    for name, spec in inv.stores.items():
+        cls = plugins.load("store", spec.type)
+        try:
+            cls.config_model.model_validate(spec.settings())
+        except ValueError as exc:
+            raise ConfigInvalid(f"store {name!r} ({spec.type}): {exc}") from exc
+
+
+def _check_refs(session: Session, inv: Inventory) -> None:
+    for cred in inv.credentials:
+        if cred.policy and cred.policy not in inv.policies and not session.get(Policy, cred.policy):
+            raise ConfigInvalid(f"{cred.id}: no policy {cred.policy!r}; declare [policies.{cred.policy}]")
+        if cred.target:
+            spec = inv.targets.get(cred.target)
+            row = session.get(TargetRow, cred.target)
+            if spec is None and row is None:
+                raise ConfigInvalid(f"{cred.id}: no target {cred.target!r}; declare [targets.{cred.target}]")
+            target_type = spec.type if spec else row.type  # type: ignore[union-attr]
+            cls = plugins.load("target", target_type)
+            if cred.strategy not in cls.strategies:
+                raise ConfigInvalid(
+                    f"{cred.id}: target type {target_type!r} supports strategies "
+                    f"{', '.join(cls.strategies)}, not {cred.strategy!r}"
+                )
+            if not cred.logins():
+                raise ConfigInvalid(f"{cred.id}: a credential with a target needs a username")
+        for store in cred.stores:
+            if store not in inv.stores and not session.get(StoreRow, store):
+                raise ConfigInvalid(f"{cred.id}: no store {store!r}; declare [stores.{store}]")
+
+
+def _diff(row: Any, wanted: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(k for k, v in wanted.items() if getattr(row, k) != v)
+
+
+def _upsert(session: Session, model: Any, key: Any, wanted: dict[str, Any], kind: str,
+            name: str, out: list[Change]) -> None:
+    row = session.get(model, key)
+    if row is None:
+        session.add(model(**wanted))
+        out.append(Change("create", kind, name))
+        return
+    changed = _diff(row, wanted)
+    if changed:
+        for k in changed:
+            setattr(row, k, wanted[k])
+        out.append(Change("update", kind, name, changed))
+
+
+def _credential_fields(cred: CredentialSpec) -> dict[str, Any]:
+    return {
+        "id": cred.id, "tenant_id": cred.tenant_id, "kind": cred.kind, "owner": cred.owner,
+        "purpose": cred.purpose, "tags": cred.tag_dict(), "policy": cred.policy,
+        "target": cred.target, "strategy": cred.strategy, "stores": list(cred.stores),
+        "usernames": cred.logins(),
+    }
+
+
+def apply(app: Keyturn, inv: Inventory, base_dir: Path, *, dry_run: bool = False,
+          actor: str = "cli") -> ApplyResult:
+    base = str(base_dir.resolve())
+    _validate_plugins(inv, base_dir)
+    result = ApplyResult()
+    resolve = resolver(app, base)
+    try:
+        _apply_in_transaction(app, inv, base, resolve, result, dry_run, actor)
+    except _DryRun:
+        return result
+    _provision(app, inv, result.initial, result)
+    return result
+
+
+class _DryRun(Exception):
+    """Raised to roll back the transaction of a dry run."""
+
+
+def _apply_in_transaction(app: Keyturn, inv: Inventory, base: str, resolve: Any,
+                          result: ApplyResult, dry_run: bool, actor: str) -> None:
+    with app.db.write() as session:
+        _check_refs(session, inv)
+        initial: dict[str, Secret] = {}
+        for cred in inv.credentials:
+            existing = session.get(Credential, cred.id)
+            if cred.initial_secret and (existing is None or not repo.versions(session, cred.id)):
+                initial[cred.id] = resolve(cred.initial_secret)
+        changes = result.changes
+        for name, policy in inv.policies.items():
+            wanted = {"name": name, "settings": policy.model_dump(exclude_none=True)}
+            _upsert(session, Policy, name, wanted, "policy", name, changes)
+        for model, kind, specs in ((TargetRow, "target", inv.targets),
+                                   (StoreRow, "store", inv.stores)):
+            for name, spec in specs.items():
+                wanted = {"name": name, "type": spec.type, "settings": spec.settings(),
+                          "base_dir": base}
+                _upsert(session, model, name, wanted, kind, name, changes)
+        session.flush()
+        for cred in inv.credentials:
+            app.vault.tenant_key(session, cred.tenant_id)
+            _upsert(session, Credential, cred.id, _credential_fields(cred), "credential",
+                    cred.id, changes)
+            for consumer in cred.consumers:
+                if not any(c.name == consumer for c in repo.consumers(session, cred.id)):
+                    session.add(Consumer(credential_id=cred.id, name=consumer))
+                    changes.append(Change("create", "consumer", f"{cred.id}:{consumer}"))
+        session.flush()
+        for cred_id, value in initial.items():
+            changes.append(Change("secret", "credential", cred_id, ("initial value",)))
+            _store_initial(app, session, inv, cred_id, value)
+        all_ids = {c.id for c in repo.list_credentials(session)}
+        result.unmanaged = len(all_ids - {c.id for c in inv.credentials})
+        if dry_run:
+            raise _DryRun
+        for change in changes:
+            audit.append(session, actor=actor, action=f"inventory.{change.action}",
+                         credential_id=change.name if change.kind == "credential" else None,
+                         details={"kind": change.kind, "name": change.name,
+                                  "fields": list(change.fields)})
+        result.initial = initial
+
+
+def _store_initial(app: Keyturn, session: Session, inv: Inventory, cred_id: str,
+                   value: Secret) -> None:
+    cred = repo.get_credential(session, cred_id)
+    number = repo.last_version_number(session, cred_id) + 1
+    ciphertext, key_id = app.vault.seal(session, cred.tenant_id, cred_id, number, value)
+    fp = app.vault.fingerprint(value)
+    logins = cred.usernames or [None]
+    session.add(Version(
+        credential_id=cred_id, number=number, state=VersionState.CURRENT, username=logins[0],
+        ciphertext=ciphertext, data_key_id=key_id, fingerprint=fp, activated_at=utcnow(),
+    ))
+    cred.sync_status = None
+    audit.append(session, actor="apply", action="version.import", credential_id=cred_id,
+                 tenant_id=cred.tenant_id, fingerprint=fp,
+                 details={"version": number, "state": "current"})
+
+
+def _provision(app: Keyturn, inv: Inventory, initial: dict[str, Secret],
+               result: ApplyResult) -> None:
+    """Write new initial values into their targets where the login does not exist yet."""
+    for cred in inv.credentials:
+        if cred.id not in initial or not cred.target:
+            continue
+        try:
+            with app.db.read() as session:
+                row = session.get(TargetRow, cred.target)
+                assert row is not None
+            target = open_target(app, row)
+            try:
+                created = target.ensure(Account(cred.logins()[0]), initial[cred.id])
+            finally:
+                target.close()
+        except KeyturnError as exc:
+            result.problems.append(f"{cred.id}: stored, but not provisioned on its target: "
+                                   f"{exc.message}")
+            continue
+        if created:
+            result.provisioned.append(cred.id)
+            with app.db.write() as session:
+                audit.append(session, actor="apply", action="target.provision",
+                             credential_id=cred.id, tenant_id=cred.tenant_id,
+                             fingerprint=app.vault.fingerprint(initial[cred.id]))

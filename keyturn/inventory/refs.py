@@ -1,0 +1,94 @@
+"""Secret references: `env:NAME`, `file:PATH`, `keyturn:ID`. Never literals."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from keyturn.domain.errors import LiteralSecret, ReferenceUnresolved
+from keyturn.domain.ids import validate_id
+from keyturn.domain.model import Secret
+
+SCHEMES = ("env:", "file:", "keyturn:")
+MAX_SECRET_FILE = 64 * 1024
+# Setting names that hold secrets: their values must be references.
+SECRET_KEY = re.compile(r"(password|passwd|secret|token|api_?key|private_key|credentials?)$")
+_KNOWN_PREFIXES = ("AKIA", "ASIA", "ghp_", "gho_", "github_pat_", "xoxb-", "xoxp-", "sk_live_",
+                   "kt_", "-----BEGIN")
+
+
+def is_reference(value: object) -> bool:
+    return isinstance(value, str) and value.startswith(SCHEMES) and len(value.split(":", 1)[1]) > 0
+
+
+def how_to_reference(where: str, key: str) -> str:
+    env = re.sub(r"[^A-Z0-9]+", "_", where.upper()).strip("_") or "SECRET"
+    return (
+        f'{where}: {key} holds a literal secret; reference it instead: {key} = "env:{env}" '
+        '(or "file:/path/to/secret", "keyturn:other/credential")'
+    )
+
+
+def require_reference(value: object, where: str, key: str) -> str:
+    if not is_reference(value):
+        raise LiteralSecret(how_to_reference(where, key))
+    return str(value)
+
+
+def looks_like_secret(value: str) -> bool:
+    """High-entropy tokens and well-known key prefixes, as secret scanners flag them."""
+    if is_reference(value) or any(c.isspace() for c in value) or "://" in value:
+        return False
+    if value.startswith(_KNOWN_PREFIXES) and len(value) >= 16:
+        return True
+    if len(value) < 20 or "/" in value:
+        return False
+    counts = Counter(value)
+    entropy = -sum(n / len(value) * math.log2(n / len(value)) for n in counts.values())
+    classes = sum(
+        any(test(c) for c in value) for test in (str.islower, str.isupper, str.isdigit)
+    )
+    return entropy >= 4.0 and classes >= 3
+
+
+class Resolver:
+    """Resolves references; `keyturn:` reads another credential's current value."""
+
+    def __init__(
+        self, base_dir: Path, keyturn_lookup: Callable[[str], Secret] | None = None
+    ) -> None:
+        self.base_dir = base_dir
+        self.keyturn_lookup = keyturn_lookup
+
+    def __call__(self, ref: str) -> Secret:
+        scheme, _, rest = ref.partition(":")
+        if scheme == "env":
+            if rest not in os.environ:
+                raise ReferenceUnresolved(f"{ref}: the environment variable {rest} is not set")
+            return Secret(os.environ[rest])
+        if scheme == "file":
+            return Secret(self._read(rest, ref))
+        if scheme == "keyturn":
+            if self.keyturn_lookup is None:
+                raise ReferenceUnresolved(f"{ref}: keyturn references cannot be used here")
+            return self.keyturn_lookup(validate_id(rest))
+        raise ReferenceUnresolved(
+            f"{ref!r} is not a reference; use env:NAME, file:PATH or keyturn:ID"
+        )
+
+    def _read(self, path_text: str, ref: str) -> str:
+        path = Path(path_text).expanduser()
+        path = path if path.is_absolute() else self.base_dir / path
+        try:
+            if path.stat().st_size > MAX_SECRET_FILE:
+                raise ReferenceUnresolved(f"{ref}: file is larger than {MAX_SECRET_FILE} bytes")
+            text = path.read_text()
+        except OSError as exc:
+            raise ReferenceUnresolved(f"{ref}: cannot read {path}: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise ReferenceUnresolved(f"{ref}: {path} is not UTF-8 text") from exc
+        return text.rstrip("\r\n")

@@ -1,0 +1,199 @@
+"""The inventory file (keyturn.toml): policies, targets, stores and credentials.
+
+Parsing is strict: unknown keys are errors, ids are validated, secrets must be references.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from keyturn.domain.durations import parse_duration
+from keyturn.domain.errors import ConfigInvalid, LiteralSecret
+from keyturn.domain.ids import validate_id, validate_name
+from keyturn.inventory.refs import (
+    SECRET_KEY,
+    how_to_reference,
+    is_reference,
+    looks_like_secret,
+    require_reference,
+)
+
+MAX_FILE_BYTES = 16 * 1024 * 1024
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PasswordSpec(_Strict):
+    length: int = 32
+    alphabet: str = "urlsafe"
+    forbid: str = ""
+
+
+class PolicySpec(_Strict):
+    max_age: str | None = None
+    notice: str | None = None
+    schedule: str | None = None
+    grace: str | None = None
+    jitter: str | None = None
+    recipients: list[str] = Field(default_factory=list)
+    password: PasswordSpec | None = None
+
+    @field_validator("max_age", "notice", "grace", "jitter")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            from croniter import croniter
+
+            if not croniter.is_valid(value):
+                raise ValueError(f"invalid cron expression {value!r}; e.g. \"0 2 * * *\"")
+        return value
+
+
+class CredentialSpec(_Strict):
+    id: str
+    tenant: str | None = None
+    kind: str = "generic"
+    owner: str = ""
+    purpose: str = ""
+    tags: dict[str, str] | list[str] = Field(default_factory=dict)
+    policy: str | None = None
+    target: str | None = None
+    strategy: Literal["single", "alternating", "dual"] = "single"
+    username: str | None = None
+    usernames: list[str] = Field(default_factory=list)
+    stores: list[str] = Field(default_factory=list)
+    consumers: list[str] = Field(default_factory=list)
+    initial_secret: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        return validate_id(value)
+
+    @property
+    def tenant_id(self) -> str:
+        if self.tenant:
+            return self.tenant
+        return self.id.split("/")[0] if "/" in self.id else "default"
+
+    def tag_dict(self) -> dict[str, str]:
+        if isinstance(self.tags, list):
+            return {tag: "" for tag in self.tags}
+        return dict(self.tags)
+
+    def logins(self) -> list[str]:
+        names = list(self.usernames) or ([self.username] if self.username else [])
+        return names
+
+
+class PluginSpec(BaseModel):
+    """A target or store: its type plus settings the plugin validates."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: str
+
+    def settings(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class Inventory(_Strict):
+    settings: dict[str, Any] = Field(default_factory=dict)
+    policies: dict[str, PolicySpec] = Field(default_factory=dict)
+    targets: dict[str, PluginSpec] = Field(default_factory=dict)
+    stores: dict[str, PluginSpec] = Field(default_factory=dict)
+    credentials: list[CredentialSpec] = Field(default_factory=list)
+
+
+def _check_literals(data: Any, path: str) -> None:
+    """Refuse literal secrets anywhere: under secret-named keys, and high-entropy strings."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            where = f"{path}.{key}" if path else str(key)
+            if isinstance(value, str) and SECRET_KEY.search(str(key)):
+                require_reference(value, path or "file", str(key))
+            _check_literals(value, where)
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            _check_literals(value, f"{path}[{index}]")
+    elif isinstance(data, str) and looks_like_secret(data):
+        head, _, key = path.rpartition(".")
+        raise LiteralSecret(how_to_reference(head or "file", key or path))
+
+
+def _format_error(exc: ValidationError, source: str) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    message = str(first["msg"]).removeprefix("Value error, ")
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{source}: {where}: {message}{more}"
+
+
+def parse(text: str, source: str = "inventory") -> Inventory:
+    if len(text.encode()) > MAX_FILE_BYTES:
+        raise ConfigInvalid(f"{source}: larger than {MAX_FILE_BYTES // 1024 // 1024} MiB")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigInvalid(f"{source}: not valid TOML: {exc}") from exc
+    _check_literals(data, "")
+    for index, cred in enumerate(data.get("credentials", []) or []):
+        if isinstance(cred, dict) and "initial_secret" in cred:
+            ident = cred.get("id", f"credentials[{index}]")
+            require_reference(cred["initial_secret"], str(ident), "initial_secret")
+    try:
+        inventory = Inventory.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigInvalid(_format_error(exc, source)) from exc
+    _check_names(inventory, source)
+    return inventory
+
+
+def _check_names(inv: Inventory, source: str) -> None:
+    for kind, names in (("policy", inv.policies), ("target", inv.targets), ("store", inv.stores)):
+        for name in names:
+            validate_name(name, kind)
+    seen: set[str] = set()
+    for cred in inv.credentials:
+        if cred.id in seen:
+            raise ConfigInvalid(f"{source}: credential {cred.id!r} is declared twice")
+        seen.add(cred.id)
+        validate_name(cred.tenant_id, "tenant")
+        validate_name(cred.kind, "kind")
+        if cred.strategy == "alternating" and len(cred.logins()) != 2:
+            raise ConfigInvalid(
+                f"{source}: {cred.id}: strategy alternating needs usernames = [\"app\", "
+                "\"app_clone\"] (two logins)"
+            )
+        if cred.strategy != "alternating" and len(cred.logins()) > 1:
+            raise ConfigInvalid(f"{source}: {cred.id}: usernames lists two logins; "
+                                "only the alternating strategy uses two")
+
+
+def load(path: Path) -> Inventory:
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ConfigInvalid(f"{path}: larger than {MAX_FILE_BYTES // 1024 // 1024} MiB")
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigInvalid(f"cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigInvalid(f"{path}: not UTF-8 text") from exc
+    return parse(text, str(path))
+
+
+__all__ = ["CredentialSpec", "Inventory", "PluginSpec", "PolicySpec", "is_reference", "load",
+           "parse"]

@@ -1,0 +1,64 @@
+"""Building blocks the services share: current values, reference resolution, plugin instances."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from keyturn import plugins
+from keyturn.app import Keyturn
+from keyturn.db import repo
+from keyturn.db.models import StoreRow, TargetRow
+from keyturn.domain.errors import ConfigInvalid, NotFound, ReferenceUnresolved
+from keyturn.domain.model import Secret, VersionState
+from keyturn.inventory.refs import Resolver
+from keyturn.stores.base import Store, StoreContext
+from keyturn.targets.base import Target, TargetContext
+
+
+def value_of(app: Keyturn, session: Session, credential_id: str, previous: bool = False) -> Secret:
+    """The current (or previous) value of a credential."""
+    repo.get_credential(session, credential_id)
+    state = VersionState.PREVIOUS if previous else VersionState.CURRENT
+    version = repo.version_in_state(session, credential_id, state)
+    if version is None:
+        raise NotFound(f"{credential_id} has no {state.value} version")
+    return app.vault.reveal(version)
+
+
+def resolver(app: Keyturn, base_dir: str | Path) -> Resolver:
+    def lookup(credential_id: str) -> Secret:
+        try:
+            with app.db.read() as session:
+                return value_of(app, session, credential_id)
+        except NotFound as exc:
+            raise ReferenceUnresolved(f"keyturn:{credential_id}: {exc.message}") from exc
+
+    return Resolver(Path(base_dir), lookup)
+
+
+def open_target(app: Keyturn, row: TargetRow) -> Target:
+    cls = plugins.load("target", row.type)
+    context = TargetContext(resolve=resolver(app, row.base_dir), base_dir=row.base_dir)
+    try:
+        return cls.from_settings(row.settings, context)  # type: ignore[no-any-return]
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise ConfigInvalid(f"target {row.name!r} ({row.type}): {_first_error(exc)}") from exc
+
+
+def open_store(app: Keyturn, row: StoreRow) -> Store:
+    cls = plugins.load("store", row.type)
+    context = StoreContext(resolve=resolver(app, row.base_dir), base_dir=row.base_dir)
+    try:
+        return cls.from_settings(row.settings, context)  # type: ignore[no-any-return]
+    except ValueError as exc:
+        raise ConfigInvalid(f"store {row.name!r} ({row.type}): {_first_error(exc)}") from exc
+
+
+def _first_error(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+    return str(exc)

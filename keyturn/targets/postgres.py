@@ -1,0 +1,356 @@
+"""PostgreSQL target: rotate the password of a login role.
+
+Strategies:
+
+- ``single``: ``ALTER ROLE <login> PASSWORD <verifier>``.
+- ``alternating``: two logins (``app``, ``app_clone``) that are both members of one ``NOLOGIN``
+  owner role (``owner_role``), which owns the objects and holds the grants; each login runs
+  ``SET role = <owner_role>`` at login, so what it creates belongs to the owner role too. A
+  rotation sets the password of the inactive login and enables it (``LOGIN``); revoke disables
+  the login that held the old value (``NOLOGIN``). Sessions that are open stay open.
+
+The password never travels in clear: keyturn computes the SCRAM-SHA-256 verifier itself
+(RFC 5802 / RFC 7677) and sends only the verifier, so a server logging every statement
+(``log_statement = 'all'``) logs no secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import stringprep
+import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import field_validator
+
+from keyturn.domain.errors import (
+    ConfigInvalid,
+    LiteralSecret,
+    PluginMissing,
+    TargetRejected,
+    TargetUnreachable,
+)
+from keyturn.domain.model import PasswordRules, Secret
+from keyturn.targets.base import Account, Target, TargetConfig
+
+if TYPE_CHECKING:
+    import psycopg
+
+SECRET_REF_PREFIXES = ("env:", "file:", "keyturn:")
+# Characters that break connection URLs and DSNs when a consumer pastes the value in one.
+DSN_UNSAFE = "@:/?#%'\"\\ "
+
+_REFUSED = (
+    "password authentication failed",
+    "is not permitted to log in",
+    "role has expired",  # VALID UNTIL in the past
+)
+
+
+def check_reference(value: str | None) -> str | None:
+    """Refuse a literal secret in the settings; the error never repeats the value."""
+    if value is not None and not value.startswith(SECRET_REF_PREFIXES):
+        # Not a ValueError: pydantic would copy the input (the secret) into its message.
+        raise LiteralSecret()
+    return value
+
+
+class PostgresConfig(TargetConfig):
+    """Settings of a PostgreSQL target."""
+
+    host: str
+    port: int = 5432
+    dbname: str = "postgres"
+    # The role that changes passwords (superuser, or CREATEROLE with ADMIN on the logins).
+    # Without it, `single` logs in as the login itself with its current password.
+    admin_user: str | None = None
+    admin_password: str | None = None  # a reference: env:NAME, file:PATH, keyturn:ID
+    # alternating: the NOLOGIN role both logins belong to; it owns objects and holds grants.
+    owner_role: str | None = None
+    connect_timeout: int = 10
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    sslrootcert: str | None = None
+    scram_iterations: int = 4096
+
+    _ref = field_validator("admin_password")(check_reference)
+
+
+# -- SCRAM-SHA-256 verifiers ---------------------------------------------------------------
+
+
+def saslprep(password: str) -> str:
+    """RFC 4013 SASLprep as PostgreSQL applies it: on a prohibited input, use it unchanged."""
+    mapped = "".join(
+        " " if stringprep.in_table_c12(ch) else ch
+        for ch in password
+        if not stringprep.in_table_b1(ch)
+    )
+    normal = unicodedata.normalize("NFKC", mapped)
+    prohibited = (
+        stringprep.in_table_c12,
+        stringprep.in_table_c21_c22,
+        stringprep.in_table_c3,
+        stringprep.in_table_c4,
+        stringprep.in_table_c5,
+        stringprep.in_table_c6,
+        stringprep.in_table_c7,
+        stringprep.in_table_c8,
+        stringprep.in_table_c9,
+        stringprep.in_table_a1,
+    )
+    if any(test(ch) for ch in normal for test in prohibited):
+        return password
+    if any(stringprep.in_table_d1(ch) for ch in normal):
+        if any(stringprep.in_table_d2(ch) for ch in normal):
+            return password
+        if not (stringprep.in_table_d1(normal[0]) and stringprep.in_table_d1(normal[-1])):
+            return password
+    return normal
+
+
+def _stored_and_server_key(password: str, salt: bytes, iterations: int) -> tuple[bytes, bytes]:
+    salted = hashlib.pbkdf2_hmac("sha256", saslprep(password).encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+    return hashlib.sha256(client_key).digest(), server_key
+
+
+def scram_verifier(password: str, *, iterations: int = 4096, salt: bytes | None = None) -> str:
+    """The ``SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>`` string PostgreSQL stores."""
+    salt = salt if salt is not None else secrets.token_bytes(16)
+    stored, server = _stored_and_server_key(password, salt, iterations)
+    b64 = base64.b64encode
+    return (
+        f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}"
+        f"${b64(stored).decode()}:{b64(server).decode()}"
+    )
+
+
+def scram_matches(verifier: str, password: str) -> bool:
+    """True if *verifier* (as in pg_authid.rolpassword) was made from *password*."""
+    try:
+        method, rest = verifier.split("$", 1)
+        iter_salt, keys = rest.split("$", 1)
+        iterations, salt_b64 = iter_salt.split(":", 1)
+        stored_b64, _server = keys.split(":", 1)
+        salt, stored = base64.b64decode(salt_b64), base64.b64decode(stored_b64)
+        count = int(iterations)
+    except ValueError:
+        return False
+    if method != "SCRAM-SHA-256":
+        return False
+    return hmac.compare_digest(_stored_and_server_key(password, salt, count)[0], stored)
+
+
+# -- the target ------------------------------------------------------------------------------
+
+
+def _driver() -> Any:
+    try:
+        import psycopg
+        import psycopg.sql
+    except ImportError as exc:
+        raise PluginMissing(
+            "the postgres target needs psycopg 3: pip install 'keyturn[postgres]'"
+        ) from exc
+    return psycopg
+
+
+def _reason(exc: Exception, *values: Secret | None) -> str:
+    """The driver's message, last line only, with any secret value blotted out."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    for value in values:
+        if value is not None and value.reveal():
+            text = text.replace(value.reveal(), "**********")
+    return text
+
+
+class _Refused(Exception):
+    """The server refused this login's password (internal: test() turns it into False)."""
+
+
+class PostgresTarget(Target):
+    """Rotates the password of a PostgreSQL login role (``single`` or ``alternating``)."""
+
+    name = "postgres"
+    max_active_secrets = 1
+    strategies = ("single", "alternating")
+    password_rules = PasswordRules(length=32, alphabet="urlsafe", forbid=DSN_UNSAFE)
+    config_model = PostgresConfig
+    config: PostgresConfig
+
+    # -- connections ----------------------------------------------------------------------
+
+    def _where(self, user: str) -> str:
+        return f"PostgreSQL at {self.config.host}:{self.config.port} (role {user!r})"
+
+    @contextmanager
+    def _connect(self, user: str, password: Secret) -> Iterator[psycopg.Connection[Any]]:
+        """A connection as *user*; driver errors mapped to keyturn errors once, here."""
+        pg = _driver()
+        cfg = self.config
+        try:
+            conn = pg.connect(
+                host=cfg.host,
+                port=cfg.port,
+                dbname=cfg.dbname,
+                user=user,
+                password=password.reveal(),
+                connect_timeout=cfg.connect_timeout,
+                sslmode=cfg.sslmode,
+                sslrootcert=cfg.sslrootcert,
+                application_name="keyturn",
+                autocommit=True,
+            )
+        except pg.OperationalError as exc:
+            reason = _reason(exc, password)
+            if any(marker in reason for marker in _REFUSED):
+                raise _Refused(reason) from None
+            if "no pg_hba.conf entry" in reason:
+                raise TargetRejected(
+                    f"{self._where(user)} does not let this login in: {reason}"
+                ) from None
+            raise TargetUnreachable(f"cannot reach {self._where(user)}: {reason}") from None
+        try:
+            with conn:
+                yield conn
+        except pg.OperationalError as exc:
+            raise TargetUnreachable(f"lost {self._where(user)}: {_reason(exc, password)}") from None
+        except pg.Error as exc:
+            raise TargetRejected(
+                f"{self._where(user)} refused the change: {_reason(exc, password)}"
+            ) from None
+
+    @contextmanager
+    def _admin(self, account: Account, current: Secret | None) -> Iterator[psycopg.Connection[Any]]:
+        """The connection that changes passwords: the admin, else the login itself."""
+        cfg = self.config
+        if cfg.admin_user and cfg.admin_password:
+            user, password = cfg.admin_user, self.context.resolve(cfg.admin_password)
+            hint = f"check admin_password ({cfg.admin_password})"
+        elif current is not None:
+            user, password, hint = account.username, current, "is the current value still valid?"
+        else:
+            raise ConfigInvalid(
+                f"the postgres target {cfg.host}:{cfg.port} needs admin_user and admin_password "
+                f"to change {account.username!r} without its current password"
+            )
+        try:
+            with self._connect(user, password) as conn:
+                yield conn
+        except _Refused as exc:
+            raise TargetRejected(f"{self._where(user)} refused the login: {exc}; {hint}") from None
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _role(self, conn: psycopg.Connection[Any], role: str) -> tuple[bool, str | None] | None:
+        """(can log in, stored verifier or None when unreadable), or None if no such role."""
+        pg = _driver()
+        row = conn.execute(
+            "SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", (role,)
+        ).fetchone()
+        if row is None:
+            return None
+        try:
+            # Only superusers may read pg_authid; without it, keyturn asks the server instead.
+            found = conn.execute(
+                "SELECT rolpassword FROM pg_authid WHERE rolname = %s", (role,)
+            ).fetchone()
+        except pg.errors.InsufficientPrivilege:
+            return bool(row[0]), None
+        return bool(row[0]), (found[0] if found else None)
+
+    def _accepts(self, conn: psycopg.Connection[Any], account: Account, value: Secret) -> bool:
+        """Does the role exist, may it log in, and is *value* its password?"""
+        role = self._role(conn, account.username)
+        if role is None or not role[0]:
+            return False
+        if role[1] is not None:
+            return scram_matches(role[1], value.reveal())
+        return self.test(account, value)
+
+    def _set_password(
+        self, conn: psycopg.Connection[Any], role: str, value: Secret, *, create: bool
+    ) -> None:
+        sql = _driver().sql
+        verifier = scram_verifier(value.reveal(), iterations=self.config.scram_iterations)
+        verb = "CREATE" if create else "ALTER"
+        # A role may change its own password but not its LOGIN attribute.
+        login = " LOGIN" if self.config.admin_user else ""
+        conn.execute(
+            sql.SQL(verb + " ROLE {} WITH" + login + " PASSWORD {}").format(
+                sql.Identifier(role), sql.Literal(verifier)
+            )
+        )
+
+    def _join_owner(self, conn: psycopg.Connection[Any], role: str) -> None:
+        """Make *role* a member of the owner role that act as it at login (idempotent)."""
+        owner = self.config.owner_role
+        if not owner:
+            return
+        sql = _driver().sql
+        if self._role(conn, owner) is None:
+            conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(owner)))
+        conn.execute(sql.SQL("ALTER ROLE {} INHERIT").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(owner), sql.Identifier(role)))
+        conn.execute(
+            sql.SQL("ALTER ROLE {} SET role = {}").format(sql.Identifier(role), sql.Literal(owner))
+        )
+
+    # -- verbs ----------------------------------------------------------------------------
+
+    def set(self, account: Account, new: Secret, current: Secret | None) -> None:
+        """Give the login *new* as its password and let it log in.
+
+        A missing login is created when ``owner_role`` is set (the clone of ``alternating``),
+        as a member of that role. Returns at once when the login already accepts *new*.
+        """
+        with self._admin(account, current) as conn:
+            if self._accepts(conn, account, new):
+                return
+            exists = self._role(conn, account.username) is not None
+            if not exists and not self.config.owner_role:
+                raise TargetRejected(
+                    f"{self._where(account.username)} has no such role; create it, or set "
+                    "owner_role so keyturn creates alternating logins"
+                )
+            self._set_password(conn, account.username, new, create=not exists)
+            self._join_owner(conn, account.username)
+
+    def test(self, account: Account, value: Secret) -> bool:
+        """Log in as the login with *value* and run ``SELECT 1``."""
+        try:
+            with self._connect(account.username, value) as conn:
+                conn.execute("SELECT 1").fetchone()
+        except _Refused:
+            return False
+        return True
+
+    def revoke(self, account: Account, old: Secret) -> None:
+        """Disable the login if it still accepts *old* (``alternating``: ``NOLOGIN``).
+
+        Under ``single`` the old value stopped working when ``set`` replaced it, so there is
+        nothing left to do. Open sessions are not terminated.
+        """
+        if not self.config.admin_user and not self.test(account, old):
+            return  # single without an admin: nothing to check beyond the login itself
+        with self._admin(account, None) as conn:
+            if not self._accepts(conn, account, old):
+                return
+            sql = _driver().sql
+            conn.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(account.username)))
+
+    def ensure(self, account: Account, value: Secret) -> bool:
+        """Create the login with *value* (and join ``owner_role``) unless it exists."""
+        with self._admin(account, None) as conn:
+            if self._role(conn, account.username) is not None:
+                return False
+            self._set_password(conn, account.username, value, create=True)
+            self._join_owner(conn, account.username)
+            return True

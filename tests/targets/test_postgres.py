@@ -1,0 +1,222 @@
+"""The postgres target against a real PostgreSQL that checks passwords (scram-sha-256).
+
+The cluster is the one scripts/services starts on port 54329 with log_statement = 'all', so
+the tests can also read what the server logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from keyturn.domain.errors import (
+    LiteralSecret,
+    PluginMissing,
+    TargetRejected,
+    TargetUnreachable,
+)
+from keyturn.domain.model import Secret
+from keyturn.targets.base import Account
+from keyturn.targets.postgres import PostgresTarget, scram_matches, scram_verifier
+from tests.servers import unused_port
+from tests.targets.conftest import PgSandbox, Refs, new_password
+
+
+def target(pg: PgSandbox, refs: Refs, **extra: object) -> PostgresTarget:
+    plugin = PostgresTarget.from_settings(pg.settings(refs, **extra), refs.context())
+    assert isinstance(plugin, PostgresTarget)
+    return plugin
+
+
+@pytest.fixture
+def server_log(pg: PgSandbox) -> Iterator[list[str]]:
+    """Passwords the test used; afterwards, the server log written meanwhile must hold none."""
+    log = Path(pg.server.log)
+    start = log.stat().st_size
+    used: list[str] = []
+    yield used
+    with log.open("rb") as fh:
+        fh.seek(start)
+        written = fh.read().decode(errors="replace")
+    assert "ALTER ROLE" in written or "CREATE ROLE" in written  # the log does log statements
+    for password in used:
+        assert password not in written
+
+
+# -- SCRAM verifiers -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "password",
+    ["plain-ascii-123", "pässwörd", "no\u00a0break space", "soft\u00adhyphen", "ｆｕｌｌ"],
+)
+def test_verifier_is_byte_for_byte_what_libpq_computes(pg: PgSandbox, password: str) -> None:
+    with pg.admin() as conn:
+        theirs = conn.pgconn.encrypt_password(
+            password.encode(), b"whoever", b"scram-sha-256"
+        ).decode()
+    iterations, salt = theirs.split("$")[1].split(":")
+    ours = scram_verifier(password, iterations=int(iterations), salt=base64.b64decode(salt))
+    assert ours == theirs
+    assert scram_matches(theirs, password)
+    assert not scram_matches(theirs, password + "x")
+
+
+@pytest.mark.parametrize("password", ["pässwörd", "no\u00a0break space"])
+def test_server_accepts_a_non_ascii_password(pg: PgSandbox, refs: Refs, password: str) -> None:
+    plugin, app = target(pg, refs), Account(pg.role("app"))
+    plugin.ensure(app, Secret(password))
+    assert plugin.test(app, Secret(password))
+
+
+# -- single ----------------------------------------------------------------------------------
+
+
+def test_single_rotation(pg: PgSandbox, refs: Refs, server_log: list[str]) -> None:
+    plugin, app = target(pg, refs), Account(pg.role("app"))
+    old, new = new_password(), new_password()
+    server_log += [old, new]
+
+    assert plugin.ensure(app, Secret(old)) is True
+    assert plugin.ensure(app, Secret(old)) is False
+    assert plugin.test(app, Secret(old))
+
+    plugin.set(app, Secret(new), Secret(old))
+    assert plugin.test(app, Secret(new))
+    assert not plugin.test(app, Secret(old))
+
+    plugin.set(app, Secret(new), Secret(old))  # replayed after a crash
+    plugin.revoke(app, Secret(old))
+    plugin.revoke(app, Secret(old))
+    assert plugin.test(app, Secret(new))
+    assert not plugin.test(app, Secret(old))
+
+
+def test_single_without_admin_uses_the_current_password(pg: PgSandbox, refs: Refs) -> None:
+    admin = target(pg, refs)
+    app = Account(pg.role("app"))
+    old, new = new_password(), new_password()
+    admin.ensure(app, Secret(old))
+    plugin = target(pg, refs, admin_user=None, admin_password=None)
+
+    plugin.set(app, Secret(new), Secret(old))
+    plugin.set(app, Secret(new), Secret(old))  # replay: new already works
+    plugin.revoke(app, Secret(old))
+    assert plugin.test(app, Secret(new))
+    assert not plugin.test(app, Secret(old))
+
+
+def test_set_on_a_missing_role_says_so(pg: PgSandbox, refs: Refs) -> None:
+    with pytest.raises(TargetRejected, match="no such role"):
+        target(pg, refs).set(Account(pg.role("ghost")), Secret(new_password()), None)
+
+
+# -- alternating -------------------------------------------------------------------------------
+
+
+def test_alternating_keeps_objects_and_grants_through_three_flips(
+    pg: PgSandbox, refs: Refs, server_log: list[str]
+) -> None:
+    owner = pg.role("owner")
+    plugin = target(pg, refs, owner_role=owner)
+    logins = [Account(pg.role("app")), Account(pg.role("app_clone"))]
+    values = {logins[0].username: new_password()}
+    server_log.append(values[logins[0].username])
+    plugin.ensure(logins[0], Secret(values[logins[0].username]))
+
+    # The app creates and fills a table; the admin grants the owner role on its own table.
+    with pg.admin() as conn:
+        conn.execute(f'GRANT USAGE, CREATE ON SCHEMA public TO "{owner}"')
+    with pg.connect(logins[0].username, values[logins[0].username]) as conn:
+        conn.execute("CREATE TABLE orders (id int PRIMARY KEY)")
+        conn.execute("INSERT INTO orders VALUES (1)")
+    with pg.admin() as conn:
+        conn.execute("CREATE TABLE prices (id int)")
+        conn.execute(f'GRANT SELECT, INSERT ON prices TO "{owner}"')
+
+    active = 0
+    for flip in range(3):
+        inactive = 1 - active
+        old_acc, new_acc = logins[active], logins[inactive]
+        old, new = values[old_acc.username], new_password()
+        server_log.append(new)
+
+        plugin.set(new_acc, Secret(new), None)
+        plugin.set(new_acc, Secret(new), None)  # replay
+        assert plugin.test(new_acc, Secret(new))
+        assert plugin.test(old_acc, Secret(old))  # both log in until revoke
+
+        plugin.revoke(old_acc, Secret(old))
+        plugin.revoke(old_acc, Secret(old))  # replay
+        assert not plugin.test(old_acc, Secret(old))
+        assert plugin.test(new_acc, Secret(new))
+
+        with pg.connect(new_acc.username, new) as conn:
+            conn.execute("INSERT INTO orders VALUES (%s)", (flip + 2,))
+            conn.execute("INSERT INTO prices VALUES (%s)", (flip,))
+            conn.execute("CREATE TABLE made_in_flip_%s (x int)" % flip)
+            assert conn.execute("SELECT count(*) FROM prices").fetchone()[0] == flip + 1
+        values[new_acc.username] = new
+        active = inactive
+
+    with pg.connect(logins[active].username, values[logins[active].username]) as conn:
+        assert [r[0] for r in conn.execute("SELECT id FROM orders ORDER BY id")] == [1, 2, 3, 4]
+        conn.execute("DELETE FROM orders WHERE id = 1")
+        owners = conn.execute(
+            "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public' "
+            "AND tablename <> 'prices'"
+        ).fetchall()
+    assert owners == [(owner,)]
+
+
+def test_revoke_of_a_missing_or_disabled_login_is_harmless(pg: PgSandbox, refs: Refs) -> None:
+    plugin = target(pg, refs, owner_role=pg.role("owner"))
+    ghost = Account(pg.role("ghost"))
+    plugin.revoke(ghost, Secret(new_password()))
+    assert plugin.ensure(ghost, Secret("first-value-123"))
+    plugin.revoke(ghost, Secret("first-value-123"))
+    plugin.revoke(ghost, Secret("first-value-123"))
+    assert not plugin.test(ghost, Secret("first-value-123"))
+
+
+# -- failures ----------------------------------------------------------------------------------
+
+
+def test_unreachable_port_is_not_a_refusal(pg: PgSandbox, refs: Refs) -> None:
+    port = unused_port()
+    plugin = target(pg, refs, port=port)
+    app = Account(pg.role("app"))
+    with pytest.raises(TargetUnreachable, match=f"127.0.0.1:{port}.*{app.username}"):
+        plugin.test(app, Secret(new_password()))
+    with pytest.raises(TargetUnreachable, match=f"127.0.0.1:{port}"):
+        plugin.set(app, Secret(new_password()), None)
+
+
+def test_wrong_admin_password_is_clear_and_does_not_leak(pg: PgSandbox, refs: Refs) -> None:
+    wrong = new_password()
+    plugin = target(pg, refs, admin_password=refs.add(wrong, "env:WRONG_PG_ADMIN"))
+    with pytest.raises(TargetRejected) as info:
+        plugin.set(Account(pg.role("app")), Secret(new_password()), None)
+    message = str(info.value)
+    assert pg.server.user in message and "env:WRONG_PG_ADMIN" in message
+    assert wrong not in message and wrong not in repr(info.value.__cause__)
+
+
+def test_a_literal_admin_password_is_refused_without_echo(pg: PgSandbox, refs: Refs) -> None:
+    settings = pg.settings(refs, admin_password="hunter2-literal")
+    with pytest.raises(LiteralSecret) as info:
+        PostgresTarget.from_settings(settings, refs.context())
+    assert "hunter2" not in str(info.value)
+
+
+def test_missing_driver_names_the_extra(
+    pg: PgSandbox, refs: Refs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plugin = target(pg, refs)
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    with pytest.raises(PluginMissing, match=r"pip install 'keyturn\[postgres\]'"):
+        plugin.test(Account("app"), Secret("whatever-value"))
