@@ -227,11 +227,15 @@ class PostgresTarget(Target):
                 f"{self._where(user)} refused the change: {_reason(exc, password)}"
             ) from None
 
+    def _has_admin(self) -> bool:
+        return bool(self.config.admin_user and self.config.admin_password)
+
     @contextmanager
     def _admin(self, account: Account, current: Secret | None) -> Iterator[psycopg.Connection[Any]]:
         """The connection that changes passwords: the admin, else the login itself."""
         cfg = self.config
-        if cfg.admin_user and cfg.admin_password:
+        if self._has_admin():
+            assert cfg.admin_user and cfg.admin_password
             user, password = cfg.admin_user, self.context.resolve(cfg.admin_password)
             hint = f"check admin_password ({cfg.admin_password})"
         elif current is not None:
@@ -282,7 +286,7 @@ class PostgresTarget(Target):
         verifier = scram_verifier(value.reveal(), iterations=self.config.scram_iterations)
         verb = "CREATE" if create else "ALTER"
         # A role may change its own password but not its LOGIN attribute.
-        login = " LOGIN" if self.config.admin_user else ""
+        login = " LOGIN" if self._has_admin() else ""
         conn.execute(
             sql.SQL(verb + " ROLE {} WITH" + login + " PASSWORD {}").format(
                 sql.Identifier(role), sql.Literal(verifier)
@@ -311,8 +315,12 @@ class PostgresTarget(Target):
         A missing login is created when ``owner_role`` is set (the clone of ``alternating``),
         as a member of that role. Returns at once when the login already accepts *new*.
         """
+        # Without an admin keyturn logs in with the current value, which a replay no longer
+        # has: ask with the new one first.
+        if not self._has_admin() and self.test(account, new):
+            return
         with self._admin(account, current) as conn:
-            if self._accepts(conn, account, new):
+            if self._has_admin() and self._accepts(conn, account, new):
                 return
             exists = self._role(conn, account.username) is not None
             if not exists and not self.config.owner_role:
@@ -338,7 +346,7 @@ class PostgresTarget(Target):
         Under ``single`` the old value stopped working when ``set`` replaced it, so there is
         nothing left to do. Open sessions are not terminated.
         """
-        if not self.config.admin_user and not self.test(account, old):
+        if not self._has_admin() and not self.test(account, old):
             return  # single without an admin: nothing to check beyond the login itself
         with self._admin(account, None) as conn:
             if not self._accepts(conn, account, old):

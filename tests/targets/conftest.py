@@ -115,8 +115,7 @@ def pg(pg_server: PgServer) -> Iterator[PgSandbox]:
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(box.dbname))
         )
         roles = conn.execute(
-            "SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s) "
-            "ORDER BY rolcanlogin DESC",
+            "SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s) ORDER BY rolcanlogin DESC",
             (prefix,),
         ).fetchall()
         for (role,) in roles:

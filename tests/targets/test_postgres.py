@@ -52,7 +52,13 @@ def server_log(pg: PgSandbox) -> Iterator[list[str]]:
 
 @pytest.mark.parametrize(
     "password",
-    ["plain-ascii-123", "pässwörd", "no\u00a0break space", "soft\u00adhyphen", "ｆｕｌｌ"],
+    [
+        "plain-ascii-123",
+        "pässwörd",
+        "no\u00a0break space",
+        "soft\u00adhyphen",
+        "\uff46\uff55\uff4c\uff4c",
+    ],
 )
 def test_verifier_is_byte_for_byte_what_libpq_computes(pg: PgSandbox, password: str) -> None:
     with pg.admin() as conn:
@@ -158,7 +164,7 @@ def test_alternating_keeps_objects_and_grants_through_three_flips(
         with pg.connect(new_acc.username, new) as conn:
             conn.execute("INSERT INTO orders VALUES (%s)", (flip + 2,))
             conn.execute("INSERT INTO prices VALUES (%s)", (flip,))
-            conn.execute("CREATE TABLE made_in_flip_%s (x int)" % flip)
+            conn.execute(f"CREATE TABLE made_in_flip_{flip} (x int)")
             assert conn.execute("SELECT count(*) FROM prices").fetchone()[0] == flip + 1
         values[new_acc.username] = new
         active = inactive
