@@ -181,7 +181,10 @@ def mysql(mysql_server: MysqlServer) -> Iterator[MysqlSandbox]:
         cur.execute(f"DROP DATABASE IF EXISTS `{box.dbname}`")
         cur.execute("SELECT user, host FROM mysql.user WHERE user LIKE %s", (prefix + "%",))
         for user, host in cur.fetchall():
-            cur.execute("DROP USER IF EXISTS %s@%s", (user, host))
+            if host == "":  # a MariaDB role
+                cur.execute("DROP ROLE %s", (user,))
+            else:
+                cur.execute("DROP USER IF EXISTS %s@%s", (user, host))
 
 
 # -- Redis -------------------------------------------------------------------------------------
