@@ -1,0 +1,214 @@
+"""What the interfaces call: start, run, resume, abort and verify rotations."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from keyturn.app import Keyturn
+from keyturn.audit import log as audit
+from keyturn.db import repo
+from keyturn.db.models import Credential, Rotation, TargetRow, utcnow
+from keyturn.domain.errors import (
+    Conflict,
+    KeyturnError,
+    NotFound,
+    RotationInProgress,
+    TargetError,
+    UsageError,
+)
+from keyturn.domain.ids import validate_id
+from keyturn.domain.model import ACTIVE_STATUSES, RotationStatus, Step, Trigger, VersionState
+from keyturn.engine.protocol import Outcome, Runner, account
+from keyturn.notify import outbox
+from keyturn.runtime import open_target
+
+MAX_REASON = 2000
+
+
+def _in_progress(rot: Rotation) -> RotationInProgress:
+    return RotationInProgress(
+        f"a rotation of {rot.credential_id} is already in progress (rotation {rot.id}, step "
+        f"{rot.step}, {rot.status}); run `keyturn resume {rot.credential_id}` or "
+        f"`keyturn abort {rot.credential_id} --reason ...`"
+    )
+
+
+def start(app: Keyturn, credential_id: str, *, trigger: Trigger, actor: str,
+          reason: str = "") -> int:
+    """Record a new rotation; the database refuses a second active one for the credential."""
+    validate_id(credential_id)
+    reason = reason.strip()
+    if trigger != Trigger.SCHEDULE and not reason:
+        raise UsageError("a reason is required (--reason TEXT): it goes into the audit log")
+    if len(reason) > MAX_REASON:
+        raise UsageError(f"the reason is longer than {MAX_REASON} characters")
+    try:
+        with app.db.write() as session:
+            cred = repo.get_credential(session, credential_id, lock=True)
+            if not cred.target:
+                raise UsageError(f"{credential_id} has no target: keyturn cannot change it; "
+                                 "declare `target = ...` in the inventory")
+            active = repo.active_rotation(session, credential_id)
+            if active is not None:
+                raise _in_progress(active)
+            current = repo.version_in_state(session, credential_id, VersionState.CURRENT)
+            rot = Rotation(credential_id=credential_id, trigger=trigger, actor=actor,
+                           reason=reason, strategy=cred.strategy, step=Step.CREATE,
+                           status=RotationStatus.RUNNING,
+                           old_version=current.number if current else None)
+            session.add(rot)
+            session.flush()
+            audit.append(session, actor=actor, action="rotation.start", reason=reason or None,
+                         credential_id=credential_id, tenant_id=cred.tenant_id,
+                         details={"rotation": rot.id, "trigger": trigger,
+                                  "strategy": cred.strategy})
+            return rot.id
+    except IntegrityError as exc:  # another process won the race for this credential
+        with app.db.read() as session:
+            active = repo.active_rotation(session, credential_id)
+        if active is not None:
+            raise _in_progress(active) from exc
+        raise RotationInProgress() from exc
+
+
+def rotate(app: Keyturn, credential_id: str, *, trigger: Trigger, actor: str,
+           reason: str = "") -> Outcome:
+    return Runner(app, start(app, credential_id, trigger=trigger, actor=actor,
+                             reason=reason)).run()
+
+
+def active_rotations(app: Keyturn, credential_id: str | None = None) -> Sequence[Rotation]:
+    with app.db.read() as session:
+        query = select(Rotation).where(Rotation.status.in_(ACTIVE_STATUSES))
+        if credential_id:
+            repo.get_credential(session, credential_id)
+            query = query.where(Rotation.credential_id == credential_id)
+        return session.execute(query.order_by(Rotation.id)).scalars().all()
+
+
+def resume(app: Keyturn, credential_id: str | None = None, *,
+           force: bool = False) -> list[Outcome | KeyturnError]:
+    """Run every active rotation (of one credential, or all) whose turn it is."""
+    results: list[Outcome | KeyturnError] = []
+    for rot in active_rotations(app, credential_id):
+        try:
+            results.append(Runner(app, rot.id, force=force).run())
+        except Conflict as exc:
+            results.append(exc)
+    return results
+
+
+def abort(app: Keyturn, credential_id: str, *, actor: str, reason: str) -> int:
+    """Stop a rotation. Before promotion the target must be proven (or made) to accept the
+    current value again, and the pending value is marked failed; after promotion the previous
+    value simply stays accepted (nothing is revoked)."""
+    if not reason.strip():
+        raise UsageError("a reason is required (--reason TEXT)")
+    active = active_rotations(app, credential_id)
+    if not active:
+        raise NotFound(f"{credential_id} has no rotation in progress")
+    rot = active[0]
+    if rot.lease_owner and rot.lease_expires_at and rot.lease_expires_at > utcnow() \
+            and rot.lease_owner != app.worker_id:
+        raise RotationInProgress(f"rotation {rot.id} is being run by {rot.lease_owner}; "
+                                 "abort it when its lease expires")
+    promoted = Step(rot.step) in (Step.WAIT, Step.REVOKE, Step.DONE)
+    if not promoted and rot.new_version is not None:
+        _restore_current(app, credential_id)
+    now = utcnow()
+    with app.db.write() as session:
+        cred = repo.get_credential(session, credential_id)
+        pending = repo.version_in_state(session, credential_id, VersionState.PENDING)
+        if pending is not None and not promoted:
+            pending.state, pending.retired_at = VersionState.FAILED, now
+        session.execute(update(Rotation).where(Rotation.id == rot.id).values(
+            status=RotationStatus.ABORTED, finished_at=now, lease_owner=None,
+            lease_expires_at=None, error=f"aborted by {actor}"))
+        audit.append(session, actor=actor, action="rotation.abort", reason=reason.strip(),
+                     credential_id=credential_id, tenant_id=cred.tenant_id,
+                     details={"rotation": rot.id, "step": rot.step, "promoted": promoted})
+    return rot.id
+
+
+def _restore_current(app: Keyturn, credential_id: str) -> None:
+    with app.db.read() as session:
+        cred = repo.get_credential(session, credential_id)
+        current = repo.version_in_state(session, credential_id, VersionState.CURRENT)
+        pending = repo.version_in_state(session, credential_id, VersionState.PENDING)
+        row = session.get(TargetRow, cred.target or "")
+    if current is None or pending is None or row is None:
+        return
+    target = open_target(app, row)
+    try:
+        cur, new = app.vault.reveal(current), app.vault.reveal(pending)
+        if target.test(account(current), cur):
+            return
+        target.set(account(current), cur, new)
+        if not target.test(account(current), cur):
+            raise Conflict(f"{credential_id}: the target no longer accepts the current value "
+                           "and could not be restored; run `keyturn resume` instead")
+    finally:
+        target.close()
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    credential_id: str
+    status: str  # in-sync | out-of-sync | unreachable | no-value
+    detail: str = ""
+
+
+def verify(app: Keyturn, credential_id: str | None = None, actor: str = "cli") -> list[VerifyResult]:
+    """Log in with each current value: is the target still in sync with keyturn?"""
+    with app.db.read() as session:
+        if credential_id:
+            creds = [repo.get_credential(session, credential_id)]
+        else:
+            creds = list(session.execute(
+                select(Credential).where(Credential.target.is_not(None)).order_by(Credential.id)
+            ).scalars())
+    return [_verify_one(app, cred, actor) for cred in creds]
+
+
+def _verify_one(app: Keyturn, cred: Credential, actor: str) -> VerifyResult:
+    with app.db.read() as session:
+        current = repo.version_in_state(session, cred.id, VersionState.CURRENT)
+        row = session.get(TargetRow, cred.target or "")
+    if current is None or row is None:
+        return VerifyResult(cred.id, "no-value", "no current value or no target")
+    detail = ""
+    try:
+        target = open_target(app, row)
+        try:
+            ok = target.test(account(current), app.vault.reveal(current))
+        finally:
+            target.close()
+        status = "in-sync" if ok else "out-of-sync"
+    except TargetError as exc:
+        status, detail = "unreachable", exc.message
+    now = utcnow()
+    with app.db.write() as session:
+        fresh = repo.get_credential(session, cred.id)
+        fresh.sync_status, fresh.verified_at = status, now
+        audit.append(session, actor=actor, action="credential.verify",
+                     outcome="ok" if status == "in-sync" else "error", credential_id=cred.id,
+                     tenant_id=cred.tenant_id, fingerprint=current.fingerprint,
+                     details={"status": status, "version": current.number})
+        if status == "out-of-sync":
+            outbox.enqueue(
+                session, kind="out-of-sync",
+                dedupe_key=f"out-of-sync:{cred.id}:{current.number}:{now:%Y-%m-%d}",
+                subject=f"[keyturn] {cred.id} is out of sync",
+                body=(f"The target of {cred.id} refused the current value (version "
+                      f"{current.number}). Someone may have changed it outside keyturn; "
+                      "rotate it to bring it back under control."),
+                credential_id=cred.id, tenant_id=cred.tenant_id,
+            )
+    return VerifyResult(cred.id, status, detail)
+
+
+__all__ = ["TargetError", "abort", "resume", "rotate", "start", "verify"]
