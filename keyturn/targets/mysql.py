@@ -31,7 +31,7 @@ from keyturn.targets.base import Account, Target, TargetConfig, TargetContext
 from keyturn.targets.postgres import DSN_UNSAFE, check_reference
 
 # Server error codes (MySQL and MariaDB share the low ones).
-ACCESS_DENIED = 1045
+ACCESS_DENIED = {1045, 1698}  # wrong password; MariaDB also says 1698 for unknown users
 ACCOUNT_LOCKED = {3118, 4151}  # MySQL, MariaDB
 UNREACHABLE = {2002, 2003, 2005, 2006, 2013, 2026}  # socket, refused, unknown host, gone, TLS
 
@@ -149,7 +149,7 @@ class MysqlTarget(Target):
             )
         except my.Error as exc:
             code, reason = _code(exc), _reason(exc, password)
-            if code == ACCESS_DENIED or code in ACCOUNT_LOCKED:
+            if code in ACCESS_DENIED or code in ACCOUNT_LOCKED:
                 raise _Refused(reason) from None
             if code in UNREACHABLE or code is None:
                 raise TargetUnreachable(f"cannot reach {self._where(user)}: {reason}") from None

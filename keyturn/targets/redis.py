@@ -27,8 +27,8 @@ from keyturn.targets.mysql import strategy_of
 from keyturn.targets.postgres import DSN_UNSAFE, check_reference
 
 # Rules of a user `ensure` creates: every key and channel, everything but administration
-# and the commands Redis marks dangerous (FLUSHALL, KEYS, CONFIG, DEBUG, ...).
-DEFAULT_ACL_RULES = "~* &* +@all -@admin -@dangerous"
+# but the commands Redis marks dangerous (admin ones included: FLUSHALL, KEYS, CONFIG, ACL, ...).
+DEFAULT_ACL_RULES = "~* &* +@all -@dangerous"
 
 
 def password_hash(value: str) -> str:
@@ -58,7 +58,9 @@ def _driver() -> Any:
     try:
         import redis
     except ImportError as exc:
-        raise PluginMissing("the redis target needs redis-py: pip install 'keyturn[redis]'") from exc
+        raise PluginMissing(
+            "the redis target needs redis-py: pip install 'keyturn[redis]'"
+        ) from exc
     return redis
 
 
@@ -95,6 +97,9 @@ class RedisTarget(Target):
         rd = _driver()
         cfg = self.config
         shown = user or "default"
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
         client = rd.Redis(
             host=cfg.host,
             port=cfg.port,
@@ -104,7 +109,8 @@ class RedisTarget(Target):
             socket_timeout=cfg.connect_timeout,
             ssl=cfg.tls,
             ssl_ca_certs=cfg.tls_ca,
-            single_connection_client=True,
+            # One attempt: a retried wrong password is one more failed login.
+            retry=Retry(NoBackoff(), 0),
         )
         try:
             client.ping()  # connects and authenticates

@@ -141,10 +141,9 @@ def test_wrong_admin_password_is_clear_and_does_not_leak(mysql: MysqlSandbox, re
     assert wrong not in message
 
 
-def test_missing_driver_names_the_extra(
-    mysql: MysqlSandbox, refs: Refs, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_missing_driver_names_the_extra(mysql: MysqlSandbox, refs: Refs) -> None:
     plugin = target(mysql, refs)
-    monkeypatch.setitem(sys.modules, "pymysql", None)
-    with pytest.raises(PluginMissing, match=r"pip install 'keyturn\[mysql\]'"):
-        plugin.test(Account("app"), Secret("whatever-value"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(sys.modules, "pymysql", None)
+        with pytest.raises(PluginMissing, match=r"pip install 'keyturn\[mysql\]'"):
+            plugin.test(Account("app"), Secret("whatever-value"))

@@ -219,10 +219,9 @@ def test_a_literal_admin_password_is_refused_without_echo(pg: PgSandbox, refs: R
     assert "hunter2" not in str(info.value)
 
 
-def test_missing_driver_names_the_extra(
-    pg: PgSandbox, refs: Refs, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_missing_driver_names_the_extra(pg: PgSandbox, refs: Refs) -> None:
     plugin = target(pg, refs)
-    monkeypatch.setitem(sys.modules, "psycopg", None)
-    with pytest.raises(PluginMissing, match=r"pip install 'keyturn\[postgres\]'"):
-        plugin.test(Account("app"), Secret("whatever-value"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(sys.modules, "psycopg", None)
+        with pytest.raises(PluginMissing, match=r"pip install 'keyturn\[postgres\]'"):
+            plugin.test(Account("app"), Secret("whatever-value"))
