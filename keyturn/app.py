@@ -73,7 +73,8 @@ def initialise(settings: Settings) -> InitResult:
             key_file = settings.default_key_file()
             if key_file.exists():
                 raise UsageError(
-                    f"{key_file} exists but is not configured; set KEYTURN_MASTER_KEY_FILE={key_file}"
+                    f"{key_file} exists but is not configured; "
+                    f"set KEYTURN_MASTER_KEY_FILE={key_file}"
                 )
             keys = [generate_key()]
             write_key_file(key_file, keys[0])

@@ -38,9 +38,11 @@ def resolver(app: Keyturn, base_dir: str | Path) -> Resolver:
     return Resolver(Path(base_dir), lookup)
 
 
-def open_target(app: Keyturn, row: TargetRow) -> Target:
+def open_target(app: Keyturn, row: TargetRow, strategy: str = "single") -> Target:
     cls = plugins.load("target", row.type)
-    context = TargetContext(resolve=resolver(app, row.base_dir), base_dir=row.base_dir)
+    context = TargetContext(
+        resolve=resolver(app, row.base_dir), base_dir=row.base_dir, strategy=strategy
+    )
     try:
         return cls.from_settings(row.settings, context)  # type: ignore[no-any-return]
     except ValueError as exc:  # pydantic's ValidationError is a ValueError

@@ -29,17 +29,25 @@ TABLE = (
     Setting("db", "KEYTURN_DB", "sqlite:///keyturn.db", "Database URL (SQLAlchemy)"),
     Setting("master_key", "KEYTURN_MASTER_KEY", None, "Master key, base64url", secret=True),
     Setting(
-        "master_key_file", "KEYTURN_MASTER_KEY_FILE", None,
+        "master_key_file",
+        "KEYTURN_MASTER_KEY_FILE",
+        None,
         "File holding the master key (default: beside the SQLite file, else ./keyturn.key)",
     ),
     Setting("old_master_key", "KEYTURN_OLD_MASTER_KEY", None, "Previous master key", secret=True),
     Setting("old_master_key_file", "KEYTURN_OLD_MASTER_KEY_FILE", None, "File of the old key"),
     Setting("worker_id", "KEYTURN_WORKER_ID", None, "Name of this worker in leases"),
     Setting("lease_seconds", "KEYTURN_LEASE_SECONDS", 60, "Rotation lease length", kind=int),
-    Setting("max_attempts", "KEYTURN_MAX_ATTEMPTS", 5, "Failed attempts before giving up",
-            kind=int),
-    Setting("retry_base_seconds", "KEYTURN_RETRY_BASE_SECONDS", 60,
-            "First retry delay (doubles each attempt, with jitter)", kind=int),
+    Setting(
+        "max_attempts", "KEYTURN_MAX_ATTEMPTS", 5, "Failed attempts before giving up", kind=int
+    ),
+    Setting(
+        "retry_base_seconds",
+        "KEYTURN_RETRY_BASE_SECONDS",
+        60,
+        "First retry delay (doubles each attempt, with jitter)",
+        kind=int,
+    ),
 )
 BY_NAME = {s.name: s for s in TABLE}
 

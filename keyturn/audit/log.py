@@ -121,7 +121,9 @@ def verify(session: Session, batch: int = 5000) -> VerifyResult:
             )
         if entry.prev_hash != prev:
             return VerifyResult(
-                False, count, entry.seq,
+                False,
+                count,
+                entry.seq,
                 "its link to the previous entry does not match: an entry before it was "
                 "removed, reordered or inserted",
             )
@@ -131,7 +133,9 @@ def verify(session: Session, batch: int = 5000) -> VerifyResult:
     head = session.get(AuditHead, 1)
     if head is not None and (head.seq, head.hash) != (count, prev):
         return VerifyResult(
-            False, count, count + 1,
+            False,
+            count,
+            count + 1,
             f"the log ends at entry {count} but {head.seq} were written: entries were removed "
             "from its end",
         )

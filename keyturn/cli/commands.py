@@ -15,12 +15,11 @@ from keyturn.audit import log as audit
 from keyturn.cli import output
 from keyturn.cli.main import app, audit_app, open_app, settings, token_app
 from keyturn.db import repo
-from keyturn.db.models import Credential, Policy, utcnow
+from keyturn.db.models import Credential, utcnow
 from keyturn.domain.durations import parse_duration
 from keyturn.domain.errors import UsageError
 from keyturn.domain.ids import validate_id
 from keyturn.domain.model import Secret, VersionState
-from keyturn.domain.policy import effective
 from keyturn.inventory import apply as applier
 from keyturn.inventory.spec import load as load_inventory
 from keyturn.runtime import value_of
@@ -39,11 +38,15 @@ def init(ctx: typer.Context, json: Json = False) -> None:
         instance = open_app(ctx)
         with instance.db.write() as session:
             token = auth.create_token(session, "admin", name="first admin")
-            audit.append(session, actor="cli", action="keyturn.init",
-                         details={"token_id": token.id})
-    data = {"created": result.created, "database": settings(ctx).db,
-            "key_file": str(result.key_file) if result.key_file else None,
-            "admin_token": token.token if token else None}
+            audit.append(
+                session, actor="cli", action="keyturn.init", details={"token_id": token.id}
+            )
+    data = {
+        "created": result.created,
+        "database": settings(ctx).db,
+        "key_file": str(result.key_file) if result.key_file else None,
+        "admin_token": token.token if token else None,
+    }
     if json:
         output.emit_json(data)
         return
@@ -52,8 +55,10 @@ def init(ctx: typer.Context, json: Json = False) -> None:
         return
     output.console.print(f"initialised {data['database']}")
     if result.key_file:
-        output.console.print(f"created master key file {result.key_file} (mode 0600): "
-                             "back it up; without it nothing stored can be read")
+        output.console.print(
+            f"created master key file {result.key_file} (mode 0600): "
+            "back it up; without it nothing stored can be read"
+        )
     assert token is not None
     output.console.print(f"first admin token (shown once): {token.token}", soft_wrap=True)
 
@@ -62,7 +67,9 @@ def init(ctx: typer.Context, json: Json = False) -> None:
 def apply(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="Inventory file (TOML)")],
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the changes; write nothing")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show the changes; write nothing")
+    ] = False,
     json: Json = False,
 ) -> None:
     """Declare policies, targets, stores and credentials from a TOML file (idempotent)."""
@@ -70,9 +77,15 @@ def apply(
     instance = open_app(ctx)
     result = applier.apply(instance, inventory, file.parent, dry_run=dry_run)
     if json:
-        output.emit_json({"dry_run": dry_run, "changes": [c.describe() for c in result.changes],
-                          "provisioned": result.provisioned, "problems": result.problems,
-                          "unmanaged": result.unmanaged})
+        output.emit_json(
+            {
+                "dry_run": dry_run,
+                "changes": [c.describe() for c in result.changes],
+                "provisioned": result.provisioned,
+                "problems": result.problems,
+                "unmanaged": result.unmanaged,
+            }
+        )
     else:
         verb = "would apply" if dry_run else "applied"
         for change in result.changes:
@@ -81,7 +94,9 @@ def apply(
             output.console.print(f"  provisioned {cred_id} on its target", highlight=False)
         summary = f"{verb} {len(result.changes)} change(s)" if result.changes else "no changes"
         if result.unmanaged:
-            summary += f"; {result.unmanaged} credential(s) in the database are not in the file (kept)"
+            summary += (
+                f"; {result.unmanaged} credential(s) in the database are not in the file (kept)"
+            )
         output.console.print(summary, highlight=False)
     if result.problems:
         for problem in result.problems:
@@ -91,8 +106,7 @@ def apply(
 
 def _status(instance: Any, session: Any, cred: Credential, now: datetime) -> dict[str, Any]:
     current = repo.version_in_state(session, cred.id, VersionState.CURRENT)
-    settings_ = session.get(Policy, cred.policy).settings if cred.policy else None
-    policy = effective(cred.kind, settings_, Target.password_rules)
+    policy = repo.policy_for(session, cred, Target.password_rules)
     age = (now - current.activated_at) if current and current.activated_at else None
     if current is None:
         due = "no-value"
@@ -104,8 +118,13 @@ def _status(instance: Any, session: Any, cred: Credential, now: datetime) -> dic
         due = "ok"
     active = repo.active_rotation(session, cred.id)
     return {
-        "id": cred.id, "tenant": cred.tenant_id, "kind": cred.kind, "owner": cred.owner,
-        "policy": cred.policy, "target": cred.target, "strategy": cred.strategy,
+        "id": cred.id,
+        "tenant": cred.tenant_id,
+        "kind": cred.kind,
+        "owner": cred.owner,
+        "policy": cred.policy,
+        "target": cred.target,
+        "strategy": cred.strategy,
         "version": current.number if current else None,
         "age_days": round(age.total_seconds() / 86400, 1) if age is not None else None,
         "max_age_days": policy.max_age.days,
@@ -126,39 +145,78 @@ def list_(
     instance = open_app(ctx)
     now = utcnow()
     with instance.db.read() as session:
-        rows = [_status(instance, session, c, now)
-                for c in repo.list_credentials(session, tenant, kind)]
+        rows = [
+            _status(instance, session, c, now) for c in repo.list_credentials(session, tenant, kind)
+        ]
     if json:
         output.emit_json(rows)
         return
-    output.table(None, ["id", "tenant", "kind", "owner", "version", "age (d)", "max (d)", "due",
-                        "rotation"],
-                 [[r["id"], r["tenant"], r["kind"], r["owner"], r["version"], r["age_days"],
-                   r["max_age_days"], r["due"], r["rotation"] or ""] for r in rows])
+    output.table(
+        None,
+        ["id", "tenant", "kind", "owner", "version", "age (d)", "max (d)", "due", "rotation"],
+        [
+            [
+                r["id"],
+                r["tenant"],
+                r["kind"],
+                r["owner"],
+                r["version"],
+                r["age_days"],
+                r["max_age_days"],
+                r["due"],
+                r["rotation"] or "",
+            ]
+            for r in rows
+        ],
+    )
 
 
 @app.command()
-def show(ctx: typer.Context, credential_id: Annotated[str, typer.Argument(metavar="ID")],
-         json: Json = False) -> None:
+def show(
+    ctx: typer.Context,
+    credential_id: Annotated[str, typer.Argument(metavar="ID")],
+    json: Json = False,
+) -> None:
     """One credential: versions (states, fingerprints), rotations (steps, errors), consumers."""
     validate_id(credential_id)
     instance = open_app(ctx)
     with instance.db.read() as session:
         cred = repo.get_credential(session, credential_id)
         data = _status(instance, session, cred, utcnow())
-        data.update(purpose=cred.purpose, tags=cred.tags, stores=cred.stores,
-                    usernames=cred.usernames, verified_at=cred.verified_at)
+        data.update(
+            purpose=cred.purpose,
+            tags=cred.tags,
+            stores=cred.stores,
+            usernames=cred.usernames,
+            verified_at=cred.verified_at,
+        )
         data["versions"] = [
-            {"number": v.number, "state": v.state, "username": v.username,
-             "fingerprint": v.fingerprint, "created_at": v.created_at,
-             "activated_at": v.activated_at, "retired_at": v.retired_at}
+            {
+                "number": v.number,
+                "state": v.state,
+                "username": v.username,
+                "fingerprint": v.fingerprint,
+                "created_at": v.created_at,
+                "activated_at": v.activated_at,
+                "retired_at": v.retired_at,
+            }
             for v in repo.versions(session, credential_id)
         ]
         data["rotations"] = [
-            {"id": r.id, "trigger": r.trigger, "actor": r.actor, "reason": r.reason,
-             "step": r.step, "status": r.status, "attempts": r.attempts, "error": r.error,
-             "new_version": r.new_version, "started_at": r.started_at,
-             "finished_at": r.finished_at, "next_attempt_at": r.next_attempt_at}
+            {
+                "id": r.id,
+                "trigger": r.trigger,
+                "actor": r.actor,
+                "reason": r.reason,
+                "step": r.step,
+                "status": r.status,
+                "attempts": r.attempts,
+                "error": r.error,
+                "new_version": r.new_version,
+                "started_at": r.started_at,
+                "finished_at": r.finished_at,
+                "next_attempt_at": r.next_attempt_at,
+            }
             for r in repo.rotations(session, credential_id)
         ]
         data["consumers"] = [
@@ -169,20 +227,48 @@ def show(ctx: typer.Context, credential_id: Annotated[str, typer.Argument(metava
         output.emit_json(data)
         return
     console = output.console
-    console.print(f"[bold]{data['id']}[/bold]  tenant {data['tenant']}  kind {data['kind']}  "
-                  f"owner {data['owner'] or '-'}  strategy {data['strategy']}  "
-                  f"target {data['target'] or '-'}  due {data['due']}  sync {data['sync'] or '-'}")
-    output.table("versions", ["#", "state", "user", "fingerprint", "created", "activated"],
-                 [[v["number"], v["state"], v["username"] or "", v["fingerprint"],
-                   output.when(v["created_at"]), output.when(v["activated_at"])]
-                  for v in data["versions"]])
-    output.table("rotations", ["id", "trigger", "actor", "step", "status", "tries", "error"],
-                 [[r["id"], r["trigger"], r["actor"], r["step"], r["status"], r["attempts"],
-                   r["error"] or ""] for r in data["rotations"]])
+    console.print(
+        f"[bold]{data['id']}[/bold]  tenant {data['tenant']}  kind {data['kind']}  "
+        f"owner {data['owner'] or '-'}  strategy {data['strategy']}  "
+        f"target {data['target'] or '-'}  due {data['due']}  sync {data['sync'] or '-'}"
+    )
+    output.table(
+        "versions",
+        ["#", "state", "user", "fingerprint", "created", "activated"],
+        [
+            [
+                v["number"],
+                v["state"],
+                v["username"] or "",
+                v["fingerprint"],
+                output.when(v["created_at"]),
+                output.when(v["activated_at"]),
+            ]
+            for v in data["versions"]
+        ],
+    )
+    output.table(
+        "rotations",
+        ["id", "trigger", "actor", "step", "status", "tries", "error"],
+        [
+            [
+                r["id"],
+                r["trigger"],
+                r["actor"],
+                r["step"],
+                r["status"],
+                r["attempts"],
+                r["error"] or "",
+            ]
+            for r in data["rotations"]
+        ],
+    )
     if data["consumers"]:
-        output.table("consumers", ["name", "version", "last seen"],
-                     [[c["name"], c["version"], output.when(c["last_seen_at"])]
-                      for c in data["consumers"]])
+        output.table(
+            "consumers",
+            ["name", "version", "last seen"],
+            [[c["name"], c["version"], output.when(c["last_seen_at"])] for c in data["consumers"]],
+        )
 
 
 @app.command()
@@ -197,9 +283,15 @@ def get(
     with instance.db.write() as session:
         value: Secret = value_of(instance, session, credential_id, previous)
         cred = repo.get_credential(session, credential_id)
-        audit.append(session, actor="cli", action="secret.read", credential_id=credential_id,
-                     tenant_id=cred.tenant_id, fingerprint=instance.vault.fingerprint(value),
-                     details={"version": "previous" if previous else "current"})
+        audit.append(
+            session,
+            actor="cli",
+            action="secret.read",
+            credential_id=credential_id,
+            tenant_id=cred.tenant_id,
+            fingerprint=instance.vault.fingerprint(value),
+            details={"version": "previous" if previous else "current"},
+        )
     sys.stdout.write(value.reveal() + "\n")
 
 
@@ -210,8 +302,14 @@ def audit_verify(ctx: typer.Context, json: Json = False) -> None:
     with instance.db.read() as session:
         result = audit.verify(session)
     if json:
-        output.emit_json({"ok": result.ok, "entries": result.count,
-                          "broken_entry": result.broken_seq, "problem": result.problem})
+        output.emit_json(
+            {
+                "ok": result.ok,
+                "entries": result.count,
+                "broken_entry": result.broken_seq,
+                "problem": result.problem,
+            }
+        )
     elif result.ok:
         output.console.print(result.describe(), highlight=False)
     if not result.ok:
@@ -223,7 +321,9 @@ def audit_verify(ctx: typer.Context, json: Json = False) -> None:
 @audit_app.command("export")
 def audit_export(
     ctx: typer.Context,
-    out: Annotated[Path | None, typer.Option("--output", "-o", help="File (default: stdout)")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File (default: stdout)")
+    ] = None,
     credential: Annotated[str | None, typer.Option(help="Only this credential")] = None,
 ) -> None:
     """Write the audit log as JSON lines."""
@@ -243,7 +343,9 @@ def audit_export(
 def token_create(
     ctx: typer.Context,
     role: Annotated[str, typer.Option(help="admin, operator, auditor or consumer")],
-    scope: Annotated[list[str] | None, typer.Option(help="Path glob a consumer may read (repeat)")] = None,
+    scope: Annotated[
+        list[str] | None, typer.Option(help="Path glob a consumer may read (repeat)")
+    ] = None,
     tenant: Annotated[str | None, typer.Option(help="Limit the token to one tenant")] = None,
     name: Annotated[str, typer.Option(help="A label")] = "",
     expires: Annotated[str | None, typer.Option(help="Lifetime, e.g. 90d")] = None,
@@ -256,14 +358,24 @@ def token_create(
     instance = open_app(ctx)
     with instance.db.write() as session:
         issued = auth.create_token(session, role, list(scope or []), tenant, name, ttl)
-        audit.append(session, actor="cli", action="token.create", tenant_id=tenant,
-                     details={"token_id": issued.id, "role": role, "scopes": list(scope or [])})
+        audit.append(
+            session,
+            actor="cli",
+            action="token.create",
+            tenant_id=tenant,
+            details={"token_id": issued.id, "role": role, "scopes": list(scope or [])},
+        )
     if json:
-        output.emit_json({"id": issued.id, "token": issued.token, "role": role,
-                          "scopes": list(issued.scopes), "tenant": tenant,
-                          "expires_at": issued.expires_at})
+        output.emit_json(
+            {
+                "id": issued.id,
+                "token": issued.token,
+                "role": role,
+                "scopes": list(issued.scopes),
+                "tenant": tenant,
+                "expires_at": issued.expires_at,
+            }
+        )
     else:
         output.console.print(f"{issued.id} ({role}); token, shown once:", highlight=False)
         sys.stdout.write(issued.token + "\n")
-
-

@@ -32,17 +32,33 @@ _state: dict[str, object] = {"verbose": False}
 @app.callback()
 def root(
     ctx: typer.Context,
-    db: Annotated[str | None, typer.Option(
-        "--db", envvar="KEYTURN_DB", help="Database URL [default: sqlite:///keyturn.db]",
-        show_envvar=True)] = None,
-    config: Annotated[str | None, typer.Option(
-        "--config", envvar="KEYTURN_CONFIG", help="Settings file (its [settings] table)",
-        show_envvar=True)] = None,
-    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Tracebacks and debug logs")] = False,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            envvar="KEYTURN_DB",
+            help="Database URL [default: sqlite:///keyturn.db]",
+            show_envvar=True,
+        ),
+    ] = None,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            envvar="KEYTURN_CONFIG",
+            help="Settings file (its [settings] table)",
+            show_envvar=True,
+        ),
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("-v", "--verbose", help="Tracebacks and debug logs")
+    ] = False,
 ) -> None:
     _state["verbose"] = verbose
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     ctx.obj = {"flags": {"db": db}, "config": config}
 
 

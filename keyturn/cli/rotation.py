@@ -28,8 +28,10 @@ def _describe(o: Outcome) -> str:
         return f"{o.credential_id}: rotated to version {o.new_version} (rotation {o.rotation_id})"
     if o.status == RotationStatus.WAITING:
         until = f"{o.wait_until:%Y-%m-%d %H:%M UTC}" if o.wait_until else "-"
-        return (f"{o.credential_id}: version {o.new_version} is current; the previous one is "
-                f"revoked when every consumer reports it, or at {until} (`keyturn resume`)")
+        return (
+            f"{o.credential_id}: version {o.new_version} is current; the previous one is "
+            f"revoked when every consumer reports it, or at {until} (`keyturn resume`)"
+        )
     if o.status == RotationStatus.RETRYING:
         at = f"{o.next_attempt_at:%Y-%m-%d %H:%M:%S UTC}" if o.next_attempt_at else "-"
         return f"{o.credential_id}: attempt failed ({o.error}); next attempt at {at}"
@@ -37,9 +39,16 @@ def _describe(o: Outcome) -> str:
 
 
 def _as_dict(o: Outcome) -> dict[str, object]:
-    return {"rotation": o.rotation_id, "credential": o.credential_id, "status": o.status,
-            "step": o.step, "version": o.new_version, "error": o.error,
-            "next_attempt_at": o.next_attempt_at, "wait_until": o.wait_until}
+    return {
+        "rotation": o.rotation_id,
+        "credential": o.credential_id,
+        "status": o.status,
+        "step": o.step,
+        "version": o.new_version,
+        "error": o.error,
+        "next_attempt_at": o.next_attempt_at,
+        "wait_until": o.wait_until,
+    }
 
 
 def _report(outcomes: list[Outcome], json: bool) -> None:
@@ -60,16 +69,21 @@ def rotate(
     ctx: typer.Context,
     credential_id: Annotated[str, typer.Argument(metavar="ID")],
     reason: Reason,
-    emergency: Annotated[bool, typer.Option(
-        "--emergency", help="Compromised: revoke the old value at once, no grace period")] = False,
+    emergency: Annotated[
+        bool,
+        typer.Option(
+            "--emergency", help="Compromised: revoke the old value at once, no grace period"
+        ),
+    ] = False,
     json: Json = False,
 ) -> None:
     """Rotate a credential now (manual or emergency), with a reason for the audit log."""
     validate_id(credential_id)
     instance = open_app(ctx)
     trigger = Trigger.EMERGENCY if emergency else Trigger.MANUAL
-    outcome = service.rotate(instance, credential_id, trigger=trigger, actor=_actor(),
-                             reason=reason)
+    outcome = service.rotate(
+        instance, credential_id, trigger=trigger, actor=_actor(), reason=reason
+    )
     _report([outcome], json)
 
 
@@ -96,8 +110,9 @@ def resume(
 
 
 @app.command()
-def abort(ctx: typer.Context, credential_id: Annotated[str, typer.Argument(metavar="ID")],
-          reason: Reason) -> None:
+def abort(
+    ctx: typer.Context, credential_id: Annotated[str, typer.Argument(metavar="ID")], reason: Reason
+) -> None:
     """Stop a rotation; before promotion the target is put back on the current value."""
     validate_id(credential_id)
     instance = open_app(ctx)
@@ -106,9 +121,11 @@ def abort(ctx: typer.Context, credential_id: Annotated[str, typer.Argument(metav
 
 
 @app.command()
-def verify(ctx: typer.Context,
-           credential_id: Annotated[str | None, typer.Argument(metavar="[ID]")] = None,
-           json: Json = False) -> None:
+def verify(
+    ctx: typer.Context,
+    credential_id: Annotated[str | None, typer.Argument(metavar="[ID]")] = None,
+    json: Json = False,
+) -> None:
     """Log in with the current value: is each target still in sync with keyturn?"""
     if credential_id:
         validate_id(credential_id)
@@ -117,7 +134,10 @@ def verify(ctx: typer.Context,
     if json:
         output.emit_json([r.__dict__ for r in results])
     else:
-        output.table(None, ["id", "status", "detail"],
-                     [[r.credential_id, r.status, r.detail] for r in results])
+        output.table(
+            None,
+            ["id", "status", "detail"],
+            [[r.credential_id, r.status, r.detail] for r in results],
+        )
     if any(r.status in ("out-of-sync", "unreachable") for r in results):
         raise typer.Exit(1)

@@ -74,9 +74,7 @@ def unwrap(masters: dict[str, MasterKey], key: WrappedKey) -> bytes:
 class Keyring:
     """Data keys opened on demand and cached for the life of one process."""
 
-    def __init__(
-        self, masters: list[MasterKey], fetch: Callable[[str], WrappedKey]
-    ) -> None:
+    def __init__(self, masters: list[MasterKey], fetch: Callable[[str], WrappedKey]) -> None:
         self.masters = {m.id: m for m in masters}
         self._fetch = fetch
         self._open: dict[str, bytes] = {}

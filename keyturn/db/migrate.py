@@ -1,31 +1,55 @@
-"""Schema migrations (Alembic), run programmatically by `keyturn init` and at start."""
+"""Schema migrations (Alembic), run programmatically by `keyturn init` and at start.
+
+Alembic is imported only when a migration runs: every CLI call checks the schema version,
+and that is one query against the `alembic_version` table.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
 from keyturn.db.engine import Database
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+# The newest revision; tests check it is Alembic's head.
+HEAD = "0001"
 
 
 def alembic_config(db: Database) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["engine"] = db.engine
     return config
 
 
+def head() -> str:
+    from alembic.script import ScriptDirectory
+
+    return str(ScriptDirectory(str(MIGRATIONS)).get_current_head())
+
+
 def upgrade(db: Database, revision: str = "head") -> None:
+    from alembic import command
+
     command.upgrade(alembic_config(db), revision)
 
 
+def current_revision(db: Database) -> str | None:
+    try:
+        with db.engine.connect() as conn:
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except SQLAlchemyError:
+        return None
+
+
 def is_current(db: Database) -> bool:
-    head = ScriptDirectory.from_config(alembic_config(db)).get_current_head()
-    with db.engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision() == head
+    return current_revision(db) == HEAD

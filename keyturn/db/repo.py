@@ -8,9 +8,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from keyturn.db.models import Consumer, Credential, Rotation, Version
+from keyturn.db.models import Policy as PolicyRow
 from keyturn.domain.errors import CredentialNotFound
 from keyturn.domain.ids import validate_id
-from keyturn.domain.model import ACTIVE_STATUSES, VersionState
+from keyturn.domain.model import ACTIVE_STATUSES, PasswordRules, VersionState
+from keyturn.domain.policy import Policy, effective
 
 
 def get_credential(session: Session, credential_id: str, *, lock: bool = False) -> Credential:
@@ -33,6 +35,12 @@ def list_credentials(
     if kind:
         query = query.where(Credential.kind == kind)
     return session.execute(query).scalars().all()
+
+
+def policy_for(session: Session, cred: Credential, rules: PasswordRules) -> Policy:
+    """The credential's effective policy: its kind's defaults, overridden by its named policy."""
+    row = session.get(PolicyRow, cred.policy) if cred.policy else None
+    return effective(cred.kind, row.settings if row else None, rules)
 
 
 def versions(session: Session, credential_id: str) -> Sequence[Version]:

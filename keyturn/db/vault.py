@@ -72,10 +72,14 @@ class Vault:
         validate_name(tenant_id, "tenant")
         wrapped, material = envelope.new_data_key(self.master)
         self.keyring.remember(wrapped.id, material)
-        session.add(DataKey(
-            id=wrapped.id, tenant_id=tenant_id, master_key_id=wrapped.master_key_id,
-            wrapped=wrapped.wrapped,
-        ))
+        session.add(
+            DataKey(
+                id=wrapped.id,
+                tenant_id=tenant_id,
+                master_key_id=wrapped.master_key_id,
+                wrapped=wrapped.wrapped,
+            )
+        )
         session.add(Tenant(id=tenant_id, data_key_id=wrapped.id))
         session.flush()
         return wrapped.id

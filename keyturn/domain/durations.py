@@ -17,7 +17,7 @@ def parse_duration(text: str, what: str = "duration") -> timedelta:
     parts = _PART.findall(value)
     if not value or "".join(n + u for n, u in parts) != value:
         raise PolicyInvalid(
-            f"invalid {what} {text!r}: write a number and a unit (w, d, h, m, s), e.g. \"180d\""
+            f'invalid {what} {text!r}: write a number and a unit (w, d, h, m, s), e.g. "180d"'
         )
     return timedelta(seconds=sum(int(n) * _UNITS[u] for n, u in parts))
 

@@ -63,7 +63,7 @@ class ConfigInvalid(UsageError):
 
 
 class LiteralSecret(ConfigInvalid):
-    """A secret is written literally; write a reference instead (env:NAME, file:PATH, keyturn:ID)."""
+    """A secret is written literally; reference it instead (env:NAME, file:PATH, keyturn:ID)."""
 
     code = "literal_secret"
 

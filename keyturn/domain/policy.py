@@ -57,9 +57,12 @@ def default_for(kind: str) -> Policy:
 def effective(kind: str, settings: dict[str, Any] | None, target_rules: PasswordRules) -> Policy:
     """The kind's defaults, overridden by a named policy's settings."""
     policy = replace(default_for(kind), password=target_rules)
-    for key in ("max_age", "notice", "grace", "jitter"):
-        if settings and settings.get(key) is not None:
-            policy = replace(policy, **{key: parse_duration(settings[key], key)})
+    durations: dict[str, Any] = {
+        key: parse_duration(settings[key], key)
+        for key in ("max_age", "notice", "grace", "jitter")
+        if settings and settings.get(key) is not None
+    }
+    policy = replace(policy, **durations)
     if settings and settings.get("schedule"):
         policy = replace(policy, schedule=settings["schedule"])
     if settings and settings.get("recipients"):

@@ -23,7 +23,6 @@ from keyturn.crypto.secrets import generate_password
 from keyturn.db import repo
 from keyturn.db.models import (
     Credential,
-    Policy,
     Rotation,
     StoreRow,
     TargetRow,
@@ -41,7 +40,6 @@ from keyturn.domain.model import (
     VersionState,
 )
 from keyturn.domain.policy import Policy as EffectivePolicy
-from keyturn.domain.policy import effective
 from keyturn.engine import lease
 from keyturn.engine.faults import checkpoint
 from keyturn.notify import outbox
@@ -98,7 +96,7 @@ class Runner:
                 row = session.get(TargetRow, cred.target or "")
                 if row is None:
                     raise PluginError(f"{cred.id} has no target; declare one in the inventory")
-            self._target = open_target(self.app, row)
+            self._target = open_target(self.app, row, cred.strategy)
         return self._target
 
     def _load(self, session: Session) -> tuple[Rotation, Credential]:
@@ -120,19 +118,30 @@ class Runner:
             raise lease.LeaseLost()
         session.expire_all()
 
-    def _audit(self, session: Session, action: str, cred: Credential, rot: Rotation,
-               outcome: str = "ok", fingerprint: str | None = None, **details: Any) -> None:
+    def _audit(
+        self,
+        session: Session,
+        action: str,
+        cred: Credential,
+        rot: Rotation,
+        outcome: str = "ok",
+        fingerprint: str | None = None,
+        **details: Any,
+    ) -> None:
         audit.append(
-            session, actor=rot.actor if rot.trigger != Trigger.SCHEDULE else "scheduler",
-            action=action, outcome=outcome, credential_id=cred.id, tenant_id=cred.tenant_id,
-            fingerprint=fingerprint, reason=rot.reason or None,
-            details={"rotation": rot.id, "trigger": rot.trigger, "worker": self.owner,
-                     **details},
+            session,
+            actor=rot.actor if rot.trigger != Trigger.SCHEDULE else "scheduler",
+            action=action,
+            outcome=outcome,
+            credential_id=cred.id,
+            tenant_id=cred.tenant_id,
+            fingerprint=fingerprint,
+            reason=rot.reason or None,
+            details={"rotation": rot.id, "trigger": rot.trigger, "worker": self.owner, **details},
         )
 
     def _policy(self, session: Session, cred: Credential) -> EffectivePolicy:
-        settings = session.get(Policy, cred.policy).settings if cred.policy else None
-        return effective(cred.kind, settings, type(self.target).password_rules)
+        return repo.policy_for(session, cred, type(self.target).password_rules)
 
     def _values(self, session: Session) -> tuple[Version | None, Version | None]:
         return (
@@ -181,8 +190,12 @@ class Runner:
 
     def _loop(self, heartbeat: lease.Heartbeat) -> None:
         steps = {
-            Step.CREATE: self._create, Step.SET: self._set, Step.TEST: self._test,
-            Step.PUBLISH: self._publish, Step.FINISH: self._finish, Step.WAIT: self._wait,
+            Step.CREATE: self._create,
+            Step.SET: self._set,
+            Step.TEST: self._test,
+            Step.PUBLISH: self._publish,
+            Step.FINISH: self._finish,
+            Step.WAIT: self._wait,
             Step.REVOKE: self._revoke,
         }
         while True:
@@ -216,10 +229,21 @@ class Runner:
             if pending is not None:
                 # A value stored by this rotation (or by an abandoned one, which may already
                 # be on the target): reuse it, never generate a second one.
-                self._advance(session, Step.SET, new_version=pending.number,
-                              old_version=current.number if current else None)
-                self._audit(session, "rotation.create", cred, rot, fingerprint=pending.fingerprint,
-                            version=pending.number, reused=True)
+                self._advance(
+                    session,
+                    Step.SET,
+                    new_version=pending.number,
+                    old_version=current.number if current else None,
+                )
+                self._audit(
+                    session,
+                    "rotation.create",
+                    cred,
+                    rot,
+                    fingerprint=pending.fingerprint,
+                    version=pending.number,
+                    reused=True,
+                )
                 return True
             login = self._next_login(cred, current)
             number = repo.last_version_number(session, cred.id) + 1
@@ -227,19 +251,38 @@ class Runner:
                 value, key_id = self._issue(session, cred, rot, login)
             else:
                 value, key_id = generate_password(self._policy(session, cred).password), None
-            ciphertext, data_key = self.app.vault.seal(session, cred.tenant_id, cred.id, number,
-                                                       value)
+            ciphertext, data_key = self.app.vault.seal(
+                session, cred.tenant_id, cred.id, number, value
+            )
             fp = self.app.vault.fingerprint(value)
-            session.add(Version(
-                credential_id=cred.id, number=number, state=VersionState.PENDING,
-                username=login, key_id=key_id, ciphertext=ciphertext, data_key_id=data_key,
-                fingerprint=fp,
-            ))
+            session.add(
+                Version(
+                    credential_id=cred.id,
+                    number=number,
+                    state=VersionState.PENDING,
+                    username=login,
+                    key_id=key_id,
+                    ciphertext=ciphertext,
+                    data_key_id=data_key,
+                    fingerprint=fp,
+                )
+            )
             session.flush()
-            self._advance(session, Step.SET, new_version=number,
-                          old_version=current.number if current else None)
-            self._audit(session, "rotation.create", cred, rot, fingerprint=fp, version=number,
-                        username=login)
+            self._advance(
+                session,
+                Step.SET,
+                new_version=number,
+                old_version=current.number if current else None,
+            )
+            self._audit(
+                session,
+                "rotation.create",
+                cred,
+                rot,
+                fingerprint=fp,
+                version=number,
+                username=login,
+            )
             checkpoint("create:effect")
         return True
 
@@ -249,11 +292,15 @@ class Runner:
             return str(logins[1] if current.username == logins[0] else logins[0])
         return str(logins[0])
 
-    def _issue(self, session: Session, cred: Credential, rot: Rotation,
-               login: str) -> tuple[Secret, str]:
+    def _issue(
+        self, session: Session, cred: Credential, rot: Rotation, login: str
+    ) -> tuple[Secret, str]:
         """Providers that make the secret: remove orphans of a crashed run, then create."""
-        known = {v.key_id for v in repo.versions(session, cred.id)
-                 if v.state in (VersionState.CURRENT, VersionState.PREVIOUS)}
+        known = {
+            v.key_id
+            for v in repo.versions(session, cred.id)
+            if v.state in (VersionState.CURRENT, VersionState.PREVIOUS)
+        }
         for key_id in self.target.list_active(Account(login)):
             if key_id not in known:
                 self.target.revoke(Account(login, key_id), Secret(""))
@@ -275,8 +322,15 @@ class Runner:
         with self.db.write() as session:
             rot, cred = self._load(session)
             self._advance(session, Step.TEST)
-            self._audit(session, "rotation.set", cred, rot, fingerprint=pending.fingerprint,
-                        version=pending.number, username=acct.username)
+            self._audit(
+                session,
+                "rotation.set",
+                cred,
+                rot,
+                fingerprint=pending.fingerprint,
+                version=pending.number,
+                username=acct.username,
+            )
         return True
 
     def _test(self) -> bool:
@@ -287,20 +341,35 @@ class Runner:
             cred = repo.get_credential(session, self.credential_id)
             old = self.app.vault.reveal(current) if current else None
         if not self.target.test(account(pending), new):
-            raise _Refused(f"{cred.id}: the target refused the new value for "
-                           f"{pending.username or 'its account'}")
+            raise _Refused(
+                f"{cred.id}: the target refused the new value for "
+                f"{pending.username or 'its account'}"
+            )
         old_rejected = None
-        if cred.strategy == Strategy.SINGLE and current is not None and old is not None \
-                and current.username == pending.username and not self.target.issues_secrets:
+        if (
+            cred.strategy == Strategy.SINGLE
+            and current is not None
+            and old is not None
+            and current.username == pending.username
+            and not self.target.issues_secrets
+        ):
             # seed 004: make sure the old value is really refused.
             old_rejected = not self.target.test(account(current), old)
         checkpoint("test:effect")
         with self.db.write() as session:
             rot, cred = self._load(session)
             self._advance(session, Step.PUBLISH)
-            self._audit(session, "rotation.test", cred, rot, fingerprint=pending.fingerprint,
-                        outcome="ok" if old_rejected is not False else "warning",
-                        version=pending.number, new_accepted=True, old_rejected=old_rejected)
+            self._audit(
+                session,
+                "rotation.test",
+                cred,
+                rot,
+                fingerprint=pending.fingerprint,
+                outcome="ok" if old_rejected is not False else "warning",
+                version=pending.number,
+                new_accepted=True,
+                old_rejected=old_rejected,
+            )
         return True
 
     def _publish(self) -> bool:
@@ -322,12 +391,19 @@ class Runner:
         with self.db.write() as session:
             rot, cred = self._load(session)
             self._advance(session, Step.FINISH)
-            self._audit(session, "rotation.publish", cred, rot, fingerprint=pending.fingerprint,
-                        version=pending.number, stores=list(cred.stores))
+            self._audit(
+                session,
+                "rotation.publish",
+                cred,
+                rot,
+                fingerprint=pending.fingerprint,
+                version=pending.number,
+                stores=list(cred.stores),
+            )
         return True
 
     def _finish(self) -> bool:
-        """Promote in one transaction: previous -> retired, current -> previous, pending -> current."""
+        """Promote in one transaction: previous->retired, current->previous, pending->current."""
         now = utcnow()
         with self.db.write() as session:
             rot, cred = self._load(session)
@@ -341,27 +417,40 @@ class Runner:
             ):
                 session.execute(
                     update(Version)
-                    .where(Version.credential_id == ids["credential_id"],
-                           Version.state == old_state)
+                    .where(
+                        Version.credential_id == ids["credential_id"], Version.state == old_state
+                    )
                     .values(state=new_state, **extra)
                     .execution_options(synchronize_session=False)
                 )
             checkpoint("finish:effect")
-            immediate = rot.trigger in (Trigger.EMERGENCY, Trigger.LEAK) \
-                or cred.strategy == Strategy.SINGLE
+            immediate = (
+                rot.trigger in (Trigger.EMERGENCY, Trigger.LEAK) or cred.strategy == Strategy.SINGLE
+            )
             grace = timedelta(0) if immediate else self._policy(session, cred).grace
             cred.sync_status, cred.verified_at = "in-sync", now
             self._advance(session, Step.WAIT, wait_until=now + grace)
-            self._audit(session, "rotation.promote", cred, rot, fingerprint=pending.fingerprint,
-                        version=pending.number,
-                        previous=current.number if current else None)
+            self._audit(
+                session,
+                "rotation.promote",
+                cred,
+                rot,
+                fingerprint=pending.fingerprint,
+                version=pending.number,
+                previous=current.number if current else None,
+            )
             outbox.enqueue(
-                session, kind="rotated", dedupe_key=f"rotated:{cred.id}:{pending.number}",
+                session,
+                kind="rotated",
+                dedupe_key=f"rotated:{cred.id}:{pending.number}",
                 subject=f"[keyturn] {cred.id} rotated",
-                body=(f"{cred.id} (tenant {cred.tenant_id}) was rotated to version "
-                      f"{pending.number} ({rot.trigger}, by {rot.actor}). "
-                      f"Fingerprint {pending.fingerprint}."),
-                credential_id=cred.id, tenant_id=cred.tenant_id,
+                body=(
+                    f"{cred.id} (tenant {cred.tenant_id}) was rotated to version "
+                    f"{pending.number} ({rot.trigger}, by {rot.actor}). "
+                    f"Fingerprint {pending.fingerprint}."
+                ),
+                credential_id=cred.id,
+                tenant_id=cred.tenant_id,
                 data={"version": pending.number, "trigger": rot.trigger},
             )
         return True
@@ -372,30 +461,45 @@ class Runner:
             rot, cred = self._load(session)
             previous = repo.version_in_state(session, cred.id, VersionState.PREVIOUS)
             consumers = repo.consumers(session, cred.id)
-            lagging = [c.name for c in consumers
-                       if c.version is None or c.version < (rot.new_version or 0)]
+            lagging = [
+                c.name for c in consumers if c.version is None or c.version < (rot.new_version or 0)
+            ]
             grace_over = rot.wait_until is None or now >= rot.wait_until
             if previous is not None and not grace_over and (lagging or not consumers):
                 if rot.status != RotationStatus.WAITING:
                     self._advance(session, Step.WAIT, status=RotationStatus.WAITING)
-                    self._audit(session, "rotation.wait", cred, rot,
-                                waiting_for=lagging, until=rot.wait_until.isoformat()
-                                if rot.wait_until else None)
+                    self._audit(
+                        session,
+                        "rotation.wait",
+                        cred,
+                        rot,
+                        waiting_for=lagging,
+                        until=rot.wait_until.isoformat() if rot.wait_until else None,
+                    )
                 return False
             if previous is not None and lagging:
                 outbox.enqueue(
-                    session, kind="consumers-lagging",
+                    session,
+                    kind="consumers-lagging",
                     dedupe_key=f"lagging:{cred.id}:{rot.new_version}",
                     subject=f"[keyturn] {cred.id}: consumers did not move before revoke",
-                    body=(f"The grace period of {cred.id} ended; these consumers had not "
-                          f"reported version {rot.new_version}: {', '.join(lagging)}."),
-                    credential_id=cred.id, tenant_id=cred.tenant_id,
+                    body=(
+                        f"The grace period of {cred.id} ended; these consumers had not "
+                        f"reported version {rot.new_version}: {', '.join(lagging)}."
+                    ),
+                    credential_id=cred.id,
+                    tenant_id=cred.tenant_id,
                     data={"lagging": lagging},
                 )
             self._advance(session, Step.REVOKE)
-            self._audit(session, "rotation.wait-over", cred, rot,
-                        outcome="warning" if lagging and previous is not None else "ok",
-                        lagging=lagging if previous is not None else [])
+            self._audit(
+                session,
+                "rotation.wait-over",
+                cred,
+                rot,
+                outcome="warning" if lagging and previous is not None else "ok",
+                lagging=lagging if previous is not None else [],
+            )
         return True
 
     def _revoke(self) -> bool:
@@ -420,11 +524,18 @@ class Runner:
                 .values(state=VersionState.RETIRED, retired_at=now)
                 .execution_options(synchronize_session=False)
             )
-            self._advance(session, Step.DONE, status=RotationStatus.DONE, finished_at=now,
-                          error=None)
-            self._audit(session, "rotation.revoke", cred, rot,
-                        fingerprint=previous.fingerprint if previous else None,
-                        version=previous.number if previous else None, old_rejected=rejected)
+            self._advance(
+                session, Step.DONE, status=RotationStatus.DONE, finished_at=now, error=None
+            )
+            self._audit(
+                session,
+                "rotation.revoke",
+                cred,
+                rot,
+                fingerprint=previous.fingerprint if previous else None,
+                version=previous.number if previous else None,
+                old_rejected=rejected,
+            )
             self._audit(session, "rotation.done", cred, rot, version=rot.new_version)
         return True
 
@@ -457,8 +568,9 @@ class Runner:
 
     def _fail(self, step: Step, exc: KeyturnError) -> None:
         error = f"{step}: {exc.message}"
-        log.warning("rotation %s of %s failed at %s: %s", self.id, self.credential_id, step,
-                    exc.message)
+        log.warning(
+            "rotation %s of %s failed at %s: %s", self.id, self.credential_id, step, exc.message
+        )
         state = self._recover() if step in (Step.SET, Step.TEST) else "unknown"
         now = utcnow()
         with self.db.write() as session:
@@ -478,30 +590,52 @@ class Runner:
                 values["new_version"] = None
             gave_up = attempts >= self.app.settings.max_attempts
             if gave_up:
-                values.update(status=RotationStatus.FAILED, finished_at=now,
-                              lease_owner=None, lease_expires_at=None, next_attempt_at=None)
+                values.update(
+                    status=RotationStatus.FAILED,
+                    finished_at=now,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    next_attempt_at=None,
+                )
             else:
-                values.update(status=RotationStatus.RETRYING, next_attempt_at=now + backoff(
-                    self.app.settings.retry_base_seconds, attempts))
+                values.update(
+                    status=RotationStatus.RETRYING,
+                    next_attempt_at=now + backoff(self.app.settings.retry_base_seconds, attempts),
+                )
             self._advance(session, resume_at, **values)
-            self._audit(session, "rotation.failed" if gave_up else "rotation.retry", cred, rot,
-                        outcome="error", step=str(step), attempt=attempts, error=exc.message,
-                        abandoned_version=pending.number if state == "current" and pending
-                        else None,
-                        next_attempt_at=values.get("next_attempt_at").isoformat()  # type: ignore[union-attr]
-                        if values.get("next_attempt_at") else None)
+            self._audit(
+                session,
+                "rotation.failed" if gave_up else "rotation.retry",
+                cred,
+                rot,
+                outcome="error",
+                step=str(step),
+                attempt=attempts,
+                error=exc.message,
+                abandoned_version=pending.number if state == "current" and pending else None,
+                next_attempt_at=values.get("next_attempt_at").isoformat()  # type: ignore[union-attr]
+                if values.get("next_attempt_at")
+                else None,
+            )
             if gave_up or attempts >= ALERT_AFTER:
                 next_at = values.get("next_attempt_at")
                 outbox.enqueue(
-                    session, kind="rotation-failed",
+                    session,
+                    kind="rotation-failed",
                     dedupe_key=f"failed:{rot.id}:{attempts}",
                     subject=f"[keyturn] rotation of {cred.id} failed ({attempts} attempts)",
-                    body=(f"Rotation {rot.id} of {cred.id} failed at step {step}: "
-                          f"{exc.message}. "
-                          + ("keyturn gave up; the current value still works where the target "
-                             "was reachable. Run `keyturn rotate` again once fixed."
-                             if gave_up else f"Next attempt at {next_at:%Y-%m-%d %H:%M UTC}.")),
-                    credential_id=cred.id, tenant_id=cred.tenant_id,
+                    body=(
+                        f"Rotation {rot.id} of {cred.id} failed at step {step}: "
+                        f"{exc.message}. "
+                        + (
+                            "keyturn gave up; the current value still works where the target "
+                            "was reachable. Run `keyturn rotate` again once fixed."
+                            if gave_up
+                            else f"Next attempt at {next_at:%Y-%m-%d %H:%M UTC}."
+                        )
+                    ),
+                    credential_id=cred.id,
+                    tenant_id=cred.tenant_id,
                     data={"rotation": rot.id, "attempts": attempts, "step": str(step)},
                 )
 
@@ -509,8 +643,16 @@ class Runner:
         with self.db.read() as session:
             rot = session.get(Rotation, self.id)
             assert rot is not None
-            return Outcome(rot.id, rot.credential_id, rot.status, rot.step, rot.new_version,
-                           rot.error, rot.next_attempt_at, rot.wait_until)
+            return Outcome(
+                rot.id,
+                rot.credential_id,
+                rot.status,
+                rot.step,
+                rot.new_version,
+                rot.error,
+                rot.next_attempt_at,
+                rot.wait_until,
+            )
 
 
 class _Refused(TargetError):

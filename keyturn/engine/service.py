@@ -37,8 +37,9 @@ def _in_progress(rot: Rotation) -> RotationInProgress:
     )
 
 
-def start(app: Keyturn, credential_id: str, *, trigger: Trigger, actor: str,
-          reason: str = "") -> int:
+def start(
+    app: Keyturn, credential_id: str, *, trigger: Trigger, actor: str, reason: str = ""
+) -> int:
     """Record a new rotation; the database refuses a second active one for the credential."""
     validate_id(credential_id)
     reason = reason.strip()
@@ -50,22 +51,35 @@ def start(app: Keyturn, credential_id: str, *, trigger: Trigger, actor: str,
         with app.db.write() as session:
             cred = repo.get_credential(session, credential_id, lock=True)
             if not cred.target:
-                raise UsageError(f"{credential_id} has no target: keyturn cannot change it; "
-                                 "declare `target = ...` in the inventory")
+                raise UsageError(
+                    f"{credential_id} has no target: keyturn cannot change it; "
+                    "declare `target = ...` in the inventory"
+                )
             active = repo.active_rotation(session, credential_id)
             if active is not None:
                 raise _in_progress(active)
             current = repo.version_in_state(session, credential_id, VersionState.CURRENT)
-            rot = Rotation(credential_id=credential_id, trigger=trigger, actor=actor,
-                           reason=reason, strategy=cred.strategy, step=Step.CREATE,
-                           status=RotationStatus.RUNNING,
-                           old_version=current.number if current else None)
+            rot = Rotation(
+                credential_id=credential_id,
+                trigger=trigger,
+                actor=actor,
+                reason=reason,
+                strategy=cred.strategy,
+                step=Step.CREATE,
+                status=RotationStatus.RUNNING,
+                old_version=current.number if current else None,
+            )
             session.add(rot)
             session.flush()
-            audit.append(session, actor=actor, action="rotation.start", reason=reason or None,
-                         credential_id=credential_id, tenant_id=cred.tenant_id,
-                         details={"rotation": rot.id, "trigger": trigger,
-                                  "strategy": cred.strategy})
+            audit.append(
+                session,
+                actor=actor,
+                action="rotation.start",
+                reason=reason or None,
+                credential_id=credential_id,
+                tenant_id=cred.tenant_id,
+                details={"rotation": rot.id, "trigger": trigger, "strategy": cred.strategy},
+            )
             return rot.id
     except IntegrityError as exc:  # another process won the race for this credential
         with app.db.read() as session:
@@ -75,10 +89,10 @@ def start(app: Keyturn, credential_id: str, *, trigger: Trigger, actor: str,
         raise RotationInProgress() from exc
 
 
-def rotate(app: Keyturn, credential_id: str, *, trigger: Trigger, actor: str,
-           reason: str = "") -> Outcome:
-    return Runner(app, start(app, credential_id, trigger=trigger, actor=actor,
-                             reason=reason)).run()
+def rotate(
+    app: Keyturn, credential_id: str, *, trigger: Trigger, actor: str, reason: str = ""
+) -> Outcome:
+    return Runner(app, start(app, credential_id, trigger=trigger, actor=actor, reason=reason)).run()
 
 
 def active_rotations(app: Keyturn, credential_id: str | None = None) -> Sequence[Rotation]:
@@ -90,8 +104,9 @@ def active_rotations(app: Keyturn, credential_id: str | None = None) -> Sequence
         return session.execute(query.order_by(Rotation.id)).scalars().all()
 
 
-def resume(app: Keyturn, credential_id: str | None = None, *,
-           force: bool = False) -> list[Outcome | KeyturnError]:
+def resume(
+    app: Keyturn, credential_id: str | None = None, *, force: bool = False
+) -> list[Outcome | KeyturnError]:
     """Run every active rotation (of one credential, or all) whose turn it is."""
     results: list[Outcome | KeyturnError] = []
     for rot in active_rotations(app, credential_id):
@@ -112,10 +127,15 @@ def abort(app: Keyturn, credential_id: str, *, actor: str, reason: str) -> int:
     if not active:
         raise NotFound(f"{credential_id} has no rotation in progress")
     rot = active[0]
-    if rot.lease_owner and rot.lease_expires_at and rot.lease_expires_at > utcnow() \
-            and rot.lease_owner != app.worker_id:
-        raise RotationInProgress(f"rotation {rot.id} is being run by {rot.lease_owner}; "
-                                 "abort it when its lease expires")
+    if (
+        rot.lease_owner
+        and rot.lease_expires_at
+        and rot.lease_expires_at > utcnow()
+        and rot.lease_owner != app.worker_id
+    ):
+        raise RotationInProgress(
+            f"rotation {rot.id} is being run by {rot.lease_owner}; abort it when its lease expires"
+        )
     promoted = Step(rot.step) in (Step.WAIT, Step.REVOKE, Step.DONE)
     if not promoted and rot.new_version is not None:
         _restore_current(app, credential_id)
@@ -125,12 +145,26 @@ def abort(app: Keyturn, credential_id: str, *, actor: str, reason: str) -> int:
         pending = repo.version_in_state(session, credential_id, VersionState.PENDING)
         if pending is not None and not promoted:
             pending.state, pending.retired_at = VersionState.FAILED, now
-        session.execute(update(Rotation).where(Rotation.id == rot.id).values(
-            status=RotationStatus.ABORTED, finished_at=now, lease_owner=None,
-            lease_expires_at=None, error=f"aborted by {actor}"))
-        audit.append(session, actor=actor, action="rotation.abort", reason=reason.strip(),
-                     credential_id=credential_id, tenant_id=cred.tenant_id,
-                     details={"rotation": rot.id, "step": rot.step, "promoted": promoted})
+        session.execute(
+            update(Rotation)
+            .where(Rotation.id == rot.id)
+            .values(
+                status=RotationStatus.ABORTED,
+                finished_at=now,
+                lease_owner=None,
+                lease_expires_at=None,
+                error=f"aborted by {actor}",
+            )
+        )
+        audit.append(
+            session,
+            actor=actor,
+            action="rotation.abort",
+            reason=reason.strip(),
+            credential_id=credential_id,
+            tenant_id=cred.tenant_id,
+            details={"rotation": rot.id, "step": rot.step, "promoted": promoted},
+        )
     return rot.id
 
 
@@ -142,15 +176,17 @@ def _restore_current(app: Keyturn, credential_id: str) -> None:
         row = session.get(TargetRow, cred.target or "")
     if current is None or pending is None or row is None:
         return
-    target = open_target(app, row)
+    target = open_target(app, row, cred.strategy)
     try:
         cur, new = app.vault.reveal(current), app.vault.reveal(pending)
         if target.test(account(current), cur):
             return
         target.set(account(current), cur, new)
         if not target.test(account(current), cur):
-            raise Conflict(f"{credential_id}: the target no longer accepts the current value "
-                           "and could not be restored; run `keyturn resume` instead")
+            raise Conflict(
+                f"{credential_id}: the target no longer accepts the current value "
+                "and could not be restored; run `keyturn resume` instead"
+            )
     finally:
         target.close()
 
@@ -162,15 +198,19 @@ class VerifyResult:
     detail: str = ""
 
 
-def verify(app: Keyturn, credential_id: str | None = None, actor: str = "cli") -> list[VerifyResult]:
+def verify(
+    app: Keyturn, credential_id: str | None = None, actor: str = "cli"
+) -> list[VerifyResult]:
     """Log in with each current value: is the target still in sync with keyturn?"""
     with app.db.read() as session:
         if credential_id:
             creds = [repo.get_credential(session, credential_id)]
         else:
-            creds = list(session.execute(
-                select(Credential).where(Credential.target.is_not(None)).order_by(Credential.id)
-            ).scalars())
+            creds = list(
+                session.execute(
+                    select(Credential).where(Credential.target.is_not(None)).order_by(Credential.id)
+                ).scalars()
+            )
     return [_verify_one(app, cred, actor) for cred in creds]
 
 
@@ -182,7 +222,7 @@ def _verify_one(app: Keyturn, cred: Credential, actor: str) -> VerifyResult:
         return VerifyResult(cred.id, "no-value", "no current value or no target")
     detail = ""
     try:
-        target = open_target(app, row)
+        target = open_target(app, row, cred.strategy)
         try:
             ok = target.test(account(current), app.vault.reveal(current))
         finally:
@@ -194,21 +234,59 @@ def _verify_one(app: Keyturn, cred: Credential, actor: str) -> VerifyResult:
     with app.db.write() as session:
         fresh = repo.get_credential(session, cred.id)
         fresh.sync_status, fresh.verified_at = status, now
-        audit.append(session, actor=actor, action="credential.verify",
-                     outcome="ok" if status == "in-sync" else "error", credential_id=cred.id,
-                     tenant_id=cred.tenant_id, fingerprint=current.fingerprint,
-                     details={"status": status, "version": current.number})
+        audit.append(
+            session,
+            actor=actor,
+            action="credential.verify",
+            outcome="ok" if status == "in-sync" else "error",
+            credential_id=cred.id,
+            tenant_id=cred.tenant_id,
+            fingerprint=current.fingerprint,
+            details={"status": status, "version": current.number},
+        )
         if status == "out-of-sync":
             outbox.enqueue(
-                session, kind="out-of-sync",
+                session,
+                kind="out-of-sync",
                 dedupe_key=f"out-of-sync:{cred.id}:{current.number}:{now:%Y-%m-%d}",
                 subject=f"[keyturn] {cred.id} is out of sync",
-                body=(f"The target of {cred.id} refused the current value (version "
-                      f"{current.number}). Someone may have changed it outside keyturn; "
-                      "rotate it to bring it back under control."),
-                credential_id=cred.id, tenant_id=cred.tenant_id,
+                body=(
+                    f"The target of {cred.id} refused the current value (version "
+                    f"{current.number}). Someone may have changed it outside keyturn; "
+                    "rotate it to bring it back under control."
+                ),
+                credential_id=cred.id,
+                tenant_id=cred.tenant_id,
             )
     return VerifyResult(cred.id, status, detail)
 
 
 __all__ = ["TargetError", "abort", "resume", "rotate", "start", "verify"]
+
+
+def report_consumer(app: Keyturn, credential_id: str, name: str, version: int) -> None:
+    """A consumer says which version it uses; the wait step revokes once all have moved."""
+    from keyturn.db.models import Consumer
+    from keyturn.domain.ids import validate_name
+
+    validate_name(name, "consumer name")
+    with app.db.write() as session:
+        cred = repo.get_credential(session, credential_id)
+        if repo.version_number(session, credential_id, version) is None:
+            raise NotFound(f"{credential_id} has no version {version}")
+        consumer = next((c for c in repo.consumers(session, credential_id) if c.name == name), None)
+        if consumer is None:
+            consumer = Consumer(credential_id=credential_id, name=name)
+            session.add(consumer)
+        if consumer.version != version:
+            consumer.version, consumer.last_seen_at = version, utcnow()
+            audit.append(
+                session,
+                actor=f"consumer:{name}",
+                action="consumer.report",
+                credential_id=credential_id,
+                tenant_id=cred.tenant_id,
+                details={"version": version},
+            )
+        else:
+            consumer.last_seen_at = utcnow()

@@ -65,12 +65,16 @@ def _validate_plugins(inv: Inventory, base_dir: Path) -> None:
 def _check_refs(session: Session, inv: Inventory) -> None:
     for cred in inv.credentials:
         if cred.policy and cred.policy not in inv.policies and not session.get(Policy, cred.policy):
-            raise ConfigInvalid(f"{cred.id}: no policy {cred.policy!r}; declare [policies.{cred.policy}]")
+            raise ConfigInvalid(
+                f"{cred.id}: no policy {cred.policy!r}; declare [policies.{cred.policy}]"
+            )
         if cred.target:
             spec = inv.targets.get(cred.target)
             row = session.get(TargetRow, cred.target)
             if spec is None and row is None:
-                raise ConfigInvalid(f"{cred.id}: no target {cred.target!r}; declare [targets.{cred.target}]")
+                raise ConfigInvalid(
+                    f"{cred.id}: no target {cred.target!r}; declare [targets.{cred.target}]"
+                )
             target_type = spec.type if spec else row.type  # type: ignore[union-attr]
             cls = plugins.load("target", target_type)
             if cred.strategy not in cls.strategies:
@@ -89,8 +93,15 @@ def _diff(row: Any, wanted: dict[str, Any]) -> tuple[str, ...]:
     return tuple(k for k, v in wanted.items() if getattr(row, k) != v)
 
 
-def _upsert(session: Session, model: Any, key: Any, wanted: dict[str, Any], kind: str,
-            name: str, out: list[Change]) -> None:
+def _upsert(
+    session: Session,
+    model: Any,
+    key: Any,
+    wanted: dict[str, Any],
+    kind: str,
+    name: str,
+    out: list[Change],
+) -> None:
     row = session.get(model, key)
     if row is None:
         session.add(model(**wanted))
@@ -105,15 +116,23 @@ def _upsert(session: Session, model: Any, key: Any, wanted: dict[str, Any], kind
 
 def _credential_fields(cred: CredentialSpec) -> dict[str, Any]:
     return {
-        "id": cred.id, "tenant_id": cred.tenant_id, "kind": cred.kind, "owner": cred.owner,
-        "purpose": cred.purpose, "tags": cred.tag_dict(), "policy": cred.policy,
-        "target": cred.target, "strategy": cred.strategy, "stores": list(cred.stores),
+        "id": cred.id,
+        "tenant_id": cred.tenant_id,
+        "kind": cred.kind,
+        "owner": cred.owner,
+        "purpose": cred.purpose,
+        "tags": cred.tag_dict(),
+        "policy": cred.policy,
+        "target": cred.target,
+        "strategy": cred.strategy,
+        "stores": list(cred.stores),
         "usernames": cred.logins(),
     }
 
 
-def apply(app: Keyturn, inv: Inventory, base_dir: Path, *, dry_run: bool = False,
-          actor: str = "cli") -> ApplyResult:
+def apply(
+    app: Keyturn, inv: Inventory, base_dir: Path, *, dry_run: bool = False, actor: str = "cli"
+) -> ApplyResult:
     base = str(base_dir.resolve())
     _validate_plugins(inv, base_dir)
     result = ApplyResult()
@@ -130,8 +149,15 @@ class _DryRun(Exception):
     """Raised to roll back the transaction of a dry run."""
 
 
-def _apply_in_transaction(app: Keyturn, inv: Inventory, base: str, resolve: Any,
-                          result: ApplyResult, dry_run: bool, actor: str) -> None:
+def _apply_in_transaction(
+    app: Keyturn,
+    inv: Inventory,
+    base: str,
+    resolve: Any,
+    result: ApplyResult,
+    dry_run: bool,
+    actor: str,
+) -> None:
     with app.db.write() as session:
         _check_refs(session, inv)
         initial: dict[str, Secret] = {}
@@ -143,17 +169,30 @@ def _apply_in_transaction(app: Keyturn, inv: Inventory, base: str, resolve: Any,
         for name, policy in inv.policies.items():
             wanted = {"name": name, "settings": policy.model_dump(exclude_none=True)}
             _upsert(session, Policy, name, wanted, "policy", name, changes)
-        for model, kind, specs in ((TargetRow, "target", inv.targets),
-                                   (StoreRow, "store", inv.stores)):
+        for model, kind, specs in (
+            (TargetRow, "target", inv.targets),
+            (StoreRow, "store", inv.stores),
+        ):
             for name, spec in specs.items():
-                wanted = {"name": name, "type": spec.type, "settings": spec.settings(),
-                          "base_dir": base}
+                wanted = {
+                    "name": name,
+                    "type": spec.type,
+                    "settings": spec.settings(),
+                    "base_dir": base,
+                }
                 _upsert(session, model, name, wanted, kind, name, changes)
         session.flush()
         for cred in inv.credentials:
             app.vault.tenant_key(session, cred.tenant_id)
-            _upsert(session, Credential, cred.id, _credential_fields(cred), "credential",
-                    cred.id, changes)
+            _upsert(
+                session,
+                Credential,
+                cred.id,
+                _credential_fields(cred),
+                "credential",
+                cred.id,
+                changes,
+            )
             for consumer in cred.consumers:
                 if not any(c.name == consumer for c in repo.consumers(session, cred.id)):
                     session.add(Consumer(credential_id=cred.id, name=consumer))
@@ -167,32 +206,51 @@ def _apply_in_transaction(app: Keyturn, inv: Inventory, base: str, resolve: Any,
         if dry_run:
             raise _DryRun
         for change in changes:
-            audit.append(session, actor=actor, action=f"inventory.{change.action}",
-                         credential_id=change.name if change.kind == "credential" else None,
-                         details={"kind": change.kind, "name": change.name,
-                                  "fields": list(change.fields)})
+            audit.append(
+                session,
+                actor=actor,
+                action=f"inventory.{change.action}",
+                credential_id=change.name if change.kind == "credential" else None,
+                details={"kind": change.kind, "name": change.name, "fields": list(change.fields)},
+            )
         result.initial = initial
 
 
-def _store_initial(app: Keyturn, session: Session, inv: Inventory, cred_id: str,
-                   value: Secret) -> None:
+def _store_initial(
+    app: Keyturn, session: Session, inv: Inventory, cred_id: str, value: Secret
+) -> None:
     cred = repo.get_credential(session, cred_id)
     number = repo.last_version_number(session, cred_id) + 1
     ciphertext, key_id = app.vault.seal(session, cred.tenant_id, cred_id, number, value)
     fp = app.vault.fingerprint(value)
     logins = cred.usernames or [None]
-    session.add(Version(
-        credential_id=cred_id, number=number, state=VersionState.CURRENT, username=logins[0],
-        ciphertext=ciphertext, data_key_id=key_id, fingerprint=fp, activated_at=utcnow(),
-    ))
+    session.add(
+        Version(
+            credential_id=cred_id,
+            number=number,
+            state=VersionState.CURRENT,
+            username=logins[0],
+            ciphertext=ciphertext,
+            data_key_id=key_id,
+            fingerprint=fp,
+            activated_at=utcnow(),
+        )
+    )
     cred.sync_status = None
-    audit.append(session, actor="apply", action="version.import", credential_id=cred_id,
-                 tenant_id=cred.tenant_id, fingerprint=fp,
-                 details={"version": number, "state": "current"})
+    audit.append(
+        session,
+        actor="apply",
+        action="version.import",
+        credential_id=cred_id,
+        tenant_id=cred.tenant_id,
+        fingerprint=fp,
+        details={"version": number, "state": "current"},
+    )
 
 
-def _provision(app: Keyturn, inv: Inventory, initial: dict[str, Secret],
-               result: ApplyResult) -> None:
+def _provision(
+    app: Keyturn, inv: Inventory, initial: dict[str, Secret], result: ApplyResult
+) -> None:
     """Write new initial values into their targets where the login does not exist yet."""
     for cred in inv.credentials:
         if cred.id not in initial or not cred.target:
@@ -201,18 +259,24 @@ def _provision(app: Keyturn, inv: Inventory, initial: dict[str, Secret],
             with app.db.read() as session:
                 row = session.get(TargetRow, cred.target)
                 assert row is not None
-            target = open_target(app, row)
+            target = open_target(app, row, cred.strategy)
             try:
                 created = target.ensure(Account(cred.logins()[0]), initial[cred.id])
             finally:
                 target.close()
         except KeyturnError as exc:
-            result.problems.append(f"{cred.id}: stored, but not provisioned on its target: "
-                                   f"{exc.message}")
+            result.problems.append(
+                f"{cred.id}: stored, but not provisioned on its target: {exc.message}"
+            )
             continue
         if created:
             result.provisioned.append(cred.id)
             with app.db.write() as session:
-                audit.append(session, actor="apply", action="target.provision",
-                             credential_id=cred.id, tenant_id=cred.tenant_id,
-                             fingerprint=app.vault.fingerprint(initial[cred.id]))
+                audit.append(
+                    session,
+                    actor="apply",
+                    action="target.provision",
+                    credential_id=cred.id,
+                    tenant_id=cred.tenant_id,
+                    fingerprint=app.vault.fingerprint(initial[cred.id]),
+                )

@@ -17,8 +17,18 @@ SCHEMES = ("env:", "file:", "keyturn:")
 MAX_SECRET_FILE = 64 * 1024
 # Setting names that hold secrets: their values must be references.
 SECRET_KEY = re.compile(r"(password|passwd|secret|token|api_?key|private_key|credentials?)$")
-_KNOWN_PREFIXES = ("AKIA", "ASIA", "ghp_", "gho_", "github_pat_", "xoxb-", "xoxp-", "sk_live_",
-                   "kt_", "-----BEGIN")
+_KNOWN_PREFIXES = (
+    "AKIA",
+    "ASIA",
+    "ghp_",
+    "gho_",
+    "github_pat_",
+    "xoxb-",
+    "xoxp-",
+    "sk_live_",
+    "kt_",
+    "-----BEGIN",
+)
 
 
 def is_reference(value: object) -> bool:
@@ -49,9 +59,7 @@ def looks_like_secret(value: str) -> bool:
         return False
     counts = Counter(value)
     entropy = -sum(n / len(value) * math.log2(n / len(value)) for n in counts.values())
-    classes = sum(
-        any(test(c) for c in value) for test in (str.islower, str.isupper, str.isdigit)
-    )
+    classes = sum(any(test(c) for c in value) for test in (str.islower, str.isupper, str.isdigit))
     return entropy >= 4.0 and classes >= 3
 
 

@@ -58,7 +58,7 @@ class PolicySpec(_Strict):
             from croniter import croniter
 
             if not croniter.is_valid(value):
-                raise ValueError(f"invalid cron expression {value!r}; e.g. \"0 2 * * *\"")
+                raise ValueError(f'invalid cron expression {value!r}; e.g. "0 2 * * *"')
         return value
 
 
@@ -174,12 +174,14 @@ def _check_names(inv: Inventory, source: str) -> None:
         validate_name(cred.kind, "kind")
         if cred.strategy == "alternating" and len(cred.logins()) != 2:
             raise ConfigInvalid(
-                f"{source}: {cred.id}: strategy alternating needs usernames = [\"app\", "
-                "\"app_clone\"] (two logins)"
+                f'{source}: {cred.id}: strategy alternating needs usernames = ["app", '
+                '"app_clone"] (two logins)'
             )
         if cred.strategy != "alternating" and len(cred.logins()) > 1:
-            raise ConfigInvalid(f"{source}: {cred.id}: usernames lists two logins; "
-                                "only the alternating strategy uses two")
+            raise ConfigInvalid(
+                f"{source}: {cred.id}: usernames lists two logins; "
+                "only the alternating strategy uses two"
+            )
 
 
 def load(path: Path) -> Inventory:
@@ -195,5 +197,12 @@ def load(path: Path) -> Inventory:
     return parse(text, str(path))
 
 
-__all__ = ["CredentialSpec", "Inventory", "PluginSpec", "PolicySpec", "is_reference", "load",
-           "parse"]
+__all__ = [
+    "CredentialSpec",
+    "Inventory",
+    "PluginSpec",
+    "PolicySpec",
+    "is_reference",
+    "load",
+    "parse",
+]

@@ -33,10 +33,17 @@ def enqueue(
     ).scalar_one_or_none()
     if exists is not None:
         return False
-    session.add(Notice(
-        kind=kind, dedupe_key=dedupe_key, subject=subject, body=body,
-        credential_id=credential_id, tenant_id=tenant_id, data=data or {},
-        next_attempt_at=utcnow(),
-    ))
+    session.add(
+        Notice(
+            kind=kind,
+            dedupe_key=dedupe_key,
+            subject=subject,
+            body=body,
+            credential_id=credential_id,
+            tenant_id=tenant_id,
+            data=data or {},
+            next_attempt_at=utcnow(),
+        )
+    )
     session.flush()
     return True

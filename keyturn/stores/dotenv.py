@@ -27,7 +27,9 @@ def _var(credential_id: str) -> str:
 
 
 def _quote(value: str) -> str:
-    return "'" + value.replace("'", "'\"'\"'") + "'" if re.search(r"[^\w@%+=:,./-]", value) else value
+    return (
+        "'" + value.replace("'", "'\"'\"'") + "'" if re.search(r"[^\w@%+=:,./-]", value) else value
+    )
 
 
 class DotenvStore(Store):

@@ -57,6 +57,9 @@ class TargetContext:
     resolve: Callable[[str], Secret]
     # The directory relative paths in the settings are taken from (the config file's).
     base_dir: str = "."
+    # The strategy of the credential being rotated: `set` differs between `single` (replace)
+    # and `dual` (add beside) on targets that hold two secrets per account.
+    strategy: str = "single"
 
 
 class Target:
@@ -104,6 +107,9 @@ class Target:
 
     def revoke(self, account: Account, old: Secret) -> None:
         """Stop the target accepting *old* for *account* (idempotent).
+
+        *account* is the login the old value belongs to: with `alternating`, the login being
+        retired, not the one that just became current.
 
         `dual`: remove the old secret; `alternating`: disable the inactive login.
         """

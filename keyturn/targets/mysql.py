@@ -27,18 +27,13 @@ from pydantic import field_validator
 
 from keyturn.domain.errors import ConfigInvalid, PluginMissing, TargetRejected, TargetUnreachable
 from keyturn.domain.model import PasswordRules, Secret
-from keyturn.targets.base import Account, Target, TargetConfig, TargetContext
+from keyturn.targets.base import Account, Target, TargetConfig
 from keyturn.targets.postgres import DSN_UNSAFE, check_reference
 
 # Server error codes (MySQL and MariaDB share the low ones).
 ACCESS_DENIED = {1045, 1698}  # wrong password; MariaDB also says 1698 for unknown users
 ACCOUNT_LOCKED = {3118, 4151}  # MySQL, MariaDB
 UNREACHABLE = {2002, 2003, 2005, 2006, 2013, 2026}  # socket, refused, unknown host, gone, TLS
-
-
-def strategy_of(context: TargetContext) -> str:
-    """The credential's strategy, when the engine tells the plugin (see the report on base)."""
-    return str(getattr(context, "strategy", None) or "single")
 
 
 def native_password_hash(password: str) -> str:
@@ -215,7 +210,7 @@ class MysqlTarget(Target):
         return "IDENTIFIED BY %s", value.reveal()
 
     def _dual(self, version: ServerVersion) -> bool:
-        if strategy_of(self.context) != "dual":
+        if self.context.strategy != "dual":
             return False
         if not version.dual_passwords:
             raise ConfigInvalid(
@@ -301,7 +296,7 @@ class MysqlTarget(Target):
         Under ``single`` the old value stopped working at ``set``: nothing left to do.
         """
         user, host = account.username, self.config.account_host
-        if strategy_of(self.context) == "dual":
+        if self.context.strategy == "dual":
             with self._admin() as conn:
                 if self._dual(self._version(conn)) and self._exists(conn, user):
                     self._run(conn, "ALTER USER %s@%s DISCARD OLD PASSWORD", user, host)

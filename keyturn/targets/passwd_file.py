@@ -36,7 +36,7 @@ class PasswdFileConfig(TargetConfig):
 def _hash(value: Secret, rounds: int) -> str:
     from passlib.hash import sha512_crypt
 
-    return SCHEME + sha512_crypt.using(rounds=rounds).hash(value.reveal())
+    return SCHEME + str(sha512_crypt.using(rounds=rounds).hash(value.reveal()))
 
 
 def _verify(value: Secret, stored: str) -> bool:
@@ -45,7 +45,7 @@ def _verify(value: Secret, stored: str) -> bool:
     if not stored.startswith(SCHEME):
         return False
     try:
-        return bool(sha512_crypt.verify(value.reveal(), stored[len(SCHEME):]))
+        return bool(sha512_crypt.verify(value.reveal(), stored[len(SCHEME) :]))
     except ValueError:
         return False
 

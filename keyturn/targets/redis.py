@@ -23,7 +23,6 @@ from pydantic import field_validator
 from keyturn.domain.errors import ConfigInvalid, PluginMissing, TargetRejected, TargetUnreachable
 from keyturn.domain.model import PasswordRules, Secret
 from keyturn.targets.base import Account, Target, TargetConfig
-from keyturn.targets.mysql import strategy_of
 from keyturn.targets.postgres import DSN_UNSAFE, check_reference
 
 # Rules of a user `ensure` creates: every key and channel, everything but administration
@@ -177,7 +176,7 @@ class RedisTarget(Target):
             if "on" in user.get("flags", []) and digest in user.get("passwords", []):
                 return
             modifiers = ["on", "#" + digest]
-            if strategy_of(self.context) != "dual":
+            if self.context.strategy != "dual":
                 modifiers.insert(1, "resetpass")
             client.execute_command("ACL", "SETUSER", account.username, *modifiers)
 

@@ -39,8 +39,7 @@ class Refs:
     def context(self, strategy: str | None = None) -> TargetContext:
         ctx = TargetContext(resolve=self.resolve)
         if strategy is not None:
-            # See keyturn.targets.mysql.strategy_of: the engine is to pass the strategy.
-            ctx.strategy = strategy  # type: ignore[attr-defined]
+            ctx.strategy = strategy
         return ctx
 
 

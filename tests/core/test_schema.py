@@ -1,0 +1,32 @@
+"""The schema built from the migrations is the schema the models describe (both databases)."""
+
+from __future__ import annotations
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from keyturn.db import migrate
+from keyturn.db.engine import Database
+from keyturn.db.models import Base
+
+
+def test_migrations_match_models(db_url: str) -> None:
+    db = Database(db_url)
+    try:
+        migrate.upgrade(db)
+        with db.engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        assert diff == []
+        assert migrate.is_current(db)
+        assert migrate.head() == migrate.HEAD
+    finally:
+        db.dispose()
+
+
+def test_sqlite_runs_in_wal_mode(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    db = Database(f"sqlite:///{tmp_path / 'k.db'}")
+    try:
+        with db.read() as session:
+            assert session.connection().exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    finally:
+        db.dispose()

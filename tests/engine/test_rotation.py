@@ -1,0 +1,308 @@
+"""The rotation protocol end to end on a real passwd-file target (Dovecot's format)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from keyturn.audit import log as audit
+from keyturn.db.models import Notice, Rotation, utcnow
+from keyturn.domain.errors import RotationInProgress, StoreUnavailable
+from keyturn.domain.model import Trigger
+from keyturn.engine import faults, service
+from keyturn.engine.protocol import Runner
+from tests.engine.conftest import INITIAL
+from tests.support.keyturn import Harness
+
+CRED = "acme/smtp-admin"
+USER = "admin@acme.example"
+
+
+def rotate(kt: Harness, *extra: str) -> dict:  # type: ignore[type-arg]
+    result = kt.cli("rotate", CRED, "--reason", "test run", "--json", *extra)
+    return json.loads(result.out)[0] if result.out.strip() else {"error": result.err}
+
+
+def actions(kt: Harness) -> list[str]:
+    with kt.app.db.read() as session:
+        return [e.action for e in audit.iter_entries(session)]
+
+
+def test_single_replaces_the_value_and_the_old_one_is_refused(kt: Harness, setup) -> None:  # type: ignore[no-untyped-def]
+    s = setup("single")
+    assert s.accepts(USER, INITIAL)
+    out = rotate(kt)
+    assert out["status"] == "done" and out["version"] == 2
+    user, new = s.current()
+    assert user == USER and new != INITIAL and len(new) == 32
+    assert s.accepts(USER, new) and not s.accepts(USER, INITIAL)
+    assert {n: st for n, (st, _, _) in s.values().items()} == {1: "retired", 2: "current"}
+    assert kt.cli("get", CRED).out.strip() == new
+    with kt.app.db.read() as session:
+        tested = next(e for e in audit.iter_entries(session) if e.action == "rotation.test")
+    assert tested.details["old_rejected"] is True and tested.reason == "test run"
+    assert [a for a in actions(kt) if a.startswith("rotation.")] == [
+        "rotation.start",
+        "rotation.create",
+        "rotation.set",
+        "rotation.test",
+        "rotation.publish",
+        "rotation.promote",
+        "rotation.wait-over",
+        "rotation.revoke",
+        "rotation.done",
+    ]
+    assert kt.cli("audit", "verify").code == 0
+
+
+def test_alternating_flips_logins_and_both_work_during_grace(kt: Harness, setup) -> None:  # type: ignore[no-untyped-def]
+    s = setup("alternating", grace="1d")
+    assert s.accepts("app", INITIAL)
+    first = rotate(kt)
+    assert first["status"] == "waiting"
+    user, new = s.current()
+    assert user == "app_clone" and s.accepts("app_clone", new) and s.accepts("app", INITIAL)
+    assert kt.cli("get", CRED, "--previous").out.strip() == INITIAL
+    # A second rotation cannot start while the first waits.
+    assert "already in progress" in kt.cli("rotate", CRED, "--reason", "x").err
+    # The grace period ends: resume revokes the old login.
+    with kt.app.db.write() as session:
+        session.execute(update(Rotation).values(wait_until=utcnow() - timedelta(seconds=1)))
+    assert kt.cli("resume", CRED).code == 0
+    assert not s.accepts("app", INITIAL) and s.accepts("app_clone", new)
+    users = []
+    for _ in range(3):
+        kt.write("keyturn.toml", (kt.home / "keyturn.toml").read_text().replace('"1d"', '"0s"'))
+        kt.cli("apply", "keyturn.toml")
+        assert rotate(kt)["status"] == "done"
+        users.append(s.current()[0])
+        assert s.accepts(*s.current())
+    assert users == ["app", "app_clone", "app"]
+
+
+def test_dual_keeps_both_until_consumers_move(kt: Harness, setup) -> None:  # type: ignore[no-untyped-def]
+    s = setup("dual", grace="7d", consumers=("billing", "mailer"))
+    out = rotate(kt)
+    assert out["status"] == "waiting"
+    _, new = s.current()
+    assert s.accepts(USER, new) and s.accepts(USER, INITIAL)
+    service.report_consumer(kt.app, CRED, "billing", 2)
+    assert kt.cli("resume", CRED).code == 0
+    assert s.accepts(USER, INITIAL)  # mailer has not moved
+    service.report_consumer(kt.app, CRED, "mailer", 2)
+    assert kt.cli("resume", CRED).code == 0
+    assert s.accepts(USER, new) and not s.accepts(USER, INITIAL)
+    with kt.app.db.read() as session:
+        revoke = next(e for e in audit.iter_entries(session) if e.action == "rotation.revoke")
+    assert revoke.details["old_rejected"] is True
+
+
+def test_grace_end_revokes_and_names_who_did_not_move(kt: Harness, setup) -> None:  # type: ignore[no-untyped-def]
+    s = setup("dual", grace="7d", consumers=("billing",))
+    rotate(kt)
+    with kt.app.db.write() as session:
+        session.execute(update(Rotation).values(wait_until=utcnow() - timedelta(seconds=1)))
+    assert kt.cli("resume").code == 0
+    assert not s.accepts(USER, INITIAL)
+    with kt.app.db.read() as session:
+        notice = session.execute(
+            select(Notice).where(Notice.kind == "consumers-lagging")
+        ).scalar_one()
+    assert "billing" in notice.body
+
+
+def test_emergency_revokes_at_once(kt: Harness, setup) -> None:  # type: ignore[no-untyped-def]
+    s = setup("dual", grace="7d", consumers=("billing",))
+    out = rotate(kt, "--emergency")
+    assert out["status"] == "done"
+    assert not s.accepts(USER, INITIAL) and s.accepts(*s.current())
+
+
+def test_stores_receive_the_new_value(kt: Harness, setup) -> None:  # type: ignore[no-untyped-def]
+    s = setup("single", stores=True)
+    rotate(kt)
+    env = (kt.home / "app.env").read_text()
+    assert f"ACME_SMTP_ADMIN={s.current()[1]}" in env and "ACME_SMTP_ADMIN_VERSION=2" in env
+
+
+def test_one_active_rotation_is_a_database_constraint(kt: Harness, setup) -> None:  # type: ignore[no-untyped-def]
+    setup("single")
+    service.start(kt.app, CRED, trigger=Trigger.MANUAL, actor="t", reason="r")
+    with pytest.raises(RotationInProgress):
+        service.start(kt.app, CRED, trigger=Trigger.MANUAL, actor="t", reason="r")
+    with pytest.raises(IntegrityError), kt.app.db.write() as session:
+        # Bypassing the service's own check: the database still refuses.
+        session.add(
+            Rotation(
+                credential_id=CRED,
+                trigger="manual",
+                actor="x",
+                strategy="single",
+                status="retrying",
+            )
+        )
+        session.flush()
+
+
+def test_reason_is_required_for_manual_rotation(kt: Harness, setup) -> None:  # type: ignore[no-untyped-def]
+    setup("single")
+    result = kt.cli("rotate", CRED, "--reason", "  ")
+    assert result.code == 1 and "reason is required" in result.err
+    assert kt.cli("rotate", CRED).code == 2
+
+
+def test_a_rejected_value_is_abandoned_with_backoff_then_an_alert(kt: Harness, setup) -> None:  # type: ignore[no-untyped-def]
+    s = setup("single")
+    s.faults(set="reject")
+    first = rotate(kt)
+    assert first["status"] == "retrying" and first["next_attempt_at"]
+    assert s.accepts(USER, INITIAL)
+    states = s.values()
+    assert states[2][0] == "failed" and states[1][0] == "current"
+    delays = []
+    for _ in range(4):
+        with kt.app.db.read() as session:
+            rot = session.execute(select(Rotation)).scalar_one()
+            delays.append(
+                (rot.next_attempt_at - rot.updated_at).total_seconds()  # type: ignore[operator]
+                if rot.next_attempt_at
+                else None
+            )
+        kt.cli("resume", "--now")
+    with kt.app.db.read() as session:
+        rot = session.execute(select(Rotation)).scalar_one()
+        notices = (
+            session.execute(select(Notice).where(Notice.kind == "rotation-failed")).scalars().all()
+        )
+    assert rot.status == "failed" and rot.attempts == 5
+    assert len(notices) == 3  # attempts 3, 4 and the final 5th
+    # Every attempt used a fresh value, each abandoned only once the old one was proven to work.
+    values = s.values()
+    assert sorted(st for st, _, _ in values.values()) == ["current"] + ["failed"] * 5
+    assert len({v for _, _, v in values.values()}) == 6
+    assert s.accepts(USER, INITIAL) and kt.cli("get", CRED).out.strip() == INITIAL
+    assert delays[1] is not None and delays[3] is not None and delays[3] > delays[1]
+    # Not an endless loop: the failed rotation does not run again by itself.
+    assert kt.cli("resume", "--now", "--json").out.strip() == "[]"
+
+
+def test_target_down_keeps_the_pending_value_and_reuses_it(kt: Harness, setup) -> None:  # type: ignore[no-untyped-def]
+    s = setup("single")
+    s.faults(set="down", test="down")
+    assert rotate(kt)["status"] == "retrying"
+    pending = [v for st, _, v in s.values().values() if st == "pending"]
+    s.faults()
+    assert len(pending) == 1 and s.accepts(USER, INITIAL)
+    assert kt.cli("resume", "--now").code == 0
+    assert s.current()[1] == pending[0]  # the same value, not a second one
+    assert s.accepts(USER, pending[0]) and not s.accepts(USER, INITIAL)
+
+
+def test_set_accepted_but_test_fails_restores_the_old_value(kt: Harness, setup) -> None:  # type: ignore[no-untyped-def]
+    s = setup("single")
+    s.faults(refuse_new=True)
+    assert rotate(kt)["status"] == "retrying"
+    assert s.accepts(USER, INITIAL)  # restored
+    assert [st for st, _, _ in s.values().values()].count("failed") == 1
+    s.faults()
+    assert kt.cli("resume", "--now").code == 0
+    assert s.accepts(*s.current()) and not s.accepts(USER, INITIAL)
+
+
+def test_database_failure_after_the_target_changed(kt: Harness, setup) -> None:  # type: ignore[no-untyped-def]
+    """The pointer commit after `set` fails: the value was stored first, so nothing is lost."""
+    s = setup("single")
+    rotation_id = service.start(kt.app, CRED, trigger=Trigger.MANUAL, actor="t", reason="r")
+    faults.arm("set:effect", "dberror")
+    try:
+        with pytest.raises(StoreUnavailable):
+            Runner(kt.app, rotation_id).run()
+    finally:
+        faults.disarm()
+    (pending,) = [v for st, _, v in s.values().values() if st == "pending"]
+    assert s.accepts(USER, pending) and not s.accepts(USER, INITIAL)  # target changed
+    out = Runner(kt.app, rotation_id).run()
+    assert out.status == "done" and s.current()[1] == pending
+
+
+def test_a_live_lease_blocks_and_an_expired_one_is_taken_over(kt: Harness, setup) -> None:  # type: ignore[no-untyped-def]
+    s = setup("single")
+    rotation_id = service.start(kt.app, CRED, trigger=Trigger.MANUAL, actor="t", reason="r")
+    with kt.app.db.write() as session:
+        session.execute(
+            update(Rotation).values(
+                lease_owner="other-host:1", lease_expires_at=utcnow() + timedelta(minutes=5)
+            )
+        )
+    with pytest.raises(RotationInProgress, match="other-host:1"):
+        Runner(kt.app, rotation_id).run()
+    with kt.app.db.write() as session:
+        session.execute(update(Rotation).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+    assert Runner(kt.app, rotation_id).run().status == "done"
+    assert s.accepts(*s.current())
+
+
+def test_abort_before_promotion_puts_the_old_value_back(kt: Harness, setup) -> None:  # type: ignore[no-untyped-def]
+    s = setup("single")
+    rotation_id = service.start(kt.app, CRED, trigger=Trigger.MANUAL, actor="t", reason="r")
+    faults.arm("test:before", "dberror")
+    try:
+        with pytest.raises(StoreUnavailable):
+            Runner(kt.app, rotation_id).run()
+    finally:
+        faults.disarm()
+    assert not s.accepts(USER, INITIAL)
+    result = kt.cli("abort", CRED, "--reason", "changed my mind")
+    assert result.code == 0, result.err
+    assert s.accepts(USER, INITIAL) and kt.cli("get", CRED).out.strip() == INITIAL
+    assert sorted(st for st, _, _ in s.values().values()) == ["current", "failed"]
+
+
+def test_verify_reports_drift(kt: Harness, setup) -> None:  # type: ignore[no-untyped-def]
+    s = setup("single")
+    assert kt.cli("verify").code == 0
+    (kt.home / "mail.passwd").write_text("")  # someone changed the server behind our back
+    result = kt.cli("verify", "--json")
+    assert result.code == 1 and json.loads(result.out)[0]["status"] == "out-of-sync"
+    assert json.loads(kt.cli("show", CRED, "--json").out)["sync"] == "out-of-sync"
+    assert s is not None
+
+
+def test_no_secret_leaks_sideways(kt: Harness, setup, caplog) -> None:  # type: ignore[no-untyped-def]
+    """Grep every output, log line, audit entry and notice for every value used."""
+    caplog.set_level(logging.DEBUG)
+    s = setup("dual", grace="0s", consumers=("billing",))
+    texts = [rotate(kt).__repr__()]
+    s.faults(set="reject")
+    texts.append(repr(rotate(kt)))
+    s.faults(refuse_new=True)
+    texts.append(kt.cli("resume", "--now").err)
+    s.faults()
+    texts.append(kt.cli("resume", "--now", "--json").out)
+    for args in (
+        ["show", CRED, "--json"],
+        ["show", CRED],
+        ["list", "--json"],
+        ["audit", "export"],
+        ["verify", "--json"],
+        ["-v", "show", CRED],
+    ):
+        result = kt.cli(*args)
+        texts += [result.out, result.err]
+    with kt.app.db.read() as session:
+        texts += [
+            f"{n.subject} {n.body} {n.data} {n.last_error}"
+            for n in session.execute(select(Notice)).scalars()
+        ]
+        texts += [f"{r.error} {r.reason}" for r in session.execute(select(Rotation)).scalars()]
+    texts += [r.getMessage() for r in caplog.records]
+    everything = "\n".join(texts)
+    values = [v for _, _, v in s.values().values()]
+    assert len(values) >= 3
+    for value in values:
+        assert value not in everything
