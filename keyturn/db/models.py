@@ -72,6 +72,8 @@ class Tenant(Base):
     __tablename__ = "tenants"
     id: Mapped[str] = mapped_column(String(63), primary_key=True)
     data_key_id: Mapped[str] = mapped_column(String(32))
+    # Who hears about this tenant's credentials: e-mail addresses and "webhook:NAME".
+    recipients: Mapped[list[Any]] = mapped_column(default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -126,6 +128,12 @@ class Credential(Base):
     stores: Mapped[list[Any]] = mapped_column(default=list)
     # One login for single/dual; two for alternating.
     usernames: Mapped[list[Any]] = mapped_column(default=list)
+    # When the scheduler rotates it (current version's activation + max age + jitter offset)
+    # and when it sends the notice; kept up to date by apply and by each promotion, so that
+    # finding what is due is one indexed range query even over a million credentials.
+    due_at: Mapped[datetime | None] = mapped_column(index=True)
+    notice_at: Mapped[datetime | None] = mapped_column(index=True)
+    schedule: Mapped[str] = mapped_column(String(100), default="0 2 * * *")
     # The last `verify`: "in-sync", "out-of-sync", "unreachable" or None (never checked).
     sync_status: Mapped[str | None] = mapped_column(String(16))
     verified_at: Mapped[datetime | None] = mapped_column()
@@ -254,6 +262,8 @@ class Notice(Base):
     kind: Mapped[str] = mapped_column(String(32), index=True)
     credential_id: Mapped[str | None] = mapped_column(String(200), index=True)
     tenant_id: Mapped[str | None] = mapped_column(String(63))
+    # An e-mail address, "webhook:NAME", or "" when nobody is configured to hear it.
+    recipient: Mapped[str] = mapped_column(String(320), default="")
     subject: Mapped[str] = mapped_column(Text)
     body: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -263,6 +273,32 @@ class Notice(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column()
+
+
+class Channel(Base):
+    """A way to deliver notices: `email` (SMTP) or `webhook`; secrets as references."""
+
+    __tablename__ = "channels"
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    type: Mapped[str] = mapped_column(String(16))
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    base_dir: Mapped[str] = mapped_column(Text, default=".")
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class SchedulerRun(Base):
+    """One pass of one check schedule for one cron slot; the unique slot makes the pass
+    happen once whatever the number of workers, and a missing slot is a missed run."""
+
+    __tablename__ = "scheduler_runs"
+    __table_args__ = (UniqueConstraint("schedule", "slot"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    schedule: Mapped[str] = mapped_column(String(100))
+    slot: Mapped[datetime] = mapped_column()
+    worker: Mapped[str] = mapped_column(String(200))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column()
+    summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
 class AuditHead(Base):
