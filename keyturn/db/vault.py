@@ -13,12 +13,14 @@ from keyturn.crypto.keys import MasterKey
 from keyturn.crypto.secrets import fingerprint
 from keyturn.db.engine import Database
 from keyturn.db.models import DataKey, Meta, Tenant, Version
-from keyturn.domain.errors import WrongMasterKey
+from keyturn.domain.errors import UsageError, WrongMasterKey
 from keyturn.domain.ids import validate_name
 from keyturn.domain.model import Secret
 
 FINGERPRINT_KEY = "fingerprint-key"
 _FP_AAD = b"keyturn:fingerprint-key"
+# Present in `meta` while a `keyturn rekey` is under way (JSON: which keys, what to retire).
+REKEY_STATE = "rekey"
 
 
 def create_fingerprint_key(session: Session, master: MasterKey) -> None:
@@ -39,6 +41,43 @@ def open_fingerprint_key(session: Session, masters: dict[str, MasterKey]) -> byt
         raise WrongMasterKey() from exc
 
 
+def rewrap_fingerprint_key(session: Session, masters: dict[str, MasterKey], new: MasterKey) -> bool:
+    """Re-seal the fingerprint key under *new* (same material: fingerprints stay stable).
+
+    Verified under *new* before it is stored; False if it already was under *new*.
+    """
+    row = session.get(Meta, FINGERPRINT_KEY)
+    if row is None or row.master_key_id == new.id:
+        return False
+    material = open_fingerprint_key(session, masters)
+    sealed = envelope.seal(new.material, material, _FP_AAD)
+    if envelope.open_sealed(new.material, sealed, _FP_AAD) != material:
+        raise WrongMasterKey("the fingerprint key did not verify under the new master key")
+    row.value, row.master_key_id = sealed, new.id
+    return True
+
+
+def master_key_ids_in_use(session: Session) -> set[str]:
+    """Ids of every master key that still wraps something (data keys, fingerprint key)."""
+    ids = set(session.execute(select(DataKey.master_key_id).distinct()).scalars())
+    row = session.get(Meta, FINGERPRINT_KEY)
+    if row is not None and row.master_key_id:
+        ids.add(row.master_key_id)
+    return ids
+
+
+def check_not_stale(session: Session, masters: list[MasterKey]) -> None:
+    """Refuse an old master key that wraps nothing any more (a finished rekey)."""
+    if len(masters) < 2 or session.get(Meta, REKEY_STATE) is not None:
+        return
+    in_use = master_key_ids_in_use(session)
+    if in_use and not any(m.id in in_use for m in masters[1:]):
+        raise UsageError(
+            "KEYTURN_OLD_MASTER_KEY is set but nothing is encrypted under it any more (the "
+            "rekey is complete): remove KEYTURN_OLD_MASTER_KEY (or KEYTURN_OLD_MASTER_KEY_FILE)"
+        )
+
+
 class Vault:
     """Seals and opens version values; creates a tenant's data key on first use."""
 
@@ -53,6 +92,7 @@ class Vault:
         self.keyring = envelope.Keyring(masters, self._fetch)
         with db.read() as session:
             self._fp_key = open_fingerprint_key(session, self.keyring.masters)
+            check_not_stale(session, masters)
 
     def _fetch(self, key_id: str) -> envelope.WrappedKey:
         with self.db.read() as session:

@@ -1,0 +1,94 @@
+"""`keyturn rekey`: master key rotation (seed 002)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from keyturn.cli import output
+from keyturn.cli.main import app, settings
+from keyturn.rekey.job import Summary
+from keyturn.rekey.service import Options, rekey
+
+LABELS = {
+    "wrap": "re-wrapping data keys",
+    "tenants": "fresh data keys",
+    "versions": "re-encrypting versions",
+}
+
+
+@app.command("rekey")
+def rekey_command(
+    ctx: typer.Context,
+    data_keys: Annotated[
+        bool,
+        typer.Option(
+            "--data-keys", help="Also re-encrypt every stored version under fresh data keys"
+        ),
+    ] = False,
+    no_backup: Annotated[
+        bool, typer.Option("--no-backup", help="Do not back up the database first")
+    ] = False,
+    backup_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where the backup goes [default: next to the SQLite file, or .]"),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Rows per transaction")] = 500,
+    json: Annotated[bool, typer.Option("--json", help="Machine-readable summary")] = False,
+) -> None:
+    """Re-wrap everything under a new master key: KEYTURN_MASTER_KEY is the new key,
+    KEYTURN_OLD_MASTER_KEY the old one. Online and resumable: run it again after a crash."""
+    options = Options(data_keys, not no_backup, backup_dir, batch_size)
+    if json:
+        summary = rekey(settings(ctx), options)
+        output.emit_json(summary.as_dict())
+        return
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=output.errors,
+        transient=False,
+    ) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(LABELS.get(phase, phase), total=total)
+            bar.update(tasks[phase], completed=done, total=total)  # type: ignore[arg-type]
+
+        summary = rekey(settings(ctx), options, progress)
+    _report(summary)
+
+
+def _report(summary: Summary) -> None:
+    say = output.console.print
+    if summary.backup:
+        say(f"backup: {summary.backup} (mode 0600)", highlight=False)
+    nothing = not (
+        summary.data_keys_rewrapped
+        or summary.fingerprint_key_rewrapped
+        or summary.fresh_data_keys
+        or summary.versions_resealed
+    )
+    if nothing and not summary.resumed:
+        say(f"nothing to do: everything is wrapped under {summary.new_master_key}", highlight=False)
+    else:
+        fp = "re-wrapped" if summary.fingerprint_key_rewrapped else "already done"
+        say(
+            f"rekeyed to {summary.new_master_key}: {summary.data_keys_rewrapped} data key(s) "
+            f"re-wrapped, fingerprint key {fp}, "
+            f"{summary.fresh_data_keys} fresh data key(s), "
+            f"{summary.versions_resealed} version(s) re-encrypted",
+            highlight=False,
+        )
+    if summary.old_master_key:
+        say(
+            f"now remove KEYTURN_OLD_MASTER_KEY ({summary.old_master_key}) from every keyturn "
+            "process's environment; keyturn refuses to start while it is still set",
+            highlight=False,
+        )

@@ -1,0 +1,308 @@
+"""The rekey batches: short transactions, each value verified under the new key first.
+
+Phase `wrap`: every data key and the fingerprint key is re-wrapped under the new master
+key (same material, so ciphertexts and fingerprints do not change). Phase `tenants` (with
+`data_keys`): each tenant gets a fresh data key, wrapped under the new master key, and
+becomes its active key in the same transaction. Phase `versions`: every version sealed
+under a retired data key is re-sealed under its tenant's fresh key, with the same
+associated data (credential id, version number).
+
+Readers keep working throughout: the Keyring of every process holds both master keys, a
+re-wrapped data key has the same material, and a version row switches ciphertext and data
+key id together in one statement.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import bindparam, select, text, update
+
+from keyturn.audit import log as audit
+from keyturn.crypto import envelope
+from keyturn.db.engine import Database
+from keyturn.db.models import DataKey, Meta, Tenant
+from keyturn.db.vault import REKEY_STATE, rewrap_fingerprint_key
+from keyturn.domain.errors import CryptoError
+from keyturn.engine.faults import checkpoint
+from keyturn.rekey.preflight import Plan, State, read_state
+
+Progress = Callable[[str, int, int], None]
+NONCE = envelope.NONCE_BYTES
+
+_SELECT_VERSIONS = text(
+    "SELECT v.id, v.credential_id, v.number, v.ciphertext, v.data_key_id, c.tenant_id "
+    "FROM versions v JOIN credentials c ON c.id = v.credential_id "
+    "WHERE v.id > :after ORDER BY v.id LIMIT :n"
+)
+_ANY_LEFT = text("SELECT 1 FROM versions WHERE data_key_id IN :ids LIMIT 1")
+_UPDATE_VERSION = text(
+    "UPDATE versions SET ciphertext = :ct, data_key_id = :new_key "
+    "WHERE id = :id AND data_key_id = :old_key"
+)
+
+
+@dataclass
+class Summary:
+    new_master_key: str
+    old_master_key: str | None
+    data_keys_rewrapped: int = 0
+    fingerprint_key_rewrapped: bool = False
+    fresh_data_keys: int = 0
+    versions_resealed: int = 0
+    versions_total: int = 0
+    resumed: bool = False
+    backup: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _quiet(phase: str, done: int, total: int) -> None:
+    pass
+
+
+class Rekey:
+    """One run of the rekey; running it again after a crash carries on where it stopped."""
+
+    def __init__(
+        self,
+        db: Database,
+        plan: Plan,
+        keyring: envelope.Keyring,
+        *,
+        batch_size: int = 500,
+        progress: Progress = _quiet,
+        actor: str = "cli",
+    ) -> None:
+        self.db = db
+        self.plan = plan
+        self.new = plan.new
+        self.keyring = keyring
+        self.batch_size = batch_size
+        self.progress = progress
+        self.actor = actor
+        self.summary = Summary(
+            plan.new.id,
+            plan.old.id if plan.old else None,
+            resumed=plan.resumed is not None,
+            versions_total=plan.versions,
+        )
+        self._ciphers: dict[str, AESGCM] = {}
+
+    def run(self) -> Summary:
+        state = self._begin()
+        for phase, work in (
+            ("wrap", self._rewrap),
+            ("tenants", lambda: self._fresh_keys(state)),
+            ("versions", lambda: self._reseal(state)),
+        ):
+            if phase != "wrap" and not state.data_keys:
+                continue
+            started = time.perf_counter()
+            work()
+            self.summary.seconds[phase] = round(time.perf_counter() - started, 3)
+        self._finish()
+        return self.summary
+
+    # -- state -----------------------------------------------------------------------------
+
+    def _begin(self) -> State:
+        with self.db.write() as session:
+            state = read_state(session)
+            if state is None:
+                retire: list[str] = []
+                if self.plan.data_keys:
+                    retire = list(session.execute(select(DataKey.id)).scalars())
+                state = State(
+                    self.new.id,
+                    self.plan.old.id if self.plan.old else None,
+                    self.plan.data_keys,
+                    retire,
+                )
+                session.add(Meta(key=REKEY_STATE, value=state.dump(), master_key_id=None))
+                audit.append(
+                    session,
+                    actor=self.actor,
+                    action="keyturn.rekey.start",
+                    details={
+                        "new": state.new,
+                        "old": state.old,
+                        "data_keys": state.data_keys,
+                        "backup": self.summary.backup,
+                    },
+                )
+        checkpoint("rekey:begun")
+        return state
+
+    def _finish(self) -> None:
+        with self.db.write() as session:
+            row = session.get(Meta, REKEY_STATE)
+            if row is not None:
+                session.delete(row)
+            details = {k: v for k, v in self.summary.as_dict().items() if k != "seconds"}
+            audit.append(session, actor=self.actor, action="keyturn.rekey.done", details=details)
+
+    # -- phase 1: re-wrap ------------------------------------------------------------------
+
+    def _rewrap(self) -> None:
+        self._rewrap_fingerprint_key()
+        total, done, batch_no = self.plan.to_rewrap, 0, 0
+        self.progress("wrap", 0, total)
+        while True:
+            with self.db.read() as session:
+                rows = session.execute(
+                    select(DataKey.id, DataKey.master_key_id, DataKey.wrapped)
+                    .where(DataKey.master_key_id != self.new.id)
+                    .order_by(DataKey.id)
+                    .limit(self.batch_size)
+                ).all()
+            if not rows:
+                break
+            batch_no += 1
+            rewrapped = [self._rewrap_one(envelope.WrappedKey(*row)) for row in rows]
+            with self.db.write() as session:
+                for old, new in rewrapped:
+                    session.execute(
+                        update(DataKey)
+                        .where(DataKey.id == old.id, DataKey.master_key_id == old.master_key_id)
+                        .values(master_key_id=new.master_key_id, wrapped=new.wrapped)
+                    )
+                checkpoint(f"rekey:wrap:{batch_no}:commit")
+            checkpoint(f"rekey:wrap:{batch_no}:after")
+            done += len(rows)
+            self.summary.data_keys_rewrapped += len(rows)
+            self.progress("wrap", done, max(total, done))
+
+    def _rewrap_one(
+        self, old: envelope.WrappedKey
+    ) -> tuple[envelope.WrappedKey, envelope.WrappedKey]:
+        material = envelope.unwrap(self.keyring.masters, old)
+        new = envelope.wrap(self.new, old.id, material)
+        if envelope.unwrap({self.new.id: self.new}, new) != material:
+            raise CryptoError(f"data key {old.id} did not verify under the new master key")
+        return old, new
+
+    def _rewrap_fingerprint_key(self) -> None:
+        with self.db.write() as session:
+            done = rewrap_fingerprint_key(session, self.keyring.masters, self.new)
+            checkpoint("rekey:fingerprint:commit")
+        self.summary.fingerprint_key_rewrapped = done
+
+    # -- phase 2: fresh data keys ----------------------------------------------------------
+
+    def _fresh_keys(self, state: State) -> None:
+        retire = set(state.retire)
+        with self.db.read() as session:
+            stale = [
+                (t.id, t.data_key_id)
+                for t in session.execute(select(Tenant)).scalars()
+                if t.data_key_id in retire
+            ]
+        self.progress("tenants", 0, len(stale))
+        for done, (tenant_id, old_key) in enumerate(stale, 1):
+            wrapped, material = envelope.new_data_key(self.new)
+            if envelope.unwrap({self.new.id: self.new}, wrapped) != material:
+                raise CryptoError("a fresh data key did not verify under the new master key")
+            with self.db.write() as session:
+                switched = session.execute(
+                    update(Tenant)
+                    .where(Tenant.id == tenant_id, Tenant.data_key_id == old_key)
+                    .values(data_key_id=wrapped.id)
+                ).rowcount  # type: ignore[attr-defined]
+                if switched:
+                    session.add(
+                        DataKey(
+                            id=wrapped.id,
+                            tenant_id=tenant_id,
+                            master_key_id=self.new.id,
+                            wrapped=wrapped.wrapped,
+                        )
+                    )
+                    self.keyring.remember(wrapped.id, material)
+                    self.summary.fresh_data_keys += 1
+                checkpoint(f"rekey:tenants:{done}:commit")
+            self.progress("tenants", done, len(stale))
+
+    # -- phase 3: re-seal versions ---------------------------------------------------------
+
+    def _cipher(self, key_id: str) -> AESGCM:
+        cipher = self._ciphers.get(key_id)
+        if cipher is None:
+            cipher = self._ciphers[key_id] = AESGCM(self.keyring.data_key(key_id))
+        return cipher
+
+    def _tenant_keys(self) -> dict[str, str]:
+        with self.db.read() as session:
+            return {t.id: t.data_key_id for t in session.execute(select(Tenant)).scalars()}
+
+    def _reseal(self, state: State) -> None:
+        retire = set(state.retire)
+        tenant_keys = self._tenant_keys()
+        total, done, after, batch_no = self.plan.versions, 0, 0, 0
+        self.progress("versions", 0, total)
+        while True:
+            with self.db.read() as session:
+                rows = session.execute(
+                    _SELECT_VERSIONS, {"after": after, "n": self.batch_size}
+                ).all()
+            if not rows:
+                if after and self._left(retire):
+                    after = 0  # a version sealed under a retired key meanwhile: sweep again
+                    tenant_keys = self._tenant_keys()
+                    continue
+                break
+            after = rows[-1][0]
+            batch_no += 1
+            params = self._reseal_batch(rows, retire, tenant_keys)
+            if params:
+                with self.db.write() as session:
+                    session.connection().execute(_UPDATE_VERSION, params)
+                    checkpoint(f"rekey:versions:{batch_no}:commit")
+                checkpoint(f"rekey:versions:{batch_no}:after")
+            self.summary.versions_resealed += len(params)
+            done += len(rows)
+            self.progress("versions", done, max(total, done))
+
+    def _reseal_batch(
+        self, rows: Any, retire: set[str], tenant_keys: dict[str, str]
+    ) -> list[dict[str, Any]]:
+        params = []
+        nonces = os.urandom(NONCE * len(rows))
+        for i, (vid, cred_id, number, sealed, key_id, tenant_id) in enumerate(rows):
+            if key_id not in retire:
+                continue
+            fresh = tenant_keys[tenant_id]
+            if fresh in retire:
+                tenant_keys.update(self._tenant_keys())
+                fresh = tenant_keys[tenant_id]
+                if fresh in retire:
+                    raise CryptoError(f"tenant {tenant_id} has no fresh data key; run again")
+            aad = envelope.value_aad(cred_id, number)
+            try:
+                plain = self._cipher(key_id).decrypt(sealed[:NONCE], sealed[NONCE:], aad)
+            except InvalidTag as exc:
+                raise CryptoError(
+                    f"version {number} of {cred_id} does not decrypt: the stored row was "
+                    "altered or moved; restore it from the backup"
+                ) from exc
+            nonce = nonces[i * NONCE : (i + 1) * NONCE]
+            body = self._cipher(fresh).encrypt(nonce, plain, aad)
+            if self._cipher(fresh).decrypt(nonce, body, aad) != plain:
+                raise CryptoError(f"version {number} of {cred_id} did not verify; nothing kept")
+            params.append({"ct": nonce + body, "new_key": fresh, "id": vid, "old_key": key_id})
+        return params
+
+    def _left(self, retire: set[str]) -> bool:
+        if not retire:
+            return False
+        with self.db.read() as session:
+            query = _ANY_LEFT.bindparams(bindparam("ids", expanding=True))
+            return session.execute(query, {"ids": sorted(retire)}).first() is not None
