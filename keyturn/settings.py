@@ -42,6 +42,12 @@ TABLE = (
         "max_attempts", "KEYTURN_MAX_ATTEMPTS", 5, "Failed attempts before giving up", kind=int
     ),
     Setting(
+        "concurrency", "KEYTURN_CONCURRENCY", 4, "Rotations a worker runs at once", kind=int
+    ),
+    Setting(
+        "poll_seconds", "KEYTURN_POLL_SECONDS", 15, "How often a worker looks for work", kind=int
+    ),
+    Setting(
         "retry_base_seconds",
         "KEYTURN_RETRY_BASE_SECONDS",
         60,
@@ -63,6 +69,8 @@ class Settings:
     lease_seconds: int = 60
     max_attempts: int = 5
     retry_base_seconds: int = 60
+    concurrency: int = 4
+    poll_seconds: int = 15
     config_path: str | None = None
 
     @classmethod

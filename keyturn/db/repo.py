@@ -43,6 +43,19 @@ def policy_for(session: Session, cred: Credential, rules: PasswordRules) -> Poli
     return effective(cred.kind, row.settings if row else None, rules)
 
 
+def refresh_due(session: Session, cred: Credential) -> None:
+    """Recompute when the credential is due (and noticed) from its current version and policy."""
+    from keyturn.domain.model import PasswordRules as Rules
+
+    policy = policy_for(session, cred, Rules())
+    current = version_in_state(session, cred.id, VersionState.CURRENT)
+    cred.schedule = policy.schedule
+    if current is None or current.activated_at is None or not cred.target:
+        cred.due_at = cred.notice_at = None
+        return
+    cred.due_at, cred.notice_at = policy.due_times(current.activated_at, cred.id)
+
+
 def versions(session: Session, credential_id: str) -> Sequence[Version]:
     return (
         session.execute(

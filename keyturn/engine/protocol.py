@@ -49,6 +49,8 @@ from keyturn.targets.base import Account, Target
 log = logging.getLogger("keyturn.engine")
 
 MAX_BACKOFF = timedelta(hours=6)
+# How often a waiting rotation looks again at its consumers.
+WAIT_POLL = timedelta(minutes=1)
 ALERT_AFTER = 3
 _random = secrets.SystemRandom()
 
@@ -429,6 +431,9 @@ class Runner:
             )
             grace = timedelta(0) if immediate else self._policy(session, cred).grace
             cred.sync_status, cred.verified_at = "in-sync", now
+            session.flush()
+            session.expire_all()  # the promotion above bypassed the identity map
+            repo.refresh_due(session, cred)
             self._advance(session, Step.WAIT, wait_until=now + grace)
             self._audit(
                 session,
@@ -466,8 +471,11 @@ class Runner:
             ]
             grace_over = rot.wait_until is None or now >= rot.wait_until
             if previous is not None and not grace_over and (lagging or not consumers):
-                if rot.status != RotationStatus.WAITING:
-                    self._advance(session, Step.WAIT, status=RotationStatus.WAITING)
+                first = rot.status != RotationStatus.WAITING
+                assert rot.wait_until is not None
+                self._advance(session, Step.WAIT, status=RotationStatus.WAITING,
+                              next_attempt_at=min(rot.wait_until, now + WAIT_POLL))
+                if first:
                     self._audit(
                         session,
                         "rotation.wait",

@@ -18,10 +18,21 @@ from keyturn import plugins
 from keyturn.app import Keyturn
 from keyturn.audit import log as audit
 from keyturn.db import repo
-from keyturn.db.models import Consumer, Credential, Policy, StoreRow, TargetRow, Version, utcnow
+from keyturn.db.models import (
+    Channel,
+    Consumer,
+    Credential,
+    Policy,
+    StoreRow,
+    TargetRow,
+    Tenant,
+    Version,
+    utcnow,
+)
 from keyturn.domain.errors import ConfigInvalid, KeyturnError
 from keyturn.domain.model import Secret, VersionState
 from keyturn.inventory.spec import CredentialSpec, Inventory
+from keyturn.notify import channels
 from keyturn.runtime import open_target, resolver
 from keyturn.targets.base import Account
 
@@ -48,6 +59,8 @@ class ApplyResult:
 
 
 def _validate_plugins(inv: Inventory, base_dir: Path) -> None:
+    for name, spec in inv.channels.items():
+        channels.validate(name, spec.type, spec.settings())
     for name, spec in inv.targets.items():
         cls = plugins.load("target", spec.type)
         try:
@@ -172,6 +185,7 @@ def _apply_in_transaction(
         for model, kind, specs in (
             (TargetRow, "target", inv.targets),
             (StoreRow, "store", inv.stores),
+            (Channel, "channel", inv.channels),
         ):
             for name, spec in specs.items():
                 wanted = {
@@ -182,6 +196,13 @@ def _apply_in_transaction(
                 }
                 _upsert(session, model, name, wanted, kind, name, changes)
         session.flush()
+        for name, tenant_spec in inv.tenants.items():
+            app.vault.tenant_key(session, name)
+            tenant = session.get(Tenant, name)
+            assert tenant is not None
+            if list(tenant.recipients) != tenant_spec.recipients:
+                tenant.recipients = list(tenant_spec.recipients)
+                changes.append(Change("update", "tenant", name, ("recipients",)))
         for cred in inv.credentials:
             app.vault.tenant_key(session, cred.tenant_id)
             _upsert(
@@ -201,6 +222,9 @@ def _apply_in_transaction(
         for cred_id, value in initial.items():
             changes.append(Change("secret", "credential", cred_id, ("initial value",)))
             _store_initial(app, session, inv, cred_id, value)
+        session.flush()
+        for cred in inv.credentials:
+            repo.refresh_due(session, repo.get_credential(session, cred.id))
         all_ids = {c.id for c in repo.list_credentials(session)}
         result.unmanaged = len(all_ids - {c.id for c in inv.credentials})
         if dry_run:

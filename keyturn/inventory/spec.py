@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from keyturn.domain.durations import parse_duration
 from keyturn.domain.errors import ConfigInvalid, LiteralSecret
 from keyturn.domain.ids import validate_id, validate_name
+from keyturn.domain.policy import check_blackout, check_recipient, parse_window
 from keyturn.inventory.refs import (
     SECRET_KEY,
     how_to_reference,
@@ -43,6 +44,25 @@ class PolicySpec(_Strict):
     jitter: str | None = None
     recipients: list[str] = Field(default_factory=list)
     password: PasswordSpec | None = None
+    window: str | None = None
+    blackout: list[str] = Field(default_factory=list)
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_window(value)
+        return value
+
+    @field_validator("blackout")
+    @classmethod
+    def _blackout(cls, value: list[str]) -> list[str]:
+        return [check_blackout(rule) for rule in value]
+
+    @field_validator("recipients")
+    @classmethod
+    def _recipients(cls, value: list[str]) -> list[str]:
+        return [check_recipient(r) for r in value]
 
     @field_validator("max_age", "notice", "grace", "jitter")
     @classmethod
@@ -109,8 +129,19 @@ class PluginSpec(BaseModel):
         return dict(self.model_extra or {})
 
 
+class TenantSpec(_Strict):
+    recipients: list[str] = Field(default_factory=list)
+
+    @field_validator("recipients")
+    @classmethod
+    def _recipients(cls, value: list[str]) -> list[str]:
+        return [check_recipient(r) for r in value]
+
+
 class Inventory(_Strict):
     settings: dict[str, Any] = Field(default_factory=dict)
+    tenants: dict[str, TenantSpec] = Field(default_factory=dict)
+    channels: dict[str, PluginSpec] = Field(default_factory=dict)
     policies: dict[str, PolicySpec] = Field(default_factory=dict)
     targets: dict[str, PluginSpec] = Field(default_factory=dict)
     stores: dict[str, PluginSpec] = Field(default_factory=dict)
@@ -162,7 +193,13 @@ def parse(text: str, source: str = "inventory") -> Inventory:
 
 
 def _check_names(inv: Inventory, source: str) -> None:
-    for kind, names in (("policy", inv.policies), ("target", inv.targets), ("store", inv.stores)):
+    for kind, names in (
+        ("policy", inv.policies),
+        ("target", inv.targets),
+        ("store", inv.stores),
+        ("tenant", inv.tenants),
+        ("channel", inv.channels),
+    ):
         for name in names:
             validate_name(name, kind)
     seen: set[str] = set()

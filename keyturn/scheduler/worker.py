@@ -1,0 +1,187 @@
+"""Claiming and running rotations, many workers at once.
+
+Claiming is one statement plus an update, as procrastinate's fetch_job: select runnable
+rotations whose lease is free or expired, FOR UPDATE SKIP LOCKED (PostgreSQL; SQLite's write
+transactions are exclusive anyway), and write our lease on them in the same transaction.
+A worker that dies keeps its leases only until they expire; then another takes them over and
+the protocol resumes at the recorded step.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+
+from keyturn import plugins
+from keyturn.app import Keyturn
+from keyturn.db.models import Credential, Rotation, TargetRow, utcnow
+from keyturn.domain.errors import Conflict, KeyturnError
+from keyturn.domain.model import ACTIVE_STATUSES
+from keyturn.engine.protocol import Outcome, Runner
+from keyturn.notify import deliver
+from keyturn.scheduler import slots
+from keyturn.scheduler.passes import PassResult, run_pass
+
+log = logging.getLogger("keyturn.worker")
+
+
+def claim_rotations(app: Keyturn, owner: str, limit: int, now: datetime | None = None) -> list[int]:
+    now = now or utcnow()
+    ttl = timedelta(seconds=app.settings.lease_seconds)
+    with app.db.write() as session:
+        ids = (
+            session.execute(
+                select(Rotation.id)
+                .where(
+                    Rotation.status.in_(ACTIVE_STATUSES),
+                    or_(Rotation.next_attempt_at.is_(None), Rotation.next_attempt_at <= now),
+                    or_(Rotation.lease_owner.is_(None), Rotation.lease_expires_at < now),
+                )
+                .order_by(Rotation.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+            .scalars()
+            .all()
+        )
+        if ids:
+            session.execute(
+                update(Rotation)
+                .where(Rotation.id.in_(ids))
+                .values(lease_owner=owner, lease_expires_at=now + ttl)
+                .execution_options(synchronize_session=False)
+            )
+        return list(ids)
+
+
+class RateLimiter:
+    """At most `rate` rotation starts per second against one target (plugin's rate_limit)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next: dict[str, float] = {}
+
+    def wait(self, target: str, rate: float | None) -> None:
+        if not rate:
+            return
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next.get(target, now))
+            self._next[target] = start + 1 / rate
+        if start > now:
+            time.sleep(start - now)
+
+
+@dataclass
+class TickResult:
+    passes: list[PassResult] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    delivered: int = 0
+    undelivered: int = 0
+
+
+class Worker:
+    def __init__(self, app: Keyturn, concurrency: int | None = None) -> None:
+        self.app = app
+        self.owner = app.worker_id
+        self.concurrency = max(1, concurrency or app.settings.concurrency)
+        self.limiter = RateLimiter()
+        self._rates: dict[int, tuple[str, float | None]] = {}
+
+    def _target_of(self, rotation_id: int) -> tuple[str, float | None]:
+        with self.app.db.read() as session:
+            row = session.execute(
+                select(TargetRow.name, TargetRow.type)
+                .join(Credential, Credential.target == TargetRow.name)
+                .join(Rotation, Rotation.credential_id == Credential.id)
+                .where(Rotation.id == rotation_id)
+            ).first()
+        if row is None:
+            return "", None
+        try:
+            rate = getattr(plugins.load("target", row.type), "rate_limit", None)
+        except KeyturnError:
+            rate = None
+        return row.name, rate
+
+    def _run_one(self, rotation_id: int) -> Outcome | KeyturnError:
+        name, rate = self._target_of(rotation_id)
+        self.limiter.wait(name, rate)
+        try:
+            return Runner(self.app, rotation_id).run()
+        except Conflict as exc:
+            return exc
+        except KeyturnError as exc:
+            log.warning("rotation %s: %s", rotation_id, exc.message)
+            return exc
+
+    def run_claimed(
+        self,
+        result: TickResult,
+        on_done: Callable[[], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        """Claim and run rotations until none is runnable (or *stop* is set)."""
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="rotation") as pool:
+            while not (stop and stop.is_set()):
+                ids = claim_rotations(self.app, self.owner, self.concurrency * 2)
+                if not ids:
+                    return
+                for item in pool.map(self._run_one, ids):
+                    if isinstance(item, Outcome):
+                        result.outcomes.append(item)
+                    else:
+                        result.errors.append(item.message)
+                    if on_done:
+                        on_done()
+
+    def tick(
+        self,
+        at: datetime | None = None,
+        stop: threading.Event | None = None,
+        on_pass: Callable[[PassResult], None] | None = None,
+        on_done: Callable[[], None] | None = None,
+    ) -> TickResult:
+        """Open slots' passes, then every runnable rotation, then the outbox."""
+        at = at or utcnow()
+        result = TickResult()
+        for expr, slot in slots.open_slots(self.app, at):
+            run_id = slots.claim(self.app, expr, slot, self.owner)
+            if run_id is None:
+                continue
+            done = run_pass(self.app, at, expr)
+            slots.finish(self.app, run_id, done.summary())
+            result.passes.append(done)
+            if on_pass:
+                on_pass(done)
+        self.run_claimed(result, on_done, stop)
+        drained = deliver.drain(self.app)
+        result.delivered, result.undelivered = len(drained.sent), len(drained.failed)
+        return result
+
+    def sleep_seconds(self) -> float:
+        """Until the next slot of any schedule, or the poll interval, whichever is sooner."""
+        now = utcnow()
+        poll = float(self.app.settings.poll_seconds)
+        upcoming = [slots.next_slot(expr, now) for expr in slots.schedules(self.app)]
+        if upcoming:
+            poll = min(poll, max((min(upcoming) - now).total_seconds(), 0.0) + 0.5)
+        return poll
+
+    def run_forever(self, stop: threading.Event) -> None:
+        log.info("worker %s started (concurrency %d)", self.owner, self.concurrency)
+        while not stop.is_set():
+            try:
+                self.tick(stop=stop)
+            except KeyturnError as exc:  # e.g. the database is briefly down: try again later
+                log.warning("worker tick failed: %s", exc.message)
+            stop.wait(self.sleep_seconds())
+        log.info("worker %s stopped", self.owner)
