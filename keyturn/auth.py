@@ -74,3 +74,30 @@ def authenticate(session: Session, token: str) -> ApiToken:
     if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
         raise Forbidden("token expired or revoked")
     return row
+
+
+def get_token(session: Session, token_id: str) -> ApiToken:
+    """The token row with this id (live or not); NotFound otherwise."""
+    from keyturn.domain.errors import NotFound
+
+    row = session.get(ApiToken, token_id)
+    if row is None:
+        raise NotFound(f"no token {token_id!r}")
+    return row
+
+
+def list_tokens(session: Session, tenant: str | None = None) -> list[ApiToken]:
+    """Every token (of one tenant, if given), oldest first; hashes are not for showing."""
+    query = select(ApiToken).order_by(ApiToken.created_at, ApiToken.id)
+    if tenant is not None:
+        query = query.where(ApiToken.tenant_id == tenant)
+    return list(session.execute(query).scalars())
+
+
+def revoke_token(session: Session, row: ApiToken) -> bool:
+    """Revoke at once; False if it was already revoked."""
+    if row.revoked_at is not None:
+        return False
+    row.revoked_at = utcnow()
+    session.flush()
+    return True

@@ -264,8 +264,12 @@ def _verify_one(app: Keyturn, cred: Credential, actor: str) -> VerifyResult:
 __all__ = ["TargetError", "abort", "resume", "rotate", "start", "verify"]
 
 
-def report_consumer(app: Keyturn, credential_id: str, name: str, version: int) -> None:
-    """A consumer says which version it uses; the wait step revokes once all have moved."""
+def report_consumer(
+    app: Keyturn, credential_id: str, name: str, version: int, *, actor: str | None = None
+) -> None:
+    """A consumer says which version it uses; the wait step revokes once all have moved.
+
+    *actor* names who reported (e.g. an API token); by default the consumer itself."""
     from keyturn.db.models import Consumer
     from keyturn.domain.ids import validate_name
 
@@ -282,7 +286,7 @@ def report_consumer(app: Keyturn, credential_id: str, name: str, version: int) -
             consumer.version, consumer.last_seen_at = version, utcnow()
             audit.append(
                 session,
-                actor=f"consumer:{name}",
+                actor=actor or f"consumer:{name}",
                 action="consumer.report",
                 credential_id=credential_id,
                 tenant_id=cred.tenant_id,

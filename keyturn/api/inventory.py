@@ -1,0 +1,118 @@
+"""Credentials declared over the API go through `keyturn apply`'s own code path.
+
+The body is checked as a keyturn.toml entry would be (strict fields, valid ids and names,
+no literal secrets outside `initial_secret.value`), then applied in apply's transaction.
+Only two kinds of first value are accepted: a value in the body, and a `keyturn:ID`
+reference the caller can see. `env:` and `file:` references would read the *server's*
+environment and files (its master key included), so they stay with `keyturn apply`.
+
+apply() builds its resolver itself; this module passes one that knows the body's value, by
+calling apply's transaction step directly (a `resolve=` parameter on apply() would remove
+the need).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from keyturn.api import schemas as s
+from keyturn.api.auth import Principal, visible
+from keyturn.app import Keyturn
+from keyturn.domain.errors import ConfigInvalid, Conflict, Forbidden, UsageError
+from keyturn.domain.ids import validate_id
+from keyturn.domain.model import Secret
+from keyturn.inventory import apply as applier
+from keyturn.inventory import spec as specs
+from keyturn.inventory.refs import require_reference
+from keyturn.runtime import value_of
+
+# Stands for the body's value inside the spec; it is never a resolvable reference.
+_BODY_VALUE = "api-body:initial_secret"
+# Ids whose last segment names an action would be shadowed by the action routes.
+RESERVED_LAST = frozenset(
+    {"secret", "versions", "consumers", "rotate", "resume", "abort", "verify"}
+)
+
+
+def build_spec(body: s.CredentialIn, credential_id: str) -> specs.CredentialSpec:
+    validate_id(credential_id)
+    if body.id is not None and body.id != credential_id:
+        raise UsageError("the id in the body differs from the id in the path")
+    data = body.model_dump(exclude={"initial_secret", "id"})
+    specs._check_literals(data, credential_id)
+    if isinstance(body.initial_secret, str):
+        require_reference(body.initial_secret, credential_id, "initial_secret")
+        if not body.initial_secret.startswith("keyturn:"):
+            raise UsageError(
+                f'{credential_id}: over the API initial_secret is {{"value": ...}} or a '
+                "keyturn:ID reference; env: and file: references are for `keyturn apply`"
+            )
+    marker = body.initial_secret if isinstance(body.initial_secret, str) else None
+    if isinstance(body.initial_secret, s.InitialValue):
+        marker = _BODY_VALUE
+    try:
+        spec = specs.CredentialSpec.model_validate(
+            {**data, "id": credential_id, "initial_secret": marker}
+        )
+    except ValueError as exc:
+        raise ConfigInvalid(f"{credential_id}: not a valid credential") from exc
+    specs._check_names(specs.Inventory(credentials=[spec]), "request")
+    return spec
+
+
+def _resolver(app: Keyturn, who: Principal, body: s.CredentialIn) -> object:
+    def resolve(ref: str) -> Secret:
+        if ref == _BODY_VALUE and isinstance(body.initial_secret, s.InitialValue):
+            return Secret(body.initial_secret.value)
+        other = ref.removeprefix("keyturn:")
+        with app.db.read() as session:
+            visible(session, who, other)
+            return value_of(app, session, other)
+
+    return resolve
+
+
+def put(
+    app: Keyturn, who: Principal, body: s.CredentialIn, credential_id: str, *, create: bool
+) -> s.ChangeOut:
+    """Create (create=True) or update one credential as `keyturn apply` would."""
+    spec = build_spec(body, credential_id)
+    if create and credential_id.rsplit("/", 1)[-1] in RESERVED_LAST:
+        raise UsageError(
+            f"{credential_id}: the last segment of an id must not be one of "
+            f"{', '.join(sorted(RESERVED_LAST))} over the API (the action routes use them)"
+        )
+    if not who.sees_tenant(spec.tenant_id):
+        raise Forbidden(f"this token is limited to tenant {who.tenant!r}")
+    _check_existing(app, who, spec, body, create=create)
+    inv = specs.Inventory(credentials=[spec])
+    result = applier.ApplyResult()
+    base = str(Path.cwd())
+    applier._apply_in_transaction(
+        app, inv, base, _resolver(app, who, body), result, False, who.actor
+    )
+    applier._provision(app, inv, result.initial, result)
+    return s.ChangeOut(
+        credential=credential_id,
+        changes=[c.describe() for c in result.changes],
+        provisioned=credential_id in result.provisioned,
+        problems=result.problems,
+    )
+
+
+def _check_existing(
+    app: Keyturn, who: Principal, spec: specs.CredentialSpec, body: s.CredentialIn, *, create: bool
+) -> None:
+    from keyturn.db import repo
+    from keyturn.db.models import Credential
+
+    with app.db.read() as session:
+        if create:
+            if session.get(Credential, spec.id) is not None:
+                raise Conflict(f"{spec.id} exists; PUT /api/v1/credentials/{spec.id} updates it")
+            return
+        cred = visible(session, who, spec.id)
+        if cred.tenant_id != spec.tenant_id:
+            raise Conflict(f"{spec.id} belongs to tenant {cred.tenant_id!r}; it cannot move")
+        if body.initial_secret is not None and repo.versions(session, spec.id):
+            raise Conflict(f"{spec.id} has a value already; rotate it instead")

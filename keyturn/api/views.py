@@ -1,0 +1,95 @@
+"""Rows to response bodies; the due status the list filters on."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from keyturn.api import schemas as s
+from keyturn.db import repo
+from keyturn.db.models import ApiToken, Consumer, Credential, Version
+from keyturn.domain.model import VersionState
+from keyturn.engine.protocol import Outcome
+from keyturn.targets.base import Target
+
+
+def credential(session: Session, cred: Credential, now: datetime) -> s.CredentialOut:
+    current = repo.version_in_state(session, cred.id, VersionState.CURRENT)
+    policy = repo.policy_for(session, cred, Target.password_rules)
+    age = (now - current.activated_at) if current and current.activated_at else None
+    due: s.Due
+    if current is None:
+        due = "no-value"
+    elif age is not None and age >= policy.max_age:
+        due = "due"
+    elif age is not None and age >= policy.max_age - policy.notice:
+        due = "notice"
+    else:
+        due = "ok"
+    active = repo.active_rotation(session, cred.id)
+    tags = cred.tags if isinstance(cred.tags, dict) else {}
+    return s.CredentialOut(
+        id=cred.id,
+        tenant=cred.tenant_id,
+        kind=cred.kind,
+        owner=cred.owner,
+        purpose=cred.purpose,
+        tags={str(k): str(v) for k, v in tags.items()},
+        policy=cred.policy,
+        target=cred.target,
+        strategy=cred.strategy,
+        stores=[str(x) for x in cred.stores or []],
+        usernames=[str(x) for x in cred.usernames or []],
+        version=current.number if current else None,
+        age_days=round(age.total_seconds() / 86400, 1) if age is not None else None,
+        max_age_days=policy.max_age.days,
+        due=due,
+        rotation=f"{active.step}/{active.status}" if active else None,
+        sync=cred.sync_status,
+        verified_at=cred.verified_at,
+        created_at=cred.created_at,
+        updated_at=cred.updated_at,
+    )
+
+
+def version(v: Version) -> s.VersionOut:
+    return s.VersionOut(
+        number=v.number,
+        state=v.state,
+        username=v.username,
+        fingerprint=v.fingerprint,
+        created_at=v.created_at,
+        activated_at=v.activated_at,
+        retired_at=v.retired_at,
+    )
+
+
+def consumer(c: Consumer) -> s.ConsumerOut:
+    return s.ConsumerOut(name=c.name, version=c.version, last_seen_at=c.last_seen_at)
+
+
+def outcome(o: Outcome) -> s.OutcomeOut:
+    return s.OutcomeOut(
+        rotation=o.rotation_id,
+        credential=o.credential_id,
+        status=o.status,
+        step=o.step,
+        version=o.new_version,
+        error=o.error,
+        next_attempt_at=o.next_attempt_at,
+        wait_until=o.wait_until,
+    )
+
+
+def token(row: ApiToken) -> s.TokenOut:
+    return s.TokenOut(
+        id=row.id,
+        name=row.name,
+        role=row.role,
+        scopes=[str(x) for x in row.scopes or []],
+        tenant=row.tenant_id,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+    )

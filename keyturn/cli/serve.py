@@ -1,0 +1,67 @@
+"""`keyturn serve`: the REST API on uvicorn."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from keyturn.cli import output
+from keyturn.cli.main import app, open_app
+from keyturn.domain.errors import PluginMissing
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from keyturn.app import Keyturn
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def build_server(
+    instance: Keyturn, host: str = "127.0.0.1", port: int = 8080, log_level: str = "info"
+) -> uvicorn.Server:
+    """A uvicorn server for the API of *instance* (not started)."""
+    try:
+        import uvicorn
+
+        from keyturn.api import create_app
+    except ImportError as exc:
+        raise PluginMissing(
+            f"`keyturn serve` needs {exc.name}: pip install 'keyturn[server]'"
+        ) from exc
+    config = uvicorn.Config(
+        create_app(instance),
+        host=host,
+        port=port,
+        log_level=log_level,
+        server_header=False,
+        # Client addresses feed the failed-login limiter: trust no forwarded headers.
+        proxy_headers=False,
+    )
+    return uvicorn.Server(config)
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[
+        str, typer.Option(envvar="KEYTURN_HOST", show_envvar=True, help="Address to listen on")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int,
+        typer.Option(envvar="KEYTURN_PORT", show_envvar=True, min=1, max=65535, help="TCP port"),
+    ] = 8080,
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="uvicorn log level (warning, info, debug)")
+    ] = "info",
+) -> None:
+    """Serve the REST API (/api/v1, OpenAPI at /api/v1/openapi.json) until interrupted."""
+    instance = open_app(ctx)
+    if host not in LOOPBACK:
+        output.errors.print(
+            f"warning: listening on {host} without TLS; put a TLS proxy in front: API tokens "
+            "and secrets travel in these requests",
+            highlight=False,
+        )
+    build_server(instance, host, port, log_level).run()
