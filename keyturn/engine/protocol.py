@@ -252,7 +252,9 @@ class Runner:
             if target.issues_secrets:
                 value, key_id = self._issue(session, cred, rot, login)
             else:
-                value, key_id = generate_password(self._policy(session, cred).password), None
+                # A target whose secrets are not passwords (e.g. encryption keys) makes them.
+                make = getattr(target, "generate", None) or generate_password
+                value, key_id = make(self._policy(session, cred).password), None
             ciphertext, data_key = self.app.vault.seal(
                 session, cred.tenant_id, cred.id, number, value
             )
