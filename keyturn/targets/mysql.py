@@ -307,7 +307,13 @@ class MysqlTarget(Target):
             self._run(conn, "ALTER USER %s@%s ACCOUNT LOCK", user, host)
 
     def ensure(self, account: Account, value: Secret) -> bool:
-        """Create the user with *value* (and ``default_role``) unless it exists."""
+        """Create the user with *value* (and ``default_role``) unless it exists.
+
+        Without an admin keyturn cannot create users, but one that already accepts *value*
+        needs nothing (an admin credential that rotates itself).
+        """
+        if not self._has_admin() and self.test(account, value):
+            return False
         user, host = account.username, self.config.account_host
         with self._admin(value) as conn:
             if self._exists(conn, user):

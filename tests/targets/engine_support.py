@@ -10,6 +10,7 @@ The sandboxes are the ``*_engine`` fixtures of conftest.py (``kte_`` names, drop
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -40,6 +41,7 @@ class Rig:
     consumers: list[str] = field(default_factory=list)
     initial: str = field(default_factory=new_password)
     target_type: str = ""
+    cred: str = CRED
 
     # -- what each server differs in -------------------------------------------------------
 
@@ -69,7 +71,7 @@ type = "{self.target_type}"
 {settings}
 
 [[credentials]]
-id = "{CRED}"
+id = "{self.cred}"
 tenant = "acme"
 kind = "{self.target_type}"
 policy = "p"
@@ -92,22 +94,22 @@ initial_secret = "env:{INITIAL_ENV}"
         return result
 
     def rotate(self) -> Result:
-        result = self.kt.cli("rotate", CRED, "--reason", "issue 4 acceptance")
+        result = self.kt.cli("rotate", self.cred, "--reason", "issue 4 acceptance")
         assert result.code == 0, (result.out, result.err)
         return result
 
     def resume(self) -> Result:
-        result = self.kt.cli("resume", CRED)
+        result = self.kt.cli("resume", self.cred)
         assert result.code == 0, (result.out, result.err)
         return result
 
     def get(self, previous: bool = False) -> str:
-        result = self.kt.cli("get", CRED, *(["--previous"] if previous else []))
+        result = self.kt.cli("get", self.cred, *(["--previous"] if previous else []))
         assert result.code == 0, result.err
         return result.out.strip()
 
     def show(self) -> dict[str, Any]:
-        result = self.kt.cli("show", CRED, "--json")
+        result = self.kt.cli("show", self.cred, "--json")
         assert result.code == 0, result.err
         data: dict[str, Any] = json.loads(result.out)
         return data
@@ -128,14 +130,14 @@ initial_secret = "env:{INITIAL_ENV}"
         with self.kt.app.db.write() as session:
             session.execute(
                 update(Rotation)
-                .where(Rotation.credential_id == CRED, Rotation.status == "waiting")
+                .where(Rotation.credential_id == self.cred, Rotation.status == "waiting")
                 .values(wait_until=utcnow() - timedelta(seconds=1))
             )
 
     def report(self, consumer: str, version: int) -> None:
         from keyturn.engine import service
 
-        service.report_consumer(self.kt.app, CRED, consumer, version)
+        service.report_consumer(self.kt.app, self.cred, consumer, version)
 
 
 # -- PostgreSQL (scram cluster) ------------------------------------------------------------
@@ -288,6 +290,53 @@ def make_rig(
     return RedisRig(kt, strategy, logins, box=box, **kw)
 
 
+# -- alternating: the application's data survives the flips -----------------------------------
+
+
+def _run(conn: Any, query: str, *args: object) -> list[tuple[Any, ...]]:
+    """One statement on a DB-API connection (psycopg and PyMySQL both take %s), then close."""
+    try:
+        cur = conn.cursor()
+        cur.execute(query, args or None)
+        return list(cur.fetchall()) if cur.description else []
+    finally:
+        conn.close()
+
+
+def rotations_keep_the_table(
+    rig: Rig, connect: Callable[[str, str], Any], rotations: int = 3
+) -> list[str]:
+    """The app fills a table, keyturn flips the logins *rotations* times (with a grace
+    period), and the table stays readable and writable by whichever login is current.
+
+    Returns every value the test saw (`keyturn get` and `--previous`).
+    """
+    login, value = rig.logins[0], rig.initial
+    _run(connect(login, value), "CREATE TABLE orders (id INT PRIMARY KEY, note VARCHAR(40))")
+    _run(connect(login, value), "INSERT INTO orders VALUES (%s, %s)", 1, "before")
+    seen, next_id = [value], 2
+    for _ in range(rotations):
+        old_login, old = rig.login_of("current"), rig.get()
+        rig.rotate()
+        assert rig.last_rotation()["status"] == "waiting"
+        login, value = rig.login_of("current"), rig.get()
+        assert login != old_login and rig.get(previous=True) == old
+        seen += [value, old]
+        # Grace period: consumers on either login keep working.
+        for user, secret in ((login, value), (old_login, old)):
+            _run(connect(user, secret), "INSERT INTO orders VALUES (%s, %s)", next_id, user)
+            next_id += 1
+        rig.end_grace()
+        rig.resume()
+        assert not rig.accepts(old_login, old)
+        _run(connect(login, value), "UPDATE orders SET note = %s WHERE id = 1", "after")
+    rows = _run(connect(login, value), "SELECT id, note FROM orders ORDER BY id")
+    assert [row[0] for row in rows] == list(range(1, next_id))
+    assert rows[0][1] == "after"
+    assert _run(connect(login, value), "DELETE FROM orders WHERE id = %s", next_id - 1) == []
+    return seen
+
+
 __all__ = [
     "CRED",
     "TARGET_STRATEGIES",
@@ -296,4 +345,5 @@ __all__ = [
     "RedisRig",
     "Rig",
     "make_rig",
+    "rotations_keep_the_table",
 ]
