@@ -65,8 +65,9 @@ def test_wrong_old_key_fails_before_anything_is_written(kt: Harness, stored: Sto
     before = dump(kt)
     wrong = Stored(kt).new_key
     result = kt.cli(
-        "rekey", "--data-keys", env={"KEYTURN_MASTER_KEY": stored.new_key,
-                                     "KEYTURN_OLD_MASTER_KEY": wrong}
+        "rekey",
+        "--data-keys",
+        env={"KEYTURN_MASTER_KEY": stored.new_key, "KEYTURN_OLD_MASTER_KEY": wrong},
     )
     assert result.code == 1
     lines = result.err.strip().splitlines()
