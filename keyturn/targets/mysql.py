@@ -158,8 +158,13 @@ class MysqlTarget(Target):
                 raise TargetUnreachable(f"lost {self._where(user)}: {reason}") from None
             raise TargetRejected(f"{self._where(user)} refused the change: {reason}") from None
 
-    def _has_admin(self) -> bool:
-        return bool(self.config.admin_user and self.config.admin_password)
+    def _has_admin(self, account: Account | None = None) -> bool:
+        """Does an admin change *account*? Not when the admin is that very user (the admin
+        credential rotating itself): it changes its own password with its current value."""
+        cfg = self.config
+        if account is not None and cfg.admin_user == account.username:
+            return False
+        return bool(cfg.admin_user and cfg.admin_password)
 
     @contextmanager
     def _admin(self, *hidden: Secret) -> Iterator[Any]:
@@ -240,7 +245,7 @@ class MysqlTarget(Target):
         """
         if self.test(account, new):
             return
-        if not self._has_admin():
+        if not self._has_admin(account):
             self._set_own(account, new, current)
             return
         user, host = account.username, self.config.account_host
@@ -312,7 +317,7 @@ class MysqlTarget(Target):
         Without an admin keyturn cannot create users, but one that already accepts *value*
         needs nothing (an admin credential that rotates itself).
         """
-        if not self._has_admin() and self.test(account, value):
+        if not self._has_admin(account) and self.test(account, value):
             return False
         user, host = account.username, self.config.account_host
         with self._admin(value) as conn:

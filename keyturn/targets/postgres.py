@@ -227,14 +227,21 @@ class PostgresTarget(Target):
                 f"{self._where(user)} refused the change: {_reason(exc, password)}"
             ) from None
 
-    def _has_admin(self) -> bool:
-        return bool(self.config.admin_user and self.config.admin_password)
+    def _has_admin(self, account: Account | None = None) -> bool:
+        """Does an admin change *account*'s password? Not when the admin is that very login
+        (the admin credential rotating itself): it then acts with its current value, like a
+        login without an admin, so a replay after the change took effect still finds it so.
+        """
+        cfg = self.config
+        if account is not None and cfg.admin_user == account.username:
+            return False
+        return bool(cfg.admin_user and cfg.admin_password)
 
     @contextmanager
     def _admin(self, account: Account, current: Secret | None) -> Iterator[psycopg.Connection[Any]]:
         """The connection that changes passwords: the admin, else the login itself."""
         cfg = self.config
-        if self._has_admin():
+        if self._has_admin(account):
             assert cfg.admin_user and cfg.admin_password
             user, password = cfg.admin_user, self.context.resolve(cfg.admin_password)
             hint = f"check admin_password ({cfg.admin_password})"
@@ -286,7 +293,7 @@ class PostgresTarget(Target):
         verifier = scram_verifier(value.reveal(), iterations=self.config.scram_iterations)
         verb = "CREATE" if create else "ALTER"
         # A role may change its own password but not its LOGIN attribute.
-        login = " LOGIN" if self._has_admin() else ""
+        login = " LOGIN" if self._has_admin(Account(role)) else ""
         conn.execute(
             sql.SQL(verb + " ROLE {} WITH" + login + " PASSWORD {}").format(
                 sql.Identifier(role), sql.Literal(verifier)
@@ -317,10 +324,10 @@ class PostgresTarget(Target):
         """
         # Without an admin keyturn logs in with the current value, which a replay no longer
         # has: ask with the new one first.
-        if not self._has_admin() and self.test(account, new):
+        if not self._has_admin(account) and self.test(account, new):
             return
         with self._admin(account, current) as conn:
-            if self._has_admin() and self._accepts(conn, account, new):
+            if self._has_admin(account) and self._accepts(conn, account, new):
                 return
             exists = self._role(conn, account.username) is not None
             if not exists and not self.config.owner_role:
@@ -346,7 +353,7 @@ class PostgresTarget(Target):
         Under ``single`` the old value stopped working when ``set`` replaced it, so there is
         nothing left to do. Open sessions are not terminated.
         """
-        if not self._has_admin() and not self.test(account, old):
+        if not self._has_admin(account) and not self.test(account, old):
             return  # single without an admin: nothing to check beyond the login itself
         with self._admin(account, None) as conn:
             if not self._accepts(conn, account, old):
@@ -360,7 +367,7 @@ class PostgresTarget(Target):
         Without an admin (the admin credential rotating itself) keyturn cannot create a role,
         but a login that already accepts *value* needs nothing: say so instead of failing.
         """
-        if not self._has_admin() and self.test(account, value):
+        if not self._has_admin(account) and self.test(account, value):
             return False
         with self._admin(account, None) as conn:
             if self._role(conn, account.username) is not None:

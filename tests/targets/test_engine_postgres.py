@@ -4,6 +4,7 @@ server log (``log_statement = 'all'``) never holds a value keyturn set.
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,58 @@ def test_the_admin_credential_rotates_and_still_rotates_the_others(
     verified = kt.cli("verify", "--json")
     assert verified.code == 0 and verified.out.count('"in-sync"') == 2, verified.out
     log.assert_holds_none_of(seen)
+
+
+SELF_ADMIN_INVENTORY = """
+[targets.pg-root]
+type = "postgres"
+host = "{host}"
+port = {port}
+dbname = "{db}"
+admin_user = "{root}"
+admin_password = "keyturn:infra/pg-admin"
+connect_timeout = 5
+
+[[credentials]]
+id = "infra/pg-admin"
+kind = "postgres"
+target = "pg-root"
+username = "{root}"
+initial_secret = "env:ROOT_PW"
+"""
+
+
+@pytest.mark.parametrize("point", ["set:effect", "test:effect"])
+def test_an_admin_that_is_its_own_admin_survives_a_crash(
+    kt: Harness, pg_engine: PgSandbox, point: str
+) -> None:
+    """The target's admin is the credential itself: a replayed `set` must not log in with
+    the value the crashed run already replaced."""
+    root_pw, root = new_password(), pg_engine.role("root")
+    with pg_engine.admin() as conn:
+        conn.execute(
+            f"CREATE ROLE \"{root}\" LOGIN CREATEROLE PASSWORD '{scram_verifier(root_pw)}'"
+        )
+    kt.write(
+        "keyturn.toml",
+        SELF_ADMIN_INVENTORY.format(
+            host=pg_engine.server.host, port=pg_engine.server.port, db=pg_engine.dbname, root=root
+        ),
+    )
+    assert kt.cli("apply", "keyturn.toml", env={"ROOT_PW": root_pw}).code == 0
+    worker = {"KEYTURN_WORKER_ID": "worker-1"}
+    crashed = kt.spawn(
+        "rotate",
+        "infra/pg-admin",
+        "--reason",
+        "crash",
+        env={**worker, "KEYTURN_TEST_CRASH_AT": point},
+    )
+    assert crashed.code == -signal.SIGKILL, crashed.err
+
+    resumed = kt.cli("resume", "--now", env=worker)
+    assert resumed.code == 0, resumed.out + resumed.err  # at once, not after a failed attempt
+    rig = PgRig(kt, "single", [root], box=pg_engine, cred="infra/pg-admin")
+    assert rig.last_rotation()["attempts"] == 0
+    assert rig.accepts(root, rig.get()) and not rig.accepts(root, root_pw)
+    assert rig.states() == ["current", "retired"]
