@@ -26,6 +26,7 @@ def create_app(
         openapi_url=f"{PREFIX}/openapi.json",
         docs_url=f"{PREFIX}/docs",
         redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     api.state.keyturn = app
     api.state.limiter = limiter or FailureLimiter()

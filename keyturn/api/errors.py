@@ -8,6 +8,7 @@ generic 500 whose details stay in the server log (class and frames, not the mess
 
 from __future__ import annotations
 
+import functools
 import logging
 import traceback
 from collections.abc import Sequence
@@ -103,11 +104,30 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return envelope(exc.status_code, code, message, dict(exc.headers or {}) or None)
 
 
+@functools.cache
+def _known_names() -> frozenset[str]:
+    """Names that may appear in an error location: our fields, params and type tags.
+    Anything else there (an unknown key, a dict key) came from the client and is masked."""
+    from keyturn.api import schemas
+
+    names = {"query", "path", "header", "str", "int", "bool", "list[str]", "dict[str,str]"}
+    names |= {"none", "null", "credential_id", "name", "token_id", "after", "limit", "offset"}
+    names |= {"credential", "tenant", "kind", "status", "action", "actor", "since", "until"}
+    names |= {"reason", "version", "now"}
+    for model in vars(schemas).values():
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            names.add(model.__name__)
+            names.update(model.model_fields)
+    return frozenset(names)
+
+
 def describe_validation(errors: Sequence[Any], limit: int = 3) -> str:
     """Where and what kind, never the input (it could be a secret)."""
-    parts = []
+    known, parts = _known_names(), []
     for err in list(errors)[:limit]:
-        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        loc = [p for p in err.get("loc", ()) if p != "body"]
+        shown = [str(p) if isinstance(p, int) or p in known else "*" for p in loc]
+        where = ".".join(shown) or "body"
         parts.append(f"{where}: {_safe_msg(err)}")
     more = f" (and {len(errors) - limit} more)" if len(errors) > limit else ""
     return "; ".join(parts) + more

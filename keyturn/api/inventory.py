@@ -82,9 +82,10 @@ def put(
             f"{credential_id}: the last segment of an id must not be one of "
             f"{', '.join(sorted(RESERVED_LAST))} over the API (the action routes use them)"
         )
+    # An update first proves the caller may see the credential (404 otherwise).
+    _check_existing(app, who, spec, body, create=create)
     if not who.sees_tenant(spec.tenant_id):
         raise Forbidden(f"this token is limited to tenant {who.tenant!r}")
-    _check_existing(app, who, spec, body, create=create)
     inv = specs.Inventory(credentials=[spec])
     result = applier.ApplyResult()
     base = str(Path.cwd())
@@ -108,7 +109,7 @@ def _check_existing(
 
     with app.db.read() as session:
         if create:
-            if session.get(Credential, spec.id) is not None:
+            if who.sees_tenant(spec.tenant_id) and session.get(Credential, spec.id) is not None:
                 raise Conflict(f"{spec.id} exists; PUT /api/v1/credentials/{spec.id} updates it")
             return
         cred = visible(session, who, spec.id)

@@ -1,8 +1,8 @@
 """An API over a keyturn with three credentials in two tenants and a token per role.
 
-    acme/smtp-admin   tenant acme, on a (fault-injectable) passwd-file target
-    acme/other        tenant acme, no target
-    globex/db         tenant globex, no target
+acme/smtp-admin   tenant acme, on a (fault-injectable) passwd-file target
+acme/other        tenant acme, no target
+globex/db         tenant globex, no target
 """
 
 from __future__ import annotations
@@ -72,9 +72,7 @@ class Api:
         self.tokens[key], self.token_ids[key] = issued.token, issued.id
         return issued.token
 
-    def call(
-        self, who: str | None, method: str, path: str, **kwargs: Any
-    ) -> Response:
+    def call(self, who: str | None, method: str, path: str, **kwargs: Any) -> Response:
         headers = dict(kwargs.pop("headers", {}))
         if who is not None:
             headers["Authorization"] = f"Bearer {self.tokens.get(who, who)}"

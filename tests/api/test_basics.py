@@ -64,9 +64,7 @@ def test_secret_versions_and_rotation_round_trip(api: Api) -> None:
 
 
 def test_previous_version_during_grace_and_consumer_report(api: Api) -> None:
-    api.kt.write(
-        "keyturn.toml", (api.kt.home / "keyturn.toml").read_text().replace('"0s"', '"1d"')
-    )
+    api.kt.write("keyturn.toml", (api.kt.home / "keyturn.toml").read_text().replace('"0s"', '"1d"'))
     assert api.kt.cli("apply", "keyturn.toml").code == 0
     assert api.call("admin", "PUT", f"/credentials/{CRED}/consumers/web").status_code == 200
     out = api.call("admin", "POST", f"/credentials/{CRED}/rotate", json={"reason": "r"}).json()
@@ -77,7 +75,11 @@ def test_previous_version_during_grace_and_consumer_report(api: Api) -> None:
     assert conflict.status_code == 409
     assert conflict.json()["error"]["code"] == "rotation_in_progress"
     report = api.call("consumer", "POST", f"/credentials/{CRED}/consumers/web", json={"version": 2})
-    assert report.json() == {"name": "web", "version": 2, "last_seen_at": report.json()["last_seen_at"]}
+    assert report.json() == {
+        "name": "web",
+        "version": 2,
+        "last_seen_at": report.json()["last_seen_at"],
+    }
     resumed = api.call("operator", "POST", f"/credentials/{CRED}/resume").json()
     assert [r["status"] for r in resumed] == ["done"]
     assert api.call("auditor", "GET", f"/credentials/{CRED}/consumers").json()[0]["version"] == 2
@@ -166,6 +168,8 @@ def test_tokens_create_list_revoke(api: Api) -> None:
     assert bad.status_code == 400
     assert api.call("admin", "POST", "/tokens", json={"role": "x"}).status_code == 422
     assert (
-        api.call("admin", "POST", "/tokens", json={"role": "admin", "expires": "99999w"}).status_code
+        api.call(
+            "admin", "POST", "/tokens", json={"role": "admin", "expires": "99999w"}
+        ).status_code
         == 400
     )
