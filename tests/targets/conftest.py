@@ -239,7 +239,6 @@ def redis_box(redis_server: RedisServer) -> Iterator[RedisSandbox]:
             client.delete(key)
 
 
-
 # -- through keyturn (inventory + engine) ------------------------------------------------------
 # The same sandboxes named ``kte_<hex>_``: the inventory reads long ``kt_...`` strings as
 # keyturn tokens pasted in clear, so role names in a keyturn.toml must not start with ``kt_``.
