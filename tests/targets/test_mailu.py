@@ -452,3 +452,19 @@ def test_plugins_are_registered_and_open_through_the_runtime(
     )
     result = kt.cli("apply", "bad.toml")
     assert result.code != 0 and "dual" in result.err
+
+
+@pytest.mark.parametrize("page", ["mailu.md", "postfix-dovecot.md"])
+def test_the_docs_examples_are_valid_inventories(page: str) -> None:
+    import re
+
+    from keyturn import plugins
+    from keyturn.inventory.spec import parse
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "targets" / page).read_text()
+    blocks = re.findall(r"```toml\n(.*?)```", text, re.S)
+    assert blocks
+    for block in blocks:
+        inv = parse(block, page)
+        for spec in inv.targets.values():
+            plugins.load("target", spec.type).config_model.model_validate(spec.settings())
