@@ -15,11 +15,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sqlalchemy.exc import IntegrityError
+
 from keyturn.api import schemas as s
 from keyturn.api.auth import Principal, visible
 from keyturn.app import Keyturn
 from keyturn.domain.errors import ConfigInvalid, Conflict, Forbidden, UsageError
-from keyturn.domain.ids import validate_id
+from keyturn.domain.ids import validate_id, validate_name
 from keyturn.domain.model import Secret
 from keyturn.inventory import apply as applier
 from keyturn.inventory import spec as specs
@@ -39,6 +41,13 @@ def build_spec(body: s.CredentialIn, credential_id: str) -> specs.CredentialSpec
     if body.id is not None and body.id != credential_id:
         raise UsageError("the id in the body differs from the id in the path")
     data = body.model_dump(exclude={"initial_secret", "id"})
+    for what in ("tenant", "policy", "target"):
+        if data[what] is not None:
+            validate_name(data[what], what)
+    for store in body.stores:
+        validate_name(store, "store")
+    for consumer in body.consumers:
+        validate_name(consumer, "consumer name")
     specs._check_literals(data, credential_id)
     if isinstance(body.initial_secret, str):
         require_reference(body.initial_secret, credential_id, "initial_secret")
@@ -89,9 +98,12 @@ def put(
     inv = specs.Inventory(credentials=[spec])
     result = applier.ApplyResult()
     base = str(Path.cwd())
-    applier._apply_in_transaction(
-        app, inv, base, _resolver(app, who, body), result, False, who.actor
-    )
+    try:
+        applier._apply_in_transaction(
+            app, inv, base, _resolver(app, who, body), result, False, who.actor
+        )
+    except IntegrityError as exc:  # e.g. a concurrent create of the same id
+        raise Conflict(f"{credential_id} changed concurrently; try again") from exc
     applier._provision(app, inv, result.initial, result)
     return s.ChangeOut(
         credential=credential_id,
