@@ -14,9 +14,12 @@ key id together in one statement.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,25 +30,41 @@ from sqlalchemy import bindparam, select, text, update
 from keyturn.audit import log as audit
 from keyturn.crypto import envelope
 from keyturn.db.engine import Database
-from keyturn.db.models import DataKey, Meta, Tenant
+from keyturn.db.models import Credential, DataKey, Meta, Tenant
 from keyturn.db.vault import REKEY_STATE, rewrap_fingerprint_key
-from keyturn.domain.errors import CryptoError
+from keyturn.domain.errors import CryptoError, StoreUnavailable
 from keyturn.engine.faults import checkpoint
 from keyturn.rekey.preflight import Plan, State, read_state
 
 Progress = Callable[[str, int, int], None]
 NONCE = envelope.NONCE_BYTES
 
-_SELECT_VERSIONS = text(
-    "SELECT v.id, v.credential_id, v.number, v.ciphertext, v.data_key_id, c.tenant_id "
-    "FROM versions v JOIN credentials c ON c.id = v.credential_id "
-    "WHERE v.id > :after ORDER BY v.id LIMIT :n"
+_SELECT_VERSIONS = (
+    "SELECT id, credential_id, number, ciphertext, data_key_id FROM versions "
+    "WHERE id > {p} ORDER BY id LIMIT {p}"
 )
 _ANY_LEFT = text("SELECT 1 FROM versions WHERE data_key_id IN :ids LIMIT 1")
-_UPDATE_VERSION = text(
-    "UPDATE versions SET ciphertext = :ct, data_key_id = :new_key "
-    "WHERE id = :id AND data_key_id = :old_key"
+_UPDATE_VERSION = (
+    "UPDATE versions SET ciphertext = {p}, data_key_id = {p} WHERE id = {p} AND data_key_id = {p}"
 )
+
+
+@contextlib.contextmanager
+def _driver_errors(db: Database) -> Iterator[None]:
+    """Driver exceptions of the statements run below SQLAlchemy, mapped like Database does."""
+    try:
+        yield
+    except db.engine.dialect.loaded_dbapi.Error as exc:
+        raise StoreUnavailable(
+            f"keyturn's database {db.describe()} failed during the rekey "
+            f"({exc.__class__.__name__}); run `keyturn rekey` again to carry on"
+        ) from exc
+
+
+def _driver_sql(db: Database) -> tuple[str, str]:
+    """The two statements in the driver's own placeholder style (sqlite3: ?, psycopg: %s)."""
+    mark = "?" if db.is_sqlite else "%s"
+    return _SELECT_VERSIONS.format(p=mark), _UPDATE_VERSION.format(p=mark)
 
 
 @dataclass
@@ -240,65 +259,93 @@ class Rekey:
         return cipher
 
     def _tenant_keys(self) -> dict[str, str]:
+        """Credential id -> its tenant's active data key (saves a join per version)."""
         with self.db.read() as session:
-            return {t.id: t.data_key_id for t in session.execute(select(Tenant)).scalars()}
+            keys = {t.id: t.data_key_id for t in session.execute(select(Tenant)).scalars()}
+            owners = session.execute(select(Credential.id, Credential.tenant_id)).all()
+        return {cred_id: keys[tenant] for cred_id, tenant in owners}
 
     def _reseal(self, state: State) -> None:
         retire = set(state.retire)
         tenant_keys = self._tenant_keys()
         total, done, after, batch_no = self.plan.versions, 0, 0, 0
+        select_sql, update_sql = _driver_sql(self.db)
         self.progress("versions", 0, total)
-        while True:
-            with self.db.read() as session:
-                rows = session.execute(
-                    _SELECT_VERSIONS, {"after": after, "n": self.batch_size}
-                ).all()
-            if not rows:
-                if after and self._left(retire):
-                    after = 0  # a version sealed under a retired key meanwhile: sweep again
-                    tenant_keys = self._tenant_keys()
-                    continue
-                break
-            after = rows[-1][0]
-            batch_no += 1
-            params = self._reseal_batch(rows, retire, tenant_keys)
-            if params:
-                with self.db.write() as session:
-                    session.connection().execute(_UPDATE_VERSION, params)
-                    checkpoint(f"rekey:versions:{batch_no}:commit")
-                checkpoint(f"rekey:versions:{batch_no}:after")
-            self.summary.versions_resealed += len(params)
-            done += len(rows)
-            self.progress("versions", done, max(total, done))
+        # Batch n is written by a second thread while batch n+1 is decrypted here: the
+        # database driver releases the GIL while it works.
+        writer = _Writer(self.db, update_sql)
+        try:
+            while True:
+                rows = self._read(select_sql, after)
+                if not rows:
+                    writer.drain()
+                    if after and self._left(retire):
+                        after = 0  # a version sealed under a retired key meanwhile: sweep again
+                        tenant_keys = self._tenant_keys()
+                        continue
+                    break
+                after = rows[-1][0]
+                batch_no += 1
+                params = self._reseal_batch(rows, retire, tenant_keys)
+                if params:
+                    writer.put(batch_no, params)
+                self.summary.versions_resealed += len(params)
+                done += len(rows)
+                self.progress("versions", done, max(total, done))
+        finally:
+            writer.close()
+
+    def _read(self, select_sql: str, after: int) -> list[Any]:
+        # Driver-level statements: at a million rows SQLAlchemy's per-row handling of
+        # parameters and results would cost more than the cryptography.
+        with self.db.read() as session, _driver_errors(self.db):
+            cursor = session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cursor.execute(select_sql, (after, self.batch_size))
+                return list(cursor.fetchall())
+            finally:
+                cursor.close()
 
     def _reseal_batch(
         self, rows: Any, retire: set[str], tenant_keys: dict[str, str]
-    ) -> list[dict[str, Any]]:
+    ) -> list[tuple[bytes, str, int, str]]:
+        """Decrypt, re-encrypt under the tenant's fresh key, verify; the UPDATE parameters."""
         params = []
         nonces = os.urandom(NONCE * len(rows))
-        for i, (vid, cred_id, number, sealed, key_id, tenant_id) in enumerate(rows):
+        ciphers = self._ciphers
+        aad_of = envelope.value_aad
+        for i, (vid, cred_id, number, sealed, key_id) in enumerate(rows):
             if key_id not in retire:
                 continue
-            fresh = tenant_keys[tenant_id]
-            if fresh in retire:
-                tenant_keys.update(self._tenant_keys())
-                fresh = tenant_keys[tenant_id]
-                if fresh in retire:
-                    raise CryptoError(f"tenant {tenant_id} has no fresh data key; run again")
-            aad = envelope.value_aad(cred_id, number)
+            fresh = tenant_keys.get(cred_id)
+            if fresh is None or fresh in retire:
+                fresh = self._refresh(tenant_keys, cred_id, retire)
+            aad = aad_of(cred_id, number)
             try:
-                plain = self._cipher(key_id).decrypt(sealed[:NONCE], sealed[NONCE:], aad)
+                old = ciphers.get(key_id) or self._cipher(key_id)
+                plain = old.decrypt(sealed[:NONCE], sealed[NONCE:], aad)
             except InvalidTag as exc:
                 raise CryptoError(
                     f"version {number} of {cred_id} does not decrypt: the stored row was "
                     "altered or moved; restore it from the backup"
                 ) from exc
             nonce = nonces[i * NONCE : (i + 1) * NONCE]
-            body = self._cipher(fresh).encrypt(nonce, plain, aad)
-            if self._cipher(fresh).decrypt(nonce, body, aad) != plain:
+            new = ciphers.get(fresh) or self._cipher(fresh)
+            body = new.encrypt(nonce, plain, aad)
+            if new.decrypt(nonce, body, aad) != plain:
                 raise CryptoError(f"version {number} of {cred_id} did not verify; nothing kept")
-            params.append({"ct": nonce + body, "new_key": fresh, "id": vid, "old_key": key_id})
+            params.append((nonce + body, fresh, vid, key_id))
         return params
+
+    def _refresh(self, tenant_keys: dict[str, str], cred_id: str, retire: set[str]) -> str:
+        """A credential created since the map was read, or a tenant switched since."""
+        tenant_keys.update(self._tenant_keys())
+        fresh = tenant_keys.get(cred_id)
+        if fresh is None or fresh in retire:
+            raise CryptoError(
+                f"the tenant of {cred_id} has no fresh data key; run `keyturn rekey` again"
+            )
+        return fresh
 
     def _left(self, retire: set[str]) -> bool:
         if not retire:
@@ -306,3 +353,54 @@ class Rekey:
         with self.db.read() as session:
             query = _ANY_LEFT.bindparams(bindparam("ids", expanding=True))
             return session.execute(query, {"ids": sorted(retire)}).first() is not None
+
+
+class _Writer:
+    """Applies batches of version updates in a thread, one short transaction each."""
+
+    def __init__(self, db: Database, update_sql: str) -> None:
+        self.db, self.sql = db, update_sql
+        self.queue: queue.Queue[tuple[int, list[Any]] | None] = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="rekey-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            try:
+                if item is None:
+                    return
+                if self.error is None:
+                    self._write(*item)
+            except BaseException as exc:  # handed to the main thread
+                self.error = exc
+            finally:
+                self.queue.task_done()
+
+    def _write(self, batch_no: int, params: list[Any]) -> None:
+        with self.db.write() as session, _driver_errors(self.db):
+            cursor = session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cursor.executemany(self.sql, params)
+            finally:
+                cursor.close()
+            checkpoint(f"rekey:versions:{batch_no}:commit")
+        checkpoint(f"rekey:versions:{batch_no}:after")
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def put(self, batch_no: int, params: list[Any]) -> None:
+        self._raise()
+        self.queue.put((batch_no, params))
+
+    def drain(self) -> None:
+        self.queue.join()
+        self._raise()
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        self._raise()

