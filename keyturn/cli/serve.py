@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -42,6 +43,25 @@ def build_server(
     return uvicorn.Server(config)
 
 
+def run(instance: Keyturn, server: uvicorn.Server, *, with_worker: bool = False) -> None:
+    """Serve until uvicorn stops (Ctrl-C, SIGTERM); with a worker thread, stop it too."""
+    if not with_worker:
+        server.run()
+        return
+    from keyturn.scheduler.worker import Worker
+
+    stop = threading.Event()
+    worker = threading.Thread(
+        target=Worker(instance).run_forever, args=(stop,), name="keyturn-worker", daemon=True
+    )
+    worker.start()
+    try:
+        server.run()
+    finally:
+        stop.set()
+        worker.join(timeout=60)
+
+
 @app.command()
 def serve(
     ctx: typer.Context,
@@ -55,6 +75,13 @@ def serve(
     log_level: Annotated[
         str, typer.Option("--log-level", help="uvicorn log level (warning, info, debug)")
     ] = "info",
+    with_worker: Annotated[
+        bool,
+        typer.Option(
+            "--with-worker",
+            help="Also run the scheduler and rotation worker (`keyturn worker`) in this process",
+        ),
+    ] = False,
 ) -> None:
     """Serve the REST API (/api/v1, OpenAPI at /api/v1/openapi.json) until interrupted."""
     instance = open_app(ctx)
@@ -64,4 +91,4 @@ def serve(
             "and secrets travel in these requests",
             highlight=False,
         )
-    build_server(instance, host, port, log_level).run()
+    run(instance, build_server(instance, host, port, log_level), with_worker=with_worker)

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from keyturn import auth
-from keyturn.cli.serve import build_server
+from keyturn.cli.serve import build_server, run
 from tests.support.keyturn import Harness
 
 
@@ -57,3 +57,17 @@ def test_serve_answers_over_tcp(kt: Harness, server: str) -> None:
 def test_serve_help_names_its_settings(kt: Harness) -> None:
     out = kt.cli("serve", "--help").out
     assert "KEYTURN_HOST" in out and "KEYTURN_PORT" in out and "127.0.0.1" in out
+
+
+def test_serve_with_worker_runs_and_stops_the_worker(kt: Harness) -> None:
+    srv = build_server(kt.app, "127.0.0.1", free_port(), log_level="warning")
+    thread = threading.Thread(target=run, args=(kt.app, srv), kwargs={"with_worker": True})
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers = [t for t in threading.enumerate() if t.name == "keyturn-worker"]
+    assert srv.started and len(workers) == 1 and workers[0].is_alive()
+    srv.should_exit = True
+    thread.join(20)
+    assert not thread.is_alive() and not workers[0].is_alive()
