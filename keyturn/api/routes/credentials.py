@@ -15,7 +15,7 @@ from keyturn.app import Keyturn
 from keyturn.audit import log as audit
 from keyturn.db import repo
 from keyturn.db.models import Credential, utcnow
-from keyturn.domain.errors import RotationInProgress
+from keyturn.domain.errors import RotationInProgress, UsageError
 from keyturn.domain.ids import validate_name
 
 router = APIRouter(prefix="/credentials", tags=["credentials"], responses=errors())
@@ -64,8 +64,6 @@ def list_credentials(
 )
 def create_credential(app: App, who: Writer, body: s.CredentialIn) -> s.ChangeOut:
     """Declare a credential under the rules of `keyturn apply`; `id` is required."""
-    from keyturn.domain.errors import UsageError
-
     if body.id is None:
         raise UsageError("id is required")
     return inventory.put(app, who, body, body.id, create=True)
@@ -100,6 +98,8 @@ def delete_credential(
     reason: Annotated[str, Query(min_length=1, max_length=2000)],
 ) -> Response:
     """Forget a credential and all its versions. The target is not touched."""
+    if not reason.strip():
+        raise UsageError("a reason is required: it goes into the audit log")
     with app.db.write() as session:
         cred = visible(session, who, credential_id, lock=True)
         if repo.active_rotation(session, credential_id) is not None:
