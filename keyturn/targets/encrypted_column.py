@@ -231,8 +231,10 @@ class EncryptedColumnTarget(Target):
         return CODECS[self.config.format](value)
 
     def _fail(self, exc: SQLAlchemyError) -> Exception:
-        kind = exc.orig.__class__.__name__ if getattr(exc, "orig", None) else type(exc).__name__
-        if isinstance(exc, OperationalError) and "no such" not in str(exc.orig):
+        orig = getattr(exc, "orig", None)
+        kind = type(orig or exc).__name__
+        # SQLite reports a missing table or column as an OperationalError too.
+        if isinstance(exc, OperationalError) and "no such" not in str(orig):
             return TargetUnreachable(
                 f"encrypted-column {self.where}: the application database is unreachable ({kind})"
             )

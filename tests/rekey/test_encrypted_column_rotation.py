@@ -101,4 +101,3 @@ def test_rotation_killed_in_the_batch_loop_then_resumed(kt: Harness, point: str)
     resumed = kt.cli("resume", "--now", env=worker)
     assert resumed.code == 0, resumed.err
     app.check_done()
-

@@ -80,7 +80,7 @@ def test_reads_and_writes_during_a_rekey(kt: Harness) -> None:
     gets = []
     while rekey.poll() is None:
         gets.append(kt.spawn("get", "t1/cred-1", env=stored.rekey_env))
-    out, err = rekey.communicate()
+    _, err = rekey.communicate()
     done.set()
     for thread in threads:
         thread.join(timeout=60)
@@ -92,10 +92,8 @@ def test_reads_and_writes_during_a_rekey(kt: Harness) -> None:
     expected = stored.values[("t1/cred-1", 4)]
     for got in gets:
         # A `get` that starts after the rekey finished is refused with the stale-key advice.
-        assert (
-            got.code == 0
-            and got.out.strip() == expected
-            or ("remove KEYTURN_OLD_MASTER_KEY" in got.err)
+        assert (got.code == 0 and got.out.strip() == expected) or (
+            "remove KEYTURN_OLD_MASTER_KEY" in got.err
         ), got.err
     assert any(g.code == 0 for g in gets)
     stored.values.update({("t0/live", n): v for n, v in written.items()})

@@ -20,7 +20,7 @@ on_postgres = os.environ.get("KEYTURN_TEST_DB") == "postgres"
 
 def _ciphertexts(kt: Harness) -> dict[int, bytes]:
     with kt.app.db.read() as session:
-        return dict(session.execute(select(Version.id, Version.ciphertext)).all())  # type: ignore[arg-type]
+        return dict(session.execute(select(Version.id, Version.ciphertext)).all())
 
 
 def test_rewrap_keeps_ciphertexts_and_fingerprints(kt: Harness, stored: Stored) -> None:
