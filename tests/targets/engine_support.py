@@ -10,6 +10,7 @@ The sandboxes are the ``*_engine`` fixtures of conftest.py (``kte_`` names, drop
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -290,6 +291,24 @@ def make_rig(
     return RedisRig(kt, strategy, logins, box=box, **kw)
 
 
+# -- a worker killed mid-rotation -----------------------------------------------------------------
+
+
+def run_killed(kt: Harness, point: str, *args: str, env: dict[str, str]) -> int:
+    """Run `keyturn ARGS` in a forked child that SIGKILLs itself at *point*; its exit status
+    (negative: the signal). A fork rather than `kt.spawn`: same real kill of a separate
+    process, without paying a fresh interpreter's imports for each of the many cases."""
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        code = 1
+        try:
+            code = kt.cli(*args, env={**env, "KEYTURN_TEST_CRASH_AT": point}).code
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+
+
 # -- alternating: the application's data survives the flips -----------------------------------
 
 
@@ -346,4 +365,5 @@ __all__ = [
     "Rig",
     "make_rig",
     "rotations_keep_the_table",
+    "run_killed",
 ]

@@ -11,7 +11,7 @@ import signal
 import pytest
 
 from tests.support.keyturn import Harness
-from tests.targets.engine_support import CRED, TARGET_STRATEGIES, Rig, make_rig
+from tests.targets.engine_support import CRED, TARGET_STRATEGIES, Rig, make_rig, run_killed
 
 GRACE = {"single": "0s", "alternating": "1d", "dual": "1d"}
 
@@ -80,10 +80,8 @@ def test_crash_then_resume_leaves_the_target_on_keyturns_value(
     rig = make_rig(request, kt, kind, strategy)
     rig.apply()
     worker = {"KEYTURN_WORKER_ID": "worker-1"}
-    crashed = kt.spawn(
-        "rotate", CRED, "--reason", "crash test", env={**worker, "KEYTURN_TEST_CRASH_AT": point}
-    )
-    assert crashed.code == -signal.SIGKILL, (crashed.out, crashed.err)
+    crashed = run_killed(kt, point, "rotate", CRED, "--reason", "crash test", env=worker)
+    assert crashed == -signal.SIGKILL
 
     resumed = kt.cli("resume", "--now", env=worker)
     assert resumed.code == 0, resumed.err
