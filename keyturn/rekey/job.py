@@ -158,6 +158,14 @@ class Rekey:
                         "backup": self.summary.backup,
                     },
                 )
+            elif self.plan.data_keys and not state.data_keys:
+                # Resumed with --data-keys after a plain rekey was interrupted: add the
+                # re-encryption, retiring every data key that exists now.
+                state.data_keys = True
+                state.retire = list(session.execute(select(DataKey.id)).scalars())
+                row = session.get(Meta, REKEY_STATE)
+                assert row is not None
+                row.value = state.dump()
         checkpoint("rekey:begun")
         return state
 

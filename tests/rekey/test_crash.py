@@ -77,3 +77,14 @@ def test_rekey_killed_twice(kt: Harness, points: tuple[str, str]) -> None:
         _crash(kt, stored.rekey_env, second)
     _finish(kt, stored.rekey_env)
     stored.check_all_under_new_key(fresh_data_keys=True)
+
+
+def test_plain_rekey_killed_then_rerun_with_data_keys(kt: Harness) -> None:
+    stored = populate(kt, 40)
+    crashed = kt.spawn(
+        "rekey", "--no-backup", env={**stored.rekey_env, "KEYTURN_TEST_CRASH_AT": "rekey:begun"}
+    )
+    assert crashed.code == -signal.SIGKILL, crashed.err
+    resumed = kt.cli("rekey", "--data-keys", "--no-backup", "--json", env=stored.rekey_env)
+    assert resumed.code == 0, resumed.err
+    stored.check_all_under_new_key(fresh_data_keys=True)
