@@ -4,13 +4,20 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 Role = Literal["admin", "operator", "auditor", "consumer"]
 Due = Literal["due", "notice", "ok", "no-value"]
-Name = Field(min_length=1, max_length=200)
+CredentialId = Annotated[
+    str,
+    Path(
+        description="A credential id: [a-z0-9._-] segments joined by '/'",
+        examples=["acme/smtp-admin"],
+    ),
+]
 
 
 class _In(BaseModel):
@@ -25,6 +32,15 @@ class InitialValue(_In):
 
 class CredentialIn(_In):
     """The same fields as a `[[credentials]]` entry of keyturn.toml."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"id": "acme/new-key", "tenant": "acme", "kind": "api-key", "owner": "ops"}
+            ]
+        },
+    )
 
     id: str | None = Field(default=None, max_length=200, description="Required on create")
     tenant: str | None = Field(default=None, max_length=63)

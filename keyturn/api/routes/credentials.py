@@ -11,6 +11,7 @@ from keyturn.api import inventory, views
 from keyturn.api import schemas as s
 from keyturn.api.auth import Principal, allow, keyturn_of, visible
 from keyturn.api.routes import errors
+from keyturn.api.schemas import CredentialId
 from keyturn.app import Keyturn
 from keyturn.audit import log as audit
 from keyturn.db import repo
@@ -70,7 +71,7 @@ def create_credential(app: App, who: Writer, body: s.CredentialIn) -> s.ChangeOu
 
 
 @router.get("/{credential_id:path}", response_model=s.CredentialOut, summary="One credential")
-def get_credential(app: App, who: Reader, credential_id: str) -> s.CredentialOut:
+def get_credential(app: App, who: Reader, credential_id: CredentialId) -> s.CredentialOut:
     with app.db.read() as session:
         return views.credential(session, visible(session, who, credential_id), utcnow())
 
@@ -82,7 +83,7 @@ def get_credential(app: App, who: Reader, credential_id: str) -> s.CredentialOut
     responses=errors(409),
 )
 def update_credential(
-    app: App, who: Writer, credential_id: str, body: s.CredentialIn
+    app: App, who: Writer, credential_id: CredentialId, body: s.CredentialIn
 ) -> s.ChangeOut:
     """Replace the declaration (omitted fields take their defaults, as in keyturn.toml)."""
     return inventory.put(app, who, body, credential_id, create=False)
@@ -94,7 +95,7 @@ def update_credential(
 def delete_credential(
     app: App,
     who: Writer,
-    credential_id: str,
+    credential_id: CredentialId,
     reason: Annotated[str, Query(min_length=1, max_length=2000)],
 ) -> Response:
     """Forget a credential and all its versions. The target is not touched."""

@@ -10,6 +10,7 @@ from keyturn.api import schemas as s
 from keyturn.api import views
 from keyturn.api.auth import Principal, allow, keyturn_of, visible
 from keyturn.api.routes import errors
+from keyturn.api.schemas import CredentialId
 from keyturn.app import Keyturn
 from keyturn.audit import log as audit
 from keyturn.db import repo
@@ -27,7 +28,9 @@ ConsumerName = Annotated[str, Path(max_length=200)]
 
 @router.get("/{credential_id:path}/versions", response_model=list[s.VersionOut], summary="Versions")
 def list_versions(
-    app: App, who: Annotated[Principal, Depends(allow("credential.read"))], credential_id: str
+    app: App,
+    who: Annotated[Principal, Depends(allow("credential.read"))],
+    credential_id: CredentialId,
 ) -> list[s.VersionOut]:
     """Numbers, states, fingerprints and times; never values."""
     with app.db.read() as session:
@@ -43,7 +46,7 @@ def list_versions(
 def read_secret(
     app: App,
     who: Annotated[Principal, Depends(allow("secret.read"))],
-    credential_id: str,
+    credential_id: CredentialId,
     response: Response,
     version: Annotated[Literal["current", "previous"], Query()] = "current",
 ) -> s.SecretOut:
@@ -80,7 +83,9 @@ def read_secret(
     summary="Registered consumers and the versions they report",
 )
 def list_consumers(
-    app: App, who: Annotated[Principal, Depends(allow("credential.read"))], credential_id: str
+    app: App,
+    who: Annotated[Principal, Depends(allow("credential.read"))],
+    credential_id: CredentialId,
 ) -> list[s.ConsumerOut]:
     with app.db.read() as session:
         visible(session, who, credential_id)
@@ -95,7 +100,7 @@ def list_consumers(
 def register_consumer(
     app: App,
     who: Annotated[Principal, Depends(allow("consumer.register"))],
-    credential_id: str,
+    credential_id: CredentialId,
     name: ConsumerName,
 ) -> s.ConsumerOut:
     """Idempotent: registering a known consumer changes nothing."""
@@ -126,7 +131,7 @@ def register_consumer(
 def report_consumer(
     app: App,
     who: Annotated[Principal, Depends(allow("consumer.report"))],
-    credential_id: str,
+    credential_id: CredentialId,
     name: ConsumerName,
     body: s.ConsumerReportIn,
 ) -> s.ConsumerOut:

@@ -14,6 +14,7 @@ from keyturn.api import schemas as s
 from keyturn.api import views
 from keyturn.api.auth import Principal, allow, keyturn_of, visible
 from keyturn.api.routes import errors
+from keyturn.api.schemas import CredentialId
 from keyturn.app import Keyturn
 from keyturn.audit import log as audit
 from keyturn.domain.errors import Forbidden, KeyturnError
@@ -33,7 +34,7 @@ def _check(app: Keyturn, who: Principal, credential_id: str) -> str:
 
 
 @router.post("/{credential_id:path}/rotate", response_model=s.OutcomeOut, summary="Rotate now")
-def rotate(app: App, who: Operator, credential_id: str, body: s.RotateIn) -> s.OutcomeOut:
+def rotate(app: App, who: Operator, credential_id: CredentialId, body: s.RotateIn) -> s.OutcomeOut:
     """Runs the whole protocol now. `status` says how it went: `done`, `waiting` (the old
     value stays valid for the grace period), `retrying` or `failed` (with `error`; the
     current value still works). `emergency` (admin only) skips the grace period."""
@@ -55,7 +56,7 @@ def rotate(app: App, who: Operator, credential_id: str, body: s.RotateIn) -> s.O
 def resume(
     app: App,
     who: Operator,
-    credential_id: str,
+    credential_id: CredentialId,
     now: Annotated[bool, Query(description="Retry at once, ignoring backoff")] = False,
 ) -> list[s.OutcomeOut]:
     """Runs the credential's active rotation, if any, whose turn it is (or now, with now=true)."""
@@ -77,7 +78,7 @@ def resume(
 
 
 @router.post("/{credential_id:path}/abort", response_model=s.AbortOut, summary="Stop a rotation")
-def abort(app: App, who: Operator, credential_id: str, body: s.ReasonIn) -> s.AbortOut:
+def abort(app: App, who: Operator, credential_id: CredentialId, body: s.ReasonIn) -> s.AbortOut:
     """Before promotion the target is put back on the current value; after it, the previous
     value simply stays valid."""
     _check(app, who, credential_id)
@@ -88,7 +89,7 @@ def abort(app: App, who: Operator, credential_id: str, body: s.ReasonIn) -> s.Ab
 @router.post(
     "/{credential_id:path}/verify", response_model=s.VerifyOut, summary="Is the target in sync?"
 )
-def verify(app: App, who: Operator, credential_id: str) -> s.VerifyOut:
+def verify(app: App, who: Operator, credential_id: CredentialId) -> s.VerifyOut:
     """Logs in to the target with the current value and records the result."""
     _check(app, who, credential_id)
     (result,) = service.verify(app, credential_id, actor=who.actor)
