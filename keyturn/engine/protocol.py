@@ -29,7 +29,14 @@ from keyturn.db.models import (
     Version,
     utcnow,
 )
-from keyturn.domain.errors import KeyturnError, PluginError, RotationInProgress, TargetError
+from keyturn.domain.errors import (
+    ConfigInvalid,
+    KeyturnError,
+    PluginError,
+    ReferenceUnresolved,
+    RotationInProgress,
+    TargetError,
+)
 from keyturn.domain.model import (
     ACTIVE_STATUSES,
     RotationStatus,
@@ -49,6 +56,11 @@ from keyturn.targets.base import Account, Target
 log = logging.getLogger("keyturn.engine")
 
 MAX_BACKOFF = timedelta(hours=6)
+# What a step may raise that is recorded on the rotation (error, attempts, backoff) instead of
+# escaping the loop: a plugin's settings the target turns out not to support (mysql `dual` on
+# MariaDB) or a reference the worker cannot resolve (admin_password = "env:..." unset) would
+# otherwise leave the rotation `running` with no error and a pending value.
+STEP_FAILURES = (PluginError, ConfigInvalid, ReferenceUnresolved)
 # How often a waiting rotation looks again at its consumers.
 WAIT_POLL = timedelta(minutes=1)
 ALERT_AFTER = 3
@@ -214,7 +226,7 @@ class Runner:
                 keep_going = steps[step]()
             except lease.LeaseLost:
                 raise
-            except (TargetError, PluginError) as exc:
+            except STEP_FAILURES as exc:
                 self._fail(step, exc)
                 return
             if not keep_going:
@@ -573,7 +585,7 @@ class Runner:
             # old value back, so that consumers keep working.
             self.target.set(account(current), cur, new)
             return "current" if self.target.test(account(current), cur) else "unknown"
-        except TargetError:
+        except STEP_FAILURES:
             return "unknown"
 
     def _fail(self, step: Step, exc: KeyturnError) -> None:

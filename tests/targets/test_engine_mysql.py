@@ -22,3 +22,20 @@ def test_alternating_keeps_the_apps_table_through_three_rotations(
     rotations_keep_the_table(rig, mysql_engine.connect)
 
     assert rig.states() == ["current", "retired", "retired", "retired"]
+
+
+def test_dual_on_mariadb_fails_the_rotation_clearly_and_keeps_the_current_value(
+    request: pytest.FixtureRequest, kt: Harness
+) -> None:
+    rig = make_rig(request, kt, "mysql", "dual")
+    rig.apply()
+
+    rotated = kt.cli("rotate", rig.cred, "--reason", "dual on MariaDB")
+    assert rotated.code != 0
+    assert "dual needs MySQL 8.0.14 or later" in rotated.out + rotated.err
+    rotation = rig.last_rotation()
+    assert rotation["status"] == "retrying" and rotation["attempts"] == 1
+    assert "dual needs MySQL 8.0.14" in rotation["error"]
+    # The target still takes the current value, so the pending one was abandoned.
+    assert rig.states() == ["current", "failed"]
+    assert rig.accepts(rig.logins[0], rig.get()) and rig.get() == rig.initial
