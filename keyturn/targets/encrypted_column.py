@@ -214,6 +214,10 @@ class EncryptedColumnTarget(Target):
             kwargs: dict[str, Any] = {}
             if parsed.get_backend_name() == "sqlite":
                 kwargs["connect_args"] = {"timeout": 30}
+                path = parsed.database or ""
+                if path and path != ":memory:" and not os.path.isabs(path):
+                    # Like every relative path in target settings: from the config's directory.
+                    parsed = parsed.set(database=os.path.join(self.context.base_dir, path))
             self._engine = create_engine(parsed, **kwargs)
         return self._engine
 
