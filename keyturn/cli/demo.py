@@ -31,7 +31,10 @@ def demo(
     from keyturn.demo import run
 
     started = time.monotonic()
-    say = lambda text: output.console.print(f"[bold cyan]>[/bold cyan] {text}", highlight=False)  # noqa: E731
+
+    def say(text: str) -> None:
+        output.console.print(f"[bold cyan]>[/bold cyan] {text}", highlight=False)
+
     instance, server, result = run(directory, say)
     try:
         with instance.db.read() as session:

@@ -92,3 +92,7 @@ def main() -> None:
             traceback.print_exc()
         output.fail(f"internal error ({exc.__class__.__name__}); run with -v for details")
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -50,10 +50,9 @@ class WebhookConfig(BaseModel):
 
 
 def validate(name: str, type_: str, settings: dict[str, Any]) -> BaseModel:
-    model: type[BaseModel] = {"email": EmailConfig, "webhook": WebhookConfig}.get(
-        type_, EmailConfig
-    )
-    if type_ not in ("email", "webhook"):
+    models: dict[str, type[BaseModel]] = {"email": EmailConfig, "webhook": WebhookConfig}
+    model = models.get(type_)
+    if model is None:
         raise ConfigInvalid(f'channel {name!r}: type must be "email" or "webhook"')
     try:
         config = model.model_validate(settings)

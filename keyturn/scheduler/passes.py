@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import and_, exists, select
+from sqlalchemy import ColumnElement, and_, exists, select
+from sqlalchemy.orm import InstrumentedAttribute
 
 from keyturn.app import Keyturn
 from keyturn.db import repo
@@ -38,7 +39,11 @@ class PassResult:
 
 
 def _ids(
-    app: Keyturn, column: object, at: datetime, schedule: str | None, extra: object = None
+    app: Keyturn,
+    column: InstrumentedAttribute[datetime | None],
+    at: datetime,
+    schedule: str | None,
+    extra: ColumnElement[bool] | None = None,
 ) -> list[str]:
     """Credential ids with *column* <= *at* and no active rotation, in id order, batched."""
     active = exists().where(
@@ -49,14 +54,14 @@ def _ids(
     while True:
         query = (
             select(Credential.id)
-            .where(column <= at, Credential.id > last, ~active)  # type: ignore[operator]
+            .where(column <= at, Credential.id > last, ~active)
             .order_by(Credential.id)
             .limit(BATCH)
         )
         if schedule is not None:
             query = query.where(Credential.schedule == schedule)
         if extra is not None:
-            query = query.where(extra)  # type: ignore[arg-type]
+            query = query.where(extra)
         with app.db.read() as session:
             batch = session.execute(query).scalars().all()
         if not batch:
