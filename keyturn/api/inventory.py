@@ -20,6 +20,8 @@ from sqlalchemy.exc import IntegrityError
 from keyturn.api import schemas as s
 from keyturn.api.auth import Principal, visible
 from keyturn.app import Keyturn
+from keyturn.db import repo
+from keyturn.db.models import Credential
 from keyturn.domain.errors import ConfigInvalid, Conflict, Forbidden, UsageError
 from keyturn.domain.ids import validate_id, validate_name
 from keyturn.domain.model import Secret
@@ -116,9 +118,6 @@ def put(
 def _check_existing(
     app: Keyturn, who: Principal, spec: specs.CredentialSpec, body: s.CredentialIn, *, create: bool
 ) -> None:
-    from keyturn.db import repo
-    from keyturn.db.models import Credential
-
     with app.db.read() as session:
         if create:
             if who.sees_tenant(spec.tenant_id) and session.get(Credential, spec.id) is not None:
