@@ -84,9 +84,10 @@ initial_secret = "env:{INITIAL_ENV}"
 """
 
     def admin_ref(self, password: str) -> str:
-        """A `file:` reference to the admin password, so every process (CLI child too) has it."""
-        self.kt.write("admin.pw", password + "\n")
-        return "file:admin.pw"
+        """An `env:` reference to the admin password, set for every keyturn process the
+        harness runs (in-process, forked or spawned), as a deployment would."""
+        self.kt.env["KTE_ADMIN_PW"] = password
+        return "env:KTE_ADMIN_PW"
 
     def apply(self) -> Result:
         self.kt.write("keyturn.toml", self.inventory())
