@@ -19,7 +19,11 @@ from tests.rekey.conftest import Stored, populate
 from tests.support.keyturn import Harness
 
 
-def _reader(stored: Stored, done: threading.Event, report: dict[str, object]) -> None:
+def _reader(
+    stored: Stored, ready: threading.Semaphore, done: threading.Event, report: dict[str, object]
+) -> None:
+    # Opened before the rekey starts, as a running server would be (a process that starts
+    # after it finished is refused with the stale-key advice instead).
     app = stored.open(stored.new_key, stored.kt.master_key)
     passes = mixed = 0
     try:
@@ -31,6 +35,8 @@ def _reader(stored: Stored, done: threading.Event, report: dict[str, object]) ->
             keys = {v.data_key_id for v in versions}
             mixed += bool(keys & stored.data_keys) and bool(keys - stored.data_keys)
             passes += 1
+            if passes == 1:
+                ready.release()
     except Exception as exc:  # reported to the test thread
         report["error"] = repr(exc)
     finally:
@@ -38,12 +44,15 @@ def _reader(stored: Stored, done: threading.Event, report: dict[str, object]) ->
         app.close()
 
 
-def _writer(stored: Stored, done: threading.Event, written: dict[int, str]) -> None:
+def _writer(
+    stored: Stored, ready: threading.Semaphore, done: threading.Event, written: dict[int, str]
+) -> None:
     app = stored.open(stored.new_key, stored.kt.master_key)
     number = 0
     try:
         with app.db.write() as session:
             session.add(Credential(id="t0/live", tenant_id="t0", kind="api-key"))
+        ready.release()
         while not done.is_set() and number < 200:
             number += 1
             value = f"live-{number}"
@@ -70,12 +79,15 @@ def test_reads_and_writes_during_a_rekey(kt: Harness) -> None:
     done = threading.Event()
     reports: list[dict[str, object]] = [{}, {}]
     written: dict[int, str] = {}
-    threads = [threading.Thread(target=_reader, args=(stored, done, r)) for r in reports]
-    threads.append(threading.Thread(target=_writer, args=(stored, done, written)))
+    ready = threading.Semaphore(0)
+    threads = [threading.Thread(target=_reader, args=(stored, ready, done, r)) for r in reports]
+    threads.append(threading.Thread(target=_writer, args=(stored, ready, done, written)))
     for thread in threads:
         thread.start()
+    for _ in threads:
+        assert ready.acquire(timeout=120), reports
     rekey = kt.popen(
-        "rekey", "--data-keys", "--no-backup", "--batch-size", "20", env=stored.rekey_env
+        "rekey", "--data-keys", "--no-backup", "--batch-size", "10", env=stored.rekey_env
     )
     gets = []
     while rekey.poll() is None:
@@ -88,7 +100,7 @@ def test_reads_and_writes_during_a_rekey(kt: Harness) -> None:
     for report in reports:
         assert "error" not in report, report
         assert int(report["passes"]) > 0  # type: ignore[call-overload]
-    assert sum(int(r["mixed"]) for r in reports) > 0, "no read overlapped the re-encryption"  # type: ignore[call-overload]
+    assert sum(int(r["mixed"]) for r in reports) > 0, f"no read overlapped the rekey: {reports}"  # type: ignore[call-overload]
     expected = stored.values[("t1/cred-1", 4)]
     for got in gets:
         # A `get` that starts after the rekey finished is refused with the stale-key advice.
