@@ -80,3 +80,21 @@ def kt(tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator
     harness.init()
     yield harness
     harness.close()
+
+
+STATE_FIXTURES = {"kt", "db_url", "pg_database"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On the PostgreSQL pass, run only the tests that use keyturn's own database: the rest
+    (plugin tests against real servers, pure functions) do not depend on it and already ran
+    on the SQLite pass."""
+    if os.environ.get("KEYTURN_TEST_DB") != "postgres":
+        return
+    keep, drop = [], []
+    for item in items:
+        uses_state = STATE_FIXTURES & set(getattr(item, "fixturenames", ()))
+        (keep if uses_state or item.get_closest_marker("state_db") else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep

@@ -95,4 +95,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run as `python -m keyturn.cli.main`: use the importable module, where commands register.
+    from keyturn.cli.main import main as _main
+
+    _main()
