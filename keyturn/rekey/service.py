@@ -56,4 +56,3 @@ def rekey(settings: Settings, options: Options, progress: Progress = _quiet) -> 
         return job.run()
     finally:
         db.dispose()
-
