@@ -6,13 +6,12 @@ Only two kinds of first value are accepted: a value in the body, and a `keyturn:
 reference the caller can see. `env:` and `file:` references would read the *server's*
 environment and files (its master key included), so they stay with `keyturn apply`.
 
-apply() builds its resolver itself; this module passes one that knows the body's value, by
-calling apply's transaction step directly (a `resolve=` parameter on apply() would remove
-the need).
+apply() takes a resolver that knows the body's value.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError
@@ -50,7 +49,7 @@ def build_spec(body: s.CredentialIn, credential_id: str) -> specs.CredentialSpec
         validate_name(store, "store")
     for consumer in body.consumers:
         validate_name(consumer, "consumer name")
-    specs._check_literals(data, credential_id)
+    specs.check_literals(data, credential_id)
     if isinstance(body.initial_secret, str):
         require_reference(body.initial_secret, credential_id, "initial_secret")
         if not body.initial_secret.startswith("keyturn:"):
@@ -67,11 +66,11 @@ def build_spec(body: s.CredentialIn, credential_id: str) -> specs.CredentialSpec
         )
     except ValueError as exc:
         raise ConfigInvalid(f"{credential_id}: not a valid credential") from exc
-    specs._check_names(specs.Inventory(credentials=[spec]), "request")
+    specs.check_names(specs.Inventory(credentials=[spec]), "request")
     return spec
 
 
-def _resolver(app: Keyturn, who: Principal, body: s.CredentialIn) -> object:
+def _resolver(app: Keyturn, who: Principal, body: s.CredentialIn) -> Callable[[str], Secret]:
     def resolve(ref: str) -> Secret:
         if ref == _BODY_VALUE and isinstance(body.initial_secret, s.InitialValue):
             return Secret(body.initial_secret.value)
@@ -98,15 +97,12 @@ def put(
     if not who.sees_tenant(spec.tenant_id):
         raise Forbidden(f"this token is limited to tenant {who.tenant!r}")
     inv = specs.Inventory(credentials=[spec])
-    result = applier.ApplyResult()
-    base = str(Path.cwd())
     try:
-        applier._apply_in_transaction(
-            app, inv, base, _resolver(app, who, body), result, False, who.actor
+        result = applier.apply(
+            app, inv, Path.cwd(), actor=who.actor, resolve=_resolver(app, who, body)
         )
     except IntegrityError as exc:  # e.g. a concurrent create of the same id
         raise Conflict(f"{credential_id} changed concurrently; try again") from exc
-    applier._provision(app, inv, result.initial, result)
     return s.ChangeOut(
         credential=credential_id,
         changes=[c.describe() for c in result.changes],

@@ -8,6 +8,7 @@ first, and only then written to their targets (store before change).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,17 +145,25 @@ def _credential_fields(cred: CredentialSpec) -> dict[str, Any]:
 
 
 def apply(
-    app: Keyturn, inv: Inventory, base_dir: Path, *, dry_run: bool = False, actor: str = "cli"
+    app: Keyturn,
+    inv: Inventory,
+    base_dir: Path,
+    *,
+    dry_run: bool = False,
+    actor: str = "cli",
+    resolve: Callable[[str], Secret] | None = None,
 ) -> ApplyResult:
+    """Apply *inv*; *resolve* turns initial-secret references into values (default: env:,
+    file: relative to *base_dir*, keyturn:)."""
     base = str(base_dir.resolve())
     _validate_plugins(inv, base_dir)
     result = ApplyResult()
-    resolve = resolver(app, base)
+    resolve = resolve or resolver(app, base)
     try:
         _apply_in_transaction(app, inv, base, resolve, result, dry_run, actor)
     except _DryRun:
         return result
-    _provision(app, inv, result.initial, result)
+    _provision(app, inv, result, actor)
     return result
 
 
@@ -166,7 +175,7 @@ def _apply_in_transaction(
     app: Keyturn,
     inv: Inventory,
     base: str,
-    resolve: Any,
+    resolve: Callable[[str], Secret],
     result: ApplyResult,
     dry_run: bool,
     actor: str,
@@ -221,7 +230,7 @@ def _apply_in_transaction(
         session.flush()
         for cred_id, value in initial.items():
             changes.append(Change("secret", "credential", cred_id, ("initial value",)))
-            _store_initial(app, session, inv, cred_id, value)
+            _store_initial(app, session, cred_id, value, actor)
         session.flush()
         for cred in inv.credentials:
             repo.refresh_due(session, repo.get_credential(session, cred.id))
@@ -241,7 +250,7 @@ def _apply_in_transaction(
 
 
 def _store_initial(
-    app: Keyturn, session: Session, inv: Inventory, cred_id: str, value: Secret
+    app: Keyturn, session: Session, cred_id: str, value: Secret, actor: str
 ) -> None:
     cred = repo.get_credential(session, cred_id)
     number = repo.last_version_number(session, cred_id) + 1
@@ -263,7 +272,7 @@ def _store_initial(
     cred.sync_status = None
     audit.append(
         session,
-        actor="apply",
+        actor=actor,
         action="version.import",
         credential_id=cred_id,
         tenant_id=cred.tenant_id,
@@ -272,11 +281,10 @@ def _store_initial(
     )
 
 
-def _provision(
-    app: Keyturn, inv: Inventory, initial: dict[str, Secret], result: ApplyResult
-) -> None:
+def _provision(app: Keyturn, inv: Inventory, result: ApplyResult, actor: str) -> None:
     """Write new initial values into their targets where the login does not exist yet."""
     for cred in inv.credentials:
+        initial = result.initial
         if cred.id not in initial or not cred.target:
             continue
         try:
@@ -298,7 +306,7 @@ def _provision(
             with app.db.write() as session:
                 audit.append(
                     session,
-                    actor="apply",
+                    actor=actor,
                     action="target.provision",
                     credential_id=cred.id,
                     tenant_id=cred.tenant_id,

@@ -148,17 +148,17 @@ class Inventory(_Strict):
     credentials: list[CredentialSpec] = Field(default_factory=list)
 
 
-def _check_literals(data: Any, path: str) -> None:
+def check_literals(data: Any, path: str) -> None:
     """Refuse literal secrets anywhere: under secret-named keys, and high-entropy strings."""
     if isinstance(data, dict):
         for key, value in data.items():
             where = f"{path}.{key}" if path else str(key)
             if isinstance(value, str) and SECRET_KEY.search(str(key)):
                 require_reference(value, path or "file", str(key))
-            _check_literals(value, where)
+            check_literals(value, where)
     elif isinstance(data, list):
         for index, value in enumerate(data):
-            _check_literals(value, f"{path}[{index}]")
+            check_literals(value, f"{path}[{index}]")
     elif isinstance(data, str) and looks_like_secret(data):
         head, _, key = path.rpartition(".")
         raise LiteralSecret(how_to_reference(head or "file", key or path))
@@ -179,7 +179,7 @@ def parse(text: str, source: str = "inventory") -> Inventory:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigInvalid(f"{source}: not valid TOML: {exc}") from exc
-    _check_literals(data, "")
+    check_literals(data, "")
     for index, cred in enumerate(data.get("credentials", []) or []):
         if isinstance(cred, dict) and "initial_secret" in cred:
             ident = cred.get("id", f"credentials[{index}]")
@@ -188,11 +188,11 @@ def parse(text: str, source: str = "inventory") -> Inventory:
         inventory = Inventory.model_validate(data)
     except ValidationError as exc:
         raise ConfigInvalid(_format_error(exc, source)) from exc
-    _check_names(inventory, source)
+    check_names(inventory, source)
     return inventory
 
 
-def _check_names(inv: Inventory, source: str) -> None:
+def check_names(inv: Inventory, source: str) -> None:
     for kind, names in (
         ("policy", inv.policies),
         ("target", inv.targets),
