@@ -1,9 +1,9 @@
 """Reads and writes keep working while `keyturn rekey --data-keys` runs in another process.
 
-keyturn's HTTP API is not in this tree yet, so the readers are what it would do: processes
-holding both master keys (as the rekey procedure asks) that open and decrypt versions
-(Vault.reveal) in threads, `keyturn get` in subprocesses, and a writer sealing new
-versions the way a rotation's create step does.
+Readers hold both master keys (as the rekey procedure asks): the HTTP API
+(`GET /api/v1/credentials/{id}/secret`, in-process client), threads decrypting every version
+(Vault.reveal), `keyturn get` in subprocesses; and a writer seals new versions the way a
+rotation's create step does.
 """
 
 from __future__ import annotations
@@ -41,6 +41,37 @@ def _reader(
         report["error"] = repr(exc)
     finally:
         report["passes"], report["mixed"] = passes, mixed
+        app.close()
+
+
+def _api_reader(
+    stored: Stored, ready: threading.Semaphore, done: threading.Event, report: dict[str, object]
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from keyturn import auth
+    from keyturn.api import create_app
+
+    app = stored.open(stored.new_key, stored.kt.master_key)
+    with app.db.write() as session:
+        token = auth.create_token(session, "admin", name="rekey test").token
+    client = TestClient(create_app(app))
+    headers = {"Authorization": f"Bearer {token}"}
+    statuses: list[int] = []
+    try:
+        while not done.is_set():
+            for cred in ("t0/cred-0", "t1/cred-1", "t2/cred-2"):
+                reply = client.get(f"/api/v1/credentials/{cred}/secret", headers=headers)
+                statuses.append(reply.status_code)
+                assert reply.status_code == 200, reply.text
+                assert reply.json()["value"] == stored.values[(cred, 4)]
+            if len(statuses) == 3:
+                ready.release()
+    except Exception as exc:
+        report["error"] = repr(exc)
+    finally:
+        report["passes"], report["mixed"] = len(statuses), 0
+        client.close()
         app.close()
 
 
@@ -82,6 +113,8 @@ def test_reads_and_writes_during_a_rekey(kt: Harness) -> None:
     ready = threading.Semaphore(0)
     threads = [threading.Thread(target=_reader, args=(stored, ready, done, r)) for r in reports]
     threads.append(threading.Thread(target=_writer, args=(stored, ready, done, written)))
+    api_report: dict[str, object] = {}
+    threads.append(threading.Thread(target=_api_reader, args=(stored, ready, done, api_report)))
     for thread in threads:
         thread.start()
     for _ in threads:
@@ -97,9 +130,11 @@ def test_reads_and_writes_during_a_rekey(kt: Harness) -> None:
     for thread in threads:
         thread.join(timeout=60)
     assert rekey.returncode == 0, err
-    for report in reports:
+    for report in [*reports, api_report]:
         assert "error" not in report, report
         assert int(report["passes"]) > 0  # type: ignore[call-overload]
+    # The API answered while the rekey ran, not only before it.
+    assert int(api_report["passes"]) > 3, api_report  # type: ignore[call-overload]
     assert sum(int(r["mixed"]) for r in reports) > 0, f"no read overlapped the rekey: {reports}"  # type: ignore[call-overload]
     expected = stored.values[("t1/cred-1", 4)]
     for got in gets:
