@@ -75,12 +75,19 @@ def rotate(
             "--emergency", help="Compromised: revoke the old value at once, no grace period"
         ),
     ] = False,
+    leak: Annotated[
+        bool,
+        typer.Option(
+            "--leak", help="The value leaked (e.g. a secret scanner found it): as --emergency, "
+            "recorded as a leak"
+        ),
+    ] = False,
     json: Json = False,
 ) -> None:
-    """Rotate a credential now (manual or emergency), with a reason for the audit log."""
+    """Rotate a credential now (manual, emergency or leak), with a reason for the audit log."""
     validate_id(credential_id)
     instance = open_app(ctx)
-    trigger = Trigger.EMERGENCY if emergency else Trigger.MANUAL
+    trigger = Trigger.LEAK if leak else Trigger.EMERGENCY if emergency else Trigger.MANUAL
     outcome = service.rotate(
         instance, credential_id, trigger=trigger, actor=_actor(), reason=reason
     )

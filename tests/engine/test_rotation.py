@@ -306,3 +306,13 @@ def test_no_secret_leaks_sideways(kt: Harness, setup, caplog) -> None:  # type: 
     assert len(values) >= 3
     for value in values:
         assert value not in everything
+
+
+def test_leak_revokes_at_once_and_is_recorded_as_a_leak(kt: Harness, setup) -> None:  # type: ignore[no-untyped-def]
+    s = setup("dual", grace="7d", consumers=("billing",))
+    out = rotate(kt, "--leak")
+    assert out["status"] == "done"
+    assert not s.accepts(USER, INITIAL) and s.accepts(*s.current())
+    with kt.app.db.read() as session:
+        start = next(e for e in audit.iter_entries(session) if e.action == "rotation.start")
+    assert start.details["trigger"] == "leak" and start.reason == "test run"
