@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import cast
 
 from sqlalchemy.orm import Session
 
@@ -11,22 +12,12 @@ from keyturn.db import repo
 from keyturn.db.models import ApiToken, Consumer, Credential, Version
 from keyturn.domain.model import VersionState
 from keyturn.engine.protocol import Outcome
-from keyturn.targets.base import Target
 
 
 def credential(session: Session, cred: Credential, now: datetime) -> s.CredentialOut:
     current = repo.version_in_state(session, cred.id, VersionState.CURRENT)
-    policy = repo.policy_for(session, cred, Target.password_rules)
-    age = (now - current.activated_at) if current and current.activated_at else None
-    due: s.Due
-    if current is None:
-        due = "no-value"
-    elif age is not None and age >= policy.max_age:
-        due = "due"
-    elif age is not None and age >= policy.max_age - policy.notice:
-        due = "notice"
-    else:
-        due = "ok"
+    policy = repo.due_state(session, cred, now)
+    age, due = policy.age, cast(s.Due, policy.status)
     active = repo.active_rotation(session, cred.id)
     tags = cred.tags if isinstance(cred.tags, dict) else {}
     return s.CredentialOut(

@@ -23,7 +23,6 @@ from keyturn.domain.model import Secret, VersionState
 from keyturn.inventory import apply as applier
 from keyturn.inventory.spec import load as load_inventory
 from keyturn.runtime import value_of
-from keyturn.targets.base import Target
 
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
 
@@ -106,16 +105,8 @@ def apply(
 
 def _status(instance: Any, session: Any, cred: Credential, now: datetime) -> dict[str, Any]:
     current = repo.version_in_state(session, cred.id, VersionState.CURRENT)
-    policy = repo.policy_for(session, cred, Target.password_rules)
-    age = (now - current.activated_at) if current and current.activated_at else None
-    if current is None:
-        due = "no-value"
-    elif age is not None and age >= policy.max_age:
-        due = "due"
-    elif age is not None and age >= policy.max_age - policy.notice:
-        due = "notice"
-    else:
-        due = "ok"
+    state = repo.due_state(session, cred, now)
+    age, due, policy = state.age, state.status, state
     active = repo.active_rotation(session, cred.id)
     return {
         "id": cred.id,

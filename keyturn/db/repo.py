@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -43,11 +45,29 @@ def policy_for(session: Session, cred: Credential, rules: PasswordRules) -> Poli
     return effective(cred.kind, row.settings if row else None, rules)
 
 
+@dataclass(frozen=True)
+class DueState:
+    status: str  # no-value | due | notice | ok
+    age: timedelta | None
+    max_age: timedelta
+
+
+def due_state(session: Session, cred: Credential, now: datetime) -> DueState:
+    """How the scheduler sees the credential at *now* (its stored due and notice times)."""
+    policy = policy_for(session, cred, PasswordRules())
+    current = version_in_state(session, cred.id, VersionState.CURRENT)
+    if current is None or current.activated_at is None:
+        return DueState("no-value", None, policy.max_age)
+    due_at, notice_at = cred.due_at, cred.notice_at
+    if due_at is None or notice_at is None:  # no target: nothing rotates it, but it ages
+        due_at, notice_at = policy.due_times(current.activated_at, cred.id)
+    status = "due" if now >= due_at else "notice" if now >= notice_at else "ok"
+    return DueState(status, now - current.activated_at, policy.max_age)
+
+
 def refresh_due(session: Session, cred: Credential) -> None:
     """Recompute when the credential is due (and noticed) from its current version and policy."""
-    from keyturn.domain.model import PasswordRules as Rules
-
-    policy = policy_for(session, cred, Rules())
+    policy = policy_for(session, cred, PasswordRules())
     current = version_in_state(session, cred.id, VersionState.CURRENT)
     cred.schedule = policy.schedule
     if current is None or current.activated_at is None or not cred.target:
