@@ -154,6 +154,24 @@ class Runner:
             details={"rotation": rot.id, "trigger": rot.trigger, "worker": self.owner, **details},
         )
 
+    def _step_done(
+        self, step: Step, action: str, version: Version, outcome: str = "ok", **details: Any
+    ) -> None:
+        """Commit the pointer to *step* with the audit entry of the step just done."""
+        with self.db.write() as session:
+            rot, cred = self._load(session)
+            self._advance(session, step)
+            self._audit(
+                session,
+                action,
+                cred,
+                rot,
+                outcome=outcome,
+                fingerprint=version.fingerprint,
+                version=version.number,
+                **details,
+            )
+
     def _policy(self, session: Session, cred: Credential) -> EffectivePolicy:
         return repo.policy_for(session, cred, type(self.target).password_rules)
 
@@ -335,18 +353,7 @@ class Runner:
         if not self.target.issues_secrets:
             self.target.set(acct, new, old)
         checkpoint("set:effect")
-        with self.db.write() as session:
-            rot, cred = self._load(session)
-            self._advance(session, Step.TEST)
-            self._audit(
-                session,
-                "rotation.set",
-                cred,
-                rot,
-                fingerprint=pending.fingerprint,
-                version=pending.number,
-                username=acct.username,
-            )
+        self._step_done(Step.TEST, "rotation.set", pending, username=acct.username)
         return True
 
     def _test(self) -> bool:
@@ -372,20 +379,14 @@ class Runner:
             # seed 004: make sure the old value is really refused.
             old_rejected = not self.target.test(account(current), old)
         checkpoint("test:effect")
-        with self.db.write() as session:
-            rot, cred = self._load(session)
-            self._advance(session, Step.PUBLISH)
-            self._audit(
-                session,
-                "rotation.test",
-                cred,
-                rot,
-                fingerprint=pending.fingerprint,
-                outcome="ok" if old_rejected is not False else "warning",
-                version=pending.number,
-                new_accepted=True,
-                old_rejected=old_rejected,
-            )
+        self._step_done(
+            Step.PUBLISH,
+            "rotation.test",
+            pending,
+            outcome="ok" if old_rejected is not False else "warning",
+            new_accepted=True,
+            old_rejected=old_rejected,
+        )
         return True
 
     def _publish(self) -> bool:
@@ -404,18 +405,7 @@ class Runner:
             finally:
                 store.close()
         checkpoint("publish:effect")
-        with self.db.write() as session:
-            rot, cred = self._load(session)
-            self._advance(session, Step.FINISH)
-            self._audit(
-                session,
-                "rotation.publish",
-                cred,
-                rot,
-                fingerprint=pending.fingerprint,
-                version=pending.number,
-                stores=list(cred.stores),
-            )
+        self._step_done(Step.FINISH, "rotation.publish", pending, stores=list(cred.stores))
         return True
 
     def _finish(self) -> bool:
@@ -487,8 +477,12 @@ class Runner:
             if previous is not None and not grace_over and (lagging or not consumers):
                 first = rot.status != RotationStatus.WAITING
                 assert rot.wait_until is not None
-                self._advance(session, Step.WAIT, status=RotationStatus.WAITING,
-                              next_attempt_at=min(rot.wait_until, now + WAIT_POLL))
+                self._advance(
+                    session,
+                    Step.WAIT,
+                    status=RotationStatus.WAITING,
+                    next_attempt_at=min(rot.wait_until, now + WAIT_POLL),
+                )
                 if first:
                     self._audit(
                         session,
