@@ -94,7 +94,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     keep, drop = [], []
     for item in items:
         uses_state = STATE_FIXTURES & set(getattr(item, "fixturenames", ()))
-        (keep if uses_state or item.get_closest_marker("state_db") else drop).append(item)
+        # Target tests use keyturn's database only as plumbing; what they prove is about
+        # the target, and the engine over PostgreSQL is covered by tests/engine.
+        about_targets = "tests/targets/" in item.nodeid
+        wanted = (uses_state and not about_targets) or item.get_closest_marker("state_db")
+        (keep if wanted else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep

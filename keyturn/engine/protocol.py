@@ -247,6 +247,25 @@ class Runner:
             except STEP_FAILURES as exc:
                 self._fail(step, exc)
                 return
+            except KeyturnError:
+                raise  # keyturn's own database is unavailable: the lease runs out, resume later
+            except Exception as exc:  # a bug in a plugin: a failure like any other, backed off
+                log.error(
+                    "rotation %s of %s: unexpected %s at %s",
+                    self.id,
+                    self.credential_id,
+                    exc.__class__.__name__,
+                    step,
+                    exc_info=log.isEnabledFor(logging.DEBUG),
+                )
+                self._fail(
+                    step,
+                    PluginError(
+                        f"the target plugin failed unexpectedly ({exc.__class__.__name__}); "
+                        "see the worker's log with -v"
+                    ),
+                )
+                return
             if not keep_going:
                 return
             checkpoint(f"{step}:after")

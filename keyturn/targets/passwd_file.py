@@ -19,6 +19,10 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+# The handler's own module, imported once: passlib.hash is a lazy proxy whose first use from
+# several threads at once can fail with ImportError (a worker runs rotations in threads).
+from passlib.handlers.sha2_crypt import sha512_crypt
+
 from keyturn.domain.errors import TargetRejected, TargetUnreachable
 from keyturn.domain.model import PasswordRules, Secret
 from keyturn.targets.base import Account, Target, TargetConfig
@@ -34,14 +38,10 @@ class PasswdFileConfig(TargetConfig):
 
 
 def _hash(value: Secret, rounds: int) -> str:
-    from passlib.hash import sha512_crypt
-
     return SCHEME + str(sha512_crypt.using(rounds=rounds).hash(value.reveal()))
 
 
 def _verify(value: Secret, stored: str) -> bool:
-    from passlib.hash import sha512_crypt
-
     if not stored.startswith(SCHEME):
         return False
     try:

@@ -77,9 +77,13 @@ def test_workers_share_the_work_and_survive_a_kill(kt: Harness) -> None:
                     .select_from(Rotation)
                     .where(Rotation.lease_owner == "w0", Rotation.status != "done")
                 )
-            return bool(held) and _done(kt) >= COUNT // 10
+            return bool(held) and _done(kt) >= 1
 
-        assert _wait(victim_busy, 120), "worker w0 never took work"
+        if not _wait(victim_busy, 240):
+            for proc in workers:
+                proc.send_signal(signal.SIGTERM)
+            errors = [proc.communicate(timeout=30)[1][-3000:] for proc in workers]
+            raise AssertionError(f"worker w0 never held work ({_done(kt)} done): {errors}")
         workers[0].send_signal(signal.SIGKILL)
         workers[0].wait(timeout=30)
         # What the dead worker left unfinished (its leases now run out).

@@ -6,6 +6,7 @@ file injects faults to exercise the engine's failure paths:
     {"set": "reject"}       set raises TargetRejected before changing anything
     {"set": "down"}         set raises TargetUnreachable
     {"set": "slow", "slow_seconds": 2}
+    {"set": "bug"}          set raises a RuntimeError (a plugin bug, not a keyturn error)
     {"test": "down"}        test raises TargetUnreachable
     {"refuse_new": true}    set works, but every value set from now on is refused by test
                             (a restore of an older value is not)
@@ -69,6 +70,8 @@ class FlakyTarget(PasswdFileTarget):
             raise TargetRejected(f"test-flaky: new password for {account.username} rejected")
         if modes.get("set") == "down":
             raise TargetUnreachable("test-flaky: target is down")
+        if modes.get("set") == "bug":
+            raise RuntimeError("a bug in the plugin")
         if modes.get("set") == "slow":
             time.sleep(float(modes.get("slow_seconds", 2)))  # type: ignore[arg-type]
         if modes.get("refuse_new"):

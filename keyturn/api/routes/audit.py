@@ -78,7 +78,7 @@ def query_audit(
     app: App,
     who: Auditor,
     filters: Annotated[Filters, Depends()],
-    after: Annotated[int, Query(ge=0, le=2**62, description="Entries after this seq")] = 0,
+    after: Annotated[int, Query(ge=0, le=2**31 - 1, description="Entries after this seq")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> s.AuditPage:
     """Oldest first; page on with `after=next_after`."""
