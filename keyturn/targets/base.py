@@ -13,13 +13,28 @@ a keyturn error *inside* the plugin (TargetRejected, TargetUnreachable), once, w
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
 from keyturn.domain.model import PasswordRules, Secret
+
+MASK = "**********"
+
+
+def redact(
+    text: str, values: Iterable[Secret | None], derived: Callable[[str], str] | None = None
+) -> str:
+    """*text* (a driver's or server's message) with every value, and *derived* forms of it
+    (e.g. the hash a server quotes back), blotted out. Plugins map driver errors through it."""
+    for value in values:
+        if value is not None and value.reveal():
+            text = text.replace(value.reveal(), MASK)
+            if derived is not None:
+                text = text.replace(derived(value.reveal()), MASK)
+    return text
 
 
 class TargetConfig(BaseModel):

@@ -27,7 +27,7 @@ from pydantic import field_validator
 
 from keyturn.domain.errors import ConfigInvalid, PluginMissing, TargetRejected, TargetUnreachable
 from keyturn.domain.model import PasswordRules, Secret
-from keyturn.targets.base import Account, Target, TargetConfig
+from keyturn.targets.base import Account, Target, TargetConfig, redact
 from keyturn.targets.postgres import DSN_UNSAFE, check_reference
 
 # Server error codes (MySQL and MariaDB share the low ones).
@@ -99,11 +99,7 @@ def _code(exc: Exception) -> int | None:
 def _reason(exc: Exception, *values: Secret | None) -> str:
     """The server's message without any secret value (syntax errors quote the statement)."""
     text = str(exc.args[1]) if len(exc.args) > 1 else type(exc).__name__
-    for value in values:
-        if value is not None and value.reveal():
-            text = text.replace(value.reveal(), "**********")
-            text = text.replace(native_password_hash(value.reveal()), "**********")
-    return text
+    return redact(text, values, native_password_hash)
 
 
 class _Refused(Exception):

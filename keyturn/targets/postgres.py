@@ -36,7 +36,7 @@ from keyturn.domain.errors import (
     TargetUnreachable,
 )
 from keyturn.domain.model import PasswordRules, Secret
-from keyturn.targets.base import Account, Target, TargetConfig
+from keyturn.targets.base import Account, Target, TargetConfig, redact
 
 if TYPE_CHECKING:
     import psycopg
@@ -164,11 +164,7 @@ def _driver() -> Any:
 def _reason(exc: Exception, *values: Secret | None) -> str:
     """The driver's message, last line only, with any secret value blotted out."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    text = lines[0] if lines else type(exc).__name__
-    for value in values:
-        if value is not None and value.reveal():
-            text = text.replace(value.reveal(), "**********")
-    return text
+    return redact(lines[0] if lines else type(exc).__name__, values)
 
 
 class _Refused(Exception):

@@ -22,7 +22,7 @@ from pydantic import field_validator
 
 from keyturn.domain.errors import ConfigInvalid, PluginMissing, TargetRejected, TargetUnreachable
 from keyturn.domain.model import PasswordRules, Secret
-from keyturn.targets.base import Account, Target, TargetConfig
+from keyturn.targets.base import Account, Target, TargetConfig, redact
 from keyturn.targets.postgres import DSN_UNSAFE, check_reference
 
 # Rules of a user `ensure` creates: every key and channel, everything but administration
@@ -65,12 +65,7 @@ def _driver() -> Any:
 
 def _reason(exc: Exception, *values: Secret | None) -> str:
     """The server's message without any secret value or its hash."""
-    text = str(exc) or type(exc).__name__
-    for value in values:
-        if value is not None and value.reveal():
-            text = text.replace(value.reveal(), "**********")
-            text = text.replace(password_hash(value.reveal()), "**********")
-    return text
+    return redact(str(exc) or type(exc).__name__, values, password_hash)
 
 
 class _Refused(Exception):
