@@ -8,8 +8,9 @@ from sqlalchemy.orm import Session
 
 from keyturn import plugins
 from keyturn.app import Keyturn
+from keyturn.audit import log as audit
 from keyturn.db import repo
-from keyturn.db.models import StoreRow, TargetRow
+from keyturn.db.models import StoreRow, TargetRow, Version
 from keyturn.domain.errors import ConfigInvalid, NotFound, ReferenceUnresolved
 from keyturn.domain.model import Secret, VersionState
 from keyturn.inventory.refs import Resolver
@@ -17,14 +18,38 @@ from keyturn.stores.base import Store, StoreContext
 from keyturn.targets.base import Target, TargetContext
 
 
-def value_of(app: Keyturn, session: Session, credential_id: str, previous: bool = False) -> Secret:
-    """The current (or previous) value of a credential."""
-    repo.get_credential(session, credential_id)
+def _version(session: Session, credential_id: str, previous: bool) -> Version:
     state = VersionState.PREVIOUS if previous else VersionState.CURRENT
     version = repo.version_in_state(session, credential_id, state)
     if version is None:
         raise NotFound(f"{credential_id} has no {state.value} version")
-    return app.vault.reveal(version)
+    return version
+
+
+def value_of(app: Keyturn, session: Session, credential_id: str, previous: bool = False) -> Secret:
+    """The current (or previous) value of a credential, for keyturn's own use."""
+    repo.get_credential(session, credential_id)
+    return app.vault.reveal(_version(session, credential_id, previous))
+
+
+def read_secret(
+    app: Keyturn, session: Session, credential_id: str, *, actor: str, previous: bool = False
+) -> tuple[Version, Secret]:
+    """A value handed to someone (CLI `get`, the API): recorded in the audit log with its
+    fingerprint, never the value. *session* must be a write session."""
+    cred = repo.get_credential(session, credential_id)
+    version = _version(session, credential_id, previous)
+    value = app.vault.reveal(version)
+    audit.append(
+        session,
+        actor=actor,
+        action="secret.read",
+        credential_id=credential_id,
+        tenant_id=cred.tenant_id,
+        fingerprint=version.fingerprint,
+        details={"version": version.number, "state": version.state},
+    )
+    return version, value
 
 
 def resolver(app: Keyturn, base_dir: str | Path) -> Resolver:

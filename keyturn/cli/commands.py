@@ -19,10 +19,10 @@ from keyturn.db.models import Credential, utcnow
 from keyturn.domain.durations import parse_duration
 from keyturn.domain.errors import UsageError
 from keyturn.domain.ids import validate_id
-from keyturn.domain.model import Secret, VersionState
+from keyturn.domain.model import VersionState
 from keyturn.inventory import apply as applier
 from keyturn.inventory.spec import load as load_inventory
-from keyturn.runtime import value_of
+from keyturn.runtime import read_secret
 
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
 
@@ -272,17 +272,7 @@ def get(
     validate_id(credential_id)
     instance = open_app(ctx)
     with instance.db.write() as session:
-        value: Secret = value_of(instance, session, credential_id, previous)
-        cred = repo.get_credential(session, credential_id)
-        audit.append(
-            session,
-            actor="cli",
-            action="secret.read",
-            credential_id=credential_id,
-            tenant_id=cred.tenant_id,
-            fingerprint=instance.vault.fingerprint(value),
-            details={"version": "previous" if previous else "current"},
-        )
+        _, value = read_secret(instance, session, credential_id, actor="cli", previous=previous)
     sys.stdout.write(value.reveal() + "\n")
 
 

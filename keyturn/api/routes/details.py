@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 
+from keyturn import runtime
 from keyturn.api import schemas as s
 from keyturn.api import views
 from keyturn.api.auth import Principal, allow, keyturn_of, visible
@@ -15,7 +16,6 @@ from keyturn.app import Keyturn
 from keyturn.audit import log as audit
 from keyturn.db import repo
 from keyturn.db.models import Consumer
-from keyturn.domain.errors import NotFound
 from keyturn.domain.ids import validate_name
 from keyturn.domain.model import VersionState
 from keyturn.engine import service
@@ -53,19 +53,9 @@ def read_secret(
     """Every read is an audit entry (with the value's fingerprint, never the value)."""
     state = VersionState.PREVIOUS if version == "previous" else VersionState.CURRENT
     with app.db.write() as session:
-        cred = visible(session, who, credential_id)
-        row = repo.version_in_state(session, credential_id, state)
-        if row is None:
-            raise NotFound(f"{credential_id} has no {state.value} version")
-        value = app.vault.reveal(row)
-        audit.append(
-            session,
-            actor=who.actor,
-            action="secret.read",
-            credential_id=credential_id,
-            tenant_id=cred.tenant_id,
-            fingerprint=row.fingerprint,
-            details={"version": row.number, "state": state.value},
+        visible(session, who, credential_id)
+        row, value = runtime.read_secret(
+            app, session, credential_id, actor=who.actor, previous=state == VersionState.PREVIOUS
         )
     response.headers["Cache-Control"] = "no-store"
     return s.SecretOut(
