@@ -49,7 +49,9 @@ def refs() -> Refs:
 
 
 def _prefix() -> str:
-    return f"kt_{secrets.token_hex(4)}_"
+    # Not "kt_": the inventory reads long kt_... strings as keyturn tokens pasted in clear,
+    # so role names that go into a keyturn.toml must not start with it.
+    return f"kte_{secrets.token_hex(4)}_"
 
 
 # -- PostgreSQL (the scram cluster) ----------------------------------------------------------
@@ -240,59 +242,19 @@ def redis_box(redis_server: RedisServer) -> Iterator[RedisSandbox]:
 
 
 # -- through keyturn (inventory + engine) ------------------------------------------------------
-# The same sandboxes named ``kte_<hex>_``: the inventory reads long ``kt_...`` strings as
-# keyturn tokens pasted in clear, so role names in a keyturn.toml must not start with ``kt_``.
-
-
-def _engine_prefix() -> str:
-    return f"kte_{secrets.token_hex(4)}_"
+# The same sandboxes under the names the engine tests use.
 
 
 @pytest.fixture
-def pg_engine(pg_server: PgServer) -> Iterator[PgSandbox]:
-    from psycopg import sql
-
-    prefix = _engine_prefix()
-    box = PgSandbox(pg_server, prefix, prefix + "db")
-    with box.admin("postgres") as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(box.dbname)))
-    yield box
-    with box.admin("postgres") as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(box.dbname))
-        )
-        roles = conn.execute(
-            "SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s) ORDER BY rolcanlogin DESC",
-            (prefix,),
-        ).fetchall()
-        for (role,) in roles:
-            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+def pg_engine(pg: PgSandbox) -> PgSandbox:
+    return pg
 
 
 @pytest.fixture
-def mysql_engine(mysql_server: MysqlServer) -> Iterator[MysqlSandbox]:
-    prefix = _engine_prefix()
-    box = MysqlSandbox(mysql_server, prefix, prefix + "db")
-    with box.connect(mysql_server.user, mysql_server.password, database=None) as conn:
-        conn.cursor().execute(f"CREATE DATABASE `{box.dbname}`")
-    yield box
-    with box.connect(mysql_server.user, mysql_server.password, database=None) as conn:
-        cur = conn.cursor()
-        cur.execute(f"DROP DATABASE IF EXISTS `{box.dbname}`")
-        cur.execute("SELECT user, host FROM mysql.user WHERE user LIKE %s", (prefix + "%",))
-        for user, host in cur.fetchall():
-            if host == "":  # a MariaDB role
-                cur.execute("DROP ROLE %s", (user,))
-            else:
-                cur.execute("DROP USER IF EXISTS %s@%s", (user, host))
+def mysql_engine(mysql: MysqlSandbox) -> MysqlSandbox:
+    return mysql
 
 
 @pytest.fixture
-def redis_engine(redis_server: RedisServer) -> Iterator[RedisSandbox]:
-    box = RedisSandbox(redis_server, _engine_prefix())
-    yield box
-    with box.client() as client:
-        for user in client.acl_users():
-            name = user.decode() if isinstance(user, bytes) else user
-            if name.startswith(box.prefix):
-                client.acl_deluser(name)
+def redis_engine(redis_box: RedisSandbox) -> RedisSandbox:
+    return redis_box
