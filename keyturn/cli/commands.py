@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from sqlalchemy.orm import Session
 
 from keyturn import auth
 from keyturn.app import initialise
@@ -103,7 +104,7 @@ def apply(
         raise typer.Exit(1)
 
 
-def _status(instance: Any, session: Any, cred: Credential, now: datetime) -> dict[str, Any]:
+def status_row(session: Session, cred: Credential, now: datetime) -> dict[str, Any]:
     current = repo.version_in_state(session, cred.id, VersionState.CURRENT)
     state = repo.due_state(session, cred, now)
     age, due, policy = state.age, state.status, state
@@ -136,9 +137,7 @@ def list_(
     instance = open_app(ctx)
     now = utcnow()
     with instance.db.read() as session:
-        rows = [
-            _status(instance, session, c, now) for c in repo.list_credentials(session, tenant, kind)
-        ]
+        rows = [status_row(session, c, now) for c in repo.list_credentials(session, tenant, kind)]
     if json:
         output.emit_json(rows)
         return
@@ -173,7 +172,7 @@ def show(
     instance = open_app(ctx)
     with instance.db.read() as session:
         cred = repo.get_credential(session, credential_id)
-        data = _status(instance, session, cred, utcnow())
+        data = status_row(session, cred, utcnow())
         data.update(
             purpose=cred.purpose,
             tags=cred.tags,

@@ -11,7 +11,7 @@ import typer
 from keyturn import auth
 from keyturn.audit import log as audit
 from keyturn.cli import output
-from keyturn.cli.commands import _status
+from keyturn.cli.commands import status_row
 from keyturn.cli.main import app
 from keyturn.db import repo
 from keyturn.db.models import utcnow
@@ -38,7 +38,7 @@ def demo(
     instance, server, result = run(directory, say)
     try:
         with instance.db.read() as session:
-            rows = [_status(instance, session, c, utcnow()) for c in repo.list_credentials(session)]
+            rows = [status_row(session, c, utcnow()) for c in repo.list_credentials(session)]
         output.table(
             "inventory after the 02:00 pass",
             ["credential", "version", "age (d)", "due"],
