@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from keyturn.cli import output
 from keyturn.cli.main import app, settings
-from keyturn.rekey.job import Summary
+from keyturn.rekey.job import POOL_FROM, Summary
 from keyturn.rekey.service import Options, rekey
 
 LABELS = {
@@ -36,12 +36,20 @@ def rekey_command(
         Path | None,
         typer.Option(help="Where the backup goes [default: next to the SQLite file, or .]"),
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Rows per transaction")] = 500,
+    batch_size: Annotated[int, typer.Option(help="Rows per transaction")] = 2000,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Processes re-encrypting versions [default: one per core (at least 2) from "
+            f"{POOL_FROM:,} versions, none below]",
+            show_default=False,
+        ),
+    ] = None,
     json: Annotated[bool, typer.Option("--json", help="Machine-readable summary")] = False,
 ) -> None:
     """Re-wrap everything under a new master key: KEYTURN_MASTER_KEY is the new key,
     KEYTURN_OLD_MASTER_KEY the old one. Online and resumable: run it again after a crash."""
-    options = Options(data_keys, not no_backup, backup_dir, batch_size)
+    options = Options(data_keys, not no_backup, backup_dir, batch_size, workers)
     if json:
         summary = rekey(settings(ctx), options)
         output.emit_json(summary.as_dict())

@@ -165,7 +165,9 @@ class Version(Base):
     # The provider's id of an issued secret (API keys, app tokens).
     key_id: Mapped[str | None] = mapped_column(String(200))
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
-    data_key_id: Mapped[str] = mapped_column(String(32), index=True)
+    # Not indexed: only the rekey's sweeps look versions up by data key, and an index would
+    # make every re-sealed row two more B-tree updates.
+    data_key_id: Mapped[str] = mapped_column(String(32))
     fingerprint: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     activated_at: Mapped[datetime | None] = mapped_column()

@@ -14,41 +14,38 @@ key id together in one statement.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import multiprocessing
 import os
-import queue
-import threading
+import sys
 import time
+import types
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import func, select, update
 
 from keyturn.audit import log as audit
 from keyturn.crypto import envelope
 from keyturn.db.engine import Database
-from keyturn.db.models import Credential, DataKey, Meta, Tenant
+from keyturn.db.models import DataKey, Meta, Tenant, Version
 from keyturn.db.vault import REKEY_STATE, rewrap_fingerprint_key
 from keyturn.domain.errors import CryptoError, StoreUnavailable
 from keyturn.engine.faults import checkpoint
+from keyturn.rekey import reseal
 from keyturn.rekey.preflight import Plan, State, read_state
 
 Progress = Callable[[str, int, int], None]
 WAL_PAGES = 20_000
 CACHE_KIB = 65_536
-NONCE = envelope.NONCE_BYTES
-
-_SELECT_VERSIONS = (
-    "SELECT id, credential_id, number, ciphertext, data_key_id FROM versions "
-    "WHERE id > {p} ORDER BY id LIMIT {p}"
-)
-_ANY_LEFT = text("SELECT 1 FROM versions WHERE data_key_id IN :ids LIMIT 1")
-_UPDATE_VERSION = (
-    "UPDATE versions SET ciphertext = {p}, data_key_id = {p} WHERE id = {p} AND data_key_id = {p}"
-)
+POOL_FROM = 20_000  # versions; below this, worker processes cost more than they save
+MAX_WORKERS = 8
+SWEEPS = 5
+AHEAD = 16  # batches in flight per worker: the writer pausing (a WAL checkpoint) stalls no one
 
 
 @contextlib.contextmanager
@@ -61,12 +58,6 @@ def _driver_errors(db: Database) -> Iterator[None]:
             f"keyturn's database {db.describe()} failed during the rekey "
             f"({exc.__class__.__name__}); run `keyturn rekey` again to carry on"
         ) from exc
-
-
-def _driver_sql(db: Database) -> tuple[str, str]:
-    """The two statements in the driver's own placeholder style (sqlite3: ?, psycopg: %s)."""
-    mark = "?" if db.is_sqlite else "%s"
-    return _SELECT_VERSIONS.format(p=mark), _UPDATE_VERSION.format(p=mark)
 
 
 @dataclass
@@ -100,6 +91,7 @@ class Rekey:
         keyring: envelope.Keyring,
         *,
         batch_size: int = 500,
+        workers: int | None = None,
         progress: Progress = _quiet,
         actor: str = "cli",
     ) -> None:
@@ -108,6 +100,7 @@ class Rekey:
         self.new = plan.new
         self.keyring = keyring
         self.batch_size = batch_size
+        self.workers = workers
         self.progress = progress
         self.actor = actor
         self.summary = Summary(
@@ -116,7 +109,6 @@ class Rekey:
             resumed=plan.resumed is not None,
             versions_total=plan.versions,
         )
-        self._ciphers: dict[str, AESGCM] = {}
 
     def run(self) -> Summary:
         state = self._begin()
@@ -262,160 +254,185 @@ class Rekey:
 
     # -- phase 3: re-seal versions ---------------------------------------------------------
 
-    def _cipher(self, key_id: str) -> AESGCM:
-        cipher = self._ciphers.get(key_id)
-        if cipher is None:
-            cipher = self._ciphers[key_id] = AESGCM(self.keyring.data_key(key_id))
-        return cipher
-
-    def _tenant_keys(self) -> dict[str, str]:
-        """Credential id -> its tenant's active data key (saves a join per version)."""
+    def _keys(self, retire: list[str]) -> reseal.Keys:
+        """Each retired data key with its material, and its tenant's fresh key."""
         with self.db.read() as session:
-            keys = {t.id: t.data_key_id for t in session.execute(select(Tenant)).scalars()}
-            owners = session.execute(select(Credential.id, Credential.tenant_id)).all()
-        return {cred_id: keys[tenant] for cred_id, tenant in owners}
+            active = dict(session.execute(select(Tenant.id, Tenant.data_key_id)).all())
+            owners = dict(
+                session.execute(
+                    select(DataKey.id, DataKey.tenant_id).where(DataKey.id.in_(retire))
+                ).all()
+            )
+        retired = set(retire)
+        keys: dict[str, tuple[bytes, str, bytes]] = {}
+        for key_id, tenant_id in owners.items():
+            fresh = active.get(tenant_id)
+            if fresh is None:
+                continue  # a tenant removed since: nothing is sealed under its keys
+            if fresh in retired:
+                raise CryptoError(
+                    f"tenant {tenant_id} has no fresh data key yet; run `keyturn rekey` again"
+                )
+            keys[key_id] = (
+                self.keyring.data_key(key_id),
+                fresh,
+                self.keyring.data_key(fresh),
+            )
+        return reseal.Keys(keys)
+
+    def _workers(self) -> int:
+        if self.workers is not None:
+            return self.workers
+        if self.plan.versions < POOL_FROM:
+            return 0
+        return max(2, min(os.cpu_count() or 1, MAX_WORKERS))
 
     def _reseal(self, state: State) -> None:
-        retire = set(state.retire)
-        tenant_keys = self._tenant_keys()
-        total, done, after, batch_no = self.plan.versions, 0, 0, 0
-        select_sql, update_sql = _driver_sql(self.db)
+        retire = sorted(state.retire)
+        keys = self._keys(retire)
+        total, done, batch_no = self.plan.versions, 0, 0
+        _, *statements = reseal.dialect_sql(self.db.is_sqlite, keys.padded)
+        write = (statements[0], statements[1])
         self.progress("versions", 0, total)
-        # Batch n is written by a second thread while batch n+1 is decrypted here: the
-        # database driver releases the GIL while it works.
-        writer = _Writer(self.db, update_sql)
-        try:
-            while True:
-                rows = self._read(select_sql, after)
-                if not rows:
-                    writer.drain()
-                    if after and self._left(retire):
-                        after = 0  # a version sealed under a retired key meanwhile: sweep again
-                        tenant_keys = self._tenant_keys()
-                        continue
-                    break
-                after = rows[-1][0]
-                batch_no += 1
-                params = self._reseal_batch(rows, retire, tenant_keys)
-                if params:
-                    writer.put(batch_no, params)
-                self.summary.versions_resealed += len(params)
-                done += len(rows)
-                self.progress("versions", done, max(total, done))
-        finally:
-            writer.close()
+        for _sweep in range(SWEEPS):
+            with self._producer(keys) as batches:
+                for batch in batches(self._ranges()):
+                    batch_no += 1
+                    self.summary.versions_resealed += self._write(batch, batch_no, write)
+                    done += batch.count
+                    self.progress("versions", done, max(total, done))
+            if not self._left(set(retire)):
+                return
+            # Versions sealed under a retired key meanwhile (a rotation that began before
+            # its tenant switched keys), or rows that changed under a batch: sweep again.
+        raise StoreUnavailable(
+            "versions under retired data keys kept appearing during the rekey; run "
+            "`keyturn rekey` again when rotations are quieter"
+        )
 
-    def _read(self, select_sql: str, after: int) -> list[Any]:
-        # Driver-level statements: at a million rows SQLAlchemy's per-row handling of
-        # parameters and results would cost more than the cryptography.
-        with self.db.read() as session, _driver_errors(self.db):
-            cursor = session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-            try:
-                cursor.execute(select_sql, (after, self.batch_size))
-                return list(cursor.fetchall())
-            finally:
-                cursor.close()
-
-    def _reseal_batch(
-        self, rows: Any, retire: set[str], tenant_keys: dict[str, str]
-    ) -> list[tuple[bytes, str, int, str]]:
-        """Decrypt, re-encrypt under the tenant's fresh key, verify; the UPDATE parameters."""
-        params = []
-        nonces = os.urandom(NONCE * len(rows))
-        ciphers = self._ciphers
-        aad_of = envelope.value_aad
-        for i, (vid, cred_id, number, sealed, key_id) in enumerate(rows):
-            if key_id not in retire:
-                continue
-            fresh = tenant_keys.get(cred_id)
-            if fresh is None or fresh in retire:
-                fresh = self._refresh(tenant_keys, cred_id, retire)
-            aad = aad_of(cred_id, number)
-            try:
-                old = ciphers.get(key_id) or self._cipher(key_id)
-                plain = old.decrypt(sealed[:NONCE], sealed[NONCE:], aad)
-            except InvalidTag as exc:
-                raise CryptoError(
-                    f"version {number} of {cred_id} does not decrypt: the stored row was "
-                    "altered or moved; restore it from the backup"
-                ) from exc
-            nonce = nonces[i * NONCE : (i + 1) * NONCE]
-            new = ciphers.get(fresh) or self._cipher(fresh)
-            body = new.encrypt(nonce, plain, aad)
-            if new.decrypt(nonce, body, aad) != plain:
-                raise CryptoError(f"version {number} of {cred_id} did not verify; nothing kept")
-            params.append((nonce + body, fresh, vid, key_id))
-        return params
-
-    def _refresh(self, tenant_keys: dict[str, str], cred_id: str, retire: set[str]) -> str:
-        """A credential created since the map was read, or a tenant switched since."""
-        tenant_keys.update(self._tenant_keys())
-        fresh = tenant_keys.get(cred_id)
-        if fresh is None or fresh in retire:
-            raise CryptoError(
-                f"the tenant of {cred_id} has no fresh data key; run `keyturn rekey` again"
-            )
-        return fresh
-
-    def _left(self, retire: set[str]) -> bool:
-        if not retire:
-            return False
-        with self.db.read() as session:
-            query = _ANY_LEFT.bindparams(bindparam("ids", expanding=True))
-            return session.execute(query, {"ids": sorted(retire)}).first() is not None
-
-
-class _Writer:
-    """Applies batches of version updates in a thread, one short transaction each."""
-
-    def __init__(self, db: Database, update_sql: str) -> None:
-        self.db, self.sql = db, update_sql
-        self.queue: queue.Queue[tuple[int, list[Any]] | None] = queue.Queue(maxsize=2)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="rekey-writer", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
+    def _ranges(self) -> Iterator[tuple[int, int]]:
+        """Id ranges `batch_size` wide, each starting at an existing id (gaps skipped)."""
+        after = -1
         while True:
-            item = self.queue.get()
-            try:
-                if item is None:
-                    return
-                if self.error is None:
-                    self._write(*item)
-            except BaseException as exc:  # handed to the main thread
-                self.error = exc
-            finally:
-                self.queue.task_done()
+            with self.db.read() as session:
+                lo = session.scalar(select(func.min(Version.id)).where(Version.id > after))
+            if lo is None:
+                return
+            after = lo + self.batch_size - 1
+            yield lo, after
 
-    def _write(self, batch_no: int, params: list[Any]) -> None:
+    @contextlib.contextmanager
+    def _producer(
+        self, keys: reseal.Keys
+    ) -> Iterator[Callable[[Iterator[tuple[int, int]]], Iterator[reseal.Batch]]]:
+        workers = self._workers()
+        where = reseal.source(self.db)
+        if workers == 0:
+            resealer = reseal.Resealer(keys)
+            read, _, _ = reseal.dialect_sql(self.db.is_sqlite, keys.padded)
+            with _driver_errors(self.db):
+                connection = reseal.connect(where)
+
+            def inline(ranges: Iterator[tuple[int, int]]) -> Iterator[reseal.Batch]:
+                for lo, hi in ranges:
+                    with _driver_errors(self.db):
+                        rows = reseal.fetch(connection, read, lo, hi)
+                    yield resealer.batch(lo, hi, rows)
+
+            try:
+                yield inline
+            finally:
+                connection.close()
+            return
+        pool = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=reseal.init_worker,
+            initargs=(where, keys),
+        )
+        with _without_main():
+            for _ in range(workers):  # every worker starts now, while __main__ is hidden
+                pool.submit(int)
+
+        def pooled(ranges: Iterator[tuple[int, int]]) -> Iterator[reseal.Batch]:
+            ahead: collections.deque[Future[reseal.Batch]] = collections.deque()
+            for lo, hi in ranges:
+                ahead.append(pool.submit(reseal.produce, lo, hi))
+                if len(ahead) > AHEAD * workers:
+                    yield _result(ahead.popleft())
+            while ahead:
+                yield _result(ahead.popleft())
+
+        try:
+            yield pooled
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _write(self, batch: reseal.Batch, batch_no: int, sql: tuple[str, str]) -> int:
+        """Apply one batch in one short transaction; the number of rows changed."""
+        if batch.empty:
+            return 0
+        write, one = sql
+        changed = 0
         with self.db.write() as session, _driver_errors(self.db):
             cursor = session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
             try:
                 if self.db.is_sqlite:
-                    # Fold the WAL back less often (a third faster at a million rows) and keep
-                    # more index pages in memory; this connection only.
+                    # Fold the WAL back less often and keep more pages in memory; this
+                    # connection only.
                     cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
                     cursor.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-                cursor.executemany(self.sql, params)
+                if batch.slots:
+                    cursor.execute(
+                        write,
+                        {
+                            "lo": batch.lo,
+                            "hi": batch.hi,
+                            "slots": batch.slots,
+                            "stride": batch.stride,
+                            "kw": batch.key_width,
+                        },
+                    )
+                    changed += max(cursor.rowcount, 0)
+                for params in batch.wide:
+                    cursor.execute(one, params)
+                    changed += max(cursor.rowcount, 0)
             finally:
                 cursor.close()
             checkpoint(f"rekey:versions:{batch_no}:commit")
         checkpoint(f"rekey:versions:{batch_no}:after")
+        return changed
 
-    def _raise(self) -> None:
-        if self.error is not None:
-            raise self.error
+    def _left(self, retire: set[str]) -> bool:
+        """Is any version still sealed under a retired key? (A scan: there is no index.)"""
+        if not retire:
+            return False
+        with self.db.read() as session:
+            used = session.execute(select(Version.data_key_id).distinct()).scalars()
+            return any(key in retire for key in used)
 
-    def put(self, batch_no: int, params: list[Any]) -> None:
-        self._raise()
-        self.queue.put((batch_no, params))
 
-    def drain(self) -> None:
-        self.queue.join()
-        self._raise()
+@contextlib.contextmanager
+def _without_main() -> Iterator[None]:
+    """Hide the program's main module from the worker processes being started.
 
-    def close(self) -> None:
-        self.queue.put(None)
-        self.thread.join()
-        self._raise()
+    A spawned process first re-runs the main module of its parent (here the whole CLI, or a
+    caller's script) and that costs each worker more than half a second of CPU; the workers
+    need none of it, only `keyturn.rekey.reseal`, which they import by name. Workers are
+    spawned (not forked) because a forked child must not inherit open SQLite connections.
+    """
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
+def _result(future: Future[reseal.Batch]) -> reseal.Batch:
+    try:
+        return future.result()
+    except BrokenProcessPool as exc:
+        raise StoreUnavailable(
+            "a rekey worker process stopped; run `keyturn rekey` again to carry on"
+        ) from exc

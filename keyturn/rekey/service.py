@@ -20,7 +20,8 @@ class Options:
     data_keys: bool = False
     backup: bool = True
     backup_dir: Path | None = None
-    batch_size: int = 500
+    batch_size: int = 2000
+    workers: int | None = None  # None: chosen by the job's size
 
 
 def keys(settings: Settings) -> tuple[MasterKey, MasterKey | None]:
@@ -38,6 +39,8 @@ def rekey(settings: Settings, options: Options, progress: Progress = _quiet) -> 
     """Check, back up, then re-wrap (and with `data_keys`, re-seal) under the new key."""
     if options.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
+    if options.workers is not None and not 0 <= options.workers <= 64:
+        raise UsageError("--workers must be between 0 and 64")
     new, old = keys(settings)
     db = Database(settings.db)
     try:
@@ -51,7 +54,14 @@ def rekey(settings: Settings, options: Options, progress: Progress = _quiet) -> 
         if options.backup and plan.resumed is None:
             copy = backups.backup(db, options.backup_dir)
         vault = Vault(db, [k for k in (new, old) if k is not None])
-        job = Rekey(db, plan, vault.keyring, batch_size=options.batch_size, progress=progress)
+        job = Rekey(
+            db,
+            plan,
+            vault.keyring,
+            batch_size=options.batch_size,
+            workers=options.workers,
+            progress=progress,
+        )
         job.summary.backup = str(copy) if copy else None
         return job.run()
     finally:

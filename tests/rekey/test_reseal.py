@@ -1,0 +1,248 @@
+"""The re-encryption of versions (`rekey --data-keys`): worker processes, the slot-spliced
+UPDATE, and the per-row check that leaves a row alone when it changed after it was read."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import delete, select
+
+from keyturn.crypto import envelope
+from keyturn.crypto.envelope import Keyring
+from keyturn.crypto.keys import load_key
+from keyturn.db.models import Credential, DataKey, Tenant, Version
+from keyturn.db.vault import Vault
+from keyturn.domain.model import Secret
+from keyturn.rekey import preflight, reseal
+from keyturn.rekey.job import Rekey
+from tests.rekey.conftest import Stored, populate
+from tests.support.keyturn import Harness
+
+
+def _add(stored: Stored, tenant: str, cred_id: str, values: list[str]) -> None:
+    app = stored.kt.app
+    with app.db.write() as session:
+        app.vault.tenant_key(session, tenant)
+        session.add(Credential(id=cred_id, tenant_id=tenant, kind="api-key"))
+        for number, value in enumerate(values, 1):
+            ciphertext, key_id = app.vault.seal(session, tenant, cred_id, number, Secret(value))
+            session.add(
+                Version(
+                    credential_id=cred_id,
+                    number=number,
+                    state="current" if number == len(values) else "retired",
+                    ciphertext=ciphertext,
+                    data_key_id=key_id,
+                    fingerprint=app.vault.fingerprint(Secret(value)),
+                )
+            )
+            stored.values[(cred_id, number)] = value
+            stored.data_keys.add(key_id)
+
+
+def _open(keyring: Keyring, key_id: str, version: Version) -> str:
+    """The version's value, opened with the data key its row names."""
+    sealed = version.ciphertext
+    aad = envelope.value_aad(version.credential_id, version.number)
+    return AESGCM(keyring.data_key(key_id)).decrypt(sealed[:12], sealed[12:], aad).decode()
+
+
+def _rekey(kt: Harness, stored: Stored, *args: str) -> dict[str, object]:
+    result = kt.cli("rekey", "--data-keys", "--no-backup", "--json", *args, env=stored.rekey_env)
+    assert result.code == 0, result.err
+    summary: dict[str, object] = json.loads(result.out)
+    return summary
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_every_version_is_resealed_in_process_and_by_workers(kt: Harness, workers: str) -> None:
+    stored = populate(kt, 240, tenants=4)
+    summary = _rekey(kt, stored, "--workers", workers, "--batch-size", "25")
+    assert summary["versions_resealed"] == 240
+    stored.check_all_under_new_key(fresh_data_keys=True)
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_values_of_every_length_and_sparse_ids(kt: Harness, workers: str) -> None:
+    """Short, long and over-WIDE values share batches; deleted credentials leave id gaps."""
+    stored = populate(kt, 40, tenants=2)
+    lengths = [1, 7, 64, 300, reseal.WIDE - 40, reseal.WIDE + 1, 5000, 33]
+    _add(stored, "t0", "t0/mixed", [secrets.token_hex(n)[:n] for n in lengths])
+    _add(stored, "t1", "t1/gone", ["a", "b", "c"])
+    _add(stored, "t1", "t1/after", [secrets.token_hex(20) for _ in range(30)])
+    app = kt.app
+    with app.db.write() as session:
+        session.execute(delete(Version).where(Version.credential_id == "t1/gone"))
+        session.execute(delete(Credential).where(Credential.id == "t1/gone"))
+    for number in (1, 2, 3):
+        del stored.values[("t1/gone", number)]
+    summary = _rekey(kt, stored, "--workers", workers, "--batch-size", "16")
+    assert summary["versions_resealed"] == len(stored.values)
+    stored.check_all_under_new_key(fresh_data_keys=True)
+
+
+def _job(stored: Stored, batch_size: int) -> tuple[Rekey, preflight.State]:
+    """A rekey job set up to the versions phase, to drive its batches by hand."""
+    kt = stored.kt
+    new = load_key(stored.new_key, None, "KEYTURN_MASTER_KEY")
+    old = load_key(kt.master_key, None, "KEYTURN_OLD_MASTER_KEY")
+    assert new is not None and old is not None
+    db = kt.app.db
+    with db.read() as session:
+        plan = preflight.plan(session, new, old, True)
+    vault = Vault(db, [new, old])
+    job = Rekey(db, plan, vault.keyring, batch_size=batch_size, workers=0)
+    state = job._begin()
+    job._rewrap()
+    job._fresh_keys(state)
+    return job, state
+
+
+def test_a_row_replaced_after_it_was_read_is_left_alone_then_swept(kt: Harness) -> None:
+    """Invariant: the splice UPDATE writes a re-sealed value only over the very value it was
+    made from. Here the newest version is deleted and another inserted with the same id (SQLite
+    reuses the highest rowid) between the read and the write: its slot does not fit it, so it
+    stays as it is, readable, and the job's sweep re-seals it."""
+    stored = populate(kt, 12, tenants=1)
+    job, state = _job(stored, batch_size=100)
+    keys = job._keys(sorted(state.retire))
+    read, write, one = reseal.dialect_sql(job.db.is_sqlite, keys.padded)
+    app = kt.app
+    with app.db.read() as session:
+        last = session.execute(select(Version).order_by(Version.id.desc()).limit(1)).scalar_one()
+        lo = session.scalar(select(Version.id).order_by(Version.id).limit(1))
+    assert lo is not None
+    connection = reseal.connect(reseal.source(job.db))
+    batch = reseal.Resealer(keys).batch(lo, lo + 99, reseal.fetch(connection, read, lo, lo + 99))
+    connection.close()
+    assert batch.count == 12
+
+    old_key = last.data_key_id
+    with app.db.write() as session:
+        session.execute(delete(Version).where(Version.id == last.id))
+        # Sealed under the retired key, as by a rotation that began before the tenant switched.
+        nonce = os.urandom(12)
+        aad = envelope.value_aad(last.credential_id, last.number)
+        cipher = AESGCM(app.vault.keyring.data_key(old_key))
+        ciphertext = nonce + cipher.encrypt(nonce, b"replaced meanwhile", aad)
+        session.add(
+            Version(
+                id=last.id,
+                credential_id=last.credential_id,
+                number=last.number,
+                state=last.state,
+                ciphertext=ciphertext,
+                data_key_id=old_key,
+                fingerprint=last.fingerprint,
+            )
+        )
+    assert job._write(batch, 1, (write, one)) == 11
+    with app.db.read() as session:
+        row = session.get(Version, last.id)
+        assert row is not None and row.data_key_id == old_key
+        assert app.vault.reveal(row).reveal() == "replaced meanwhile"
+    stored.values[(last.credential_id, last.number)] = "replaced meanwhile"
+
+    assert job._left(set(state.retire))
+    job._reseal(state)  # the sweep
+    assert not job._left(set(state.retire))
+    job._finish()
+    stored.check_all_under_new_key(fresh_data_keys=True)
+
+
+def test_fresh_key_ids_of_different_lengths_are_padded_and_trimmed(kt: Harness) -> None:
+    stored = populate(kt, 30, tenants=3)
+    job, state = _job(stored, batch_size=7)
+    app = kt.app
+    # Give one tenant a fresh key whose id is longer than the others' (same material: the
+    # job's keyring is told so; the row only has to exist for the tenant to point at it).
+    with app.db.write() as session:
+        tenant = session.get(Tenant, "t1")
+        assert tenant is not None
+        fresh = session.get(DataKey, tenant.data_key_id)
+        assert fresh is not None
+        longer = fresh.id + "-longer"
+        session.add(
+            DataKey(id=longer, tenant_id="t1", master_key_id=fresh.master_key_id, wrapped=b"")
+        )
+        tenant.data_key_id = longer
+    job.keyring.remember(longer, job.keyring.data_key(fresh.id))
+    keys = job._keys(sorted(state.retire))
+    assert keys.padded
+    job._reseal(state)
+    with app.db.read() as session:
+        used = set(session.execute(select(Version.data_key_id)).scalars())
+    assert longer in used
+    assert all(key == key.strip() for key in used)
+    with app.db.read() as session:
+        for version in session.execute(select(Version)).scalars():
+            value = _open(job.keyring, version.data_key_id, version)
+            assert value == stored.values[(version.credential_id, version.number)]
+
+
+def test_a_tampered_version_stops_the_job_naming_it(kt: Harness) -> None:
+    stored = populate(kt, 20, tenants=1)
+    app = kt.app
+    with app.db.write() as session:
+        version = session.execute(select(Version).order_by(Version.id).limit(1)).scalar_one()
+        version.ciphertext = version.ciphertext[:-1] + bytes([version.ciphertext[-1] ^ 1])
+        vid = version.id
+    for workers in ("0", "2"):
+        result = kt.cli(
+            "rekey",
+            "--data-keys",
+            "--no-backup",
+            "--json",
+            "--workers",
+            workers,
+            env=stored.rekey_env,
+        )
+        assert result.code == 1
+        assert f"version {vid} does not decrypt" in result.err
+        assert len(result.err.strip().splitlines()) == 1
+
+
+def _processes_with(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in environ:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["rekey:versions:2:commit", "rekey:versions:5:after"])
+def test_workers_go_when_the_rekey_is_killed(kt: Harness, point: str) -> None:
+    stored = populate(kt, 200, tenants=2)
+    marker = f"KEYTURN_TEST_RUN={secrets.token_hex(8)}"
+    name, value = marker.split("=")
+    crashed = kt.spawn(
+        "rekey",
+        "--data-keys",
+        "--no-backup",
+        "--workers",
+        "2",
+        "--batch-size",
+        "10",
+        env={**stored.rekey_env, "KEYTURN_TEST_CRASH_AT": point, name: value},
+    )
+    assert crashed.code == -signal.SIGKILL, crashed.err
+    deadline = time.monotonic() + 20
+    while _processes_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _processes_with(marker) == []
+    _rekey(kt, stored, "--workers", "2", "--batch-size", "10")
+    stored.check_all_under_new_key(fresh_data_keys=True)
