@@ -36,7 +36,7 @@ def rekey_command(
         Path | None,
         typer.Option(help="Where the backup goes [default: next to the SQLite file, or .]"),
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Rows per transaction")] = 2000,
+    batch_size: Annotated[int, typer.Option(help="Rows per transaction")] = 5000,
     workers: Annotated[
         int | None,
         typer.Option(

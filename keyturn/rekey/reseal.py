@@ -33,6 +33,7 @@ from keyturn.domain.errors import CryptoError
 
 NONCE = envelope.NONCE_BYTES
 WIDE = 1024
+NICE = 10  # workers yield the CPU to the writer, the API and rotations
 
 _head = itemgetter(slice(None, NONCE))
 _tail = itemgetter(slice(NONCE, None))
@@ -89,7 +90,7 @@ def dialect_sql(is_sqlite: bool, padded: bool = True) -> tuple[str, str, str]:
     head = f"substr(ciphertext, 1, {NONCE})"
     read = (
         "SELECT id, credential_id, number, ciphertext, data_key_id FROM versions "
-        f"WHERE id >= {p['lo']} AND id <= {p['hi']}"
+        f"WHERE id >= {p['lo']} AND id <= {p['hi']} ORDER BY id"
     )
     slot = f"({p['slots']}, (id - {p['lo']}) * {p['stride']}"
     key = as_text.format(f"substr{slot} + {NONCE + 1}, {p['kw']})")
@@ -172,14 +173,17 @@ class Resealer:
         # Slot i holds the row with id lo + i: old nonce, padded fresh key id, new value.
         longest = max(map(len, sealed))
         stride = NONCE + self.key_width + longest
-        filled = map(
-            b"".join, zip(was, map(self.padded.__getitem__, key_ids), nonces, bodies, strict=True)
-        )
+        padded = map(self.padded.__getitem__, key_ids)
+        filled = map(b"".join, zip(was, padded, nonces, bodies, strict=True))
         if min(map(len, sealed)) != longest:
             filled = map(bytes.ljust, filled, repeat(stride))
-        slots = [bytes(stride)] * (hi - lo + 1)
-        deque(map(slots.__setitem__, map(sub, ids, repeat(lo)), filled), maxlen=0)
-        out.stride, out.key_width, out.slots = stride, self.key_width, b"".join(slots)
+        if n == hi - lo + 1:  # every id of the range, in order (the read sorts): slots = rows
+            out.slots = b"".join(filled)
+        else:
+            slots = [bytes(stride)] * (hi - lo + 1)
+            deque(map(slots.__setitem__, map(sub, ids, repeat(lo)), filled), maxlen=0)
+            out.slots = b"".join(slots)
+        out.stride, out.key_width = stride, self.key_width
         return out
 
     def _undecryptable(self, rows: list[Any], aads: list[bytes]) -> CryptoError:
@@ -249,6 +253,7 @@ def init_worker(where: tuple[str, str], keys: Keys) -> None:
     import gc
 
     gc.disable()  # short-lived, allocation-heavy, and no reference cycles
+    os.nice(NICE)
     _exit_with_parent()
     read, _, _ = dialect_sql(where[0] == "sqlite", keys.padded)
     global _worker
@@ -277,6 +282,17 @@ def produce(lo: int, hi: int) -> Batch:
     assert _worker is not None, "init_worker was not called"
     connection, resealer, read = _worker
     return resealer.batch(lo, hi, fetch(connection, read, lo, hi))
+
+
+def first_id_after(connection: Any, after: int) -> int | None:
+    cursor = connection.cursor()
+    try:
+        mark = "?" if connection.__class__.__module__ == "sqlite3" else "%s"
+        cursor.execute(f"SELECT min(id) FROM versions WHERE id > {mark}", (after,))
+        row = cursor.fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+    finally:
+        cursor.close()
 
 
 def fetch(connection: Any, read: str, lo: int, hi: int) -> list[Any]:

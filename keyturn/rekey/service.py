@@ -20,7 +20,7 @@ class Options:
     data_keys: bool = False
     backup: bool = True
     backup_dir: Path | None = None
-    batch_size: int = 2000
+    batch_size: int = 5000
     workers: int | None = None  # None: chosen by the job's size
 
 
