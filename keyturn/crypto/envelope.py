@@ -22,7 +22,7 @@ from keyturn.domain.errors import CryptoError, WrongMasterKey
 from keyturn.domain.model import Secret
 
 NONCE_BYTES = 12
-VALUE_AAD = "keyturn:value:{}:{}"  # credential id, version number
+VALUE_AAD = b"keyturn:value:%b:%d"  # credential id (UTF-8), version number
 
 
 def seal(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
@@ -36,7 +36,7 @@ def open_sealed(key: bytes, sealed: bytes, aad: bytes) -> bytes:
 
 
 def value_aad(credential_id: str, number: int) -> bytes:
-    return VALUE_AAD.format(credential_id, number).encode()
+    return VALUE_AAD % (credential_id.encode(), number)
 
 
 def data_key_aad(data_key_id: str) -> bytes:

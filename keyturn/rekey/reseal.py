@@ -19,6 +19,7 @@ large value does not widen every slot of its batch.
 from __future__ import annotations
 
 import os
+import struct
 from collections import deque
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -35,6 +36,7 @@ NONCE = envelope.NONCE_BYTES
 WIDE = 1024
 NICE = 10  # workers yield the CPU to the writer, the API and rotations
 
+_first = itemgetter(0)
 _head = itemgetter(slice(None, NONCE))
 _tail = itemgetter(slice(NONCE, None))
 _decrypt = AESGCM.decrypt
@@ -82,14 +84,16 @@ def dialect_sql(is_sqlite: bool, padded: bool = True) -> tuple[str, str, str]:
     if is_sqlite:
         p = {n: f":{n}" for n in ("lo", "hi", "slots", "stride", "kw")}
         as_text = "CAST({} AS TEXT)"
+        utf8 = "CAST(credential_id AS BLOB)"
         one = "UPDATE versions SET ciphertext = ?, data_key_id = ? WHERE id = ? AND {head} = ?"
     else:
         p = {n: f"%({n})s" for n in ("lo", "hi", "slots", "stride", "kw")}
         as_text = "convert_from({}, 'UTF8')"
+        utf8 = "convert_to(credential_id, 'UTF8')"
         one = "UPDATE versions SET ciphertext = %s, data_key_id = %s WHERE id = %s AND {head} = %s"
     head = f"substr(ciphertext, 1, {NONCE})"
     read = (
-        "SELECT id, credential_id, number, ciphertext, data_key_id FROM versions "
+        f"SELECT id, {utf8}, number, ciphertext, data_key_id FROM versions "
         f"WHERE id >= {p['lo']} AND id <= {p['hi']} ORDER BY id"
     )
     slot = f"({p['slots']}, (id - {p['lo']}) * {p['stride']}"
@@ -124,7 +128,7 @@ class Resealer:
             self.padded[key_id] = fresh_id.encode().ljust(self.key_width)
 
     def batch(self, lo: int, hi: int, rows: list[Any]) -> Batch:
-        """*rows*: (id, credential id, number, sealed, data key id), ids within [lo, hi]; those
+        """*rows*: (id, credential id as UTF-8, number, sealed, data key id), ids in [lo, hi]; those
         under a retired key are re-sealed (others were re-sealed before a resume, or are new).
 
         Column-wise: every step is a `map` of a C function over the batch (the AEAD methods
@@ -147,7 +151,7 @@ class Resealer:
             return out
         ids, cred_ids, numbers, sealed, key_ids = zip(*rows, strict=True)
         n = len(ids)
-        aads = list(map(str.encode, map(envelope.VALUE_AAD.format, cred_ids, numbers)))
+        aads = list(map(envelope.VALUE_AAD.__mod__, zip(cred_ids, numbers, strict=True)))
         was = list(map(_head, sealed))
         try:
             plains = list(
@@ -156,13 +160,7 @@ class Resealer:
         except InvalidTag:
             raise self._undecryptable(rows, aads) from None
         ciphers = list(map(self.fresh.__getitem__, key_ids))
-        random = os.urandom(NONCE * n)
-        nonces = list(
-            map(
-                random.__getitem__,
-                map(slice, range(0, NONCE * n, NONCE), range(NONCE, NONCE * (n + 1), NONCE)),
-            )
-        )
+        nonces = list(map(_first, struct.iter_unpack(f"{NONCE}s", os.urandom(NONCE * n))))
         bodies = list(map(_encrypt, ciphers, nonces, plains, aads))
         try:
             verified = list(map(_decrypt, ciphers, nonces, bodies, aads)) == plains
@@ -199,7 +197,7 @@ class Resealer:
         """The parameters of the one-row UPDATE for a value longer than WIDE."""
         vid, cred_id, number, sealed, key_id = row
         cipher = self.fresh[key_id]
-        aad = envelope.value_aad(cred_id, number)
+        aad = envelope.VALUE_AAD % (cred_id, number)
         try:
             plain = self.old[key_id].decrypt(sealed[:NONCE], sealed[NONCE:], aad)
         except InvalidTag as exc:
