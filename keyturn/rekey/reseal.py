@@ -30,7 +30,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from keyturn.crypto import envelope
-from keyturn.domain.errors import CryptoError
+from keyturn.domain.errors import CryptoError, StoreUnavailable
 
 NONCE = envelope.NONCE_BYTES
 WIDE = 1024
@@ -279,7 +279,17 @@ def produce(lo: int, hi: int) -> Batch:
     """In a worker: read the rows with ids in [lo, hi] and re-seal those under retired keys."""
     assert _worker is not None, "init_worker was not called"
     connection, resealer, read = _worker
-    return resealer.batch(lo, hi, fetch(connection, read, lo, hi))
+    try:
+        rows = fetch(connection, read, lo, hi)
+    except Exception as exc:
+        if exc.__class__.__module__.split(".")[0] not in ("sqlite3", "psycopg"):
+            raise
+        # The driver's own exception may not survive the trip back; its message is not needed.
+        raise StoreUnavailable(
+            f"a rekey worker could not read keyturn's database ({exc.__class__.__name__}); "
+            "run `keyturn rekey` again to carry on"
+        ) from None
+    return resealer.batch(lo, hi, rows)
 
 
 def first_id_after(connection: Any, after: int) -> int | None:
