@@ -119,8 +119,10 @@ def test_reads_and_writes_during_a_rekey(kt: Harness) -> None:
         thread.start()
     for _ in threads:
         assert ready.acquire(timeout=120), reports
+    # One version per transaction: the re-encryption lasts long enough (some seconds) for
+    # whole reader passes to fall inside it.
     rekey = kt.popen(
-        "rekey", "--data-keys", "--no-backup", "--batch-size", "10", env=stored.rekey_env
+        "rekey", "--data-keys", "--no-backup", "--batch-size", "1", env=stored.rekey_env
     )
     gets = []
     while rekey.poll() is None:

@@ -7,6 +7,8 @@ import json
 import os
 import secrets
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -245,4 +247,30 @@ def test_workers_go_when_the_rekey_is_killed(kt: Harness, point: str) -> None:
         time.sleep(0.2)
     assert _processes_with(marker) == []
     _rekey(kt, stored, "--workers", "2", "--batch-size", "10")
+    stored.check_all_under_new_key(fresh_data_keys=True)
+
+
+def test_workers_do_not_run_the_callers_main_module(kt: Harness, tmp_path: Path) -> None:
+    """A spawned worker would first re-run its parent's main module (here a caller's script,
+    or the whole CLI): the job hides it while the workers start."""
+    stored = populate(kt, 60, tenants=2)
+    runs = tmp_path / "runs"
+    script = tmp_path / "caller.py"
+    script.write_text(
+        "from pathlib import Path\n"
+        f"with Path({str(runs)!r}).open('a') as log:\n"
+        "    log.write('run\\n')\n"
+        "from keyturn.rekey.service import Options, rekey\n"
+        "from keyturn.settings import Settings\n"
+        "if __name__ == '__main__':\n"
+        f"    settings = Settings(db={kt.db_url!r}, master_key={stored.new_key!r},\n"
+        f"                        old_master_key={kt.master_key!r})\n"
+        "    rekey(settings, Options(data_keys=True, backup=False, batch_size=10, workers=2))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYTURN_")}
+    done = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert runs.read_text() == "run\n"
     stored.check_all_under_new_key(fresh_data_keys=True)
