@@ -26,14 +26,14 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select, update
 
 from keyturn.audit import log as audit
 from keyturn.crypto import envelope
 from keyturn.db.engine import Database
-from keyturn.db.models import DataKey, Meta, Tenant, Version
+from keyturn.db.models import DataKey, Meta, Tenant
 from keyturn.db.vault import REKEY_STATE, rewrap_fingerprint_key
 from keyturn.domain.errors import CryptoError, StoreUnavailable
 from keyturn.engine.faults import checkpoint
@@ -41,6 +41,9 @@ from keyturn.rekey import reseal
 from keyturn.rekey.preflight import Plan, State, read_state
 
 Progress = Callable[[str, int, int], None]
+Batches = Callable[[Iterator[tuple[int, int]]], Iterator[reseal.Batch]]
+KeysUsed = Callable[[], set[str]]
+T = TypeVar("T")
 WAL_PAGES = 20_000
 CACHE_KIB = 65_536
 POOL_FROM = 20_000  # versions; below this, worker processes cost more than they save
@@ -296,14 +299,14 @@ class Rekey:
         write = (statements[0], statements[1])
         self.progress("versions", 0, total)
         for _sweep in range(SWEEPS):
-            with _no_gc(), self._producer(keys) as batches:
+            with _no_gc(), self._producer(keys) as (batches, keys_used):
                 for batch in batches(self._ranges()):
                     batch_no += 1
                     self.summary.versions_resealed += self._write(batch, batch_no, write)
                     done += batch.count
                     self.progress("versions", done, max(total, done))
-            if not self._left(set(retire)):
-                return
+                if keys_used().isdisjoint(retire):
+                    return
             # Versions sealed under a retired key meanwhile (a rotation that began before
             # its tenant switched keys), or rows that changed under a batch: sweep again.
         raise StoreUnavailable(
@@ -328,9 +331,9 @@ class Rekey:
             connection.close()
 
     @contextlib.contextmanager
-    def _producer(
-        self, keys: reseal.Keys
-    ) -> Iterator[Callable[[Iterator[tuple[int, int]]], Iterator[reseal.Batch]]]:
+    def _producer(self, keys: reseal.Keys) -> Iterator[tuple[Batches, KeysUsed]]:
+        """(make the batches of some id ranges, the data key ids in use now), inline or by a
+        pool of worker processes."""
         workers = self._workers()
         where = reseal.source(self.db)
         resealer = reseal.Resealer(keys)
@@ -347,9 +350,14 @@ class Rekey:
             for lo, hi in ranges:
                 yield here(lo, hi)
 
+        def keys_used_here() -> set[str]:
+            with _driver_errors(self.db):
+                bounds = reseal.id_bounds(connection)
+                return reseal.keys_used(connection, *bounds) if bounds else set()
+
         if workers == 0:
             try:
-                yield inline
+                yield inline, keys_used_here
             finally:
                 connection.close()
             return
@@ -382,8 +390,20 @@ class Rekey:
                 else:
                     yield _result(ahead.popleft())
 
+        def keys_used_pooled() -> set[str]:
+            """The sweep's scan, split among the workers."""
+            with _driver_errors(self.db):
+                bounds = reseal.id_bounds(connection)
+            if bounds is None:
+                return set()
+            lo, hi = bounds
+            step = (hi - lo) // workers + 1
+            starts = range(lo, hi + 1, step)
+            futures = [pool.submit(reseal.keys_in, a, min(a + step - 1, hi)) for a in starts]
+            return set().union(*(_result(f) for f in futures))
+
         try:
-            yield pooled
+            yield pooled, keys_used_pooled
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             connection.close()
@@ -421,14 +441,6 @@ class Rekey:
         checkpoint(f"rekey:versions:{batch_no}:after")
         return changed
 
-    def _left(self, retire: set[str]) -> bool:
-        """Is any version still sealed under a retired key? (A scan: there is no index.)"""
-        if not retire:
-            return False
-        with self.db.read() as session:
-            used = session.execute(select(Version.data_key_id).distinct()).scalars()
-            return any(key in retire for key in used)
-
 
 @contextlib.contextmanager
 def _no_gc() -> Iterator[None]:
@@ -460,7 +472,7 @@ def _without_main() -> Iterator[None]:
         sys.modules["__main__"] = main
 
 
-def _result(future: Future[reseal.Batch]) -> reseal.Batch:
+def _result(future: Future[T]) -> T:
     try:
         return future.result()
     except BrokenProcessPool as exc:

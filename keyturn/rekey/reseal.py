@@ -275,6 +275,12 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+def keys_in(lo: int, hi: int) -> set[str]:
+    """In a worker: the data key ids used by the versions with ids in [lo, hi]."""
+    assert _worker is not None, "init_worker was not called"
+    return keys_used(_worker[0], lo, hi)
+
+
 def produce(lo: int, hi: int) -> Batch:
     """In a worker: read the rows with ids in [lo, hi] and re-seal those under retired keys."""
     assert _worker is not None, "init_worker was not called"
@@ -292,11 +298,38 @@ def produce(lo: int, hi: int) -> Batch:
     return resealer.batch(lo, hi, rows)
 
 
+def _mark(connection: Any) -> str:
+    return "?" if connection.__class__.__module__ == "sqlite3" else "%s"
+
+
+def keys_used(connection: Any, lo: int, hi: int) -> set[str]:
+    """The data key ids of the versions with ids in [lo, hi] (a scan: there is no index)."""
+    cursor = connection.cursor()
+    try:
+        mark = _mark(connection)
+        cursor.execute(
+            f"SELECT DISTINCT data_key_id FROM versions WHERE id >= {mark} AND id <= {mark}",
+            (lo, hi),
+        )
+        return {row[0] for row in cursor.fetchall()}
+    finally:
+        cursor.close()
+
+
+def id_bounds(connection: Any) -> tuple[int, int] | None:
+    cursor = connection.cursor()
+    try:
+        cursor.execute("SELECT min(id), max(id) FROM versions")
+        row = cursor.fetchone()
+        return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
+    finally:
+        cursor.close()
+
+
 def first_id_after(connection: Any, after: int) -> int | None:
     cursor = connection.cursor()
     try:
-        mark = "?" if connection.__class__.__module__ == "sqlite3" else "%s"
-        cursor.execute(f"SELECT min(id) FROM versions WHERE id > {mark}", (after,))
+        cursor.execute(f"SELECT min(id) FROM versions WHERE id > {_mark(connection)}", (after,))
         row = cursor.fetchone()
         return None if row is None or row[0] is None else int(row[0])
     finally:
