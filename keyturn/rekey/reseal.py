@@ -37,6 +37,8 @@ WIDE = 1024
 NICE = 10  # workers yield the CPU to the writer, the API and rotations
 
 _first = itemgetter(0)
+_sealed = itemgetter(3)
+_key_id = itemgetter(4)
 _head = itemgetter(slice(None, NONCE))
 _tail = itemgetter(slice(NONCE, None))
 _decrypt = AESGCM.decrypt
@@ -139,11 +141,11 @@ class Resealer:
         table = self.old
         if not rows:
             return out
-        if not table.keys() >= {r[4] for r in rows}:
+        if not table.keys() >= set(map(_key_id, rows)):
             rows = [r for r in rows if r[4] in table]
             if not rows:
                 return out
-        if max(len(r[3]) for r in rows) > WIDE:
+        if max(map(len, map(_sealed, rows))) > WIDE:
             out.wide = [self._wide(r) for r in rows if len(r[3]) > WIDE]
             rows = [r for r in rows if len(r[3]) <= WIDE]
         out.count = len(out.wide) + len(rows)
