@@ -115,7 +115,7 @@ def sqlite_write_limit(db: Path, batch: int) -> float:
     conn.execute(f"PRAGMA wal_autocheckpoint={job.WAL_PAGES}")
     conn.execute(f"PRAGMA cache_size=-{job.CACHE_KIB}")
     rows = conn.execute("SELECT id, ciphertext FROM versions ORDER BY id").fetchall()
-    _, write, _ = reseal.dialect_sql(True, padded=False)
+    write = reseal.statements(True, padded=False).write
     key_id = b"dk-" + b"0" * 16
     batches = []
     for start in range(0, len(rows), batch):

@@ -41,7 +41,7 @@ from keyturn.rekey import reseal
 from keyturn.rekey.preflight import Plan, State, read_state
 
 Progress = Callable[[str, int, int], None]
-Batches = Callable[[Iterator[tuple[int, int]]], Iterator[reseal.Batch]]
+Batches = Callable[[], Iterator[reseal.Batch]]
 KeysUsed = Callable[[], set[str]]
 T = TypeVar("T")
 WAL_PAGES = 20_000
@@ -294,15 +294,15 @@ class Rekey:
     def _reseal(self, state: State) -> None:
         retire = sorted(state.retire)
         keys = self._keys(retire)
+        sql = reseal.statements(self.db.is_sqlite, keys.padded)
         total, done, batch_no = self.plan.versions, 0, 0
-        _, *statements = reseal.dialect_sql(self.db.is_sqlite, keys.padded)
-        write = (statements[0], statements[1])
         self.progress("versions", 0, total)
         for _sweep in range(SWEEPS):
-            with _no_gc(), self._producer(keys) as (batches, keys_used):
-                for batch in batches(self._ranges()):
+            with _no_gc(), self._producer(keys, sql) as (batches, keys_used):
+                for batch in batches():
                     batch_no += 1
-                    self.summary.versions_resealed += self._write(batch, batch_no, write)
+                    changed = self._write(batch, batch_no, sql, keys.key_width)
+                    self.summary.versions_resealed += changed
                     done += batch.count
                     self.progress("versions", done, max(total, done))
                 if keys_used().isdisjoint(retire):
@@ -314,68 +314,36 @@ class Rekey:
             "`keyturn rekey` again when rotations are quieter"
         )
 
-    def _ranges(self) -> Iterator[tuple[int, int]]:
-        """Id ranges `batch_size` wide, each starting at an existing id (gaps skipped)."""
-        with _driver_errors(self.db):
-            connection = reseal.connect(reseal.source(self.db))
-        try:
-            after = -1
-            while True:
-                with _driver_errors(self.db):
-                    lo = reseal.first_id_after(connection, after)
-                if lo is None:
-                    return
-                after = lo + self.batch_size - 1
-                yield lo, after
-        finally:
-            connection.close()
-
     @contextlib.contextmanager
-    def _producer(self, keys: reseal.Keys) -> Iterator[tuple[Batches, KeysUsed]]:
-        """(make the batches of some id ranges, the data key ids in use now), inline or by a
+    def _producer(
+        self, keys: reseal.Keys, sql: reseal.Statements
+    ) -> Iterator[tuple[Batches, KeysUsed]]:
+        """(the batches of every id range, the data key ids in use now), made here or by a
         pool of worker processes."""
         workers = self._workers()
         where = reseal.source(self.db)
         resealer = reseal.Resealer(keys)
-        read, _, _ = reseal.dialect_sql(self.db.is_sqlite, keys.padded)
         with _driver_errors(self.db):
             connection = reseal.connect(where)
+        pool = None if workers == 0 else _start_pool(workers, where, keys)
+
+        def ranges() -> Iterator[tuple[int, int]]:
+            with _driver_errors(self.db):
+                yield from reseal.ranges(connection, sql, self.batch_size)
 
         def here(lo: int, hi: int) -> reseal.Batch:
             with _driver_errors(self.db):
-                rows = reseal.fetch(connection, read, lo, hi)
+                rows = reseal.query(connection, sql.read, lo=lo, hi=hi)
             return resealer.batch(lo, hi, rows)
 
-        def inline(ranges: Iterator[tuple[int, int]]) -> Iterator[reseal.Batch]:
-            for lo, hi in ranges:
-                yield here(lo, hi)
-
-        def keys_used_here() -> set[str]:
-            with _driver_errors(self.db):
-                bounds = reseal.id_bounds(connection)
-                return reseal.keys_used(connection, *bounds) if bounds else set()
-
-        if workers == 0:
-            try:
-                yield inline, keys_used_here
-            finally:
-                connection.close()
-            return
-        pool = ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=reseal.init_worker,
-            initargs=(where, keys),
-        )
-        with _without_main():
-            for _ in range(workers):  # every worker starts now, while __main__ is hidden
-                pool.submit(int)
-
-        def pooled(ranges: Iterator[tuple[int, int]]) -> Iterator[reseal.Batch]:
-            """Batches from the workers, in order; when the oldest is not ready yet, this
-            process makes the next one itself instead of waiting."""
+        def batches() -> Iterator[reseal.Batch]:
+            """In id order. With workers: when the oldest batch is not ready yet, this process
+            makes the next one itself instead of waiting."""
+            if pool is None:
+                yield from (here(lo, hi) for lo, hi in ranges())
+                return
             ahead: collections.deque[Future[reseal.Batch]] = collections.deque()
-            pending = iter(ranges)
+            pending = ranges()
             for lo, hi in pending:
                 ahead.append(pool.submit(reseal.produce, lo, hi))
                 if len(ahead) >= AHEAD * workers:
@@ -390,29 +358,35 @@ class Rekey:
                 else:
                     yield _result(ahead.popleft())
 
-        def keys_used_pooled() -> set[str]:
-            """The sweep's scan, split among the workers."""
+        def keys_used() -> set[str]:
+            """The sweep's scan, split among the workers if there are any."""
             with _driver_errors(self.db):
-                bounds = reseal.id_bounds(connection)
-            if bounds is None:
-                return set()
+                bounds = reseal.id_bounds(connection, sql)
+                if bounds is None:
+                    return set()
+                if pool is None:
+                    return reseal.keys_used(connection, sql, *bounds)
             lo, hi = bounds
             step = (hi - lo) // workers + 1
-            starts = range(lo, hi + 1, step)
-            futures = [pool.submit(reseal.keys_in, a, min(a + step - 1, hi)) for a in starts]
-            return set().union(*(_result(f) for f in futures))
+            parts = [
+                pool.submit(reseal.keys_in, a, min(a + step - 1, hi))
+                for a in range(lo, hi + 1, step)
+            ]
+            return set().union(*map(_result, parts))
 
         try:
-            yield pooled, keys_used_pooled
+            yield batches, keys_used
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
             connection.close()
 
-    def _write(self, batch: reseal.Batch, batch_no: int, sql: tuple[str, str]) -> int:
+    def _write(
+        self, batch: reseal.Batch, batch_no: int, sql: reseal.Statements, key_width: int
+    ) -> int:
         """Apply one batch in one short transaction; the number of rows changed."""
         if batch.empty:
             return 0
-        write, one = sql
         changed = 0
         with _driver_errors(self.db), self.db.engine.begin() as connection:
             cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
@@ -428,18 +402,31 @@ class Rekey:
                         "hi": batch.hi,
                         "slots": batch.slots,
                         "stride": batch.stride,
-                        "kw": batch.key_width,
+                        "kw": key_width,
                     }
-                    cursor.execute(write, params)
+                    cursor.execute(sql.write, params)
                     changed += max(cursor.rowcount, 0)
                 for wide in batch.wide:
-                    cursor.execute(one, wide)
+                    cursor.execute(sql.write_one, wide)
                     changed += max(cursor.rowcount, 0)
             finally:
                 cursor.close()
             checkpoint(f"rekey:versions:{batch_no}:commit")
         checkpoint(f"rekey:versions:{batch_no}:after")
         return changed
+
+
+def _start_pool(workers: int, where: tuple[str, str], keys: reseal.Keys) -> ProcessPoolExecutor:
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=reseal.init_worker,
+        initargs=(where, keys),
+    )
+    with _without_main():
+        for _ in range(workers):  # every worker starts now, while __main__ is hidden
+            pool.submit(int)
+    return pool
 
 
 @contextlib.contextmanager

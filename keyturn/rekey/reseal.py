@@ -18,9 +18,11 @@ large value does not widen every slot of its batch.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from operator import itemgetter, sub
@@ -70,44 +72,82 @@ class Batch:
     hi: int
     count: int = 0
     stride: int = 0
-    key_width: int = 0
     slots: bytes = b""
-    wide: list[tuple[bytes, str, int, bytes]] = field(default_factory=list)
+    wide: list[dict[str, Any]] = field(default_factory=list)  # Statements.write_one params
 
     @property
     def empty(self) -> bool:
         return self.count == 0
 
 
-def dialect_sql(is_sqlite: bool, padded: bool = True) -> tuple[str, str, str]:
-    """(read, write slots, write one) in the driver's own placeholder style.
+@dataclass(frozen=True)
+class Statements:
+    """The job's SQL in the driver's own placeholder style (named: sqlite3 `:x`, psycopg
+    `%(x)s`)."""
 
-    *padded*: the fresh key ids differ in length, so the slots pad them with spaces."""
-    if is_sqlite:
-        p = {n: f":{n}" for n in ("lo", "hi", "slots", "stride", "kw")}
-        as_text = "CAST({} AS TEXT)"
-        utf8 = "CAST(credential_id AS BLOB)"
-        one = "UPDATE versions SET ciphertext = ?, data_key_id = ? WHERE id = ? AND {head} = ?"
-    else:
-        p = {n: f"%({n})s" for n in ("lo", "hi", "slots", "stride", "kw")}
-        as_text = "convert_from({}, 'UTF8')"
-        utf8 = "convert_to(credential_id, 'UTF8')"
-        one = "UPDATE versions SET ciphertext = %s, data_key_id = %s WHERE id = %s AND {head} = %s"
+    read: str  # the rows of a range
+    write: str  # one batch's slots spliced into its rows
+    write_one: str  # one wide value
+    first_after: str  # the first id after another (ranges skip gaps)
+    bounds: str  # the lowest and highest id
+    keys_in: str  # the data key ids in use in a range (the sweep)
+
+
+def statements(is_sqlite: bool, padded: bool) -> Statements:
+    """*padded*: the fresh key ids differ in length, so the slots pad them with spaces."""
+    names = ("lo", "hi", "slots", "stride", "kw", "after", "ciphertext", "key", "id", "was")
+    p = {n: f":{n}" if is_sqlite else f"%({n})s" for n in names}
+    as_text = "CAST({} AS TEXT)" if is_sqlite else "convert_from({}, 'UTF8')"
+    utf8 = "CAST(credential_id AS BLOB)" if is_sqlite else "convert_to(credential_id, 'UTF8')"
     head = f"substr(ciphertext, 1, {NONCE})"
-    read = (
-        f"SELECT id, {utf8}, number, ciphertext, data_key_id FROM versions "
-        f"WHERE id >= {p['lo']} AND id <= {p['hi']} ORDER BY id"
-    )
+    in_range = f"id >= {p['lo']} AND id <= {p['hi']}"
     slot = f"({p['slots']}, (id - {p['lo']}) * {p['stride']}"
     key = as_text.format(f"substr{slot} + {NONCE + 1}, {p['kw']})")
     if padded:
         key = f"rtrim({key})"
-    write = (
-        f"UPDATE versions SET ciphertext = substr{slot} + {NONCE + 1} + {p['kw']}, "
-        f"length(ciphertext)), data_key_id = {key} "
-        f"WHERE id >= {p['lo']} AND id <= {p['hi']} AND {head} = substr{slot} + 1, {NONCE})"
+    return Statements(
+        read=(
+            f"SELECT id, {utf8}, number, ciphertext, data_key_id FROM versions "
+            f"WHERE {in_range} ORDER BY id"
+        ),
+        write=(
+            f"UPDATE versions SET ciphertext = substr{slot} + {NONCE + 1} + {p['kw']}, "
+            f"length(ciphertext)), data_key_id = {key} "
+            f"WHERE {in_range} AND {head} = substr{slot} + 1, {NONCE})"
+        ),
+        write_one=(
+            f"UPDATE versions SET ciphertext = {p['ciphertext']}, data_key_id = {p['key']} "
+            f"WHERE id = {p['id']} AND {head} = {p['was']}"
+        ),
+        first_after=f"SELECT min(id) FROM versions WHERE id > {p['after']}",
+        bounds="SELECT min(id), max(id) FROM versions",
+        keys_in=f"SELECT DISTINCT data_key_id FROM versions WHERE {in_range}",
     )
-    return read, write, one.format(head=head)
+
+
+def query(connection: Any, sql: str, **params: Any) -> list[Any]:
+    """A statement's rows through a DBAPI connection (autocommit: a transaction of its own)."""
+    with contextlib.closing(connection.cursor()) as cursor:
+        cursor.execute(sql, params)
+        return list(cursor.fetchall())
+
+
+def ranges(connection: Any, sql: Statements, width: int) -> Iterator[tuple[int, int]]:
+    """Id ranges *width* wide, each starting at an existing id (gaps skipped)."""
+    after = -1
+    while (lo := query(connection, sql.first_after, after=after)[0][0]) is not None:
+        after = lo + width - 1
+        yield lo, after
+
+
+def id_bounds(connection: Any, sql: Statements) -> tuple[int, int] | None:
+    lo, hi = query(connection, sql.bounds)[0]
+    return None if lo is None else (lo, hi)
+
+
+def keys_used(connection: Any, sql: Statements, lo: int, hi: int) -> set[str]:
+    """The data key ids of the versions with ids in [lo, hi] (a scan: there is no index)."""
+    return {key for (key,) in query(connection, sql.keys_in, lo=lo, hi=hi)}
 
 
 class Resealer:
@@ -131,28 +171,51 @@ class Resealer:
 
     def batch(self, lo: int, hi: int, rows: list[Any]) -> Batch:
         """*rows*: (id, credential id as UTF-8, number, sealed, data key id), ids in [lo, hi]; those
-        under a retired key are re-sealed (others were re-sealed before a resume, or are new).
-
-        Column-wise: every step is a `map` of a C function over the batch (the AEAD methods
-        unbound, dict lookups, slicing), so the interpreter runs no bytecode per row; at a
-        million versions that is a third of the time the same work takes in a `for` loop.
-        """
+        under a retired key are re-sealed (others were re-sealed before a resume, or are new)."""
         out = Batch(lo, hi)
-        table = self.old
+        if not self.old.keys() >= set(map(_key_id, rows)):
+            rows = [r for r in rows if r[4] in self.old]
+        out.count = len(rows)
         if not rows:
             return out
-        if not table.keys() >= set(map(_key_id, rows)):
-            rows = [r for r in rows if r[4] in table]
+        if max(map(len, map(_sealed, rows))) > WIDE:
+            wide = [r for r in rows if len(r[3]) > WIDE]
+            rows = [r for r in rows if len(r[3]) <= WIDE]
+            for vid, was, key_id, nonce, body in zip(*self._reseal(wide), strict=True):
+                out.wide.append(
+                    {
+                        "ciphertext": nonce + body,
+                        "key": self.fresh_id[key_id],
+                        "id": vid,
+                        "was": was,
+                    }
+                )
             if not rows:
                 return out
-        if max(map(len, map(_sealed, rows))) > WIDE:
-            out.wide = [self._wide(r) for r in rows if len(r[3]) > WIDE]
-            rows = [r for r in rows if len(r[3]) <= WIDE]
-        out.count = len(out.wide) + len(rows)
-        if not rows:
-            return out
+        ids, was, key_ids, nonces, bodies = self._reseal(rows)
+        # Slot i holds the row with id lo + i: old nonce, padded fresh key id, new value.
+        lengths = list(map(len, bodies))
+        stride = 2 * NONCE + self.key_width + max(lengths)
+        filled = map(
+            b"".join, zip(was, map(self.padded.__getitem__, key_ids), nonces, bodies, strict=True)
+        )
+        if min(lengths) != max(lengths):
+            filled = map(bytes.ljust, filled, repeat(stride))
+        if len(ids) == hi - lo + 1:  # every id of the range, in order (the read sorts)
+            out.slots = b"".join(filled)
+        else:
+            slots = [bytes(stride)] * (hi - lo + 1)
+            deque(map(slots.__setitem__, map(sub, ids, repeat(lo)), filled), maxlen=0)
+            out.slots = b"".join(slots)
+        out.stride = stride
+        return out
+
+    def _reseal(self, rows: list[Any]) -> tuple[Sequence[Any], ...]:
+        """Column-wise: (ids, old nonces, key ids, new nonces, new bodies). Every step is a
+        `map` of a C function over the rows (the AEAD methods unbound, dict lookups, slicing),
+        so the interpreter runs no bytecode per row: at a million versions that is a third of
+        the time the same work takes in a `for` loop."""
         ids, cred_ids, numbers, sealed, key_ids = zip(*rows, strict=True)
-        n = len(ids)
         aads = list(map(envelope.VALUE_AAD.__mod__, zip(cred_ids, numbers, strict=True)))
         was = list(map(_head, sealed))
         try:
@@ -162,29 +225,18 @@ class Resealer:
         except InvalidTag:
             raise self._undecryptable(rows, aads) from None
         ciphers = list(map(self.fresh.__getitem__, key_ids))
-        nonces = list(map(_first, struct.iter_unpack(f"{NONCE}s", os.urandom(NONCE * n))))
+        random = os.urandom(NONCE * len(rows))
+        nonces = list(map(_first, struct.iter_unpack(f"{NONCE}s", random)))
         bodies = list(map(_encrypt, ciphers, nonces, plains, aads))
         try:
             verified = list(map(_decrypt, ciphers, nonces, bodies, aads)) == plains
         except InvalidTag:
             verified = False
         if not verified:
-            raise CryptoError(f"a version with id in [{lo}, {hi}] did not verify; nothing kept")
-        # Slot i holds the row with id lo + i: old nonce, padded fresh key id, new value.
-        longest = max(map(len, sealed))
-        stride = NONCE + self.key_width + longest
-        padded = map(self.padded.__getitem__, key_ids)
-        filled = map(b"".join, zip(was, padded, nonces, bodies, strict=True))
-        if min(map(len, sealed)) != longest:
-            filled = map(bytes.ljust, filled, repeat(stride))
-        if n == hi - lo + 1:  # every id of the range, in order (the read sorts): slots = rows
-            out.slots = b"".join(filled)
-        else:
-            slots = [bytes(stride)] * (hi - lo + 1)
-            deque(map(slots.__setitem__, map(sub, ids, repeat(lo)), filled), maxlen=0)
-            out.slots = b"".join(slots)
-        out.stride, out.key_width = stride, self.key_width
-        return out
+            raise CryptoError(
+                f"a version with id in [{ids[0]}, {ids[-1]}] did not verify; nothing kept"
+            )
+        return ids, was, key_ids, nonces, bodies
 
     def _undecryptable(self, rows: list[Any], aads: list[bytes]) -> CryptoError:
         """The error for the first row that does not decrypt (the slow way: it is rare)."""
@@ -192,35 +244,16 @@ class Resealer:
             try:
                 self.old[key_id].decrypt(sealed[:NONCE], sealed[NONCE:], aad)
             except InvalidTag:
-                return _undecryptable(vid, key_id)
+                return CryptoError(
+                    f"version {vid} does not decrypt under its data key {key_id}: the stored "
+                    "row was altered or moved; restore it from the backup"
+                )
         return CryptoError("a version did not decrypt under its data key")
-
-    def _wide(self, row: Any) -> tuple[bytes, str, int, bytes]:
-        """The parameters of the one-row UPDATE for a value longer than WIDE."""
-        vid, cred_id, number, sealed, key_id = row
-        cipher = self.fresh[key_id]
-        aad = envelope.VALUE_AAD % (cred_id, number)
-        try:
-            plain = self.old[key_id].decrypt(sealed[:NONCE], sealed[NONCE:], aad)
-        except InvalidTag as exc:
-            raise _undecryptable(vid, key_id) from exc
-        nonce = os.urandom(NONCE)
-        body = cipher.encrypt(nonce, plain, aad)
-        if cipher.decrypt(nonce, body, aad) != plain:
-            raise CryptoError(f"version {vid} did not verify; nothing kept")
-        return nonce + body, self.fresh_id[key_id], vid, sealed[:NONCE]
-
-
-def _undecryptable(vid: int, key_id: str) -> CryptoError:
-    return CryptoError(
-        f"version {vid} does not decrypt under its data key {key_id}: the stored row was "
-        "altered or moved; restore it from the backup"
-    )
 
 
 # -- worker processes ----------------------------------------------------------------------
 
-_worker: tuple[Any, Resealer, str] | None = None
+_worker: tuple[Any, Resealer, Statements] | None = None
 
 
 def source(db: Any) -> tuple[str, str]:
@@ -255,9 +288,8 @@ def init_worker(where: tuple[str, str], keys: Keys) -> None:
     gc.disable()  # short-lived, allocation-heavy, and no reference cycles
     os.nice(NICE)
     _exit_with_parent()
-    read, _, _ = dialect_sql(where[0] == "sqlite", keys.padded)
     global _worker
-    _worker = (connect(where), Resealer(keys), read)
+    _worker = (connect(where), Resealer(keys), statements(where[0] == "sqlite", keys.padded))
 
 
 def _exit_with_parent() -> None:
@@ -280,15 +312,16 @@ def _exit_with_parent() -> None:
 def keys_in(lo: int, hi: int) -> set[str]:
     """In a worker: the data key ids used by the versions with ids in [lo, hi]."""
     assert _worker is not None, "init_worker was not called"
-    return keys_used(_worker[0], lo, hi)
+    connection, _, sql = _worker
+    return keys_used(connection, sql, lo, hi)
 
 
 def produce(lo: int, hi: int) -> Batch:
     """In a worker: read the rows with ids in [lo, hi] and re-seal those under retired keys."""
     assert _worker is not None, "init_worker was not called"
-    connection, resealer, read = _worker
+    connection, resealer, sql = _worker
     try:
-        rows = fetch(connection, read, lo, hi)
+        found = query(connection, sql.read, lo=lo, hi=hi)
     except Exception as exc:
         if exc.__class__.__module__.split(".")[0] not in ("sqlite3", "psycopg"):
             raise
@@ -297,51 +330,4 @@ def produce(lo: int, hi: int) -> Batch:
             f"a rekey worker could not read keyturn's database ({exc.__class__.__name__}); "
             "run `keyturn rekey` again to carry on"
         ) from None
-    return resealer.batch(lo, hi, rows)
-
-
-def _mark(connection: Any) -> str:
-    return "?" if connection.__class__.__module__ == "sqlite3" else "%s"
-
-
-def keys_used(connection: Any, lo: int, hi: int) -> set[str]:
-    """The data key ids of the versions with ids in [lo, hi] (a scan: there is no index)."""
-    cursor = connection.cursor()
-    try:
-        mark = _mark(connection)
-        cursor.execute(
-            f"SELECT DISTINCT data_key_id FROM versions WHERE id >= {mark} AND id <= {mark}",
-            (lo, hi),
-        )
-        return {row[0] for row in cursor.fetchall()}
-    finally:
-        cursor.close()
-
-
-def id_bounds(connection: Any) -> tuple[int, int] | None:
-    cursor = connection.cursor()
-    try:
-        cursor.execute("SELECT min(id), max(id) FROM versions")
-        row = cursor.fetchone()
-        return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
-    finally:
-        cursor.close()
-
-
-def first_id_after(connection: Any, after: int) -> int | None:
-    cursor = connection.cursor()
-    try:
-        cursor.execute(f"SELECT min(id) FROM versions WHERE id > {_mark(connection)}", (after,))
-        row = cursor.fetchone()
-        return None if row is None or row[0] is None else int(row[0])
-    finally:
-        cursor.close()
-
-
-def fetch(connection: Any, read: str, lo: int, hi: int) -> list[Any]:
-    cursor = connection.cursor()
-    try:
-        cursor.execute(read, {"lo": lo, "hi": hi})
-        return list(cursor.fetchall())
-    finally:
-        cursor.close()
+    return resealer.batch(lo, hi, found)

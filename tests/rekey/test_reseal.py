@@ -121,14 +121,15 @@ def test_a_row_replaced_after_it_was_read_is_left_alone_then_swept(kt: Harness) 
     stored = populate(kt, 12, tenants=1)
     job, state = _job(stored, batch_size=100)
     keys = job._keys(sorted(state.retire))
-    read, write, one = reseal.dialect_sql(job.db.is_sqlite, keys.padded)
+    sql = reseal.statements(job.db.is_sqlite, keys.padded)
     app = kt.app
     with app.db.read() as session:
         last = session.execute(select(Version).order_by(Version.id.desc()).limit(1)).scalar_one()
         lo = session.scalar(select(Version.id).order_by(Version.id).limit(1))
     assert lo is not None
     connection = reseal.connect(reseal.source(job.db))
-    batch = reseal.Resealer(keys).batch(lo, lo + 99, reseal.fetch(connection, read, lo, lo + 99))
+    rows = reseal.query(connection, sql.read, lo=lo, hi=lo + 99)
+    batch = reseal.Resealer(keys).batch(lo, lo + 99, rows)
     connection.close()
     assert batch.count == 12
 
@@ -151,7 +152,7 @@ def test_a_row_replaced_after_it_was_read_is_left_alone_then_swept(kt: Harness) 
                 fingerprint=last.fingerprint,
             )
         )
-    assert job._write(batch, 1, (write, one)) == 11
+    assert job._write(batch, 1, sql, keys.key_width) == 11
     with app.db.read() as session:
         row = session.get(Version, last.id)
         assert row is not None and row.data_key_id == old_key
