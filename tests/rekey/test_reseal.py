@@ -19,7 +19,7 @@ from sqlalchemy import delete, select
 from keyturn.crypto import envelope
 from keyturn.crypto.envelope import Keyring
 from keyturn.crypto.keys import load_key
-from keyturn.db.models import Credential, DataKey, Tenant, Version
+from keyturn.db.models import AuditEntry, Credential, DataKey, Tenant, Version
 from keyturn.db.vault import Vault
 from keyturn.domain.model import Secret
 from keyturn.rekey import preflight, reseal
@@ -281,3 +281,35 @@ def test_workers_do_not_run_the_callers_main_module(kt: Harness, tmp_path: Path)
     assert done.returncode == 0, done.stderr
     assert runs.read_text() == "run\n"
     stored.check_all_under_new_key(fresh_data_keys=True)
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_no_value_or_key_in_clear_anywhere_the_rekey_wrote(kt: Harness, workers: str) -> None:
+    """Invariants 5 and 7 through a re-encryption: no stored value, master key or data key
+    material appears in the command's output, the audit log, or (SQLite) any byte of the
+    database file, its WAL or the backup taken first."""
+    stored = populate(kt, 120, tenants=3)
+    result = kt.cli(
+        "rekey", "--data-keys", "--workers", workers, "--batch-size", "16", env=stored.rekey_env
+    )
+    assert result.code == 0, result.err
+    app = stored.open(stored.new_key)
+    try:
+        with app.db.read() as session:
+            audit_rows = [repr(tuple(row)) for row in session.execute(select(AuditEntry.__table__))]
+            key_ids = list(session.execute(select(DataKey.id)).scalars())
+        materials = [app.vault.keyring.data_key(key_id) for key_id in key_ids]
+    finally:
+        app.close()
+    masters = [load_key(k, None, "KEYTURN_MASTER_KEY") for k in (stored.new_key, kt.master_key)]
+    texts = [v.encode() for v in stored.values.values()]
+    needles = [*texts, stored.new_key.encode(), kt.master_key.encode()]
+    needles += [m.material for m in masters if m is not None] + materials
+    written = [result.out.encode(), result.err.encode(), "\n".join(audit_rows).encode()]
+    if not kt.db_url.startswith("postgresql"):
+        db = Path(kt.db_url.removeprefix("sqlite:///"))
+        files = [db, db.with_name(db.name + "-wal"), *kt.home.glob("*.before-rekey-*.bak")]
+        written += [f.read_bytes() for f in files if f.exists()]
+        assert len(files) == 3 and all(f.exists() for f in files)
+    leaks = [i for i, needle in enumerate(needles) if any(needle in blob for blob in written)]
+    assert leaks == []
