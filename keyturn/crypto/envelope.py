@@ -22,7 +22,8 @@ from keyturn.domain.errors import CryptoError, WrongMasterKey
 from keyturn.domain.model import Secret
 
 NONCE_BYTES = 12
-VALUE_AAD = b"keyturn:value:%b:%d"  # credential id (UTF-8), version number
+VALUE_AAD_PREFIX = b"keyturn:value:"
+VALUE_AAD = VALUE_AAD_PREFIX + b"%b:%d"  # credential id (UTF-8), version number
 
 
 def seal(key: bytes, plaintext: bytes, aad: bytes) -> bytes:

@@ -333,8 +333,8 @@ class Rekey:
 
         def here(lo: int, hi: int) -> reseal.Batch:
             with _driver_errors(self.db):
-                rows = reseal.query(connection, sql.read, lo=lo, hi=hi)
-            return resealer.batch(lo, hi, rows)
+                narrow, wide = reseal.read(connection, sql, lo, hi)
+            return resealer.batch(lo, hi, narrow, wide)
 
         def batches() -> Iterator[reseal.Batch]:
             """In id order. With workers: when the oldest batch is not ready yet, this process

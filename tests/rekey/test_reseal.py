@@ -3,6 +3,7 @@ UPDATE, and the per-row check that leaves a row alone when it changed after it w
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -24,7 +25,7 @@ from keyturn.db.vault import Vault
 from keyturn.domain.model import Secret
 from keyturn.rekey import preflight, reseal
 from keyturn.rekey.job import Rekey
-from tests.rekey.conftest import Stored, populate
+from tests.rekey.conftest import Stored, dump, populate
 from tests.support.keyturn import Harness
 
 
@@ -128,8 +129,7 @@ def test_a_row_replaced_after_it_was_read_is_left_alone_then_swept(kt: Harness) 
         lo = session.scalar(select(Version.id).order_by(Version.id).limit(1))
     assert lo is not None
     connection = reseal.connect(reseal.source(job.db))
-    rows = reseal.query(connection, sql.read, lo=lo, hi=lo + 99)
-    batch = reseal.Resealer(keys).batch(lo, lo + 99, rows)
+    batch = reseal.Resealer(keys).batch(lo, lo + 99, *reseal.read(connection, sql, lo, lo + 99))
     connection.close()
     assert batch.count == 12
 
@@ -313,3 +313,91 @@ def test_no_value_or_key_in_clear_anywhere_the_rekey_wrote(kt: Harness, workers:
         assert len(files) == 3 and all(f.exists() for f in files)
     leaks = [i for i, needle in enumerate(needles) if any(needle in blob for blob in written)]
     assert leaks == []
+
+
+def _ids(kt: Harness) -> tuple[int, int]:
+    with kt.app.db.read() as session:
+        ids = list(session.execute(select(Version.id)).scalars())
+    return min(ids), max(ids)
+
+
+def _rows(columns: reseal.Columns) -> list[tuple[object, ...]]:
+    return list(zip(*dataclasses.astuple(columns), strict=True))
+
+
+def test_the_column_read_agrees_with_the_row_read(kt: Harness) -> None:
+    """One aggregate row per range, cut apart in Python, gives the same versions as reading
+    them row by row: mixed lengths, id gaps, values over WIDE (read apart), empty ranges."""
+    stored = populate(kt, 30, tenants=2)
+    lengths = [1, 40, reseal.WIDE - 28, reseal.WIDE - 27, 3000, 12]
+    _add(stored, "t0", "t0/mixed", [secrets.token_hex(n)[:n] for n in lengths])
+    _add(stored, "t1", "t1/gone", ["x", "y"])
+    _add(stored, "t1", "t1/after", ["z" * 20] * 5)
+    with kt.app.db.write() as session:
+        session.execute(delete(Version).where(Version.credential_id == "t1/gone"))
+    lo, hi = _ids(kt)
+    sql = reseal.statements(kt.app.db.is_sqlite, padded=False)
+    connection = reseal.connect(reseal.source(kt.app.db))
+    try:
+        for start, end in [(lo, hi), (lo, lo + 6), (lo + 7, hi + 50), (hi + 1, hi + 9)]:
+            narrow, wide = reseal.read(connection, sql, start, end)
+            rows = reseal.query(connection, sql.read_rows, lo=start, hi=end, above=-1, upto=2**62)
+            expected = reseal.Columns.of_rows(rows)
+            assert sorted(_rows(narrow) + _rows(wide)) == sorted(_rows(expected))
+            assert all(len(body) + 12 <= reseal.WIDE for body in narrow.bodies)
+            assert all(len(body) + 12 > reseal.WIDE for body in wide.bodies)
+    finally:
+        connection.close()
+
+
+def test_a_separator_inside_a_credential_id_is_read_row_by_row(kt: Harness) -> None:
+    """keyturn refuses such ids, but a row that holds one must still be re-sealed: its
+    range's columns do not line up, so that range is read again a row at a time."""
+    stored = populate(kt, 12, tenants=1)
+    app = kt.app
+    with app.db.write() as session:
+        session.add(Credential(id="t0/odd,id", tenant_id="t0", kind="api-key"))
+        ciphertext, key_id = app.vault.seal(session, "t0", "t0/odd,id", 1, Secret("odd value"))
+        session.add(
+            Version(
+                credential_id="t0/odd,id",
+                number=1,
+                state="current",
+                ciphertext=ciphertext,
+                data_key_id=key_id,
+                fingerprint=app.vault.fingerprint(Secret("odd value")),
+            )
+        )
+    stored.values[("t0/odd,id", 1)] = "odd value"
+    lo, hi = _ids(kt)
+    sql = reseal.statements(app.db.is_sqlite, padded=False)
+    connection = reseal.connect(reseal.source(app.db))
+    try:
+        (row,) = reseal.query(connection, sql.read, lo=lo, hi=hi)
+        assert reseal.Columns.of_aggregate(row, lo, hi) is None
+    finally:
+        connection.close()
+    summary = _rekey(kt, stored, "--workers", "0")
+    assert summary["versions_resealed"] == 13
+    stored.check_all_under_new_key(fresh_data_keys=True)
+
+
+@pytest.mark.parametrize("keep", [0, 11, 27])
+def test_a_truncated_value_stops_the_job_naming_it(kt: Harness, keep: int) -> None:
+    """A stored value too short to hold a nonce and a tag is reported like any value that
+    does not decrypt: its id, one line, exit 1, no version changed."""
+    stored = populate(kt, 20, tenants=1)
+    with kt.app.db.write() as session:
+        version = session.execute(select(Version).order_by(Version.id).offset(5)).scalars().first()
+        assert version is not None
+        version.ciphertext = version.ciphertext[:keep]
+        vid = version.id
+    before = dump(kt)
+    result = kt.cli(
+        "rekey", "--data-keys", "--no-backup", "--json", "--workers", "0", env=stored.rekey_env
+    )
+    assert result.code == 1
+    assert f"version {vid} does not decrypt" in result.err
+    assert len(result.err.strip().splitlines()) == 1
+    after = [row for row in dump(kt) if row[0] == "versions"]
+    assert after == [row for row in before if row[0] == "versions"]
