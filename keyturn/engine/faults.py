@@ -4,8 +4,9 @@
 fault-injection tests run rotations in subprocesses); `arm()` does the same in-process with a
 chosen failure. `KEYTURN_TEST_PAUSE_AT=<point>` with `KEYTURN_TEST_PAUSE_DIR=<dir>` holds the
 process there: it creates `<dir>/reached` and carries on once `<dir>/release` exists, so a
-test can look at the world mid-way without racing the clock. Points are `<step>:before`, `<step>:effect` (the step's outside effect is done,
-its pointer not yet committed) and `<step>:after`.
+test can look at the world mid-way without racing the clock. Points are `<step>:before`,
+`<step>:effect` (the step's outside effect is done, its pointer not yet committed) and
+`<step>:after`.
 """
 
 from __future__ import annotations

@@ -232,17 +232,23 @@ class Rekey:
                 if t.data_key_id in retire
             ]
         self.progress("tenants", 0, len(stale))
-        for done, (tenant_id, old_key) in enumerate(stale, 1):
-            wrapped, material = envelope.new_data_key(self.new)
-            if envelope.unwrap({self.new.id: self.new}, wrapped) != material:
-                raise CryptoError("a fresh data key did not verify under the new master key")
+        for batch_no, start in enumerate(range(0, len(stale), self.batch_size), 1):
+            batch = stale[start : start + self.batch_size]
+            fresh = [
+                (tenant, old_key, *envelope.new_data_key(self.new)) for tenant, old_key in batch
+            ]
+            for *_, wrapped, material in fresh:
+                if envelope.unwrap({self.new.id: self.new}, wrapped) != material:
+                    raise CryptoError("a fresh data key did not verify under the new master key")
             with self.db.write() as session:
-                switched = session.execute(
-                    update(Tenant)
-                    .where(Tenant.id == tenant_id, Tenant.data_key_id == old_key)
-                    .values(data_key_id=wrapped.id)
-                ).rowcount  # type: ignore[attr-defined]
-                if switched:
+                for tenant_id, old_key, wrapped, material in fresh:
+                    switched = session.execute(
+                        update(Tenant)
+                        .where(Tenant.id == tenant_id, Tenant.data_key_id == old_key)
+                        .values(data_key_id=wrapped.id)
+                    ).rowcount  # type: ignore[attr-defined]
+                    if not switched:
+                        continue  # another process switched it (a rekey run twice at once)
                     session.add(
                         DataKey(
                             id=wrapped.id,
@@ -253,8 +259,8 @@ class Rekey:
                     )
                     self.keyring.remember(wrapped.id, material)
                     self.summary.fresh_data_keys += 1
-                checkpoint(f"rekey:tenants:{done}:commit")
-            self.progress("tenants", done, len(stale))
+                checkpoint(f"rekey:tenants:{batch_no}:commit")
+            self.progress("tenants", start + len(batch), len(stale))
 
     # -- phase 3: re-seal versions ---------------------------------------------------------
 
