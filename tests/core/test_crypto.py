@@ -89,3 +89,12 @@ def test_fingerprints_are_stable_and_keyed() -> None:
     assert fingerprint(b"k" * 32, value) == fingerprint(b"k" * 32, value)
     assert fingerprint(b"k" * 32, value) != fingerprint(b"j" * 32, value)
     assert "same value" not in fingerprint(b"k" * 32, value)
+
+
+def test_value_aads_for_columns_equal_value_aad() -> None:
+    """The rekey builds associated data for columns of ids and numbers read from the
+    database; it must be byte for byte what sealing used."""
+    ids = ["acme/db", "t0/cred-1", "a.b_c-d/e/f", "x"]
+    numbers = [1, 12, 999999, 2**31]
+    columns = envelope.value_aads([i.encode() for i in ids], [str(n).encode() for n in numbers])
+    assert list(columns) == [envelope.value_aad(i, n) for i, n in zip(ids, numbers, strict=True)]
