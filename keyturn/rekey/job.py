@@ -35,7 +35,7 @@ from keyturn.crypto import envelope
 from keyturn.db.engine import Database
 from keyturn.db.models import DataKey, Meta, Tenant
 from keyturn.db.vault import REKEY_STATE, rewrap_fingerprint_key
-from keyturn.domain.errors import CryptoError, StoreUnavailable
+from keyturn.domain.errors import CryptoError, StoreUnavailable, WrongMasterKey
 from keyturn.engine.faults import checkpoint
 from keyturn.rekey import reseal
 from keyturn.rekey.preflight import Plan, State, read_state
@@ -269,17 +269,22 @@ class Rekey:
     # -- phase 3: re-seal versions ---------------------------------------------------------
 
     def _keys(self, retire: list[str]) -> reseal.Keys:
-        """Each retired data key with its material, and its tenant's fresh key."""
+        """Each retired data key with its material, and its tenant's fresh key. A fresh key
+        must open, as stored, under the new master key alone to the material the values are
+        sealed with: the values are verified under it before they are written."""
         with self.db.read() as session:
             active = dict(session.execute(select(Tenant.id, Tenant.data_key_id)).all())
-            owners = dict(
-                session.execute(
-                    select(DataKey.id, DataKey.tenant_id).where(DataKey.id.in_(retire))
-                ).all()
-            )
+            stored = {
+                row.id: (row.tenant_id, envelope.WrappedKey(row.id, row.master_key_id, row.wrapped))
+                for row in session.execute(
+                    select(DataKey.id, DataKey.tenant_id, DataKey.master_key_id, DataKey.wrapped)
+                )
+            }
         retired = set(retire)
         keys: dict[str, tuple[bytes, str, bytes]] = {}
-        for key_id, tenant_id in owners.items():
+        checked: dict[str, bytes] = {}
+        for key_id in retired & stored.keys():
+            tenant_id = stored[key_id][0]
             fresh = active.get(tenant_id)
             if fresh is None:
                 continue  # a tenant removed since: nothing is sealed under its keys
@@ -287,12 +292,23 @@ class Rekey:
                 raise CryptoError(
                     f"tenant {tenant_id} has no fresh data key yet; run `keyturn rekey` again"
                 )
-            keys[key_id] = (
-                self.keyring.data_key(key_id),
-                fresh,
-                self.keyring.data_key(fresh),
-            )
+            if fresh not in checked:
+                checked[fresh] = self._fresh_as_stored(fresh, stored[fresh][1])
+            keys[key_id] = (self.keyring.data_key(key_id), fresh, checked[fresh])
         return reseal.Keys(keys)
+
+    def _fresh_as_stored(self, key_id: str, wrapped: envelope.WrappedKey) -> bytes:
+        material = self.keyring.data_key(key_id)
+        try:
+            ok = envelope.unwrap({self.new.id: self.new}, wrapped) == material
+        except WrongMasterKey:
+            ok = False
+        if not ok:
+            raise CryptoError(
+                f"data key {key_id} as stored does not open under the new master key to the "
+                "key in use; nothing was re-encrypted: restore the backup"
+            )
+        return material
 
     def _workers(self) -> int:
         if self.workers is not None:

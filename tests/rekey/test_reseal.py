@@ -22,6 +22,7 @@ from keyturn.crypto.envelope import Keyring
 from keyturn.crypto.keys import load_key
 from keyturn.db.models import AuditEntry, Credential, DataKey, Tenant, Version
 from keyturn.db.vault import Vault
+from keyturn.domain.errors import CryptoError
 from keyturn.domain.model import Secret
 from keyturn.rekey import preflight, reseal
 from keyturn.rekey.job import Rekey
@@ -170,19 +171,20 @@ def test_fresh_key_ids_of_different_lengths_are_padded_and_trimmed(kt: Harness) 
     stored = populate(kt, 30, tenants=3)
     job, state = _job(stored, batch_size=7)
     app = kt.app
-    # Give one tenant a fresh key whose id is longer than the others' (same material: the
-    # job's keyring is told so; the row only has to exist for the tenant to point at it).
+    # Give one tenant a fresh key whose id is longer than the others' (the same material,
+    # wrapped under the new master key as the job stores its fresh keys).
     with app.db.write() as session:
         tenant = session.get(Tenant, "t1")
         assert tenant is not None
         fresh = session.get(DataKey, tenant.data_key_id)
         assert fresh is not None
         longer = fresh.id + "-longer"
+        material = job.keyring.data_key(fresh.id)
+        wrapped = envelope.wrap(job.new, longer, material)
         session.add(
-            DataKey(id=longer, tenant_id="t1", master_key_id=fresh.master_key_id, wrapped=b"")
+            DataKey(id=longer, tenant_id="t1", master_key_id=job.new.id, wrapped=wrapped.wrapped)
         )
         tenant.data_key_id = longer
-    job.keyring.remember(longer, job.keyring.data_key(fresh.id))
     keys = job._keys(sorted(state.retire))
     assert keys.padded
     job._reseal(state)
@@ -401,3 +403,23 @@ def test_a_truncated_value_stops_the_job_naming_it(kt: Harness, keep: int) -> No
     assert len(result.err.strip().splitlines()) == 1
     after = [row for row in dump(kt) if row[0] == "versions"]
     assert after == [row for row in before if row[0] == "versions"]
+
+
+def test_a_fresh_key_that_does_not_open_as_stored_stops_before_any_write(kt: Harness) -> None:
+    """Values are verified under the fresh key as it is stored (opened with the new master
+    key alone), not only as this process holds it: a stored key that does not match stops the
+    job before a single version is written."""
+    stored = populate(kt, 30, tenants=2)
+    job, state = _job(stored, batch_size=10)
+    app = kt.app
+    with app.db.write() as session:
+        tenant = session.get(Tenant, "t1")
+        assert tenant is not None
+        fresh = session.get(DataKey, tenant.data_key_id)
+        assert fresh is not None
+        fresh.wrapped = fresh.wrapped[:-1] + bytes([fresh.wrapped[-1] ^ 1])
+        fresh_id = fresh.id
+    before = [row for row in dump(kt) if row[0] == "versions"]
+    with pytest.raises(CryptoError, match=f"data key {fresh_id} as stored does not open"):
+        job._reseal(state)
+    assert [row for row in dump(kt) if row[0] == "versions"] == before
