@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import Table, select, update
+from sqlalchemy.exc import DBAPIError
 
 from keyturn.audit import log as audit
 from keyturn.crypto import envelope
@@ -57,13 +58,15 @@ AHEAD = 16  # batches in flight per worker: the writer pausing (a WAL checkpoint
 
 @contextlib.contextmanager
 def _driver_errors(db: Database) -> Iterator[None]:
-    """Driver exceptions of the statements run below SQLAlchemy, mapped like Database does."""
+    """Driver exceptions of the statements run below SQLAlchemy (and SQLAlchemy's wrapping of
+    them around its own BEGIN and COMMIT), mapped like Database does."""
     try:
         yield
-    except db.engine.dialect.loaded_dbapi.Error as exc:
+    except (db.engine.dialect.loaded_dbapi.Error, DBAPIError) as exc:
+        cause = exc.orig if isinstance(exc, DBAPIError) else exc
         raise StoreUnavailable(
             f"keyturn's database {db.describe()} failed during the rekey "
-            f"({exc.__class__.__name__}); run `keyturn rekey` again to carry on"
+            f"({cause.__class__.__name__}); run `keyturn rekey` again to carry on"
         ) from exc
 
 
@@ -323,18 +326,26 @@ class Rekey:
         sql = reseal.statements(self.db.is_sqlite, keys.padded)
         total, done, batch_no = self.plan.versions, 0, 0
         self.progress("versions", 0, total)
-        for _sweep in range(SWEEPS):
-            with _no_gc(), self._producer(keys, sql) as (batches, keys_used):
-                for batch in batches():
-                    batch_no += 1
-                    changed = self._write(batch, batch_no, sql, keys.key_width)
-                    self.summary.versions_resealed += changed
-                    done += batch.count
-                    self.progress("versions", done, max(total, done))
-                if keys_used().isdisjoint(retire):
-                    return
-            # Versions sealed under a retired key meanwhile (a rotation that began before
-            # its tenant switched keys), or rows that changed under a batch: sweep again.
+        with _driver_errors(self.db), Writer(self.db, sql, keys.key_width) as writer:
+            for _sweep in range(SWEEPS):
+                writer.watch()
+                clean = True
+                with _no_gc(), self._producer(keys, sql) as (batches, keys_used):
+                    for batch in batches():
+                        batch_no += 1
+                        changed = writer.write(batch, batch_no)
+                        clean &= changed == batch.count
+                        self.summary.versions_resealed += changed
+                        done += batch.count
+                        self.progress("versions", done, max(total, done))
+                    if clean and not writer.others_wrote():
+                        # Every row under a retired key was read and re-sealed, and nothing
+                        # else changed the database meanwhile: no sweep needed.
+                        return
+                    if keys_used().isdisjoint(retire):
+                        return
+                # Versions sealed under a retired key meanwhile (a rotation that began before
+                # its tenant switched keys), or rows that changed under a batch: sweep again.
         raise StoreUnavailable(
             "versions under retired data keys kept appearing during the rekey; run "
             "`keyturn rekey` again when rotations are quieter"
@@ -407,33 +418,61 @@ class Rekey:
                 pool.shutdown(wait=True, cancel_futures=True)
             connection.close()
 
-    def _write(
-        self, batch: reseal.Batch, batch_no: int, sql: reseal.Statements, key_width: int
-    ) -> int:
+
+class Writer:
+    """The versions phase's one write connection: each batch in a short transaction of its
+    own, and whether any other connection changed the database since `watch()` (SQLite's
+    data_version; on PostgreSQL there is no such counter, so the answer is always yes)."""
+
+    def __init__(self, db: Database, sql: reseal.Statements, key_width: int) -> None:
+        self.db, self.sql, self.key_width = db, sql, key_width
+        self.connection = db.engine.connect()
+        self.dbapi = self.connection.connection.dbapi_connection
+        self.version: Any = None
+        if db.is_sqlite:
+            assert self.dbapi is not None
+            # Fold the WAL back less often and keep more pages in memory; this connection
+            # only.
+            self.dbapi.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
+            self.dbapi.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.connection.close()
+
+    def watch(self) -> None:
+        self.version = self._data_version()
+
+    def others_wrote(self) -> bool:
+        return self.version is None or self._data_version() != self.version
+
+    def _data_version(self) -> Any:
+        if not self.db.is_sqlite:
+            return None
+        return reseal.query(self.dbapi, "PRAGMA data_version")[0][0]
+
+    def write(self, batch: reseal.Batch, batch_no: int) -> int:
         """Apply one batch in one short transaction; the number of rows changed."""
         if batch.empty:
             return 0
         changed = 0
-        with _driver_errors(self.db), self.db.engine.begin() as connection:
-            cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        with self.connection.begin():
+            cursor = self.dbapi.cursor()  # type: ignore[union-attr]
             try:
-                if self.db.is_sqlite:
-                    # Fold the WAL back less often and keep more pages in memory; this
-                    # connection only.
-                    cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
-                    cursor.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
                 if batch.slots:
                     params = {
                         "lo": batch.lo,
                         "hi": batch.hi,
                         "slots": batch.slots,
                         "stride": batch.stride,
-                        "kw": key_width,
+                        "kw": self.key_width,
                     }
-                    cursor.execute(sql.write, params)
+                    cursor.execute(self.sql.write, params)
                     changed += max(cursor.rowcount, 0)
                 for wide in batch.wide:
-                    cursor.execute(sql.write_one, wide)
+                    cursor.execute(self.sql.write_one, wide)
                     changed += max(cursor.rowcount, 0)
             finally:
                 cursor.close()

@@ -25,7 +25,7 @@ from keyturn.db.vault import Vault
 from keyturn.domain.errors import CryptoError
 from keyturn.domain.model import Secret
 from keyturn.rekey import preflight, reseal
-from keyturn.rekey.job import Rekey
+from keyturn.rekey.job import Rekey, Writer
 from tests.rekey.conftest import Stored, dump, populate
 from tests.support.keyturn import Harness
 
@@ -153,7 +153,8 @@ def test_a_row_replaced_after_it_was_read_is_left_alone_then_swept(kt: Harness) 
                 fingerprint=last.fingerprint,
             )
         )
-    assert job._write(batch, 1, sql, keys.key_width) == 11
+    with Writer(job.db, sql, keys.key_width) as writer:
+        assert writer.write(batch, 1) == 11
     with app.db.read() as session:
         row = session.get(Version, last.id)
         assert row is not None and row.data_key_id == old_key
@@ -423,3 +424,52 @@ def test_a_fresh_key_that_does_not_open_as_stored_stops_before_any_write(kt: Har
     with pytest.raises(CryptoError, match=f"data key {fresh_id} as stored does not open"):
         job._reseal(state)
     assert [row for row in dump(kt) if row[0] == "versions"] == before
+
+
+def test_a_version_replaced_behind_the_pass_is_found_by_the_sweep(
+    kt: Harness, tmp_path: Path
+) -> None:
+    """The pass skips its closing sweep only when every batch changed all the rows it read
+    and no other connection wrote meanwhile. Here, while the rekey is held after its first
+    batch, a version of that batch is replaced under the same id by one sealed under its
+    retired key (as by a rotation that began before its tenant switched keys): every batch
+    still matches what it read, but the database changed, so the sweep runs and re-seals it."""
+    stored = populate(kt, 40, tenants=1)
+    pause = {
+        "KEYTURN_TEST_PAUSE_AT": "rekey:versions:1:after",
+        "KEYTURN_TEST_PAUSE_DIR": str(tmp_path),
+    }
+    args = ("rekey", "--data-keys", "--no-backup", "--json", "--workers", "0", "--batch-size")
+    rekey = kt.popen(*args, "10", env={**stored.rekey_env, **pause})
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "reached").exists():
+            assert rekey.poll() is None and time.monotonic() < deadline, rekey.communicate()
+            time.sleep(0.05)
+        app = kt.app
+        old_key = sorted(stored.data_keys)[0]
+        with app.db.write() as session:
+            first = session.execute(select(Version).order_by(Version.id).limit(1)).scalar_one()
+            assert first.data_key_id != old_key  # the first batch re-sealed it
+            replaced = Version(
+                id=first.id,
+                credential_id=first.credential_id,
+                number=first.number,
+                state=first.state,
+                ciphertext=b"",
+                data_key_id=old_key,
+                fingerprint=first.fingerprint,
+            )
+            nonce = os.urandom(12)
+            aad = envelope.value_aad(first.credential_id, first.number)
+            cipher = AESGCM(app.vault.keyring.data_key(old_key))
+            replaced.ciphertext = nonce + cipher.encrypt(nonce, b"replaced behind", aad)
+            session.delete(first)
+            session.flush()
+            session.add(replaced)
+        stored.values[(replaced.credential_id, replaced.number)] = "replaced behind"
+    finally:
+        (tmp_path / "release").touch()
+    _, err = rekey.communicate(timeout=120)
+    assert rekey.returncode == 0, err
+    stored.check_all_under_new_key(fresh_data_keys=True)
