@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 from keyturn.crypto import envelope
 from keyturn.crypto.envelope import Keyring
@@ -168,6 +169,19 @@ def test_a_row_replaced_after_it_was_read_is_left_alone_then_swept(kt: Harness) 
     stored.check_all_under_new_key(fresh_data_keys=True)
 
 
+def _fresh_key(session: Session, tenant_id: str) -> tuple[Tenant, DataKey]:
+    """A tenant and its active data key (after the job's tenants phase: its fresh one)."""
+    tenant = session.get(Tenant, tenant_id)
+    assert tenant is not None
+    key = session.get(DataKey, tenant.data_key_id)
+    assert key is not None
+    return tenant, key
+
+
+def _versions(kt: Harness) -> list[tuple[object, ...]]:
+    return [row for row in dump(kt) if row[0] == "versions"]
+
+
 def test_fresh_key_ids_of_different_lengths_are_padded_and_trimmed(kt: Harness) -> None:
     stored = populate(kt, 30, tenants=3)
     job, state = _job(stored, batch_size=7)
@@ -175,10 +189,7 @@ def test_fresh_key_ids_of_different_lengths_are_padded_and_trimmed(kt: Harness) 
     # Give one tenant a fresh key whose id is longer than the others' (the same material,
     # wrapped under the new master key as the job stores its fresh keys).
     with app.db.write() as session:
-        tenant = session.get(Tenant, "t1")
-        assert tenant is not None
-        fresh = session.get(DataKey, tenant.data_key_id)
-        assert fresh is not None
+        tenant, fresh = _fresh_key(session, "t1")
         longer = fresh.id + "-longer"
         material = job.keyring.data_key(fresh.id)
         wrapped = envelope.wrap(job.new, longer, material)
@@ -395,15 +406,14 @@ def test_a_truncated_value_stops_the_job_naming_it(kt: Harness, keep: int) -> No
         assert version is not None
         version.ciphertext = version.ciphertext[:keep]
         vid = version.id
-    before = dump(kt)
+    before = _versions(kt)
     result = kt.cli(
         "rekey", "--data-keys", "--no-backup", "--json", "--workers", "0", env=stored.rekey_env
     )
     assert result.code == 1
     assert f"version {vid} does not decrypt" in result.err
     assert len(result.err.strip().splitlines()) == 1
-    after = [row for row in dump(kt) if row[0] == "versions"]
-    assert after == [row for row in before if row[0] == "versions"]
+    assert _versions(kt) == before
 
 
 def test_a_fresh_key_that_does_not_open_as_stored_stops_before_any_write(kt: Harness) -> None:
@@ -414,16 +424,13 @@ def test_a_fresh_key_that_does_not_open_as_stored_stops_before_any_write(kt: Har
     job, state = _job(stored, batch_size=10)
     app = kt.app
     with app.db.write() as session:
-        tenant = session.get(Tenant, "t1")
-        assert tenant is not None
-        fresh = session.get(DataKey, tenant.data_key_id)
-        assert fresh is not None
+        _, fresh = _fresh_key(session, "t1")
         fresh.wrapped = fresh.wrapped[:-1] + bytes([fresh.wrapped[-1] ^ 1])
         fresh_id = fresh.id
-    before = [row for row in dump(kt) if row[0] == "versions"]
+    before = _versions(kt)
     with pytest.raises(CryptoError, match=f"data key {fresh_id} as stored does not open"):
         job._reseal(state)
-    assert [row for row in dump(kt) if row[0] == "versions"] == before
+    assert _versions(kt) == before
 
 
 def test_a_version_replaced_behind_the_pass_is_found_by_the_sweep(
