@@ -7,19 +7,19 @@ writer, in the main process, applies each batch with one UPDATE statement and no
 row: the new values travel in one byte string, one fixed-width slot per id, and the
 statement cuts each row's new value out of its slot.
 
-Reading is column-wise too: one aggregate row per range carries the ids, associated data,
-values, value lengths and data key ids, each concatenated by the database, and Python cuts
-them apart with `str.split` and one `struct` unpack. Fetching 5000 rows as 5000 tuples cost
-more than the AES-GCM work on them. The separators cannot occur inside the parts (ids are
-digits, credential ids are validated, data key ids are hex), and a batch whose columns do
-not line up is read again row by row all the same.
+Reading is column-wise too: one aggregate row per range carries the ids, credential ids,
+version numbers, values, value lengths and data key ids, each concatenated by the database,
+and Python cuts them apart with `str.split` and one `struct` unpack. Fetching 5000 rows as
+5000 tuples cost more than the AES-GCM work on them. The separators cannot occur inside the
+parts (numbers are digits, credential ids are validated, data key ids are hex), and a batch
+whose columns do not line up is read again row by row all the same.
 
 A slot holds the old nonce, the new data key id (space-padded) and the new sealed value, which
 has the length of the old one (same plaintext, same nonce and tag sizes). The UPDATE changes
 a row only if its stored value still begins with the old nonce in its slot, so a row deleted,
 replaced or re-sealed by someone else since it was read is left alone, and the writer never
-needs to trust that nothing moved. Rows left under a retired key are found by the job's final
-sweep. Values longer than ``WIDE`` bytes are written one statement each instead, so that one
+needs to trust that nothing moved. Rows left under a retired key are found by the job's
+closing sweep. Values longer than ``WIDE`` bytes are written one statement each instead, so that one
 large value does not widen every slot of its batch.
 """
 
