@@ -278,7 +278,7 @@ def main() -> None:
     parser.add_argument("--bao-batch", type=int, default=499, help="OpenBao batch_input size")
     parser.add_argument("--no-openbao", action="store_true", help="skip the OpenBao reference")
     parser.add_argument("--dir", type=Path, default=None, help="where the database goes")
-    parser.add_argument("--repeat", type=int, default=3, help="interleaved runs of each")
+    parser.add_argument("--repeat", type=int, default=5, help="runs of each rekey")
     args = parser.parse_args()
     count, batch = args.count, args.batch_size
 

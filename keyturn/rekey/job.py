@@ -286,25 +286,34 @@ class Rekey:
         retired = set(retire)
         keys: dict[str, tuple[bytes, str, bytes]] = {}
         checked: dict[str, bytes] = {}
+        # A retired key the job cannot re-seal from (its row or its tenant gone) leaves any
+        # version under it to the closing sweep, which then never passes: say so, loudly.
+        complete = retired <= stored.keys()
         for key_id in retired & stored.keys():
             tenant_id = stored[key_id][0]
             fresh = active.get(tenant_id)
             if fresh is None:
-                continue  # a tenant removed since: nothing is sealed under its keys
+                complete = False
+                continue
             if fresh in retired:
                 raise CryptoError(
                     f"tenant {tenant_id} has no fresh data key yet; run `keyturn rekey` again"
                 )
+            if fresh not in stored:
+                raise CryptoError(
+                    f"tenant {tenant_id}'s data key {fresh} is missing from the database; "
+                    "restore the backup"
+                )
             if fresh not in checked:
                 checked[fresh] = self._fresh_as_stored(fresh, stored[fresh][1])
             keys[key_id] = (self.keyring.data_key(key_id), fresh, checked[fresh])
-        return reseal.Keys(keys)
+        return reseal.Keys(keys, complete)
 
     def _fresh_as_stored(self, key_id: str, wrapped: envelope.WrappedKey) -> bytes:
         material = self.keyring.data_key(key_id)
         try:
             ok = envelope.unwrap({self.new.id: self.new}, wrapped) == material
-        except WrongMasterKey:
+        except (WrongMasterKey, ValueError):  # ValueError: too short to hold a nonce
             ok = False
         if not ok:
             raise CryptoError(
@@ -338,7 +347,7 @@ class Rekey:
                         self.summary.versions_resealed += changed
                         done += batch.count
                         self.progress("versions", done, max(total, done))
-                    if clean and not writer.others_wrote():
+                    if clean and keys.complete and not writer.others_wrote():
                         # Every row under a retired key was read and re-sealed, and nothing
                         # else changed the database meanwhile: no sweep needed.
                         return
@@ -431,10 +440,14 @@ class Writer:
         self.version: Any = None
         if db.is_sqlite:
             assert self.dbapi is not None
-            # Fold the WAL back less often and keep more pages in memory; this connection
-            # only.
-            self.dbapi.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
-            self.dbapi.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+            try:
+                # Fold the WAL back less often and keep more pages in memory; this
+                # connection only.
+                self.dbapi.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
+                self.dbapi.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+            except BaseException:
+                self.connection.close()
+                raise
 
     def __enter__(self) -> Writer:
         return self

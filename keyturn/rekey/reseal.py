@@ -31,7 +31,7 @@ import os
 import struct
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import astuple, dataclass, field
+from dataclasses import dataclass, field
 from itertools import compress, repeat
 from operator import itemgetter, sub
 from typing import Any
@@ -61,6 +61,7 @@ class Keys:
     """For each retired data key: its material, and its tenant's fresh key id and material."""
 
     retired: dict[str, tuple[bytes, str, bytes]]
+    complete: bool = True  # every retired key is here (else the closing sweep must run)
 
     def __repr__(self) -> str:  # never the material
         return f"Keys({len(self.retired)} retired data keys)"
@@ -89,9 +90,13 @@ class Columns:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def columns(self) -> tuple[Sequence[Any], ...]:
+        """The five columns, as they are (dataclasses.astuple would copy every value)."""
+        return self.ids, self.aads, self.nonces, self.bodies, self.key_ids
+
     def select(self, keep: Iterable[bool]) -> Columns:
         keep = list(keep)
-        return Columns(*(list(compress(column, keep)) for column in astuple(self)))
+        return Columns(*(list(compress(column, keep)) for column in self.columns()))
 
     @classmethod
     def of_rows(cls, rows: Sequence[Any]) -> Columns:
@@ -104,7 +109,8 @@ class Columns:
 
     @classmethod
     def of_aggregate(cls, row: Sequence[Any], lo: int, hi: int) -> Columns | None:
-        """From Statements.read's one row for [lo, hi]; None if its columns do not line up."""
+        """From Statements.read's one row for [lo, hi]; None if its columns do not line up or
+        a value cannot be cut apart, for the caller to read the range row by row."""
         ids_text, cred_ids, numbers, values, lengths_text, keys_text = row
         if ids_text is None:
             return cls()
@@ -124,9 +130,11 @@ class Columns:
             shortest = min(sizes)
             fields = "".join(map(_NONCE_AND.__mod__, map(sub, sizes, repeat(NONCE))))
             layout = struct.Struct("=" + fields) if shortest >= NONCE + TAG else None
-        if layout is None:
-            at = next(n for n, size in enumerate(map(int, lengths)) if size < NONCE + TAG)
-            raise _undecryptable(ids[at], key_ids[at])
+        if layout is None or layout.size != len(values):
+            # A value too short to hold a nonce and a tag (it may be under a key the job is
+            # not retiring: the row read filters before it decrypts), or lengths that do not
+            # add up.
+            return None
         parts = layout.unpack(values)
         aads = list(envelope.value_aads(cred_ids, numbers))
         return cls(ids, aads, parts[0::2], parts[1::2], key_ids)
@@ -147,7 +155,7 @@ def read(connection: Any, sql: Statements, lo: int, hi: int) -> tuple[Columns, C
     """The versions with ids in [lo, hi]: (those up to WIDE bytes, the wider ones)."""
     (row,) = query(connection, sql.read, lo=lo, hi=hi)
     narrow = Columns.of_aggregate(row, lo, hi)
-    if narrow is None:  # a separator inside a value after all: row by row
+    if narrow is None:  # a separator inside a value, or a truncated value: row by row
         rows = query(connection, sql.read_rows, lo=lo, hi=hi, above=-1, upto=WIDE)
         narrow = Columns.of_rows(rows)
     wide = Columns()
@@ -203,14 +211,15 @@ def statements(is_sqlite: bool, padded: bool) -> Statements:
         # a quarter more time. Were the order ever different, the write's per-row check would
         # leave the misplaced rows alone for the sweep: slower, never wrong.) group_concat
         # keeps a blob's bytes as they are (keyturn's databases are UTF-8).
-        def joined(expr: str, sep: str = ",") -> str:
+        def joined(expr: str, sep: str = ",", ordered: bool = True) -> str:
             return f"group_concat({expr}, '{sep}')"
 
         values = f"CAST({joined('ciphertext', '')} AS BLOB)"
     else:
 
-        def joined(expr: str, sep: str = ",") -> str:
-            return f"string_agg(({expr})::text, '{sep}' ORDER BY id)"
+        def joined(expr: str, sep: str = ",", ordered: bool = True) -> str:
+            order = " ORDER BY id" if ordered else ""
+            return f"string_agg(({expr})::text, '{sep}'{order})"
 
         values = "string_agg(ciphertext, ''::bytea ORDER BY id)"
     # The associated data is put together in Python (envelope.value_aads): concatenating it
@@ -238,8 +247,9 @@ def statements(is_sqlite: bool, padded: bool) -> Statements:
         ),
         first_after=f"SELECT min(id) FROM versions WHERE id > {p['after']}",
         bounds="SELECT min(id), max(id) FROM versions",
-        # A set in Python costs less than SQLite's DISTINCT (an index built per scan).
-        keys_in=f"SELECT {joined('data_key_id')} FROM versions WHERE {in_range}",
+        # A set in Python costs less than SQLite's DISTINCT (an index built per scan); the
+        # order does not matter here, so PostgreSQL need not sort.
+        keys_in=f"SELECT {joined('data_key_id', ordered=False)} FROM versions WHERE {in_range}",
     )
 
 
@@ -251,11 +261,13 @@ def query(connection: Any, sql: str, **params: Any) -> list[Any]:
 
 
 def ranges(connection: Any, sql: Statements, width: int) -> Iterator[tuple[int, int]]:
-    """Id ranges *width* wide, each starting at an existing id (gaps skipped)."""
-    after = -1
-    while (lo := query(connection, sql.first_after, after=after)[0][0]) is not None:
-        after = lo + width - 1
-        yield lo, after
+    """Id ranges *width* wide from the lowest id, each starting at an existing id (gaps
+    skipped): together they cover every row the sweep scans."""
+    bounds = id_bounds(connection, sql)
+    lo = None if bounds is None else bounds[0]
+    while lo is not None:
+        yield lo, lo + width - 1
+        lo = query(connection, sql.first_after, after=lo + width - 1)[0][0]
 
 
 def id_bounds(connection: Any, sql: Statements) -> tuple[int, int] | None:
@@ -364,7 +376,7 @@ class Resealer:
 
     def _first_undecryptable(self, rows: Columns) -> CryptoError:
         """The error for the first row that does not decrypt (the slow way: it is rare)."""
-        for vid, aad, nonce, body, key_id in zip(*astuple(rows), strict=True):
+        for vid, aad, nonce, body, key_id in zip(*rows.columns(), strict=True):
             try:
                 self.old[key_id].decrypt(nonce, body, aad)
             except (InvalidTag, ValueError):

@@ -157,6 +157,10 @@ def _rekey_held_half_way(
             lambda: int(api_report["passes"]) > api_passes or "error" in api_report,  # type: ignore[call-overload]
             "an API read during the pause",
         )
+    except BaseException:
+        rekey.kill()
+        rekey.communicate()
+        raise
     finally:
         (tmp_path / "release").touch()
     while rekey.poll() is None:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -23,7 +24,7 @@ from keyturn.crypto.envelope import Keyring
 from keyturn.crypto.keys import load_key
 from keyturn.db.models import AuditEntry, Credential, DataKey, Tenant, Version
 from keyturn.db.vault import Vault
-from keyturn.domain.errors import CryptoError
+from keyturn.domain.errors import CryptoError, StoreUnavailable
 from keyturn.domain.model import Secret
 from keyturn.rekey import preflight, reseal
 from keyturn.rekey.job import Rekey, Writer
@@ -364,7 +365,8 @@ def test_the_column_read_agrees_with_the_row_read(kt: Harness) -> None:
         connection.close()
 
 
-def test_a_separator_inside_a_credential_id_is_read_row_by_row(kt: Harness) -> None:
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_separator_inside_a_credential_id_is_read_row_by_row(kt: Harness, workers: str) -> None:
     """keyturn refuses such ids, but a row that holds one must still be re-sealed: its
     range's columns do not line up, so that range is read again a row at a time."""
     stored = populate(kt, 12, tenants=1)
@@ -391,13 +393,13 @@ def test_a_separator_inside_a_credential_id_is_read_row_by_row(kt: Harness) -> N
         assert reseal.Columns.of_aggregate(row, lo, hi) is None
     finally:
         connection.close()
-    summary = _rekey(kt, stored, "--workers", "0")
+    summary = _rekey(kt, stored, "--workers", workers)
     assert summary["versions_resealed"] == 13
     stored.check_all_under_new_key(fresh_data_keys=True)
 
 
-@pytest.mark.parametrize("keep", [0, 11, 27])
-def test_a_truncated_value_stops_the_job_naming_it(kt: Harness, keep: int) -> None:
+@pytest.mark.parametrize(("keep", "workers"), [(0, "0"), (11, "0"), (27, "0"), (11, "2")])
+def test_a_truncated_value_stops_the_job_naming_it(kt: Harness, keep: int, workers: str) -> None:
     """A stored value too short to hold a nonce and a tag is reported like any value that
     does not decrypt: its id, one line, exit 1, no version changed."""
     stored = populate(kt, 20, tenants=1)
@@ -408,7 +410,7 @@ def test_a_truncated_value_stops_the_job_naming_it(kt: Harness, keep: int) -> No
         vid = version.id
     before = _versions(kt)
     result = kt.cli(
-        "rekey", "--data-keys", "--no-backup", "--json", "--workers", "0", env=stored.rekey_env
+        "rekey", "--data-keys", "--no-backup", "--json", "--workers", workers, env=stored.rekey_env
     )
     assert result.code == 1
     assert f"version {vid} does not decrypt" in result.err
@@ -475,8 +477,127 @@ def test_a_version_replaced_behind_the_pass_is_found_by_the_sweep(
             session.flush()
             session.add(replaced)
         stored.values[(replaced.credential_id, replaced.number)] = "replaced behind"
+    except BaseException:
+        rekey.kill()
+        rekey.communicate()
+        raise
     finally:
         (tmp_path / "release").touch()
     _, err = rekey.communicate(timeout=120)
     assert rekey.returncode == 0, err
+    stored.check_all_under_new_key(fresh_data_keys=True)
+
+
+def _add_raw(kt: Harness, tenant: str, key_id: str, sealed: bytes, vid: int | None = None) -> int:
+    """A version row written as it is, outside keyturn's own checks."""
+    with kt.app.db.write() as session:
+        cred = session.execute(select(Credential).where(Credential.tenant_id == tenant)).scalar()
+        assert cred is not None
+        row = Version(
+            id=vid,
+            credential_id=cred.id,
+            number=1000 + abs(vid or 0),
+            state="retired",
+            ciphertext=sealed,
+            data_key_id=key_id,
+            fingerprint="hmac-sha256:raw",
+        )
+        session.add(row)
+        session.flush()
+        return row.id
+
+
+def test_a_truncated_value_under_a_key_not_being_retired_is_left_alone(kt: Harness) -> None:
+    """Only versions under retired keys are opened: a broken one under a fresh key (written
+    after the switch) is none of the job's business and must not stop it."""
+    stored = populate(kt, 20, tenants=1)
+    job, state = _job(stored, batch_size=100)
+    with kt.app.db.read() as session:
+        _, fresh = _fresh_key(session, "t0")
+    vid = _add_raw(kt, "t0", fresh.id, b"tiny")
+    job._reseal(state)
+    with kt.app.db.write() as session:
+        row = session.get(Version, vid)
+        assert row is not None and row.ciphertext == b"tiny" and row.data_key_id == fresh.id
+        session.delete(row)
+    job._finish()
+    stored.check_all_under_new_key(fresh_data_keys=True)
+
+
+def test_a_version_with_a_negative_id_is_resealed(kt: Harness) -> None:
+    """The pass starts at the lowest id there is, as the sweep scans: no row below it."""
+    stored = populate(kt, 10, tenants=1)
+    app = kt.app
+    old_key = sorted(stored.data_keys)[0]
+    with app.db.read() as session:
+        cred = session.execute(select(Credential)).scalars().first()
+        assert cred is not None
+    nonce = os.urandom(12)
+    aad = envelope.value_aad(cred.id, 1005)
+    cipher = AESGCM(app.vault.keyring.data_key(old_key))
+    _add_raw(kt, "t0", old_key, nonce + cipher.encrypt(nonce, b"below zero", aad), vid=-5)
+    stored.values[(cred.id, 1005)] = "below zero"
+    summary = _rekey(kt, stored, "--workers", "0")
+    assert summary["versions_resealed"] == 11
+    stored.check_all_under_new_key(fresh_data_keys=True)
+
+
+def test_a_version_under_a_retired_key_the_job_cannot_open_is_not_passed_over(
+    kt: Harness,
+) -> None:
+    """A version under a retired key id that no data key row holds cannot be re-sealed; the
+    job does not report success over it: the sweep sees it every round and says so."""
+    stored = populate(kt, 10, tenants=1)
+    job, state = _job(stored, batch_size=100)
+    state.retire.append("dk-ghost")
+    _add_raw(kt, "t0", "dk-ghost", os.urandom(60))
+    with pytest.raises(StoreUnavailable, match="kept appearing"):
+        job._reseal(state)
+
+
+def _count_scans(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """The closing sweep's scans, as they happen (the job inline)."""
+    scans: list[tuple[int, int]] = []
+    scan = reseal.keys_used
+
+    def counted(connection: Any, sql: reseal.Statements, lo: int, hi: int) -> set[str]:
+        scans.append((lo, hi))
+        return scan(connection, sql, lo, hi)
+
+    monkeypatch.setattr(reseal, "keys_used", counted)
+    return scans
+
+
+def test_a_quiet_pass_skips_the_sweep_on_sqlite(
+    kt: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nobody else wrote during the pass (PRAGMA data_version): no closing scan. PostgreSQL
+    has no such counter and always scans."""
+    scans = _count_scans(monkeypatch)
+    stored = populate(kt, 30, tenants=2)
+    job, state = _job(stored, batch_size=10)
+    job._reseal(state)
+    assert len(scans) == (0 if kt.app.db.is_sqlite else 1)
+    job._finish()
+    stored.check_all_under_new_key(fresh_data_keys=True)
+
+
+def test_a_write_by_another_connection_during_the_pass_brings_the_sweep(
+    kt: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scans = _count_scans(monkeypatch)
+    stored = populate(kt, 30, tenants=2)
+    job, state = _job(stored, batch_size=10)
+    write = Writer.write
+
+    def write_then_another(writer: Writer, batch: reseal.Batch, batch_no: int) -> int:
+        if batch_no == 1:  # an API process would write an audit entry, say
+            with kt.app.db.write() as session:
+                session.add(Tenant(id="t-meanwhile", data_key_id="dk-meanwhile"))
+        return write(writer, batch, batch_no)
+
+    monkeypatch.setattr(Writer, "write", write_then_another)
+    job._reseal(state)
+    assert len(scans) == 1
+    job._finish()
     stored.check_all_under_new_key(fresh_data_keys=True)
