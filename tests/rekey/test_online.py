@@ -125,23 +125,9 @@ def _rekey_held_half_way(
 ) -> tuple[list[Result], subprocess.Popen[str], str]:
     """Run the rekey, hold it after 20 batches of 50 (1000 of the 2000 versions re-sealed)
     until every reader has made whole passes there, then let it finish."""
-    pause = {
-        "KEYTURN_TEST_PAUSE_AT": "rekey:versions:20:after",
-        "KEYTURN_TEST_PAUSE_DIR": str(tmp_path),
-    }
-    rekey = kt.popen(
-        "rekey",
-        "--data-keys",
-        "--no-backup",
-        "--json",
-        "--batch-size",
-        "50",
-        env={**stored.rekey_env, **pause},
-    )
+    args = ("rekey", "--data-keys", "--no-backup", "--json", "--batch-size", "50")
     gets = []
-    try:
-        _wait_for(lambda: (tmp_path / "reached").exists() or rekey.poll() is not None, "the pause")
-        assert rekey.poll() is None, rekey.communicate()
+    with kt.held("rekey:versions:20:after", tmp_path, *args, env=stored.rekey_env) as rekey:
         passes = [int(r["passes"]) for r in reports]  # type: ignore[call-overload]
         api_passes = int(api_report["passes"])  # type: ignore[call-overload]
         gets.append(kt.spawn("get", "t1/cred-1", env=stored.rekey_env))
@@ -157,12 +143,6 @@ def _rekey_held_half_way(
             lambda: int(api_report["passes"]) > api_passes or "error" in api_report,  # type: ignore[call-overload]
             "an API read during the pause",
         )
-    except BaseException:
-        rekey.kill()
-        rekey.communicate()
-        raise
-    finally:
-        (tmp_path / "release").touch()
     while rekey.poll() is None:
         gets.append(kt.spawn("get", "t1/cred-1", env=stored.rekey_env))
     _, err = rekey.communicate()

@@ -444,17 +444,8 @@ def test_a_version_replaced_behind_the_pass_is_found_by_the_sweep(
     retired key (as by a rotation that began before its tenant switched keys): every batch
     still matches what it read, but the database changed, so the sweep runs and re-seals it."""
     stored = populate(kt, 40, tenants=1)
-    pause = {
-        "KEYTURN_TEST_PAUSE_AT": "rekey:versions:1:after",
-        "KEYTURN_TEST_PAUSE_DIR": str(tmp_path),
-    }
     args = ("rekey", "--data-keys", "--no-backup", "--json", "--workers", "0", "--batch-size")
-    rekey = kt.popen(*args, "10", env={**stored.rekey_env, **pause})
-    try:
-        deadline = time.monotonic() + 120
-        while not (tmp_path / "reached").exists():
-            assert rekey.poll() is None and time.monotonic() < deadline, rekey.communicate()
-            time.sleep(0.05)
+    with kt.held("rekey:versions:1:after", tmp_path, *args, "10", env=stored.rekey_env) as rekey:
         app = kt.app
         old_key = sorted(stored.data_keys)[0]
         with app.db.write() as session:
@@ -477,12 +468,6 @@ def test_a_version_replaced_behind_the_pass_is_found_by_the_sweep(
             session.flush()
             session.add(replaced)
         stored.values[(replaced.credential_id, replaced.number)] = "replaced behind"
-    except BaseException:
-        rekey.kill()
-        rekey.communicate()
-        raise
-    finally:
-        (tmp_path / "release").touch()
     _, err = rekey.communicate(timeout=120)
     assert rekey.returncode == 0, err
     stored.check_all_under_new_key(fresh_data_keys=True)

@@ -8,6 +8,8 @@ import io
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +95,29 @@ class Harness:
             stderr=subprocess.PIPE,
             text=True,
         )
+
+    @contextlib.contextmanager
+    def held(
+        self, point: str, folder: Path, *args: str, env: dict[str, str]
+    ) -> Iterator[subprocess.Popen[str]]:
+        """Run a command until it reaches the test pause *point* (keyturn.engine.faults) and
+        hold it there for the block; it carries on when the block ends, or is killed if the
+        block failed."""
+        pause = {"KEYTURN_TEST_PAUSE_AT": point, "KEYTURN_TEST_PAUSE_DIR": str(folder)}
+        proc = self.popen(*args, env={**env, **pause})
+        try:
+            deadline = time.monotonic() + 120
+            while not (folder / "reached").exists():
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() < deadline, f"{point} not reached"
+                time.sleep(0.05)
+            yield proc
+        except BaseException:
+            proc.kill()
+            proc.communicate()
+            raise
+        finally:
+            (folder / "release").touch()
 
     # -- direct access ---------------------------------------------------------------------
 
