@@ -19,8 +19,8 @@ has the length of the old one (same plaintext, same nonce and tag sizes). The UP
 a row only if its stored value still begins with the old nonce in its slot, so a row deleted,
 replaced or re-sealed by someone else since it was read is left alone, and the writer never
 needs to trust that nothing moved. Rows left under a retired key are found by the job's
-closing sweep. Values longer than ``WIDE`` bytes are written one statement each instead, so that one
-large value does not widen every slot of its batch.
+closing sweep. Values longer than ``WIDE`` bytes are written one statement each instead, so
+that one large value does not widen every slot of its batch.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ NONCE = envelope.NONCE_BYTES
 TAG = 16
 WIDE = 1024
 _LONGEST = 2**62
-SWEEP_IDS = 100_000  # ids per statement of the final sweep (bounds the joined key ids)
+SWEEP_IDS = 100_000  # ids per statement of the closing sweep (bounds the joined key ids)
 NICE = 10  # workers yield the CPU to the writer, the API and rotations
 
 _NONCE_AND = f"{NONCE}s%ds"  # a stored value: its nonce, then a body of %d bytes
@@ -205,22 +205,20 @@ def statements(is_sqlite: bool, padded: bool) -> Statements:
     key = as_text.format(f"substr{slot} + {NONCE + 1}, {p['kw']})")
     if padded:
         key = f"rtrim({key})"
-    if is_sqlite:
-        # A rowid range is searched in rowid order, and every aggregate of one SELECT sees the
-        # rows in that order, so the columns line up. (An ORDER BY subquery would say so, at
-        # a quarter more time. Were the order ever different, the write's per-row check would
-        # leave the misplaced rows alone for the sweep: slower, never wrong.) group_concat
-        # keeps a blob's bytes as they are (keyturn's databases are UTF-8).
-        def joined(expr: str, sep: str = ",", ordered: bool = True) -> str:
-            return f"group_concat({expr}, '{sep}')"
 
+    # SQLite: a rowid range is searched in rowid order, and every aggregate of one SELECT
+    # sees the rows in that order, so the columns line up. (An ORDER BY subquery would say
+    # so, at a quarter more time. Were the order ever different, the write's per-row check
+    # would leave the misplaced rows alone for the sweep: slower, never wrong.) group_concat
+    # keeps a blob's bytes as they are (keyturn's databases are UTF-8).
+    def joined(expr: str, sep: str = ",", ordered: bool = True) -> str:
+        if is_sqlite:
+            return f"group_concat({expr}, '{sep}')"
+        return f"string_agg(({expr})::text, '{sep}'{' ORDER BY id' if ordered else ''})"
+
+    if is_sqlite:
         values = f"CAST({joined('ciphertext', '')} AS BLOB)"
     else:
-
-        def joined(expr: str, sep: str = ",", ordered: bool = True) -> str:
-            order = " ORDER BY id" if ordered else ""
-            return f"string_agg(({expr})::text, '{sep}'{order})"
-
         values = "string_agg(ciphertext, ''::bytea ORDER BY id)"
     # The associated data is put together in Python (envelope.value_aads): concatenating it
     # in SQL cost twice as much.
