@@ -41,9 +41,7 @@ TABLE = (
     Setting(
         "max_attempts", "KEYTURN_MAX_ATTEMPTS", 5, "Failed attempts before giving up", kind=int
     ),
-    Setting(
-        "concurrency", "KEYTURN_CONCURRENCY", 4, "Rotations a worker runs at once", kind=int
-    ),
+    Setting("concurrency", "KEYTURN_CONCURRENCY", 4, "Rotations a worker runs at once", kind=int),
     Setting(
         "poll_seconds", "KEYTURN_POLL_SECONDS", 15, "How often a worker looks for work", kind=int
     ),

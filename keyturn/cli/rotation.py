@@ -78,8 +78,9 @@ def rotate(
     leak: Annotated[
         bool,
         typer.Option(
-            "--leak", help="The value leaked (e.g. a secret scanner found it): as --emergency, "
-            "recorded as a leak"
+            "--leak",
+            help="The value leaked (e.g. a secret scanner found it): as --emergency, "
+            "recorded as a leak",
         ),
     ] = False,
     json: Json = False,

@@ -249,9 +249,7 @@ def _apply_in_transaction(
         result.initial = initial
 
 
-def _store_initial(
-    app: Keyturn, session: Session, cred_id: str, value: Secret, actor: str
-) -> None:
+def _store_initial(app: Keyturn, session: Session, cred_id: str, value: Secret, actor: str) -> None:
     cred = repo.get_credential(session, cred_id)
     number = repo.last_version_number(session, cred_id) + 1
     ciphertext, key_id = app.vault.seal(session, cred.tenant_id, cred_id, number, value)

@@ -125,8 +125,12 @@ class Worker:
         except Exception as exc:  # a bug in a plugin: this rotation waits, the worker goes on
             # Only the class: a driver's message could hold a value. The lease runs out and
             # the rotation is resumed (by this worker or another) at its recorded step.
-            log.exception("rotation %s failed unexpectedly (%s)", rotation_id,
-                          exc.__class__.__name__, exc_info=log.isEnabledFor(logging.DEBUG))
+            log.exception(
+                "rotation %s failed unexpectedly (%s)",
+                rotation_id,
+                exc.__class__.__name__,
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
             return KeyturnError(f"rotation {rotation_id}: unexpected {exc.__class__.__name__}")
 
     def run_claimed(
@@ -190,7 +194,10 @@ class Worker:
             except KeyturnError as exc:  # e.g. the database is briefly down: try again later
                 log.warning("worker tick failed: %s", exc.message)
             except Exception as exc:  # never let one bad tick stop the schedule
-                log.error("worker tick failed unexpectedly (%s)", exc.__class__.__name__,
-                          exc_info=log.isEnabledFor(logging.DEBUG))
+                log.error(
+                    "worker tick failed unexpectedly (%s)",
+                    exc.__class__.__name__,
+                    exc_info=log.isEnabledFor(logging.DEBUG),
+                )
             stop.wait(self.sleep_seconds())
         log.info("worker %s stopped", self.owner)
