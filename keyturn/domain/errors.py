@@ -20,6 +20,7 @@
     │   ├── TargetError
     │   │   ├── TargetRejected      the target refused the operation or the credential
     │   │   └── TargetUnreachable   the target could not be reached
+    │   │       └── TargetRateLimited   the target asks keyturn to wait (retry_after)
     │   └── PublishFailed
     └── RotationFailed
 
@@ -28,6 +29,8 @@ error *classes*, never values.
 """
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 
 class KeyturnError(Exception):
@@ -158,6 +161,17 @@ class TargetUnreachable(TargetError):
     """The target cannot be reached."""
 
     code = "target_unreachable"
+
+
+class TargetRateLimited(TargetUnreachable):
+    """The target rate-limited keyturn; retry later."""
+
+    code = "target_rate_limited"
+
+    def __init__(self, message: str | None = None, retry_after: timedelta | None = None) -> None:
+        super().__init__(message)
+        # The least time to wait before the next attempt (the engine backs off at least this).
+        self.retry_after = retry_after or timedelta(0)
 
 
 class PublishFailed(PluginError):

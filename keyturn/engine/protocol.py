@@ -36,6 +36,7 @@ from keyturn.domain.errors import (
     ReferenceUnresolved,
     RotationInProgress,
     TargetError,
+    TargetRateLimited,
 )
 from keyturn.domain.model import (
     ACTIVE_STATUSES,
@@ -633,10 +634,10 @@ class Runner:
                     next_attempt_at=None,
                 )
             else:
-                values.update(
-                    status=RotationStatus.RETRYING,
-                    next_attempt_at=now + backoff(self.app.settings.retry_base_seconds, attempts),
-                )
+                delay = backoff(self.app.settings.retry_base_seconds, attempts)
+                if isinstance(exc, TargetRateLimited):  # the target said how long to wait
+                    delay = max(delay, exc.retry_after)
+                values.update(status=RotationStatus.RETRYING, next_attempt_at=now + delay)
             self._advance(session, resume_at, **values)
             self._audit(
                 session,

@@ -7,67 +7,56 @@ Two plugins, because they are two different kinds of secret (and the engine read
   ``PATCH /api/v1/user/{email}`` ``{"raw_password": ...}``. MailU keeps one password per user.
 - ``mailu-token`` (strategy ``dual``): MailU issues app tokens that authenticate SMTP/IMAP next
   to the password. ``create`` is ``POST /api/v1/token`` (MailU returns the value once),
-  ``revoke`` is ``DELETE /api/v1/token/{id}``, ``list_active`` is
-  ``GET /api/v1/tokenuser/{email}``, filtered on the token comment (``token_comment``,
-  default "keyturn") so that tokens people made for their phones are never touched; the
-  engine's create step removes keyturn's orphans (tokens of a crashed run) before it issues.
+  ``revoke`` is ``DELETE /api/v1/token/{id}``, ``list_active`` reads
+  ``GET /api/v1/tokenuser/{email}``. keyturn's tokens carry the comment
+  ``"{token_comment} [kt:NONCE]"``, NONCE random per token, and keyturn's key id is
+  ``"{id}:{NONCE}"``: MailU on SQLite gives a deleted token's id to the next token, so an id
+  alone could name somebody else's token; a token whose id and comment do not both match is
+  never tested, counted or deleted as keyturn's. Tokens people made for their phones are never
+  touched.
 
 One target per tenant: ``url`` is the tenant's MailU (its VPS), ``api_token`` a reference to
 its admin API token (``API_TOKEN`` in mailu.env), sent as ``Authorization: Bearer``.
 
-`test` asks the API first (the user's password hash, or whether the token still exists) and
-logs in over SMTP (``smtp_host``) only when the API says the value is accepted: a refusal never
-costs one of the five failed logins per hour MailU allows an address range. Errors name the
-tenant URL and the user, never a value, and never MailU's response body (its validation
-errors can quote the input).
+`test` asks the API first (the user's password hash, checked as MailU checks it, see
+:mod:`keyturn.targets.mailu_hash`; or whether the token is still there) and logs in over SMTP
+(``smtp_host``) only when the API says the value is accepted, or when the hash is of a kind
+keyturn cannot check. MailU counts failed logins per /24 network (5 an hour) and then refuses
+everything from it: a target object (one rotation attempt, or one `verify`) makes at most one
+failing SMTP AUTH, and a 429 (or SMTP 451) stops it for ``ratelimit_window``.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
+import secrets
 from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
+import idna  # a dependency of httpx, which keyturn requires
 from pydantic import field_validator
 
-from keyturn.domain.errors import PluginMissing, TargetRejected, TargetUnreachable
+from keyturn.domain.durations import parse_duration
+from keyturn.domain.errors import (
+    PolicyInvalid,
+    TargetRateLimited,
+    TargetRejected,
+    TargetUnreachable,
+)
 from keyturn.domain.model import Secret
 from keyturn.targets.base import Account, IssuedSecret, Target, TargetContext
+from keyturn.targets.mailu_api import MailuApi
+from keyturn.targets.mailu_hash import Uncheckable, accepts
 from keyturn.targets.postgres import check_reference
-from keyturn.targets.smtp import SmtpSettings, is_loopback
+from keyturn.targets.smtp import SmtpDeferred, SmtpSettings, is_loopback
 
-# What each refusal means for a keyturn user: (error class, what to do).
-STATUS_ERRORS: dict[int, tuple[type[Exception], str]] = {
-    400: (
-        TargetRejected,
-        "MailU refused the request as invalid (400): is the username the full e-mail address?",
-    ),
-    401: (
-        TargetRejected,
-        "no Authorization header reached MailU (401): is a proxy stripping "
-        "it? api_token must resolve to MailU's API_TOKEN",
-    ),
-    403: (
-        TargetRejected,
-        "MailU refused the API token (403): check that api_token references "
-        "the API_TOKEN of this tenant's mailu.env (each refusal counts against MailU's "
-        "rate limit)",
-    ),
-    404: (
-        TargetRejected,
-        "not found (404): the user does not exist on this MailU, or its API "
-        "is disabled (API=true in mailu.env)",
-    ),
-    409: (
-        TargetRejected,
-        "MailU reports a conflict (409): the user is being changed "
-        "concurrently or is a duplicate; retry",
-    ),
-    429: (
-        TargetUnreachable,
-        "MailU rate-limited this address (429) after failed logins or "
-        "API tokens; keyturn retries later",
-    ),
-}
+__all__ = ["MailuConfig", "MailuTarget", "MailuTokenTarget", "mailu_email"]
+
+# MailU's front answers AUTH with this while an address range is rate-limited.
+SMTP_RATE_LIMITED = 451
+_TOKEN = re.compile(r"[0-9a-f]{32}")
+_COMMENT_LIMIT = 200  # MailU's column holds 255; the " [kt:NONCE]" tag takes 14
 
 
 class MailuConfig(SmtpSettings):
@@ -83,6 +72,11 @@ class MailuConfig(SmtpSettings):
     # mailu-token: the comment that marks keyturn's tokens, and their allowed source networks.
     token_comment: str = "keyturn"  # noqa: S105 - a label, not a secret
     token_ips: list[str] = []
+    # How long MailU's rate limit lasts (the window of its AUTH_RATELIMIT_IP, 5/hour).
+    ratelimit_window: str = "1h"
+    # The address MailU sees keyturn's SMTP logins come from, when it is not this host's own
+    # address on the connection (NAT); checked against a token's AuthorizedIP before AUTH.
+    source_address: str | None = None
 
     _ref = field_validator("api_token")(check_reference)
 
@@ -99,104 +93,65 @@ class MailuConfig(SmtpSettings):
             )
         return value.rstrip("/")
 
+    @field_validator("token_comment")
+    @classmethod
+    def _comment(cls, value: str) -> str:
+        if not value.strip():
+            # MailU gives tokens made without a comment "", so "" would claim them all.
+            raise ValueError("token_comment must not be empty: it tells keyturn's tokens apart")
+        if len(value) > _COMMENT_LIMIT or "[kt:" in value:
+            raise ValueError(f"token_comment must be at most {_COMMENT_LIMIT} characters")
+        return value
 
-class MailuApi:
-    """The few admin API calls keyturn needs; driver errors mapped here, once."""
-
-    def __init__(self, config: MailuConfig, context: TargetContext) -> None:
-        self.config = config
-        self.context = context
-        self.url = config.url
-        self._client: Any = None
-
-    def _http(self) -> Any:
-        if self._client is None:
+    @field_validator("token_ips")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        # MailU's own check (ipaddress.ip_network(ip, False)); it would answer 400 at issue.
+        for item in value:
             try:
-                import httpx
-            except ImportError as exc:  # pragma: no cover - httpx is a core dependency
-                raise PluginMissing("the mailu target needs httpx: pip install httpx") from exc
-            token = self.context.resolve(self.config.api_token)
-            self._client = httpx.Client(
-                base_url=self.url + self.config.api_path,
-                headers={"Authorization": f"Bearer {token.reveal()}"},
-                timeout=self.config.timeout,
-                verify=self.config.ca_file or True,
-                follow_redirects=False,
-            )
-        return self._client
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"token_ips: {item!r} is not an IP address or network "
+                    '(e.g. "203.0.113.0/24" or "2001:db8::/48")'
+                ) from None
+        return value
 
-    def call(
-        self, method: str, path: str, user: str, json: Any = None, missing_ok: bool = False
-    ) -> Any:
-        """One request; the decoded JSON body on 2xx (None on a 404 if *missing_ok*), a
-        keyturn error otherwise."""
-        import httpx
-
-        what = f"MailU {self.url}: {method} {path.split('/')[1]} for {user}"
+    @field_validator("ratelimit_window")
+    @classmethod
+    def _window(cls, value: str) -> str:
         try:
-            response = self._http().request(method, path, json=json)
-        except httpx.HTTPError as exc:
-            raise TargetUnreachable(f"{what}: cannot connect ({type(exc).__name__})") from exc
-        if missing_ok and response.status_code == 404:
-            return None
-        if response.is_success:
+            parse_duration(value, "ratelimit_window")
+        except PolicyInvalid as exc:
+            raise ValueError(exc.message) from None
+        return value
+
+    @field_validator("source_address")
+    @classmethod
+    def _source(cls, value: str | None) -> str | None:
+        if value is not None:
             try:
-                return response.json()
-            except ValueError as exc:
-                raise TargetRejected(
-                    f"{what}: the answer is not JSON: is url the MailU base address?"
-                ) from exc
-        raise status_error(what, response.status_code)
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise ValueError(f"source_address: {value!r} is not an IP address") from None
+        return value
 
 
-def status_error(what: str, status: int) -> Exception:
-    """The keyturn error for a MailU status (never quoting the body)."""
-    if status in STATUS_ERRORS:
-        cls, hint = STATUS_ERRORS[status]
-        return cls(f"{what}: {hint}")
-    if status >= 500:
-        return TargetUnreachable(f"{what}: MailU failed with HTTP {status}; keyturn retries later")
-    if 300 <= status < 400:
-        return TargetRejected(
-            f"{what}: redirected (HTTP {status}): is url the MailU base, e.g. https://mail.example.com?"
+def mailu_email(user: str, url: str) -> str:
+    """The address as MailU stores it: lower case, the domain in IDNA (its IdnaEmail type).
+
+    MailU finds users whatever the case, but stores a token's owner as sent: a token issued
+    for ``Admin@Acme.example`` belongs to nobody and never logs in."""
+    local, at, domain = user.rpartition("@")
+    if not at or not local or not domain or any(c in user for c in "/ \t\r\n"):
+        raise TargetRejected(
+            f"MailU {url}: {user!r} is not an e-mail address; use the full address"
         )
-    return TargetRejected(f"{what}: MailU answered HTTP {status}")
-
-
-def email_path(user: str) -> str:
-    if "@" not in user or any(c in user for c in "/ \t\r\n"):
-        raise TargetRejected(f"MailU: {user!r} is not an e-mail address; use the full address")
-    return quote(user, safe="")
-
-
-def hash_accepts(value: Secret, stored: str | None, where: str) -> bool:
-    """Check *value* against the hash MailU reports ({SCHEME} prefixes of old MailU allowed)."""
-    if not stored:
-        return False
-    if stored.startswith("{") and "}" in stored:
-        stored = stored.split("}", 1)[1]
-    from passlib.context import CryptContext
-    from passlib.exc import MissingBackendError
-
-    context = CryptContext(
-        schemes=["bcrypt_sha256", "bcrypt", "sha512_crypt", "sha256_crypt", "pbkdf2_sha256"]
-    )
     try:
-        return bool(context.verify(value.reveal(), stored))
-    except MissingBackendError as exc:
-        raise TargetRejected(
-            f"{where}: cannot check MailU's bcrypt hash: pip install bcrypt (or set smtp_host)"
-        ) from exc
-    except (ValueError, TypeError) as exc:
-        raise TargetRejected(
-            f"{where}: MailU's password hash has a scheme keyturn does not know; set smtp_host "
-            "to test by SMTP login"
-        ) from exc
+        ascii_domain = idna.encode(domain.lower()).decode("ascii")
+    except idna.IDNAError:
+        raise TargetRejected(f"MailU {url}: the domain of {user!r} is not a valid name") from None
+    return f"{local.lower()}@{ascii_domain}"
 
 
 class _MailuBase(Target):
@@ -205,14 +160,95 @@ class _MailuBase(Target):
 
     def __init__(self, config: Any, context: TargetContext) -> None:
         super().__init__(config, context)
-        self.api = MailuApi(self.config, context)
+        self.window = parse_duration(self.config.ratelimit_window)
+        self.api = MailuApi(
+            self.config.url,
+            self.config.api_path,
+            self.config.api_token,
+            context,
+            timeout=self.config.timeout,
+            ca_file=self.config.ca_file,
+            window=self.window,
+        )
+        self._failed_login = False
 
-    def _smtp_login(self, user: str, value: Secret, what: str) -> bool:
+    def _email(self, account: Account) -> str:
+        return mailu_email(account.username, self.api.url)
+
+    def _path(self, route: str, email: str) -> str:
+        return f"/{route}/{quote(email, safe='@')}"
+
+    def _user(self, email: str) -> dict[str, Any]:
+        """MailU's record of the user; a disabled user is an error (MailU refuses its logins
+        whatever the value, so a refusal would prove nothing)."""
+        data = self.api.call("GET", self._path("user", email), email)
+        if not isinstance(data, dict):
+            raise TargetRejected(f"MailU {self.api.url}: GET user for {email}: not a user record")
+        if data.get("enabled") is False:
+            raise TargetRejected(
+                f"MailU {self.api.url}: {email} is disabled (enabled=false): MailU refuses its "
+                "logins whatever the password; enable the user in MailU"
+            )
+        return data
+
+    def _login(
+        self, email: str, value: Secret, what: str, networks: list[str] | None = None
+    ) -> bool | None:
+        """One SMTP AUTH (None without smtp_host); at most one failing one per target object."""
         endpoint = self.config.smtp()
-        return True if endpoint is None else endpoint.login(user, value, what)
+        if endpoint is None:
+            return None
+        if self._failed_login:
+            raise TargetUnreachable(
+                f"{endpoint}: not logging in as {email} ({what}): keyturn already made one "
+                "failed login in this attempt, and MailU locks an address range out after 5 "
+                "an hour; the next attempt checks again"
+            )
+
+        def check_source(local: str) -> None:
+            _check_source(self.config.source_address or local, networks, endpoint, email, what)
+
+        try:
+            ok = endpoint.login(email, value, what, check_source=check_source if networks else None)
+        except SmtpDeferred as exc:
+            if exc.smtp_code != SMTP_RATE_LIMITED:
+                raise
+            self.api.limited(self.window)
+            raise TargetRateLimited(
+                f"{endpoint}: MailU rate-limited keyturn's address (SMTP 451 4.3.2 at AUTH as "
+                f"{email}): too many failed logins from its /24 network; keyturn tries again in "
+                f"{self.config.ratelimit_window}",
+                self.window,
+            ) from exc
+        self._failed_login = self._failed_login or not ok
+        return ok
 
     def close(self) -> None:
         self.api.close()
+        self._failed_login = False
+
+
+def _check_source(
+    source: str, networks: list[str] | None, endpoint: object, email: str, what: str
+) -> None:
+    """Refuse to log in with a token from outside its AuthorizedIP: MailU would answer
+    `badip` as a failed login, and count it."""
+    if not networks:
+        return
+    address = ipaddress.ip_address(source)
+    for item in networks:
+        try:
+            if address in ipaddress.ip_network(item, strict=False):
+                return
+        except ValueError:
+            continue  # MailU skips what it cannot parse too
+    raise TargetRejected(
+        f"{endpoint}: not logging in as {email} ({what}): the token's AuthorizedIP "
+        f"({', '.join(networks)}) does not include {source}, the address keyturn logs in from, "
+        "so MailU would refuse it (badip) and count a failed login; add that address to "
+        "token_ips, set source_address to the address MailU sees (behind NAT), or remove "
+        "smtp_host to check tokens through the API only"
+    )
 
 
 class MailuTarget(_MailuBase):
@@ -222,80 +258,152 @@ class MailuTarget(_MailuBase):
     max_active_secrets = 1
     strategies = ("single",)
 
-    def _accepts(self, user: str, value: Secret) -> bool:
-        data = self.api.call("GET", f"/user/{email_path(user)}", user)
-        stored = data.get("password") if isinstance(data, dict) else None
-        return hash_accepts(value, stored, f"MailU {self.api.url}: user {user}")
+    def _verdict(self, email: str, value: Secret) -> bool | Uncheckable:
+        """Does MailU's stored hash accept *value*? (or why keyturn cannot tell)"""
+        stored = self._user(email).get("password")
+        if not isinstance(stored, str) or not stored:
+            raise TargetRejected(
+                f"MailU {self.api.url}: GET user for {email} has no password hash: keyturn "
+                "needs MailU 1.9 or later"
+            )
+        try:
+            return accepts(value, stored)
+        except Uncheckable as exc:
+            return exc
 
     def test(self, account: Account, value: Secret) -> bool:
-        """Accepted if MailU's hash matches and (with smtp_host) an SMTP login succeeds."""
-        user = account.username
-        if not self._accepts(user, value):
+        """Accepted if MailU's hash matches and (with smtp_host) an SMTP login succeeds.
+
+        A refusal by the hash costs no login. A hash keyturn cannot check is settled by an
+        SMTP login when smtp_host is set, and is a TargetRejected saying why otherwise.
+        """
+        email = self._email(account)
+        verdict = self._verdict(email, value)
+        if verdict is False:
             return False
-        return self._smtp_login(user, value, "password")
+        ok = self._login(email, value, "password")
+        if ok is not None:
+            return ok
+        if verdict is True:
+            return True
+        raise TargetRejected(_uncheckable(self.api.url, email, verdict))
 
     def set(self, account: Account, new: Secret, current: Secret | None) -> None:
-        """PATCH the user's raw_password, unless MailU already holds *new*."""
-        user = account.username
-        if self._accepts(user, new):
+        """PATCH the user's raw_password, unless MailU's hash shows it already holds *new*.
+
+        A hash keyturn cannot check never blocks `set`: setting the same password again is
+        harmless (MailU hashes it anew), so restoring the old value is always possible.
+        """
+        email = self._email(account)
+        if self._verdict(email, new) is True:
             return
-        self.api.call("PATCH", f"/user/{email_path(user)}", user, {"raw_password": new.reveal()})
+        self.api.call(
+            "PATCH", self._path("user", email), email, {"raw_password": new.reveal()}, sent=(new,)
+        )
 
     def revoke(self, account: Account, old: Secret) -> None:
         """Nothing to do: `set` replaced the only password MailU keeps."""
 
 
+def _uncheckable(url: str, email: str, why: Uncheckable) -> str:
+    if why.mailu_refuses:
+        return (
+            f"MailU {url}: {email}'s password hash is {why.scheme}, a form MailU itself "
+            "refuses at login (no passlib scheme recognises it), so no password works for "
+            f"{email} until one is set again (keyturn rotate sets one); set smtp_host to "
+            "have keyturn log in instead of reading the hash"
+        )
+    return (
+        f"MailU {url}: cannot check {email}'s password hash ({why.scheme}): {why.why}; "
+        "or set smtp_host so that keyturn logs in over SMTP instead"
+    )
+
+
 class MailuTokenTarget(_MailuBase):
-    """MailU app tokens of a mailbox (strategy `dual`): MailU issues them, keyturn tracks ids."""
+    """MailU app tokens of a mailbox (strategy `dual`): MailU issues them, keyturn tracks
+    them by id and by the nonce in their comment."""
 
     name = "mailu-token"
     max_active_secrets = 2
     strategies = ("dual",)
     issues_secrets: ClassVar[bool] = True
 
-    def _tokens(self, user: str) -> list[dict[str, Any]]:
-        data = self.api.call("GET", f"/tokenuser/{email_path(user)}", user)
+    def _key_id(self, token: dict[str, Any]) -> str | None:
+        """keyturn's key id of *token*, or None when it is not keyturn's."""
+        comment, token_id = token.get("comment"), token.get("id")
+        if token_id is None or not isinstance(comment, str):
+            return None
+        base = self.config.token_comment
+        if comment == base:  # issued before key ids carried a nonce
+            return str(token_id)
+        prefix = f"{base} [kt:"
+        nonce = comment[len(prefix) : -1] if comment.startswith(prefix) else ""
+        if comment.endswith("]") and re.fullmatch(r"[0-9a-f]{8}", nonce):
+            return f"{token_id}:{nonce}"
+        return None
+
+    def _tokens(self, email: str) -> list[dict[str, Any]]:
+        data = self.api.call("GET", self._path("tokenuser", email), email)
         return [t for t in data if isinstance(t, dict)] if isinstance(data, list) else []
 
+    def _find(self, email: str, key_id: str) -> dict[str, Any] | None:
+        return next((t for t in self._tokens(email) if self._key_id(t) == key_id), None)
+
     def list_active(self, account: Account) -> list[str]:
-        """Ids of the user's tokens that carry keyturn's comment."""
-        return [
-            str(t.get("id"))
-            for t in self._tokens(account.username)
-            if t.get("comment") == self.config.token_comment
-        ]
+        """Key ids of the user's tokens that keyturn issued."""
+        found = (self._key_id(t) for t in self._tokens(self._email(account)))
+        return [key_id for key_id in found if key_id is not None]
 
     def create(self, account: Account) -> IssuedSecret:
         """POST /token: MailU generates the token and shows it this once."""
-        user = account.username
-        email_path(user)
-        body: dict[str, Any] = {"email": user, "comment": self.config.token_comment}
+        email = self._email(account)
+        nonce = secrets.token_hex(4)
+        body: dict[str, Any] = {
+            "email": email,
+            "comment": f"{self.config.token_comment} [kt:{nonce}]",
+        }
         if self.config.token_ips:
             body["AuthorizedIP"] = list(self.config.token_ips)
-        data = self.api.call("POST", "/token", user, body)
-        if not isinstance(data, dict) or not data.get("token") or data.get("id") is None:
-            raise TargetRejected(f"MailU {self.api.url}: POST token for {user}: no token returned")
-        return IssuedSecret(key_id=str(data["id"]), value=Secret(str(data["token"])))
+        data = self.api.call("POST", "/token", email, body)
+        token = data.get("token") if isinstance(data, dict) else None
+        token_id = data.get("id") if isinstance(data, dict) else None
+        if not isinstance(token, str) or not _TOKEN.fullmatch(token) or token_id is None:
+            raise TargetRejected(
+                f"MailU {self.api.url}: POST token for {email}: MailU returned no app token "
+                "(32 hex characters) and id"
+            )
+        return IssuedSecret(key_id=f"{token_id}:{nonce}", value=Secret(token))
 
     def set(self, account: Account, new: Secret, current: Secret | None) -> None:
         """Nothing to do: MailU made the token active when it issued it."""
 
     def test(self, account: Account, value: Secret) -> bool:
-        """Refused if MailU no longer holds the token; else (with smtp_host) an SMTP login."""
-        user = account.username
+        """Refused if MailU no longer holds keyturn's token (by id and comment); else (with
+        smtp_host) an SMTP login, made only from inside the token's AuthorizedIP."""
+        email = self._email(account)
+        self._user(email)
         if account.key_id is None:
             if self.config.smtp() is None:
-                raise TargetRejected(_no_key_id(self.api.url, user))
-        elif account.key_id not in {str(t.get("id")) for t in self._tokens(user)}:
+                raise TargetRejected(_no_key_id(self.api.url, email))
+            return bool(self._login(email, value, "app token (no id)"))
+        token = self._find(email, account.key_id)
+        if token is None:
             return False
-        return self._smtp_login(user, value, f"app token {account.key_id or '?'}")
+        networks = token.get("AuthorizedIP")
+        networks = [str(n) for n in networks] if isinstance(networks, list) else []
+        ok = self._login(email, value, f"app token {token.get('id')}", networks)
+        return True if ok is None else ok
 
     def revoke(self, account: Account, old: Secret) -> None:
-        """DELETE /token/{id}; a token that is already gone is fine."""
+        """DELETE /token/{id} if that id is still keyturn's token; gone (or its id given to
+        another token) is fine."""
+        email = self._email(account)
         if account.key_id is None:
-            raise TargetRejected(_no_key_id(self.api.url, account.username))
-        path = f"/token/{quote(account.key_id, safe='')}"
-        self.api.call("DELETE", path, account.username, missing_ok=True)
+            raise TargetRejected(_no_key_id(self.api.url, email))
+        token = self._find(email, account.key_id)
+        if token is not None:
+            path = f"/token/{quote(str(token['id']), safe='')}"
+            self.api.call("DELETE", path, email, missing_ok=True)
 
 
 def _no_key_id(url: str, user: str) -> str:

@@ -6,7 +6,8 @@ MailU locks an address range out after five failed logins per hour.
 
     235            -> accepted (True)
     535            -> refused (False)
-    454, 4xx, I/O  -> TargetUnreachable (the answer is unknown; never taken for a refusal)
+    454, 4xx       -> SmtpDeferred, a TargetUnreachable (never taken for a refusal)
+    I/O            -> TargetUnreachable (the answer is unknown)
     other 5xx      -> TargetRejected (e.g. 534/538: the server wants TLS or another mechanism)
 
 Messages name the endpoint and the user, never the value. Plain-text SMTP (`smtp_tls = "none"`)
@@ -18,6 +19,7 @@ from __future__ import annotations
 import ipaddress
 import smtplib
 import ssl
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import model_validator
@@ -119,10 +121,24 @@ class SmtpEndpoint:
             raise TargetUnreachable(f"{self}: cannot connect ({type(exc).__name__})") from exc
         return client
 
-    def login(self, user: str, value: Secret, what: str = "credential") -> bool:
-        """Log in as *user* with *value*: True on 235, False on 535; at most one attempt."""
+    def login(
+        self,
+        user: str,
+        value: Secret,
+        what: str = "credential",
+        check_source: Callable[[str], None] | None = None,
+    ) -> bool:
+        """Log in as *user* with *value*: True on 235, False on 535; at most one attempt.
+
+        *check_source*, if given, is called with this side's address of the connection before
+        AUTH, and may raise to keep a login that is bound to fail from being made at all.
+        """
         client = self.connect()
         try:
+            if check_source is not None:
+                if client.sock is None:
+                    raise TargetUnreachable(f"{self}: the connection closed before AUTH")
+                check_source(str(client.sock.getsockname()[0]))
             return self._auth(client, user, value, what)
         finally:
             _quit(client)
@@ -152,12 +168,22 @@ class SmtpEndpoint:
         return code == 235
 
 
+class SmtpDeferred(TargetUnreachable):
+    """The SMTP server deferred the login (a 4xx answer to AUTH); retry later."""
+
+    def __init__(self, message: str, smtp_code: int) -> None:
+        super().__init__(message)
+        # Which 4xx: a target that knows its server's codes (MailU's 451 rate limit) maps it.
+        self.smtp_code = smtp_code
+
+
 def _refusal(endpoint: SmtpEndpoint, code: int, user: str, what: str) -> bool:
     if code == 535:
         return False
     if 400 <= code < 500:
-        raise TargetUnreachable(
-            f"{endpoint}: AUTH as {user} ({what}) failed temporarily (SMTP {code}); retry later"
+        raise SmtpDeferred(
+            f"{endpoint}: AUTH as {user} ({what}) failed temporarily (SMTP {code}); retry later",
+            code,
         )
     raise TargetRejected(f"{endpoint}: AUTH as {user} ({what}) was refused with SMTP {code}")
 
