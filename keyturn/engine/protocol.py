@@ -602,12 +602,29 @@ class Runner:
         except Exception:  # a target error or a plugin bug: either way we cannot tell:
             return "unknown"
 
+    def _revoke_abandoned(self) -> dict[str, str]:
+        """An issuing target still accepts the pending secret about to be abandoned (an app
+        token MailU issued): revoke it now, not at the next rotation's reconciliation."""
+        if not self.target.issues_secrets:
+            return {}
+        with self.db.read() as session:
+            pending, _ = self._values(session)
+            value = self.app.vault.reveal(pending) if pending else None
+        if pending is None or pending.key_id is None or value is None:
+            return {}
+        try:
+            self.target.revoke(account(pending), value)
+        except TargetError as exc:  # the next create removes it as an orphan
+            return {"key_left": pending.key_id, "key_left_because": exc.message}
+        return {"revoked_key": pending.key_id}
+
     def _fail(self, step: Step, exc: KeyturnError) -> None:
         error = f"{step}: {exc.message}"
         log.warning(
             "rotation %s of %s failed at %s: %s", self.id, self.credential_id, step, exc.message
         )
         state = self._recover() if step in (Step.SET, Step.TEST) else "unknown"
+        revoked = self._revoke_abandoned() if state == "current" else {}
         now = utcnow()
         with self.db.write() as session:
             rot, cred = self._load(session)
@@ -649,6 +666,7 @@ class Runner:
                 attempt=attempts,
                 error=exc.message,
                 abandoned_version=pending.number if state == "current" and pending else None,
+                **revoked,
                 next_attempt_at=values.get("next_attempt_at").isoformat()  # type: ignore[union-attr]
                 if values.get("next_attempt_at")
                 else None,

@@ -137,8 +137,10 @@ def abort(app: Keyturn, credential_id: str, *, actor: str, reason: str) -> int:
             f"rotation {rot.id} is being run by {rot.lease_owner}; abort it when its lease expires"
         )
     promoted = Step(rot.step) in (Step.WAIT, Step.REVOKE, Step.DONE)
+    issued: dict[str, str] = {}
     if not promoted and rot.new_version is not None:
         _restore_current(app, credential_id)
+        issued = _revoke_issued(app, credential_id)
     now = utcnow()
     with app.db.write() as session:
         cred = repo.get_credential(session, credential_id)
@@ -163,9 +165,31 @@ def abort(app: Keyturn, credential_id: str, *, actor: str, reason: str) -> int:
             reason=reason.strip(),
             credential_id=credential_id,
             tenant_id=cred.tenant_id,
-            details={"rotation": rot.id, "step": rot.step, "promoted": promoted},
+            details={"rotation": rot.id, "step": rot.step, "promoted": promoted, **issued},
         )
     return rot.id
+
+
+def _revoke_issued(app: Keyturn, credential_id: str) -> dict[str, str]:
+    """A target that issued the pending secret (an app token) still accepts it: revoke it
+    now rather than at the next rotation. Says which key was revoked, or left and why."""
+    with app.db.read() as session:
+        cred = repo.get_credential(session, credential_id)
+        pending = repo.version_in_state(session, credential_id, VersionState.PENDING)
+        row = session.get(TargetRow, cred.target or "")
+    if pending is None or pending.key_id is None or row is None:
+        return {}
+    target = open_target(app, row, cred.strategy)
+    try:
+        if not target.issues_secrets:
+            return {}
+        target.revoke(account(pending), app.vault.reveal(pending))
+        return {"revoked_key": pending.key_id}
+    except TargetError as exc:
+        # The next rotation removes it as an orphan; the abort itself must not fail on it.
+        return {"key_left": pending.key_id, "key_left_because": exc.message}
+    finally:
+        target.close()
 
 
 def _restore_current(app: Keyturn, credential_id: str) -> None:

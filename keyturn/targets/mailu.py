@@ -23,7 +23,8 @@ its admin API token (``API_TOKEN`` in mailu.env), sent as ``Authorization: Beare
 (``smtp_host``) only when the API says the value is accepted, or when the hash is of a kind
 keyturn cannot check. MailU counts failed logins per /24 network (5 an hour) and then refuses
 everything from it: a target object (one rotation attempt, or one `verify`) makes at most one
-failing SMTP AUTH, and a 429 (or SMTP 451) stops it for ``ratelimit_window``.
+failing SMTP AUTH (after it, the API's answer alone counts), and a 429 (or SMTP 451) stops
+it for ``ratelimit_window``.
 """
 
 from __future__ import annotations
@@ -194,16 +195,11 @@ class _MailuBase(Target):
     def _login(
         self, email: str, value: Secret, what: str, networks: list[str] | None = None
     ) -> bool | None:
-        """One SMTP AUTH (None without smtp_host); at most one failing one per target object."""
+        """One SMTP AUTH, or None when the API's answer must do: no smtp_host, or this target
+        object (one rotation attempt) already made its one failing login."""
         endpoint = self.config.smtp()
-        if endpoint is None:
+        if endpoint is None or self._failed_login:
             return None
-        if self._failed_login:
-            raise TargetUnreachable(
-                f"{endpoint}: not logging in as {email} ({what}): keyturn already made one "
-                "failed login in this attempt, and MailU locks an address range out after 5 "
-                "an hour; the next attempt checks again"
-            )
 
         def check_source(local: str) -> None:
             _check_source(self.config.source_address or local, networks, endpoint, email, what)
@@ -275,7 +271,8 @@ class MailuTarget(_MailuBase):
         """Accepted if MailU's hash matches and (with smtp_host) an SMTP login succeeds.
 
         A refusal by the hash costs no login. A hash keyturn cannot check is settled by an
-        SMTP login when smtp_host is set, and is a TargetRejected saying why otherwise.
+        SMTP login when smtp_host is set, and is a TargetRejected saying why otherwise. After
+        one failed login in this attempt, the hash alone answers (MailU's own check).
         """
         email = self._email(account)
         verdict = self._verdict(email, value)
@@ -286,6 +283,12 @@ class MailuTarget(_MailuBase):
             return ok
         if verdict is True:
             return True
+        if self._failed_login:
+            raise TargetUnreachable(
+                f"MailU {self.api.url}: cannot check {email}'s password hash ({verdict.scheme}) "
+                "and keyturn already made one failed login in this attempt (MailU locks an "
+                "address range out after 5 an hour); the next attempt logs in again"
+            )
         raise TargetRejected(_uncheckable(self.api.url, email, verdict))
 
     def set(self, account: Account, new: Secret, current: Secret | None) -> None:
