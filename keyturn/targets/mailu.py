@@ -232,12 +232,12 @@ def _check_source(
     if not networks:
         return
     address = ipaddress.ip_address(source)
-    for item in networks:
-        try:
-            if address in ipaddress.ip_network(item, strict=False):
-                return
-        except ValueError:
-            continue  # MailU skips what it cannot parse too
+    try:
+        # MailU's utils.is_ip_in_subnet: one item it cannot parse refuses the token outright.
+        if any(address in ipaddress.ip_network(item, strict=False) for item in networks):
+            return
+    except ValueError:
+        pass
     raise TargetRejected(
         f"{endpoint}: not logging in as {email} ({what}): the token's AuthorizedIP "
         f"({', '.join(networks)}) does not include {source}, the address keyturn logs in from, "
@@ -388,7 +388,14 @@ class MailuTokenTarget(_MailuBase):
         if account.key_id is None:
             if self.config.smtp() is None:
                 raise TargetRejected(_no_key_id(self.api.url, email))
-            return bool(self._login(email, value, "app token (no id)"))
+            ok = self._login(email, value, "app token (no id)")
+            if ok is None:
+                raise TargetUnreachable(
+                    f"MailU {self.api.url}: cannot check {email}'s token without a login, and "
+                    "keyturn already made one failed login in this attempt; the next attempt "
+                    "logs in again"
+                )
+            return ok
         token = self._find(email, account.key_id)
         if token is None:
             return False

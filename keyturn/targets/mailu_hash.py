@@ -37,7 +37,8 @@ LEGACY_PREFIXES = (
 # bcrypt 4 (MailU pins 4.1.3) truncates a secret to 72 bytes; bcrypt 5 raises instead.
 _BCRYPT_PLAIN = {"bcrypt", "ldap_bcrypt", "django_bcrypt"}
 _BCRYPT_LIMIT = 72
-_LABEL = re.compile(r"\{[A-Za-z0-9._-]{1,24}\}|\$[A-Za-z0-9._-]{1,24}\$")
+# A Dovecot-style scheme name ({PLAIN}, {SSHA512}): upper case, so never a stored password.
+_PREFIX = re.compile(r"\{[A-Z0-9-]{1,20}\}")
 
 
 class Uncheckable(Exception):
@@ -51,11 +52,14 @@ class Uncheckable(Exception):
         self.mailu_refuses = mailu_refuses
 
 
-def scheme_label(stored: str) -> str:
-    """The scheme part of a hash (``{SHA512-CRYPT}``, ``$6$``, ``$bcrypt-sha256$``), never
-    more of it."""
-    match = _LABEL.match(stored)
-    return match.group(0) if match else "an unrecognised format"
+def scheme_label(stored: str, handler: str | None = None) -> str:
+    """What a message may say of a hash: its ``{SCHEME}`` prefix and the passlib scheme that
+    claimed it, never more of it (an unrecognised hash may be a password in clear)."""
+    match = _PREFIX.match(stored)
+    prefix = match.group(0) if match else ""
+    if handler:
+        return f"{prefix} ({handler})" if prefix else handler
+    return prefix or "an unrecognised format"
 
 
 @cache
@@ -96,7 +100,7 @@ def accepts(value: Secret, stored: str) -> bool:
     data = secret.encode()
     if name in _BCRYPT_PLAIN:
         data = data[:_BCRYPT_LIMIT]
-    return _verify(handler, name, data, reference, scheme_label(stored))
+    return _verify(handler, name, data, reference, scheme_label(stored, name))
 
 
 def _verify(handler: Any, name: str, secret: bytes, reference: str, label: str) -> bool:

@@ -234,6 +234,20 @@ def test_a_reused_token_id_is_never_taken_for_keyturns_token(
     assert mailu.failed_logins == 0
 
 
+def test_tokens_keyturn_issued_before_nonces_are_still_its_own(
+    mailu: MailuDouble, refs: Refs
+) -> None:
+    """Key ids were bare ids, and the comment exactly token_comment."""
+    mailu.add_user(USER, new_password())
+    old_id, old_value = mailu.issue_token(USER, comment="keyturn")
+    mailu.issue_token(USER, comment="keyturn phone")  # not keyturn's
+    target = plugin(mailu, refs, MailuTokenTarget, **smtp(mailu))
+    assert target.list_active(Account(USER)) == [str(old_id)]
+    assert target.test(Account(USER, str(old_id)), Secret(old_value))
+    target.revoke(Account(USER, str(old_id)), Secret(old_value))
+    assert [t["comment"] for t in mailu.tokens(USER)] == ["keyturn phone"]
+
+
 def test_a_mixed_case_username_gets_a_token_that_works(mailu: MailuDouble, refs: Refs) -> None:
     """MailU finds users whatever the case but stores a token's owner as sent."""
     mailu.add_user(USER, new_password())
