@@ -614,8 +614,9 @@ class Runner:
             return {}
         try:
             self.target.revoke(account(pending), value)
-        except TargetError as exc:  # the next create removes it as an orphan
-            return {"key_left": pending.key_id, "key_left_because": exc.message}
+        except Exception as exc:  # the next create removes it as an orphan
+            why = exc.message if isinstance(exc, KeyturnError) else type(exc).__name__
+            return {"key_left": pending.key_id, "key_left_because": why}
         return {"revoked_key": pending.key_id}
 
     def _fail(self, step: Step, exc: KeyturnError) -> None:

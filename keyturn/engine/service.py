@@ -185,9 +185,10 @@ def _revoke_issued(app: Keyturn, credential_id: str) -> dict[str, str]:
             return {}
         target.revoke(account(pending), app.vault.reveal(pending))
         return {"revoked_key": pending.key_id}
-    except TargetError as exc:
+    except Exception as exc:
         # The next rotation removes it as an orphan; the abort itself must not fail on it.
-        return {"key_left": pending.key_id, "key_left_because": exc.message}
+        why = exc.message if isinstance(exc, KeyturnError) else type(exc).__name__
+        return {"key_left": pending.key_id, "key_left_because": why}
     finally:
         target.close()
 
