@@ -75,7 +75,7 @@ def open_app(ctx: typer.Context) -> Keyturn:
 
 def main() -> None:
     # Commands register themselves on import.
-    from keyturn.cli import commands, demo, rekey, rotation, schedule, serve  # noqa: F401
+    from keyturn.cli import commands, demo, rekey, rotation, scan, schedule, serve  # noqa: F401
 
     try:
         app()

@@ -1,0 +1,235 @@
+"""`keyturn scan`: find copies of managed credentials, and credentials keyturn does not manage."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from enum import StrEnum
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from keyturn.app import Keyturn
+from keyturn.cli import output
+from keyturn.cli.main import app, open_app, settings
+from keyturn.cli.rotation import _actor
+from keyturn.domain.errors import UsageError
+from keyturn.scan import baseline as baselines
+from keyturn.scan import detect, leak, report
+from keyturn.scan.keys import ScanKeys
+from keyturn.scan.managed import build_index, scan_keys
+from keyturn.scan.model import Document, Finding
+from keyturn.scan.run import Result
+from keyturn.scan.run import scan as run_scan
+from keyturn.scan.sources import Source, repository
+from keyturn.settings import BY_NAME
+
+
+class Format(StrEnum):
+    text = "text"
+    json = "json"
+    sarif = "sarif"
+
+
+def _open_inventory(ctx: typer.Context, wanted: bool) -> Keyturn | None:
+    """keyturn's database when one is configured (or ./keyturn.db exists); None otherwise,
+    and the scan finds unmanaged credentials only."""
+    if not wanted:
+        return None
+    configured = settings(ctx).db
+    if configured == BY_NAME["db"].default and not Path("keyturn.db").exists():
+        return None
+    return open_app(ctx)
+
+
+def _documents(
+    source: Source, args: list[str], git: bool, staged: bool
+) -> tuple[Iterator[Document], str]:
+    if git and staged:
+        raise UsageError("--git and --staged do not go together: pick one")
+    if staged or git:
+        revisions = None
+        if git and args and not Path(args[0]).exists():
+            revisions, args = args[0], args[1:]  # `--git RANGE [PATH...]`, as git itself reads it
+        repo = repository(Path(args[0]) if args else Path.cwd())
+        paths = [str(Path(a).resolve().relative_to(repo)) for a in args]
+        if staged:
+            return source.staged(repo, paths), "staged files"
+        return source.history(repo, revisions, paths), f"history ({revisions or 'all refs'})"
+    return source.files([Path(a) for a in args or ["."]]), "files"
+
+
+def _progress(what: str) -> Progress:
+    return Progress(
+        TextColumn(f"scanning {what}"),
+        BarColumn(pulse_style="cyan"),
+        TextColumn("{task.fields[files]} files, {task.fields[mb]:.1f} MB"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+        disable=not sys.stderr.isatty(),
+    )
+
+
+def _emit(text: str, output_file: Path | None) -> None:
+    if output_file is None:
+        sys.stdout.write(text)
+    else:
+        output_file.write_text(text)
+
+
+def _print_leaks(results: list[leak.LeakResult], as_text: bool) -> None:
+    for r in results:
+        if r.error:
+            output.fail(f"{r.credential_id}: leak rotation failed: {r.error}")
+        elif as_text:
+            done = "; ".join(r.actions) or "nothing to rotate (no longer live)"
+            status = f" ({r.outcome.status})" if r.outcome else ""
+            output.console.print(f"{r.credential_id}: {done}{status}", highlight=False)
+
+
+@app.command()
+def scan(
+    ctx: typer.Context,
+    paths: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[RANGE] [PATH]...", help="Files and folders (default: .)"),
+    ] = None,
+    git: Annotated[
+        bool,
+        typer.Option("--git", help="Scan git history: every commit of RANGE (default: all refs)"),
+    ] = False,
+    staged: Annotated[
+        bool, typer.Option("--staged", help="Scan what is staged for the next commit")
+    ] = False,
+    fmt: Annotated[Format, typer.Option("--format", help="Output format")] = Format.text,
+    json: Annotated[bool, typer.Option("--json", help="Same as --format json")] = False,
+    output_file: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the report to FILE")
+    ] = None,
+    baseline: Annotated[
+        Path | None, typer.Option("--baseline", help="Accepted findings (fingerprints only)")
+    ] = None,
+    update_baseline: Annotated[
+        bool,
+        typer.Option("--update-baseline", help="Write every finding into --baseline, exit 0"),
+    ] = False,
+    rotate_leaked: Annotated[
+        bool,
+        typer.Option(
+            "--rotate-leaked",
+            help="Rotate every credential whose live value was found (leak: revoke at once)",
+        ),
+    ] = False,
+    detectors: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--detector",
+            help="keyturn, credsweeper or none; repeat for several [default: keyturn, and "
+            "credsweeper when keyturn[scan] is installed]",
+        ),
+    ] = None,
+    managed: Annotated[
+        bool, typer.Option("--managed/--no-managed", help="Look for keyturn's own values")
+    ] = True,
+    jobs: Annotated[
+        int, typer.Option("--jobs", "-j", min=0, help="Worker processes (0: one per core)")
+    ] = 0,
+    max_file_mb: Annotated[
+        int, typer.Option("--max-file-size", min=1, help="Skip files larger than this (MB)")
+    ] = 10,
+) -> None:
+    """Find copies of keyturn's values (named by credential, version, owner and consumers)
+    and hard-coded credentials keyturn does not manage. Exits 1 when a finding is new."""
+    fmt = Format.json if json else fmt
+    if update_baseline and baseline is None:
+        raise UsageError("--update-baseline needs --baseline FILE")
+    names = _detector_names(detectors)
+    instance = _open_inventory(ctx, managed or rotate_leaked)
+    if rotate_leaked and instance is None:
+        raise UsageError("--rotate-leaked needs keyturn's database: set KEYTURN_DB")
+    keys = scan_keys(instance) if instance else ScanKeys.unkeyed()
+    accepted = baselines.load(baseline, keys) if baseline and not update_baseline else None
+    result = _run(instance, keys, names, list(paths or []), git, staged, managed, jobs, max_file_mb)
+    if update_baseline:
+        assert baseline is not None
+        count = baselines.write(baseline, result.findings, keys)
+        output.errors.print(f"wrote {count} fingerprints to {baseline}", highlight=False)
+        return
+    new = [f for f in result.findings if accepted is None or not accepted.accepts(f)]
+    _report(result, new, len(result.findings) - len(new), fmt, output_file)
+    if rotate_leaked and instance is not None:
+        results = leak.rotate_leaked(instance, new, _actor())
+        _print_leaks(results, fmt == Format.text and output_file is None)
+        if not all(r.ok for r in results):
+            raise typer.Exit(1)
+    if new:
+        raise typer.Exit(1)
+
+
+def _detector_names(chosen: list[str] | None) -> list[str]:
+    if not chosen:
+        names = detect.default_names()
+        if "credsweeper" not in names:
+            output.errors.print(
+                "note: CredSweeper is not installed (pip install 'keyturn[scan]'): unmanaged "
+                "credentials come from keyturn's own rules only",
+                highlight=False,
+            )
+        return names
+    names = [n for n in dict.fromkeys(chosen) if n != "none"]
+    for name in names:
+        detect.load(name).close()  # an unknown name or a missing extra fails here, at once
+    return names
+
+
+def _run(
+    instance: Keyturn | None,
+    keys: ScanKeys,
+    names: list[str],
+    args: list[str],
+    git: bool,
+    staged: bool,
+    managed: bool,
+    jobs: int,
+    max_file_mb: int,
+) -> Result:
+    index = build_index(instance, keys) if instance and managed else None
+    if instance is None and managed:
+        output.errors.print(
+            "note: no keyturn database (set KEYTURN_DB): copies of managed values are not "
+            "looked for",
+            highlight=False,
+        )
+    source = Source(max_bytes=max_file_mb * 1024 * 1024)
+    documents, what = _documents(source, args, git, staged)
+    with _progress(what) as bar:
+        task = bar.add_task("scan", total=None, files=0, mb=0.0)
+        result = run_scan(
+            documents,
+            keys,
+            index,
+            names,
+            jobs=jobs,
+            progress=lambda files, size: bar.update(task, files=files, mb=size / 1e6),
+        )
+    result.skipped = source.skipped
+    return result
+
+
+def _report(
+    result: Result, new: list[Finding], accepted: int, fmt: Format, output_file: Path | None
+) -> None:
+    if fmt == Format.json:
+        _emit(report.as_json(result, new, accepted), output_file)
+    elif fmt == Format.sarif:
+        _emit(report.as_sarif(result, new, package_version("keyturn")), output_file)
+    elif output_file is not None:
+        with output_file.open("w") as handle:
+            report.as_text(Console(file=handle, width=200), result, new, accepted)
+    else:
+        report.as_text(output.console, result, new, accepted)

@@ -1,0 +1,125 @@
+"""An inventory whose versions are in every state, on passwd-file targets (no server needed):
+
+- ``acme/smtp-admin`` (single): v1 and v2 retired, v3 current;
+- ``globex/api`` (dual, 7 days of grace): v1 previous, v2 current.
+
+The first value of each has a space, quotes, a non-ASCII letter and URL-reserved characters,
+so every encoding of it differs from the raw value.
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from keyturn.db import repo
+from tests.scan.corpus import shaped
+from tests.support.keyturn import Harness
+
+INVENTORY = """
+[policies.slow]
+max_age = "180d"
+grace = "7d"
+
+[targets.mail]
+type = "passwd-file"
+path = "mail.passwd"
+
+[targets.api]
+type = "passwd-file"
+path = "api.passwd"
+secondary_path = "api2.passwd"
+
+[[credentials]]
+id = "acme/smtp-admin"
+tenant = "acme"
+kind = "smtp"
+owner = "platform-team"
+target = "mail"
+username = "admin@acme.example"
+initial_secret = "env:ACME_INITIAL"
+
+[[credentials]]
+id = "globex/api"
+tenant = "globex"
+kind = "api-key"
+owner = "globex-devs"
+policy = "slow"
+target = "api"
+strategy = "dual"
+username = "globex"
+initial_secret = "env:GLOBEX_INITIAL"
+"""
+
+
+@dataclass(frozen=True)
+class Version:
+    credential: str
+    number: int
+    state: str
+    value: str
+    username: str
+
+
+def special(rng: random.Random) -> str:
+    return shaped(rng, 20) + ' "é /@:+%'
+
+
+@dataclass
+class Inventory:
+    kt: Harness
+    versions: list[Version]
+
+    def of(self, credential: str, state: str) -> Version:
+        return next(v for v in self.versions if v.credential == credential and v.state == state)
+
+    def of_number(self, credential: str, number: int) -> Version:
+        return next(v for v in self.versions if v.credential == credential and v.number == number)
+
+    def values(self) -> list[str]:
+        return [v.value for v in self.versions]
+
+
+def read_versions(kt: Harness) -> list[Version]:
+    out = []
+    with kt.app.db.read() as session:
+        for cred in ("acme/smtp-admin", "globex/api"):
+            for v in repo.versions(session, cred):
+                value = kt.app.vault.reveal(v).reveal()
+                out.append(Version(cred, v.number, v.state, value, v.username or ""))
+    return out
+
+
+@pytest.fixture
+def inventory(kt: Harness) -> Inventory:
+    rng = random.Random()
+    kt.write("keyturn.toml", INVENTORY)
+    env = {"ACME_INITIAL": special(rng), "GLOBEX_INITIAL": special(rng)}
+    assert kt.cli("apply", "keyturn.toml", env=env).code == 0
+    for _ in range(2):
+        assert kt.cli("rotate", "acme/smtp-admin", "--reason", "test").code == 0
+    assert kt.cli("rotate", "globex/api", "--reason", "test").code == 0
+    inv = Inventory(kt, read_versions(kt))
+    states = sorted((v.credential, v.number, v.state) for v in inv.versions)
+    assert states == [
+        ("acme/smtp-admin", 1, "retired"),
+        ("acme/smtp-admin", 2, "retired"),
+        ("acme/smtp-admin", 3, "current"),
+        ("globex/api", 1, "previous"),
+        ("globex/api", 2, "current"),
+    ]
+    return inv
+
+
+def git(repo: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip()
