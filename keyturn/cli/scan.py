@@ -92,56 +92,65 @@ def _print_leaks(results: list[leak.LeakResult], as_text: bool) -> None:
             output.console.print(f"{r.credential_id}: {done}{status}", highlight=False)
 
 
+Paths = Annotated[
+    list[str] | None,
+    typer.Argument(metavar="[RANGE] [PATH]...", help="Files and folders (default: .)"),
+]
+Git = Annotated[
+    bool, typer.Option("--git", help="Scan git history: every commit of RANGE (default: all refs)")
+]
+Staged = Annotated[bool, typer.Option("--staged", help="Scan what is staged for the next commit")]
+Fmt = Annotated[Format, typer.Option("--format", help="Output format")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Same as --format json")]
+OutputFile = Annotated[Path | None, typer.Option("--output", "-o", help="Write the report to FILE")]
+BaselineFile = Annotated[
+    Path | None, typer.Option("--baseline", help="Accepted findings (fingerprints only)")
+]
+UpdateBaseline = Annotated[
+    bool, typer.Option("--update-baseline", help="Write every finding into --baseline, exit 0")
+]
+RotateLeaked = Annotated[
+    bool,
+    typer.Option(
+        "--rotate-leaked",
+        help="Rotate every credential whose live value was found (leak: revoke at once)",
+    ),
+]
+Detectors = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--detector",
+        help="keyturn, credsweeper or none; repeat for several [default: keyturn, and "
+        "credsweeper when keyturn[scan] is installed]",
+    ),
+]
+Managed = Annotated[
+    bool, typer.Option("--managed/--no-managed", help="Look for keyturn's own values")
+]
+Jobs = Annotated[
+    int, typer.Option("--jobs", "-j", min=0, help="Worker processes (0: one per core)")
+]
+MaxFile = Annotated[
+    int, typer.Option("--max-file-size", min=1, help="Skip files larger than this (MB)")
+]
+
+
 @app.command()
 def scan(
     ctx: typer.Context,
-    paths: Annotated[
-        list[str] | None,
-        typer.Argument(metavar="[RANGE] [PATH]...", help="Files and folders (default: .)"),
-    ] = None,
-    git: Annotated[
-        bool,
-        typer.Option("--git", help="Scan git history: every commit of RANGE (default: all refs)"),
-    ] = False,
-    staged: Annotated[
-        bool, typer.Option("--staged", help="Scan what is staged for the next commit")
-    ] = False,
-    fmt: Annotated[Format, typer.Option("--format", help="Output format")] = Format.text,
-    json: Annotated[bool, typer.Option("--json", help="Same as --format json")] = False,
-    output_file: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write the report to FILE")
-    ] = None,
-    baseline: Annotated[
-        Path | None, typer.Option("--baseline", help="Accepted findings (fingerprints only)")
-    ] = None,
-    update_baseline: Annotated[
-        bool,
-        typer.Option("--update-baseline", help="Write every finding into --baseline, exit 0"),
-    ] = False,
-    rotate_leaked: Annotated[
-        bool,
-        typer.Option(
-            "--rotate-leaked",
-            help="Rotate every credential whose live value was found (leak: revoke at once)",
-        ),
-    ] = False,
-    detectors: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--detector",
-            help="keyturn, credsweeper or none; repeat for several [default: keyturn, and "
-            "credsweeper when keyturn[scan] is installed]",
-        ),
-    ] = None,
-    managed: Annotated[
-        bool, typer.Option("--managed/--no-managed", help="Look for keyturn's own values")
-    ] = True,
-    jobs: Annotated[
-        int, typer.Option("--jobs", "-j", min=0, help="Worker processes (0: one per core)")
-    ] = 0,
-    max_file_mb: Annotated[
-        int, typer.Option("--max-file-size", min=1, help="Skip files larger than this (MB)")
-    ] = 10,
+    paths: Paths = None,
+    git: Git = False,
+    staged: Staged = False,
+    fmt: Fmt = Format.text,
+    json: JsonFlag = False,
+    output_file: OutputFile = None,
+    baseline: BaselineFile = None,
+    update_baseline: UpdateBaseline = False,
+    rotate_leaked: RotateLeaked = False,
+    detectors: Detectors = None,
+    managed: Managed = True,
+    jobs: Jobs = 0,
+    max_file_mb: MaxFile = 10,
 ) -> None:
     """Find copies of keyturn's values (named by credential, version, owner and consumers)
     and hard-coded credentials keyturn does not manage. Exits 1 when a finding is new."""
@@ -161,13 +170,10 @@ def scan(
         output.errors.print(f"wrote {count} fingerprints to {baseline}", highlight=False)
         return
     new = [f for f in result.findings if accepted is None or not accepted.accepts(f)]
-    _report(result, new, len(result.findings) - len(new), fmt, output_file)
-    if rotate_leaked and instance is not None:
-        results = leak.rotate_leaked(instance, new, _actor())
-        _print_leaks(results, fmt == Format.text and output_file is None)
-        if not all(r.ok for r in results):
-            raise typer.Exit(1)
-    if new:
+    leaks = leak.rotate_leaked(instance, new, _actor()) if rotate_leaked and instance else []
+    _report(result, new, len(result.findings) - len(new), fmt, output_file, leaks)
+    _print_leaks(leaks, fmt == Format.text and output_file is None)
+    if new or not all(r.ok for r in leaks):
         raise typer.Exit(1)
 
 
@@ -222,10 +228,15 @@ def _run(
 
 
 def _report(
-    result: Result, new: list[Finding], accepted: int, fmt: Format, output_file: Path | None
+    result: Result,
+    new: list[Finding],
+    accepted: int,
+    fmt: Format,
+    output_file: Path | None,
+    leaks: list[leak.LeakResult],
 ) -> None:
     if fmt == Format.json:
-        _emit(report.as_json(result, new, accepted), output_file)
+        _emit(report.as_json(result, new, accepted, leaks), output_file)
     elif fmt == Format.sarif:
         _emit(report.as_sarif(result, new, package_version("keyturn")), output_file)
     elif output_file is not None:

@@ -6,8 +6,9 @@ Everything here is built from findings, which hold no values: no output format c
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from rich.console import Console
@@ -15,6 +16,9 @@ from rich.text import Text
 
 from keyturn.scan.model import Finding
 from keyturn.scan.run import MANAGED_RULE, Result
+
+if TYPE_CHECKING:
+    from keyturn.scan.leak import LeakResult
 
 SARIF_SCHEMA = (
     "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
@@ -58,9 +62,27 @@ def summary(result: Result, new: list[Finding], accepted: int) -> dict[str, Any]
     }
 
 
-def as_json(result: Result, new: list[Finding], accepted: int) -> str:
-    data = {"findings": [f.as_dict() for f in new], "summary": summary(result, new, accepted)}
-    return json.dumps(data, indent=2) + "\n"
+def _leak(r: LeakResult) -> dict[str, Any]:
+    return {
+        "credential": r.credential_id,
+        "versions": list(r.versions),
+        "actions": list(r.actions),
+        "rotation": r.outcome.rotation_id if r.outcome else None,
+        "status": str(r.outcome.status) if r.outcome else None,
+        "error": r.error,
+    }
+
+
+def as_json(
+    result: Result, new: list[Finding], accepted: int, leaks: Sequence[LeakResult] = ()
+) -> str:
+    data: dict[str, Any] = {
+        "findings": [f.as_dict() for f in new],
+        "summary": summary(result, new, accepted),
+    }
+    if leaks:
+        data["rotations"] = [_leak(r) for r in leaks]
+    return json.dumps(data, indent=2, default=str) + "\n"
 
 
 def as_text(console: Console, result: Result, new: list[Finding], accepted: int) -> None:

@@ -60,13 +60,25 @@ def managed_lines(value: str, user: str) -> list[tuple[str, str, str]]:
     return [
         ("app/settings.py", f"SMTP_PASSWORD = {j}", "escaped"),
         ("app/raw.txt", f"password {value}", "raw"),
-        ("web/config.js", f"const url = 'https://api.example.com/?key={quote(value, safe='')}';", "url-encoded"),
+        (
+            "web/config.js",
+            f"const url = 'https://api.example.com/?key={quote(value, safe='')}';",
+            "url-encoded",
+        ),
         ("web/form.txt", f"user={user}&password={quote_plus(value, safe='')}", "form-encoded"),
-        ("deploy/mail.ini", f"url = smtp://{quote(user, safe='')}:{quote(value, safe='')}@mail.example.com:587", "url-userinfo"),
+        (
+            "deploy/mail.ini",
+            f"url = smtp://{quote(user, safe='')}:{quote(value, safe='')}@mail.example.com:587",
+            "url-userinfo",
+        ),
         ("deploy/secret.yaml", f"  password: {_b64(value)}", "base64"),
         ("deploy/headers.http", f"Authorization: Basic {_b64(user + ':' + value)}", "base64"),
         ("logs/smtp.log", f"C: AUTH PLAIN {_b64(chr(0) + user + chr(0) + value)}", "base64"),
-        ("deploy/token.txt", f"token={base64.urlsafe_b64encode(value.encode()).decode()}", "base64url"),
+        (
+            "deploy/token.txt",
+            f"token={base64.urlsafe_b64encode(value.encode()).decode()}",
+            "base64url",
+        ),
         ("app/Key.java", f'String keyHex = "{value.encode().hex()}";', "hex"),
         ("app/key.go", f'var keyHex = "{value.encode().hex().upper()}"', "hex"),
     ]
@@ -90,23 +102,83 @@ def plant_managed(corpus: Corpus, credential: str, version: int, value: str, use
 
 SMTP_UNMANAGED = [
     (".netrc", ["machine smtp.example.com", "  login mailer", "  password {v}"], 3, "netrc"),
-    (".esmtprc", ["identity mailer@example.com", '  hostname smtp.example.com:587', '  username "mailer"', '  password "{v}"'], 4, "esmtprc"),
-    ("notify.py", ["import smtplib", "", "server = smtplib.SMTP('smtp.example.com', 587)", 'server.login("mailer@example.com", "{v}")'], 4, "smtplib-login"),
-    ("mysite/settings.py", ['EMAIL_HOST = "smtp.example.com"', 'EMAIL_HOST_USER = "mailer"', 'EMAIL_HOST_PASSWORD = "{v}"'], 3, "django-email-password"),
-    ("config/environments/production.rb", ["config.action_mailer.smtp_settings = {{", '  address: "smtp.example.com",', '  user_name: "mailer",', '  password: "{v}",', "  authentication: :plain", "}}"], 4, "rails-smtp-settings"),
-    ("etc/postfix/sasl_passwd", ["[smtp.example.com]:587 mailer@example.com:{v}"], 1, "postfix-sasl-passwd"),
+    (
+        ".esmtprc",
+        [
+            "identity mailer@example.com",
+            "  hostname smtp.example.com:587",
+            '  username "mailer"',
+            '  password "{v}"',
+        ],
+        4,
+        "esmtprc",
+    ),
+    (
+        "notify.py",
+        [
+            "import smtplib",
+            "",
+            "server = smtplib.SMTP('smtp.example.com', 587)",
+            'server.login("mailer@example.com", "{v}")',
+        ],
+        4,
+        "smtplib-login",
+    ),
+    (
+        "mysite/settings.py",
+        [
+            'EMAIL_HOST = "smtp.example.com"',
+            'EMAIL_HOST_USER = "mailer"',
+            'EMAIL_HOST_PASSWORD = "{v}"',
+        ],
+        3,
+        "django-email-password",
+    ),
+    (
+        "config/environments/production.rb",
+        [
+            "config.action_mailer.smtp_settings = {{",
+            '  address: "smtp.example.com",',
+            '  user_name: "mailer",',
+            '  password: "{v}",',
+            "  authentication: :plain",
+            "}}",
+        ],
+        4,
+        "rails-smtp-settings",
+    ),
+    (
+        "etc/postfix/sasl_passwd",
+        ["[smtp.example.com]:587 mailer@example.com:{v}"],
+        1,
+        "postfix-sasl-passwd",
+    ),
 ]
 
 GENERIC = [
-    ("aws/credentials", ["[default]", "aws_access_key_id = AKIA{up16}", "aws_secret_access_key = {b40}"], 2),
+    (
+        "aws/credentials",
+        ["[default]", "aws_access_key_id = AKIA{up16}", "aws_secret_access_key = {b40}"],
+        2,
+    ),
     ("ci/github.sh", ["export GITHUB_TOKEN=ghp_{alnum36}"], 1),
     ("db/database.yml", ["production:", "  adapter: postgresql", "  password: {pw}"], 3),
 ]
 
 NEGATIVE = [
-    ("safe/settings.py", ["import os", 'EMAIL_HOST_PASSWORD = os.environ["EMAIL_HOST_PASSWORD"]', 'server.login(user, os.environ["SMTP_PASSWORD"])']),
+    (
+        "safe/settings.py",
+        [
+            "import os",
+            'EMAIL_HOST_PASSWORD = os.environ["EMAIL_HOST_PASSWORD"]',
+            'server.login(user, os.environ["SMTP_PASSWORD"])',
+        ],
+    ),
     ("safe/.netrc", ["machine smtp.example.com login mailer password ${SMTP_PASSWORD}"]),
-    ("safe/production.rb", ["config.action_mailer.smtp_settings = {{", '  password: ENV["SMTP_PASSWORD"],', "}"]),
+    (
+        "safe/production.rb",
+        ["config.action_mailer.smtp_settings = {{", '  password: ENV["SMTP_PASSWORD"],', "}"],
+    ),
     ("safe/.env.example", ["EMAIL_HOST_PASSWORD=<your password here>"]),
 ]
 

@@ -1,5 +1,6 @@
 """keyturn's own rules: what CredSweeper misses in SMTP configurations, and what they leave."""
 
+# ruff: noqa: E501  (the tables of cases read best one case a line)
 from __future__ import annotations
 
 import logging

@@ -192,7 +192,8 @@ def test_baseline_holds_fingerprints_only_and_fails_on_new(
     made = scan(kt, str(src), "--baseline", str(baseline), "--update-baseline", *RULES)
     assert made.code == 0 and "wrote 2 fingerprints" in made.err
     data = json.loads(baseline.read_text())
-    assert data["keyed"] is True and {e["kind"] for e in data["findings"]} == {"managed", "unmanaged"}
+    assert data["keyed"] is True
+    assert {e["kind"] for e in data["findings"]} == {"managed", "unmanaged"}
     assert_no_value([*inventory.values(), "Old-unmanaged-9x"], baseline.read_bytes())
     assert scan(kt, str(src), "--baseline", str(baseline), *RULES).code == 0
     # moved within its file: still accepted
@@ -276,7 +277,8 @@ def test_bad_input_is_one_error_line(kt: Harness, args: tuple[str, ...], message
 def test_a_malformed_or_foreign_baseline_is_refused(kt: Harness, tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    assert "not a keyturn scan baseline" in kt.cli("scan", str(tmp_path), "--baseline", str(bad)).err
+    result = kt.cli("scan", str(tmp_path), "--baseline", str(bad))
+    assert result.code == 1 and "not a keyturn scan baseline" in result.err
     foreign = tmp_path / "foreign.json"
     foreign.write_text(json.dumps({"keyturn_scan_baseline": 1, "key_id": "x", "findings": []}))
     result = kt.cli("scan", str(tmp_path), "--baseline", str(foreign), *RULES)
