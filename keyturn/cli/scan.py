@@ -89,7 +89,9 @@ def _print_leaks(results: list[leak.LeakResult], as_text: bool) -> None:
         elif as_text:
             done = "; ".join(r.actions) or "nothing to rotate (no longer live)"
             status = f" ({r.outcome.status})" if r.outcome else ""
-            output.console.print(f"{r.credential_id}: {done}{status}", highlight=False)
+            output.console.print(
+                f"{r.credential_id}: {done}{status}", highlight=False, markup=False
+            )
 
 
 Paths = Annotated[
@@ -167,7 +169,9 @@ def scan(
     if update_baseline:
         assert baseline is not None
         count = baselines.write(baseline, result.findings, keys)
-        output.errors.print(f"wrote {count} fingerprints to {baseline}", highlight=False)
+        output.errors.print(
+            f"wrote {count} fingerprints to {baseline}", highlight=False, markup=False
+        )
         return
     new = [f for f in result.findings if accepted is None or not accepted.accepts(f)]
     leaks = leak.rotate_leaked(instance, new, _actor()) if rotate_leaked and instance else []
@@ -185,6 +189,7 @@ def _detector_names(chosen: list[str] | None) -> list[str]:
                 "note: CredSweeper is not installed (pip install 'keyturn[scan]'): unmanaged "
                 "credentials come from keyturn's own rules only",
                 highlight=False,
+                markup=False,
             )
         return names
     names = [n for n in dict.fromkeys(chosen) if n != "none"]
@@ -210,6 +215,7 @@ def _run(
             "note: no keyturn database (set KEYTURN_DB): copies of managed values are not "
             "looked for",
             highlight=False,
+            markup=False,
         )
     source = Source(max_bytes=max_file_mb * 1024 * 1024)
     documents, what = _documents(source, args, git, staged)

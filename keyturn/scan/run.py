@@ -23,8 +23,10 @@ from keyturn.scan.model import Document, Finding, ManagedEntry, Origin, Where
 from keyturn.scan.sources import Skipped
 
 MANAGED_RULE = "keyturn:managed-credential"
-BATCH_BYTES = 512 * 1024
-BATCH_FILES = 64
+# Large enough that CredSweeper's per-run work (its ML filter is run once per batch) is spread
+# over many files, small enough that workers share a tree evenly.
+BATCH_BYTES = 2 * 1024 * 1024
+BATCH_FILES = 256
 
 Progress = Callable[[int, int], None]  # files, bytes scanned so far
 

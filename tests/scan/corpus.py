@@ -159,10 +159,10 @@ GENERIC = [
     (
         "aws/credentials",
         ["[default]", "aws_access_key_id = AKIA{up16}", "aws_secret_access_key = {b40}"],
-        2,
+        (2, 3),
     ),
-    ("ci/github.sh", ["export GITHUB_TOKEN=ghp_{alnum36}"], 1),
-    ("db/database.yml", ["production:", "  adapter: postgresql", "  password: {pw}"], 3),
+    ("ci/github.sh", ["export GITHUB_TOKEN=ghp_{alnum36}"], (1,)),
+    ("db/database.yml", ["production:", "  adapter: postgresql", "  password: {pw}"], (3,)),
 ]
 
 NEGATIVE = [
@@ -197,8 +197,9 @@ def _fill(template: str, rng: random.Random) -> str:
 def plant_unmanaged(corpus: Corpus, rng: random.Random, prefix: str = "") -> None:
     for name, lines, line, rule in SMTP_UNMANAGED:
         corpus.plant(prefix + name, [_fill(x, rng) for x in lines], {line: ("unmanaged", rule)})
-    for name, lines, line in GENERIC:
-        corpus.plant(prefix + name, [_fill(x, rng) for x in lines], {line: ("generic", name)})
+    for name, lines, numbers in GENERIC:
+        marks = {n: ("generic", name) for n in numbers}
+        corpus.plant(prefix + name, [_fill(x, rng) for x in lines], marks)
     for name, lines in NEGATIVE:
         corpus.write(prefix + name, lines)
 
