@@ -35,7 +35,10 @@ LANES = ((8, 8), (4, 4))  # (gram, stride), longest first
 _FP_BYTES = 16
 _ANCHOR_BYTES = 8
 
-Anchor = tuple[int, int, bytes]  # offset in the form, form length, form fingerprint
+# An anchor is packed in one int, ``form number * 16 + offset`` (a stride is at most 16): a
+# tuple per anchor would triple the index's memory (about 5 KB a value as it is).
+_PACK = 16
+Anchors = dict[bytes, int | tuple[int, ...]]
 
 
 @dataclass
@@ -44,7 +47,7 @@ class Lane:
     stride: int
     min_length: int = 1 << 30
     alphabet: set[int] = field(default_factory=set)
-    anchors: dict[bytes, tuple[Anchor, ...]] = field(default_factory=dict)
+    anchors: Anchors = field(default_factory=dict)
     runs: re.Pattern[bytes] | None = None
 
     @property
@@ -76,6 +79,7 @@ class ManagedIndex:
         self.keys = keys
         self.entries: list[ManagedEntry] = []
         self.forms: dict[bytes, list[tuple[int, str]]] = {}
+        self.table: list[tuple[int, bytes]] = []  # per form: its length and fingerprint
         self.lanes = [Lane(q, s) for q, s in LANES]
         self.too_short = 0  # values not scanned for (shorter than MIN_LENGTH)
 
@@ -103,12 +107,18 @@ class ManagedIndex:
         lane = next(lane for lane in self.lanes if len(form) >= lane.shortest)
         lane.min_length = min(lane.min_length, len(form))
         lane.alphabet.update(form)
+        number = len(self.table)
+        self.table.append((len(form), fp))
         base = hashlib.blake2b(key=self.keys.anchor, digest_size=_ANCHOR_BYTES)
         for offset in range(lane.stride):
             digest = base.copy()
             digest.update(form[offset : offset + lane.gram])
-            key = digest.digest()
-            lane.anchors[key] = (*lane.anchors.get(key, ()), (offset, len(form), fp))
+            key, packed = digest.digest(), number * _PACK + offset
+            known = lane.anchors.get(key)
+            if known is None:
+                lane.anchors[key] = packed
+            else:  # two forms share a gram (or a digest): rare
+                lane.anchors[key] = (*(known if isinstance(known, tuple) else (known,)), packed)
 
     def seal(self) -> ManagedIndex:
         for lane in self.lanes:
@@ -135,13 +145,15 @@ class ManagedIndex:
                 digest = base.copy()
                 digest.update(data[t : t + gram])
                 found = anchors.get(digest.digest())
-                if found:
+                if found is not None:
                     yield from self._verify(data, t, low, high, found)
 
     def _verify(
-        self, data: bytes, t: int, low: int, high: int, found: tuple[Anchor, ...]
+        self, data: bytes, t: int, low: int, high: int, found: int | tuple[int, ...]
     ) -> Iterator[Hit]:
-        for offset, length, fp in found:
+        for packed in found if isinstance(found, tuple) else (found,):
+            number, offset = divmod(packed, _PACK)
+            length, fp = self.table[number]
             start = t - offset
             end = start + length
             if start >= low and end <= high:

@@ -23,6 +23,7 @@ from keyturn.db.models import AuditEntry
 from keyturn.domain.model import Secret
 from keyturn.targets.base import TargetContext
 from keyturn.targets.dovecot import DovecotTarget
+from tests.scan.conftest import sqlite_pass_only
 from tests.support.keyturn import Harness
 
 
@@ -155,6 +156,7 @@ def test_current_value_found_is_rotated_and_refused_after(
     assert leaked not in written and new not in written and leaked not in result.err
 
 
+@sqlite_pass_only
 def test_previous_value_found_cuts_the_grace_short(kt: Harness, mail: Mail, user: str) -> None:
     initial = setup(kt, mail, user, "dual", grace="7d")
     assert kt.cli("rotate", "acme/smtp-admin", "--reason", "scheduled").code == 0

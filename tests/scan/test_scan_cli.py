@@ -17,7 +17,7 @@ import jsonschema
 import pytest
 
 from keyturn.scan.forms import encodings
-from tests.scan.conftest import Inventory, git
+from tests.scan.conftest import Inventory, git, sqlite_pass_only
 from tests.scan.corpus import (
     Corpus,
     plant_binary,
@@ -92,6 +92,7 @@ def test_every_managed_copy_is_found_named_and_nothing_else(
     assert_no_value(inventory.values(), result.out, result.err)
 
 
+@sqlite_pass_only
 def test_findings_name_owner_consumers_and_the_next_command(
     inventory: Inventory, tmp_path: Path
 ) -> None:
@@ -112,6 +113,7 @@ def test_findings_name_owner_consumers_and_the_next_command(
     assert_no_value(inventory.values(), result.out, result.err)
 
 
+@sqlite_pass_only
 def test_unmanaged_findings_suggest_an_import(inventory: Inventory, tmp_path: Path) -> None:
     corpus = Corpus(tmp_path / "c")
     plant_unmanaged(corpus, random.Random(1))
@@ -132,6 +134,7 @@ def test_unmanaged_findings_suggest_an_import(inventory: Inventory, tmp_path: Pa
     assert not [f for f in found if "/safe/" in f["where"]["path"]]
 
 
+@sqlite_pass_only
 def test_git_history_finds_a_secret_added_then_removed(
     inventory: Inventory, tmp_path: Path
 ) -> None:
@@ -162,6 +165,7 @@ def test_git_history_finds_a_secret_added_then_removed(
     assert scan(kt, "--git", "HEAD~1..HEAD", str(repo), *RULES).code == 0
 
 
+@sqlite_pass_only
 def test_staged_scans_the_index_not_the_work_tree(
     inventory: Inventory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -180,6 +184,7 @@ def test_staged_scans_the_index_not_the_work_tree(
     assert scan(inventory.kt, "--staged", *RULES).code == 0
 
 
+@sqlite_pass_only
 def test_baseline_holds_fingerprints_only_and_fails_on_new(
     inventory: Inventory, tmp_path: Path
 ) -> None:
@@ -206,6 +211,7 @@ def test_baseline_holds_fingerprints_only_and_fails_on_new(
     assert json.loads(result.out)["summary"]["in_baseline"] == 2
 
 
+@sqlite_pass_only
 def test_sarif_validates_and_holds_no_value(inventory: Inventory, tmp_path: Path) -> None:
     corpus = build_corpus(inventory, tmp_path / "corpus", decoys=0)
     out = tmp_path / "scan.sarif"
@@ -222,6 +228,7 @@ def test_sarif_validates_and_holds_no_value(inventory: Inventory, tmp_path: Path
     assert_no_value(inventory.values(), out.read_bytes())
 
 
+@sqlite_pass_only
 def test_nothing_written_holds_a_value(
     inventory: Inventory, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -239,6 +246,7 @@ def test_nothing_written_holds_a_value(
     assert_no_value(inventory.values(), *outputs, baseline.read_bytes(), caplog.text)
 
 
+@sqlite_pass_only
 def test_parallel_workers_find_the_same(inventory: Inventory, tmp_path: Path) -> None:
     corpus = build_corpus(inventory, tmp_path / "corpus", decoys=3000)
     one = findings(scan(inventory.kt, str(corpus.root), "--json", "--jobs", "1", *RULES))
@@ -246,6 +254,7 @@ def test_parallel_workers_find_the_same(inventory: Inventory, tmp_path: Path) ->
     assert one == two and len(one) > 50
 
 
+@sqlite_pass_only
 def test_without_a_database_unmanaged_only(
     kt: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -259,6 +268,7 @@ def test_without_a_database_unmanaged_only(
     assert data["summary"]["keyed"] is False and data["findings"][0]["rule"] == "keyturn:netrc"
 
 
+@sqlite_pass_only
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -274,6 +284,7 @@ def test_bad_input_is_one_error_line(kt: Harness, args: tuple[str, ...], message
     assert "Traceback" not in result.err and len(result.err.strip().splitlines()) == 1
 
 
+@sqlite_pass_only
 def test_a_malformed_or_foreign_baseline_is_refused(kt: Harness, tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
