@@ -246,7 +246,8 @@ def child(mode: str, tree: Path) -> dict[str, Any]:
 def _keyturn_child(mode: str, tree: Path, started: float) -> dict[str, Any]:
     from keyturn.app import Keyturn
     from keyturn.scan.managed import build_index, scan_keys
-    from keyturn.scan.run import Scanner, batches
+    from keyturn.scan.run import batches
+    from keyturn.scan.scanner import Scanner
     from keyturn.scan.sources import Source
     from keyturn.settings import Settings
 
@@ -267,7 +268,7 @@ def _keyturn_child(mode: str, tree: Path, started: float) -> dict[str, Any]:
     ready, cpu = time.perf_counter(), time.process_time()
     findings, files = [], 0
     for batch in batches(source.files([tree])):
-        findings += scanner.scan_batch(batch)
+        findings += scanner.scan_batch(batch)[0]
         files += len(batch)
     seconds, cpu = time.perf_counter() - ready, time.process_time() - cpu
     found = [[os.path.relpath(f.where.path, tree), f.where.line, f.rule] for f in findings]

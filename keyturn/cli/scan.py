@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from enum import StrEnum
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -20,6 +21,7 @@ from keyturn.cli.rotation import _actor
 from keyturn.domain.errors import UsageError
 from keyturn.scan import baseline as baselines
 from keyturn.scan import detect, leak, report
+from keyturn.scan.cache import DetectionCache
 from keyturn.scan.keys import ScanKeys
 from keyturn.scan.managed import build_index, scan_keys
 from keyturn.scan.model import Document, Finding
@@ -132,6 +134,12 @@ Managed = Annotated[
 Jobs = Annotated[
     int, typer.Option("--jobs", "-j", min=0, help="Worker processes (0: one per core)")
 ]
+CacheFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--cache", help="Keep what the detectors found per file content in FILE (no values)"
+    ),
+]
 MaxFile = Annotated[
     int, typer.Option("--max-file-size", min=1, help="Skip files larger than this (MB)")
 ]
@@ -153,6 +161,7 @@ def scan(
     managed: Managed = True,
     jobs: Jobs = 0,
     max_file_mb: MaxFile = 10,
+    cache: CacheFile = None,
 ) -> None:
     """Find copies of keyturn's values (named by credential, version, owner and consumers)
     and hard-coded credentials keyturn does not manage. Exits 1 when a finding is new."""
@@ -165,7 +174,8 @@ def scan(
         raise UsageError("--rotate-leaked needs keyturn's database: set KEYTURN_DB")
     keys = scan_keys(instance) if instance else ScanKeys.unkeyed()
     accepted = baselines.load(baseline, keys) if baseline and not update_baseline else None
-    result = _run(instance, keys, names, list(paths or []), git, staged, managed, jobs, max_file_mb)
+    options = Options(list(paths or []), git, staged, managed, jobs, max_file_mb, cache)
+    result = _run(instance, keys, names, options)
     if update_baseline:
         assert baseline is not None
         count = baselines.write(baseline, result.findings, keys)
@@ -198,37 +208,44 @@ def _detector_names(chosen: list[str] | None) -> list[str]:
     return names
 
 
-def _run(
-    instance: Keyturn | None,
-    keys: ScanKeys,
-    names: list[str],
-    args: list[str],
-    git: bool,
-    staged: bool,
-    managed: bool,
-    jobs: int,
-    max_file_mb: int,
-) -> Result:
-    index = build_index(instance, keys) if instance and managed else None
-    if instance is None and managed:
+@dataclass(frozen=True)
+class Options:
+    paths: list[str]
+    git: bool
+    staged: bool
+    managed: bool
+    jobs: int
+    max_file_mb: int
+    cache: Path | None
+
+
+def _run(instance: Keyturn | None, keys: ScanKeys, names: list[str], o: Options) -> Result:
+    index = build_index(instance, keys) if instance and o.managed else None
+    if instance is None and o.managed:
         output.errors.print(
             "note: no keyturn database (set KEYTURN_DB): copies of managed values are not "
             "looked for",
             highlight=False,
             markup=False,
         )
-    source = Source(max_bytes=max_file_mb * 1024 * 1024)
-    documents, what = _documents(source, args, git, staged)
-    with _progress(what) as bar:
-        task = bar.add_task("scan", total=None, files=0, mb=0.0)
-        result = run_scan(
-            documents,
-            keys,
-            index,
-            names,
-            jobs=jobs,
-            progress=lambda files, size: bar.update(task, files=files, mb=size / 1e6),
-        )
+    source = Source(max_bytes=o.max_file_mb * 1024 * 1024)
+    documents, what = _documents(source, o.paths, o.git, o.staged)
+    cache = DetectionCache(o.cache, keys, names) if o.cache else None
+    try:
+        with _progress(what) as bar:
+            task = bar.add_task("scan", total=None, files=0, mb=0.0)
+            result = run_scan(
+                documents,
+                keys,
+                index,
+                names,
+                jobs=o.jobs,
+                progress=lambda files, size: bar.update(task, files=files, mb=size / 1e6),
+                cache=cache,
+            )
+    finally:
+        if cache is not None:
+            cache.close()
     result.skipped = source.skipped
     return result
 

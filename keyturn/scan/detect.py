@@ -45,6 +45,24 @@ class Detection:
     confidence: float | None = None
 
 
+@dataclass(frozen=True)
+class Spotted:
+    """A detection whose value is replaced by two keyed MACs (hex): ``value_mac`` under the
+    finding key (for fingerprints) and ``form_fp`` under the matching key (to tell whether the
+    value is a managed one). This is what findings and the cache are made of."""
+
+    rule: str
+    line: int
+    column: int
+    end_column: int
+    detector: str
+    value_mac: str
+    form_fp: str
+    variable: str | None = None
+    kind: str = "password"
+    confidence: float | None = None
+
+
 class Detector(Protocol):
     """Finds credentials in documents.
 

@@ -68,7 +68,7 @@ class Hit:
     fingerprint: bytes
 
 
-def _form_fingerprint(keys: ScanKeys, form: bytes) -> bytes:
+def form_fingerprint(keys: ScanKeys, form: bytes) -> bytes:
     return hmac.digest(keys.match, form, "sha256")[:_FP_BYTES]
 
 
@@ -96,7 +96,7 @@ class ManagedIndex:
         index = len(self.entries)
         self.entries.append(entry)
         for encoding, form in encodings(value):
-            fp = _form_fingerprint(self.keys, form)
+            fp = form_fingerprint(self.keys, form)
             known = self.forms.setdefault(fp, [])
             if not known:
                 self._anchor(form, fp)
@@ -157,7 +157,7 @@ class ManagedIndex:
             start = t - offset
             end = start + length
             if start >= low and end <= high:
-                candidate = _form_fingerprint(self.keys, data[start:end])
+                candidate = form_fingerprint(self.keys, data[start:end])
                 if hmac.compare_digest(candidate, fp):
                     yield Hit(start, end, fp)
 
@@ -167,7 +167,7 @@ class ManagedIndex:
 
     def lookup(self, text: bytes) -> list[tuple[ManagedEntry, str]]:
         """The versions of which *text* is exactly a form."""
-        return self.identify(_form_fingerprint(self.keys, text))
+        return self.identify(form_fingerprint(self.keys, text))
 
 
 def find_plain(forms: Iterable[bytes], data: bytes) -> set[tuple[int, int]]:

@@ -55,5 +55,9 @@ class ScanKeys:
         digest = hmac.new(self.finding, message, hashlib.sha256).hexdigest()
         return FINGERPRINT_PREFIX + digest[:32]
 
+    def value_mac(self, value: bytes) -> str:
+        """What stands for an unmanaged value in findings and the cache."""
+        return hmac.new(self.finding, b"value\0" + value, hashlib.sha256).hexdigest()
+
     def __repr__(self) -> str:
         return f"ScanKeys(keyed={self.keyed}, id={self.key_id!r})"

@@ -15,7 +15,8 @@ from rich.console import Console
 from rich.text import Text
 
 from keyturn.scan.model import Finding
-from keyturn.scan.run import MANAGED_RULE, Result
+from keyturn.scan.run import Result
+from keyturn.scan.scanner import MANAGED_RULE
 
 if TYPE_CHECKING:
     from keyturn.scan.leak import LeakResult
@@ -54,6 +55,7 @@ def summary(result: Result, new: list[Finding], accepted: int) -> dict[str, Any]
         "managed": sum(1 for f in new if f.kind == "managed"),
         "unmanaged": sum(1 for f in new if f.kind == "unmanaged"),
         "in_baseline": accepted,
+        "from_cache": result.cached,
         "skipped": {
             "binary": result.skipped.binary,
             "too_large": result.skipped.too_large,
@@ -105,6 +107,7 @@ def as_text(console: Console, result: Result, new: list[Finding], accepted: int)
         f"scanned {data['files']} files ({data['bytes'] / 1e6:.1f} MB) in {data['seconds']:.1f} s "
         f"against {data['managed_values']} managed values with {detectors}: "
         f"{data['managed']} managed, {data['unmanaged']} unmanaged, {accepted} in the baseline; "
+        f"{result.cached} files from the cache; "
         f"skipped {skipped.binary} binary, {skipped.too_large} too large, "
         f"{skipped.unreadable} unreadable",
         style="dim",

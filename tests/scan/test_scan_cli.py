@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -294,3 +295,35 @@ def test_a_malformed_or_foreign_baseline_is_refused(kt: Harness, tmp_path: Path)
     foreign.write_text(json.dumps({"keyturn_scan_baseline": 1, "key_id": "x", "findings": []}))
     result = kt.cli("scan", str(tmp_path), "--baseline", str(foreign), *RULES)
     assert result.code == 1 and "another scan key" in result.err
+
+
+@sqlite_pass_only
+def test_cache_skips_unchanged_files_and_holds_no_value(
+    inventory: Inventory, tmp_path: Path
+) -> None:
+    corpus = build_corpus(inventory, tmp_path / "corpus", decoys=0)
+    cache = tmp_path / "scan.cache"
+    kt = inventory.kt
+    args = (str(corpus.root), "--json", "--jobs", "1", "--cache", str(cache), *RULES)
+    first = json.loads(scan(kt, *args).out)
+    second = json.loads(scan(kt, *args).out)
+    assert first["summary"]["from_cache"] == 0
+    assert second["summary"]["from_cache"] == second["summary"]["files"] > 10
+    assert second["findings"] == first["findings"]
+    (corpus.root / ".netrc").write_text("machine m login u password Changed-9xQ2vL7k\n")
+    third = json.loads(scan(kt, *args).out)
+    assert third["summary"]["from_cache"] == third["summary"]["files"] - 1
+    netrc = [f for f in third["findings"] if f["where"]["path"].endswith("/.netrc")]
+    assert netrc and netrc[0]["fingerprint"] not in {f["fingerprint"] for f in first["findings"]}
+    # the SMTP credentials plant_unmanaged wrote ("Sm" and 18 characters), and the managed values
+    unmanaged = {
+        m.group()
+        for path in corpus.root.rglob("*")
+        if path.is_file()
+        for m in re.finditer(rb"\bSm[A-Za-z0-9_.-]{18}(?![A-Za-z0-9_.-])", path.read_bytes())
+    }
+    unmanaged.add(b"Changed-9xQ2vL7k")
+    assert len(unmanaged) == 6
+    assert not [u for u in unmanaged if u in cache.read_bytes()]
+    assert_no_value(inventory.values(), cache.read_bytes())
+    assert oct(cache.stat().st_mode & 0o777) == "0o600"
