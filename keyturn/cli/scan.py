@@ -58,11 +58,18 @@ def _documents(
         if git and args and not Path(args[0]).exists():
             revisions, args = args[0], args[1:]  # `--git RANGE [PATH...]`, as git itself reads it
         repo = repository(Path(args[0]) if args else Path.cwd())
-        paths = [str(Path(a).resolve().relative_to(repo)) for a in args]
+        paths = [_inside(repo, a) for a in args]
         if staged:
             return source.staged(repo, paths), "staged files"
         return source.history(repo, revisions, paths), f"history ({revisions or 'all refs'})"
     return source.files([Path(a) for a in args or ["."]]), "files"
+
+
+def _inside(repo: Path, arg: str) -> str:
+    try:
+        return str(Path(arg).resolve().relative_to(repo))
+    except ValueError as exc:
+        raise UsageError(f"{arg} is outside the repository {repo}") from exc
 
 
 def _progress(what: str) -> Progress:

@@ -26,14 +26,21 @@ SARIF_SCHEMA = (
 )
 
 
+_STATES = {
+    "pending": "about to go live",
+    "current": "the live value",
+    "previous": "still accepted (grace period)",
+    "retired": "no longer accepted",
+    "failed": "never went live",
+}
+
+
 def describe(finding: Finding) -> str:
     """One sentence about a finding, for people and for SARIF messages."""
     entry = finding.credential
     if entry is not None:
         users = ", ".join(entry.consumers) or "no registered consumer"
-        state = {"current": "the live value", "previous": "still accepted (grace period)"}.get(
-            entry.state, entry.state
-        )
+        state = _STATES.get(entry.state, entry.state)
         return (
             f"copy of {entry.credential_id} version {entry.version} ({entry.state}: {state}), "
             f"{finding.encoding}; owner {entry.owner or '-'}; used by {users}"
