@@ -50,7 +50,9 @@ def _open_inventory(ctx: typer.Context, wanted: bool) -> Keyturn | None:
 
 def _documents(
     source: Source, args: list[str], git: bool, staged: bool
-) -> tuple[Iterator[Document], str]:
+) -> tuple[Iterator[Document], str, Path]:
+    """The documents, what they are (for the progress bar), and the folder their paths are
+    relative to."""
     if git and staged:
         raise UsageError("--git and --staged do not go together: pick one")
     if staged or git:
@@ -60,9 +62,9 @@ def _documents(
         repo = repository(Path(args[0]) if args else Path.cwd())
         paths = [_inside(repo, a) for a in args]
         if staged:
-            return source.staged(repo, paths), "staged files"
-        return source.history(repo, revisions, paths), f"history ({revisions or 'all refs'})"
-    return source.files([Path(a) for a in args or ["."]]), "files"
+            return source.staged(repo, paths), "staged files", repo
+        return source.history(repo, revisions, paths), f"history ({revisions or 'all refs'})", repo
+    return source.files([Path(a) for a in args or ["."]]), "files", Path.cwd()
 
 
 def _inside(repo: Path, arg: str) -> str:
@@ -236,7 +238,7 @@ def _run(instance: Keyturn | None, keys: ScanKeys, names: list[str], o: Options)
             markup=False,
         )
     source = Source(max_bytes=o.max_file_mb * 1024 * 1024)
-    documents, what = _documents(source, o.paths, o.git, o.staged)
+    documents, what, root = _documents(source, o.paths, o.git, o.staged)
     cache = DetectionCache(o.cache, keys, names) if o.cache else None
     try:
         with _progress(what) as bar:
@@ -253,7 +255,7 @@ def _run(instance: Keyturn | None, keys: ScanKeys, names: list[str], o: Options)
     finally:
         if cache is not None:
             cache.close()
-    result.skipped = source.skipped
+    result.skipped, result.root = source.skipped, root
     return result
 
 

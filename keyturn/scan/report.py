@@ -129,12 +129,12 @@ _RULE_TEXT = {
 }
 
 
-def _uri(path: str) -> tuple[str, str | None]:
+def _uri(path: str, root: Path) -> tuple[str, str | None]:
     """A URI reference for *path*: relative to the scan's folder when it can be."""
     p = Path(path)
     if p.is_absolute():
         try:
-            p = p.relative_to(Path.cwd())
+            p = p.relative_to(root)
         except ValueError:
             return "file://" + quote(p.as_posix()), None
     return quote(p.as_posix()), "SRCROOT"
@@ -155,8 +155,8 @@ def _rules(findings: list[Finding]) -> list[dict[str, Any]]:
     ]
 
 
-def _result(finding: Finding, index: dict[str, int]) -> dict[str, Any]:
-    uri, base = _uri(finding.where.path)
+def _result(finding: Finding, index: dict[str, int], root: Path) -> dict[str, Any]:
+    uri, base = _uri(finding.where.path, root)
     location: dict[str, Any] = {"uri": uri}
     if base:
         location["uriBaseId"] = base
@@ -203,6 +203,7 @@ def _result(finding: Finding, index: dict[str, int]) -> dict[str, Any]:
 def as_sarif(result: Result, new: list[Finding], version: str) -> str:
     rules = _rules(new)
     index = {rule["id"]: n for n, rule in enumerate(rules)}
+    root = (result.root or Path.cwd()).resolve()
     run = {
         "tool": {
             "driver": {
@@ -211,9 +212,9 @@ def as_sarif(result: Result, new: list[Finding], version: str) -> str:
                 "rules": rules,
             }
         },
-        "originalUriBaseIds": {"SRCROOT": {"uri": Path.cwd().as_uri() + "/"}},
+        "originalUriBaseIds": {"SRCROOT": {"uri": root.as_uri() + "/"}},
         "columnKind": "unicodeCodePoints",
-        "results": [_result(f, index) for f in new],
+        "results": [_result(f, index, root) for f in new],
         "properties": {"detectors": result.detectors, "keyed": result.keyed},
     }
     return json.dumps({"$schema": SARIF_SCHEMA, "version": "2.1.0", "runs": [run]}, indent=2) + "\n"

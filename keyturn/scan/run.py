@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from keyturn.scan.cache import DetectionCache
 from keyturn.scan.detect import Spotted
@@ -43,6 +44,7 @@ class Result:
     keyed: bool = True
     skipped: Skipped = field(default_factory=Skipped)
     cached: int = 0  # files whose detections came from the cache
+    root: Path | None = None  # the folder relative paths start from (SARIF's SRCROOT)
 
 
 Cached = dict[int, list[Spotted]]
