@@ -133,8 +133,8 @@ Detectors = Annotated[
     list[str] | None,
     typer.Option(
         "--detector",
-        help="keyturn, credsweeper or none; repeat for several [default: keyturn, and "
-        "credsweeper when keyturn[scan] is installed]",
+        help="keyturn, credsweeper or none; repeat for several (default: keyturn, and "
+        "credsweeper when the scan extra is installed)",
     ),
 ]
 Managed = Annotated[
