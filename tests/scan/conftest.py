@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,8 +104,7 @@ def read_versions(kt: Harness) -> list[Version]:
     return out
 
 
-@pytest.fixture
-def inventory(kt: Harness) -> Inventory:
+def build(kt: Harness) -> Inventory:
     rng = random.Random()
     kt.write("keyturn.toml", INVENTORY)
     env = {"ACME_INITIAL": special(rng), "GLOBEX_INITIAL": special(rng)}
@@ -121,6 +122,46 @@ def inventory(kt: Harness) -> Inventory:
         ("globex/api", 2, "current"),
     ]
     return inv
+
+
+TEMPLATE_FILES = ("keyturn.db", "keyturn.toml", "mail.passwd", "api.passwd", "api2.passwd")
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness | None]:
+    """On SQLite, the inventory is built once per module and copied into each test's folder
+    (apply and three rotations cost seconds); on PostgreSQL each test builds its own."""
+    if os.environ.get("KEYTURN_TEST_DB") == "postgres":
+        yield None
+        return
+    home = tmp_path_factory.mktemp("inventory")
+    harness = Harness(home, f"sqlite:///{home / 'keyturn.db'}")
+    saved = os.getcwd()
+    os.chdir(home)
+    try:
+        harness.init()
+        build(harness)
+    finally:
+        os.chdir(saved)
+        harness.close()
+    yield harness
+
+
+@pytest.fixture
+def inventory(kt: Harness, template: Harness | None) -> Inventory:
+    if template is None:
+        return build(kt)
+    kt.close()
+    for name in TEMPLATE_FILES:
+        shutil.copy2(template.home / name, kt.home / name)
+    for suffix in ("-wal", "-shm"):  # a WAL left open would hold part of the database
+        source, copy = template.home / f"keyturn.db{suffix}", kt.home / f"keyturn.db{suffix}"
+        copy.unlink(missing_ok=True)
+        if source.exists():
+            shutil.copy2(source, copy)
+    kt.master_key = template.master_key
+    kt.env["KEYTURN_MASTER_KEY"] = template.master_key
+    return Inventory(kt, read_versions(kt))
 
 
 def git(repo: Path, *args: str) -> str:
