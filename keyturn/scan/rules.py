@@ -13,7 +13,7 @@ cover the places SMTP credentials are hard-coded in practice:
 - ``postfix-sasl-passwd``: ``[host]:port user:password`` lines of a ``sasl_passwd`` table,
   and ``smtp_sasl_password_maps = static:user:password`` in ``main.cf``.
 
-A value that is a reference (``$VAR``, ``${VAR}``, ``{{ var }}``, ``%(var)s``, ``<...>``,
+A value that is a reference (``$VAR``, ``${VAR}``, ``{{ var }}``, ``{var}``, ``%(var)s``, ``<...>``,
 ``env:``/``file:``/``keyturn:``) or a mask (``****``, ``xxxx``) is not a finding.
 """
 
@@ -35,7 +35,7 @@ from keyturn.scan.model import Document
 _QUOTED_OR_WORD = r"""(?P<value>"[^"\n]*"|'[^'\n]*'|[^\s"'#()\[\]{}<>]+(?=[\s#]|\Z))"""
 _QUOTED = r"""(?P<value>"[^"\n]+"|'[^'\n]+')"""
 _REFERENCE = re.compile(
-    r"""^(\$\{?\w+\}?|\{\{.*\}\}|%\(\w+\)s|<[^>]*>|(env|file|keyturn):.*|[*xX.]+|ENV\[.*|os\.\w+.*)$"""
+    r"""^(\$\{?\w+\}?|\{\{.*\}\}|\{[\w.]*\}|%\(\w+\)s|<[^>]*>|(env|file|keyturn):.*|[*xX.]+|ENV\[.*|os\.\w+.*)$"""
 )
 _MACHINE = re.compile(r"\bmachine\s+(\S+)")
 

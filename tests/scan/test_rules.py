@@ -37,6 +37,7 @@ LEFT = [
     ("settings.py", 'EMAIL_HOST_PASSWORD = os.environ["EMAIL_HOST_PASSWORD"]\n'),
     ("settings.py", 'EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD")\n'),
     (".env.example", "EMAIL_HOST_PASSWORD=<your password>\n"),
+    ("template.py", 'TEMPLATE = \'EMAIL_HOST_PASSWORD = "{password}"\'\n'),
     ("production.rb", 'config.action_mailer.smtp_settings = {\n  password: ENV["SMTP_PASSWORD"],\n}\n'),
     ("production.rb", 'config.action_mailer.smtp_settings = { address: "h" }\nuser.update(password: "not-smtp-9xQ2vL7")\n'),
     ("mail.yml", "production:\n  smtp_settings:\n    address: h\n  database:\n    password: notsmtp-9xQ2vL7kR\n"),
