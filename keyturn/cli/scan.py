@@ -93,16 +93,17 @@ def _emit(text: str, output_file: Path | None) -> None:
         output_file.write_text(text)
 
 
-def _print_leaks(results: list[leak.LeakResult], as_text: bool) -> None:
+def _print_leaks(results: list[leak.LeakResult], to_stdout: bool) -> None:
+    """What --rotate-leaked did: on stdout beside a text report, else on stderr (JSON has it
+    in its ``rotations``, but an error is always one line on stderr)."""
     for r in results:
         if r.error:
             output.fail(f"{r.credential_id}: leak rotation failed: {r.error}")
-        elif as_text:
-            done = "; ".join(r.actions) or "nothing to rotate (no longer live)"
-            status = f" ({r.outcome.status})" if r.outcome else ""
-            output.console.print(
-                f"{r.credential_id}: {done}{status}", highlight=False, markup=False
-            )
+            continue
+        done = "; ".join(r.actions) or "nothing to rotate (no longer live)"
+        status = f" ({r.outcome.status})" if r.outcome else ""
+        console = output.console if to_stdout else output.errors
+        console.print(f"{r.credential_id}: {done}{status}", highlight=False, markup=False)
 
 
 Paths = Annotated[
@@ -195,7 +196,10 @@ def scan(
     new = [f for f in result.findings if accepted is None or not accepted.accepts(f)]
     leaks = leak.rotate_leaked(instance, new, _actor()) if rotate_leaked and instance else []
     _report(result, new, len(result.findings) - len(new), fmt, output_file, leaks)
-    _print_leaks(leaks, fmt == Format.text and output_file is None)
+    if fmt != Format.json or output_file is not None:
+        _print_leaks(leaks, to_stdout=fmt == Format.text and output_file is None)
+    else:
+        _print_leaks([r for r in leaks if r.error], to_stdout=False)
     if new or not all(r.ok for r in leaks):
         raise typer.Exit(1)
 
