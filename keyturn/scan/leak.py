@@ -112,8 +112,10 @@ def _handle(app: Keyturn, credential_id: str, found: list[Finding], actor: str) 
 def _record(
     app: Keyturn, credential_id: str, found: list[Finding], actor: str, reason: str
 ) -> None:
+    numbers = sorted({f.credential.version for f in found if f.credential})
     with app.db.write() as session:
         cred = repo.get_credential(session, credential_id)
+        first = repo.version_number(session, credential_id, numbers[0])
         audit.append(
             session,
             actor=actor,
@@ -121,6 +123,7 @@ def _record(
             outcome="warning",
             credential_id=credential_id,
             tenant_id=cred.tenant_id,
+            fingerprint=first.fingerprint if first else None,
             reason=reason,
             details={
                 "versions": sorted(

@@ -149,6 +149,8 @@ def test_current_value_found_is_rotated_and_refused_after(
     assert found.details["locations"][0]["path"] == "app/settings.py"
     assert found.details["locations"][0]["line"] == 3
     assert "app/settings.py:3" in (found.reason or "")
+    with kt.app.db.read() as session:
+        assert found.fingerprint == repo.version_number(session, "acme/smtp-admin", 1).fingerprint
     [start] = [e for e in entries if e.action == "rotation.start" and e.seq > found.seq]
     assert start.details["trigger"] == "leak" and "app/settings.py:3" in (start.reason or "")
     assert any(e.action == "rotation.revoke" and e.details.get("old_rejected") for e in entries)
