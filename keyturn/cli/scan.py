@@ -37,11 +37,10 @@ class Format(StrEnum):
     sarif = "sarif"
 
 
-def _open_inventory(ctx: typer.Context, wanted: bool) -> Keyturn | None:
+def _open_inventory(ctx: typer.Context) -> Keyturn | None:
     """keyturn's database when one is configured (or ./keyturn.db exists); None otherwise,
-    and the scan finds unmanaged credentials only."""
-    if not wanted:
-        return None
+    and the scan finds unmanaged credentials only. Opened even with --no-managed: its key
+    keys the fingerprints, so baselines match whichever values are looked for."""
     configured = settings(ctx).db
     if configured == BY_NAME["db"].default and not Path("keyturn.db").exists():
         return None
@@ -179,7 +178,7 @@ def scan(
     if update_baseline and baseline is None:
         raise UsageError("--update-baseline needs --baseline FILE")
     names = _detector_names(detectors)
-    instance = _open_inventory(ctx, managed or rotate_leaked)
+    instance = _open_inventory(ctx)
     if rotate_leaked and instance is None:
         raise UsageError("--rotate-leaked needs keyturn's database: set KEYTURN_DB")
     keys = scan_keys(instance) if instance else ScanKeys.unkeyed()
