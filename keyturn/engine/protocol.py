@@ -309,6 +309,7 @@ class Runner:
                 session, cred.tenant_id, cred.id, number, value
             )
             fp = self.app.vault.fingerprint(value)
+            valid_from, expires_at = type(target).validity(value) or (None, None)
             session.add(
                 Version(
                     credential_id=cred.id,
@@ -319,6 +320,8 @@ class Runner:
                     ciphertext=ciphertext,
                     data_key_id=data_key,
                     fingerprint=fp,
+                    valid_from=valid_from,
+                    expires_at=expires_at,
                 )
             )
             session.flush()

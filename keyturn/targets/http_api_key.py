@@ -44,6 +44,7 @@ errors are TargetUnreachable. No error quotes a response body, which may echo a 
 from __future__ import annotations
 
 import re
+import ssl
 import string
 import time
 from collections.abc import Callable
@@ -224,7 +225,7 @@ class HttpApiKeyTarget(Target):
             self._client = httpx.Client(
                 base_url=self.config.base_url,
                 timeout=self.config.timeout,
-                verify=False if plain else (self.config.ca_file or True),
+                verify=False if plain else _trust(self.config.ca_file),
                 follow_redirects=False,
             )
         return self._client
@@ -376,6 +377,10 @@ def _fill(value: Any, values: dict[str, str]) -> Any:
     if isinstance(value, list):
         return [_fill(v, values) for v in value]
     return value
+
+
+def _trust(ca_file: str | None) -> ssl.SSLContext | bool:
+    return ssl.create_default_context(cafile=ca_file) if ca_file else True
 
 
 def _retry_after(header: str | None) -> float:

@@ -55,9 +55,10 @@ class ProviderRig:
     strategy: str = "dual"
     grace: str = "0s"
     consumers: list[str] = field(default_factory=list)
-    initial_env: str | None = None
+    initial_ref: str | None = None  # initial_secret's reference (env:NAME, file:PATH)
     cred: str = "acme/key"
-    policy: dict[str, str] = field(default_factory=dict)
+    policy: dict[str, Any] = field(default_factory=dict)
+    extra: str = ""  # more of the inventory (another credential, e.g. a CA's key)
 
     def __post_init__(self) -> None:
         # One worker id for every process, so a restarted one takes a killed one's lease back.
@@ -66,7 +67,7 @@ class ProviderRig:
     def inventory(self) -> str:
         settings = "\n".join(f"{k} = {toml(v)}" for k, v in self.settings.items())
         policy = "\n".join(f"{k} = {toml(v)}" for k, v in self.policy.items())
-        initial = f'initial_secret = "env:{self.initial_env}"' if self.initial_env else ""
+        initial = f'initial_secret = "{self.initial_ref}"' if self.initial_ref else ""
         return f"""
 [policies.p]
 grace = "{self.grace}"
@@ -86,6 +87,7 @@ strategy = "{self.strategy}"
 username = {toml(self.username)}
 consumers = {toml(self.consumers)}
 {initial}
+{self.extra}
 """
 
     def cli(self, *args: str, env: dict[str, str] | None = None) -> Result:
@@ -152,13 +154,15 @@ consumers = {toml(self.consumers)}
         raise AssertionError(f"rotation did not finish: {self.last_rotation()}")
 
 
-def written_texts(kt: Harness, extra: list[str] | None = None) -> str:
+def written_texts(kt: Harness, extra: list[str] | None = None, inputs: tuple[str, ...] = ()) -> str:
     """Everything keyturn wrote that a person or a log collector could read: the audit log
-    export, the outbox, every file in the harness's folder but the database, and *extra*."""
+    export, the outbox, rotation errors, the files in the harness's folder but the database,
+    the master key and the test's own *inputs*, and *extra* (outputs, captured logs)."""
     parts = list(extra or [])
     parts.append(kt.cli("audit", "export").out)
-    for path in Path(kt.home).rglob("*"):
-        if path.is_file() and not re.search(r"keyturn\.db|\.key$", path.name):
+    for path in Path(kt.home).iterdir():
+        skipped = re.search(r"keyturn\.db|\.key$", path.name) or path.name in inputs
+        if path.is_file() and not skipped:
             parts.append(path.read_text(errors="replace"))
     with kt.app.db.read() as session:
         from sqlalchemy import text

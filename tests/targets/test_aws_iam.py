@@ -280,7 +280,7 @@ def _rig(kt: Harness, aws: Aws, user: str, target_type: str = "aws-iam-key", **k
     settings = aws.settings()
     if target_type == "aws-ses-smtp":
         settings.update(ses_smtp(), smtp_ca_file=_env("KEYTURN_TEST_SES_SMTP_CA"))
-    kind = "aws-access-key" if target_type == "aws-iam-key" else "smtp-ses"
+    kind = target_type
     return ProviderRig(kt, target_type, settings, user, kind=kind, **kw)
 
 
@@ -320,7 +320,7 @@ def test_an_imported_key_is_revoked_by_the_rotation_that_replaces_it(
 ) -> None:
     made = aws.iam.create_access_key(UserName=user)["AccessKey"]
     initial = {"access_key_id": made["AccessKeyId"], "secret_access_key": made["SecretAccessKey"]}
-    rig = _rig(kt, aws, user, initial_env="KT_INITIAL_KEY")
+    rig = _rig(kt, aws, user, initial_ref="env:KT_INITIAL_KEY")
     rig.apply(env={"KT_INITIAL_KEY": json.dumps(initial)})
     assert kt.cli("verify", rig.cred).code == 0
     rig.rotate()
