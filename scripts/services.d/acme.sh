@@ -68,10 +68,10 @@ port_open() {  # port_open PORT
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 if ! port_open "$ACME_DNS_MGMT_PORT"; then
-    (setsid pebble-challtestsrv -dns01 "127.0.0.1:$ACME_DNS_PORT" -defaultIPv4 127.0.0.1 \
+    (exec setsid pebble-challtestsrv -dns01 "127.0.0.1:$ACME_DNS_PORT" -defaultIPv4 127.0.0.1 \
         -defaultIPv6 "" -http01 "" -https01 "" -tlsalpn01 "" \
         -management "127.0.0.1:$ACME_DNS_MGMT_PORT" >"$ACME_STATE/challtestsrv.log" 2>&1 \
-        </dev/null &)
+        </dev/null) &
     wait_for "pebble-challtestsrv on 127.0.0.1:$ACME_DNS_MGMT_PORT" port_open "$ACME_DNS_MGMT_PORT"
 fi
 if ! port_open "$ACME_HTTP_PORT"; then
@@ -81,9 +81,9 @@ fi
 if ! port_open "$ACME_PORT"; then
     # No sleeps before validation, and no nonce rejected on purpose: the tests stay quick and
     # deterministic (the acme client does retry a badNonce).
-    (cd "$ACME_STATE" && PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 setsid pebble \
+    (cd "$ACME_STATE" && PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 exec setsid pebble \
         -config "$ACME_STATE/pebble.json" -dnsserver "127.0.0.1:$ACME_DNS_PORT" -strict=false \
-        >"$ACME_STATE/pebble.log" 2>&1 </dev/null &)
+        >"$ACME_STATE/pebble.log" 2>&1 </dev/null) &
     wait_for "pebble on 127.0.0.1:$ACME_PORT" port_open "$ACME_PORT"
 fi
 test_env KEYTURN_TEST_ACME_DIRECTORY "https://127.0.0.1:$ACME_PORT/dir"

@@ -20,9 +20,10 @@ if ! aws_up >>"$OUT" 2>&1 || [[ ! -s "$AWS_STATE/admin.json" ]]; then
         || die "moto[server] is missing: pip install -e '.[all,test]' first"
     install -d -m 700 "$AWS_STATE"
     rm -f "$AWS_STATE/admin.json"
-    (cd "$ROOT" && setsid "$AWS_PY" -m tests.support.aws_double --port "$AWS_PORT" \
+    # exec: no shell stays behind holding the caller's stdout open
+    (cd "$ROOT" && exec setsid "$AWS_PY" -m tests.support.aws_double --port "$AWS_PORT" \
         --smtp-port "$AWS_SMTP_PORT" --region "$AWS_REGION_SMTP" --state "$AWS_STATE" \
-        >"$AWS_STATE/log" 2>&1 </dev/null &)
+        >"$AWS_STATE/log" 2>&1 </dev/null) &
     wait_for "the AWS double (moto) on 127.0.0.1:$AWS_PORT" aws_up
     wait_for "the AWS double's admin key" test -s "$AWS_STATE/admin.json"
 fi

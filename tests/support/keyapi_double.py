@@ -6,8 +6,8 @@ share (SendGrid's ``/v3/api_keys``, Datadog's ``/api/v2/api_keys``, Cloudflare's
 
 - management calls need ``Authorization: Bearer <admin token>`` (401 without, 403 wrong);
 - ``POST /v1/keys {"name"}`` -> 201 ``{"id", "key", "name", "status", "created"}``: the key is
-  shown this once (stored hashed); a third *active* key is refused with 409
-  ``max_active_keys`` (two at most, as GitHub deploy-key rotation or Stripe's rolling keys);
+  shown this once (stored hashed); a third *active* key of one name (the owner, as a user's
+  keys at most SaaS) is refused with 409 ``max_active_keys``;
 - ``GET /v1/keys`` -> ``{"data": [{"id", "name", "status", "created"}]}``, revoked ones too;
 - ``DELETE /v1/keys/<id>`` -> 200 ``{"id", "status": "revoked"}``; an unknown id 404, an
   already revoked one 404 as well (as SendGrid);
@@ -71,8 +71,12 @@ class KeyApi:
         assert self.server is not None
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def active(self) -> list[str]:
-        return [k.id for k in self.keys.values() if k.status == "active"]
+    def active(self, name: str | None = None) -> list[str]:
+        return [
+            k.id
+            for k in self.keys.values()
+            if k.status == "active" and (name is None or k.name == name)
+        ]
 
     def accepts(self, key: str) -> bool:
         return any(
@@ -114,7 +118,7 @@ class KeyApi:
         if path == "/v1/keys" and method == "POST":
             if not isinstance(body, dict) or not isinstance(body.get("name"), str):
                 return 400, {"error": "name_required"}
-            if len(self.active()) >= MAX_ACTIVE:
+            if len(self.active(body["name"])) >= MAX_ACTIVE:
                 return 409, {"error": "max_active_keys", "max": MAX_ACTIVE}
             value = "sk_test_" + secrets.token_urlsafe(32)
             key = Key("key_" + secrets.token_hex(6), body["name"], _digest(value))

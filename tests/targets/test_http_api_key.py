@@ -82,11 +82,16 @@ def test_create_validate_list_revoke(api: KeyApi, refs: Refs) -> None:
 
 
 def test_the_api_refuses_a_third_key_itself(api: KeyApi, refs: Refs) -> None:
-    target = plugin(api, refs)
+    blind = dict(settings(api))
+    del blind["list"]  # no list request: keyturn cannot count, the API must refuse
+    refs.add(api.admin_token, "env:KT_KEYAPI_ADMIN")
+    target = HttpApiKeyTarget.from_settings(blind, refs.context("dual"))
     target.create(Account(USER))
-    target.create(Account("someone"))  # another name: not in keyturn's list for USER
+    target.create(Account(USER))
+    target.create(Account("someone"))  # another owner's keys do not count
     with pytest.raises(TargetRejected, match=r"create answered HTTP 409"):
         target.create(Account(USER))
+    assert target.list_active(Account(USER)) == []  # and nothing to reconcile with
 
 
 def test_rate_limits_are_waited_out_then_reported(api: KeyApi, refs: Refs) -> None:

@@ -266,3 +266,19 @@ def test_no_private_key_in_logs_audit_or_errors(
     for key in keys:
         body = [line for line in key.splitlines() if "-----" not in line]
         assert body and not any(line in texts for line in body)
+
+
+def test_reload_by_signal_to_the_pid_file(site: Nginx, ca: LocalCa, refs: Refs) -> None:
+    """reload_signal = "HUP" with pid_file: nginx re-reads its files on SIGHUP."""
+    target = plugin(
+        site,
+        ca,
+        refs,
+        reload_command=None,
+        reload_signal="HUP",
+        pid_file=str(site.folder / "nginx.pid"),
+    )
+    old = Secret((site.folder / "key.pem").read_text() + (site.folder / "cert.pem").read_text())
+    new = target.generate(PasswordRules())
+    target.set(Account(site.name), new, old)
+    assert target.test(Account(site.name), new) and not target.test(Account(site.name), old)
