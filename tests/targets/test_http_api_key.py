@@ -207,3 +207,18 @@ def test_no_key_in_logs_audit_or_errors(
     texts = written_texts(kt, [*outputs, caplog.text])
     for value in [*values, api.admin_token]:
         assert value not in texts
+
+
+def test_the_documented_profiles_are_valid_settings() -> None:
+    """The SendGrid and Datadog profiles of docs/targets/http-api-key.md parse and pass the
+    settings checks (they cannot run here: no real provider)."""
+    import re
+    from pathlib import Path
+
+    page = (Path(__file__).parents[2] / "docs/targets/http-api-key.md").read_text()
+    blocks = re.findall(r"<!-- doc-test: skip [^>]*-->\n```toml\n(.*?)```", page, re.S)
+    assert len(blocks) == 2
+    for block in blocks:
+        (spec,) = parse(block).targets.values()
+        config = HttpApiKeyTarget.config_model.model_validate(spec.settings())
+        assert set(config.requests()) == {"create", "validate", "list", "revoke"}  # type: ignore[attr-defined]
