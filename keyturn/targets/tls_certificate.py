@@ -256,8 +256,14 @@ class TlsCertificateTarget(Target):
         cfg = self.config
         if cfg.reload_command:
             try:
+                # Relative paths in the command mean what they mean for cert_file: from the
+                # inventory's folder.
                 done = subprocess.run(
-                    cfg.reload_command, capture_output=True, timeout=cfg.reload_timeout, check=False
+                    cfg.reload_command,
+                    capture_output=True,
+                    timeout=cfg.reload_timeout,
+                    check=False,
+                    cwd=self.context.base_dir,
                 )
             except (OSError, subprocess.TimeoutExpired) as exc:
                 raise TargetUnreachable(
