@@ -9,9 +9,10 @@ deletes the old key. The value keyturn stores and publishes is a JSON document::
 Which keys are keyturn's. keyturn never deletes a key it did not make. Every key it creates
 carries the user tag ``<AccessKeyId> = "keyturn"`` (the key's *description* in the AWS
 console), and just before ``CreateAccessKey`` it tags the user ``keyturn:issuing`` with the ids
-of the keys the user already holds, removed once the new key is described. A crash between
-``CreateAccessKey`` and keyturn's commit therefore leaves a key that the next run recognises
-(described as keyturn's, or absent from the ``keyturn:issuing`` list): ``list_active`` returns
+of the keys the user already holds and the time, removed once the new key is described. A
+crash between ``CreateAccessKey`` and keyturn's commit therefore leaves a key that the next run
+recognises (described as keyturn's, or absent from the mark and created within MARK_WINDOW of
+it, which also absorbs clock skew between keyturn and AWS): ``list_active`` returns
 only such keys, and the engine deletes the ones it holds no secret for (nobody can hold one:
 IAM shows a secret once). A key imported with ``initial_secret`` or made by someone else is
 never listed, so never removed as an orphan; the imported one is revoked by the rotation that

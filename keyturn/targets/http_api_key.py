@@ -48,12 +48,19 @@ import ssl
 import string
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote, urlsplit
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from keyturn.domain.errors import ConfigInvalid, PluginMissing, TargetRejected, TargetUnreachable
+from keyturn.domain.errors import (
+    ConfigInvalid,
+    PluginMissing,
+    TargetRateLimited,
+    TargetRejected,
+    TargetUnreachable,
+)
 from keyturn.domain.model import Secret
 from keyturn.targets.base import Account, IssuedSecret, Target, TargetConfig, TargetContext, redact
 from keyturn.targets.postgres import check_reference
@@ -261,7 +268,10 @@ class HttpApiKeyTarget(Target):
             if attempt == RETRIES_429 or wait > self.config.max_retry_wait:
                 break
             self.sleep(wait)
-        raise TargetUnreachable(f"{what}: rate-limited (HTTP 429); keyturn retries later")
+        raise TargetRateLimited(
+            f"{what}: rate-limited (HTTP 429); keyturn retries later",
+            retry_after=timedelta(seconds=wait),
+        )
 
     def _json(self, verb: str, response: Any) -> Any:
         try:
