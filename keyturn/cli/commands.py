@@ -185,6 +185,7 @@ def show(
                 "number": v.number,
                 "state": v.state,
                 "username": v.username,
+                "key_id": v.key_id,
                 "fingerprint": v.fingerprint,
                 "created_at": v.created_at,
                 "activated_at": v.activated_at,

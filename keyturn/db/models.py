@@ -172,6 +172,10 @@ class Version(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     activated_at: Mapped[datetime | None] = mapped_column()
     retired_at: Mapped[datetime | None] = mapped_column()
+    # For values that expire by themselves (certificates): their validity, so that the
+    # schedule can renew at a fraction of the lifetime.
+    valid_from: Mapped[datetime | None] = mapped_column()
+    expires_at: Mapped[datetime | None] = mapped_column()
 
 
 class Consumer(Base):

@@ -60,7 +60,7 @@ def due_state(session: Session, cred: Credential, now: datetime) -> DueState:
         return DueState("no-value", None, policy.max_age)
     due_at, notice_at = cred.due_at, cred.notice_at
     if due_at is None or notice_at is None:  # no target: nothing rotates it, but it ages
-        due_at, notice_at = policy.due_times(current.activated_at, cred.id)
+        due_at, notice_at = policy.due_times(current.activated_at, cred.id, validity(current))
     status = "due" if now >= due_at else "notice" if now >= notice_at else "ok"
     return DueState(status, now - current.activated_at, policy.max_age)
 
@@ -73,7 +73,11 @@ def refresh_due(session: Session, cred: Credential) -> None:
     if current is None or current.activated_at is None or not cred.target:
         cred.due_at = cred.notice_at = None
         return
-    cred.due_at, cred.notice_at = policy.due_times(current.activated_at, cred.id)
+    cred.due_at, cred.notice_at = policy.due_times(current.activated_at, cred.id, validity(current))
+
+
+def validity(version: Version) -> tuple[datetime | None, datetime | None]:
+    return version.valid_from, version.expires_at
 
 
 def versions(session: Session, credential_id: str) -> Sequence[Version]:

@@ -18,12 +18,15 @@ from keyturn.domain.model import PasswordRules
 DEFAULT_SCHEDULE = "0 2 * * *"
 KIND_MAX_AGE = {
     "aws-access-key": "90d",
+    "aws-iam-key": "90d",
+    "aws-ses-smtp": "90d",
     "cloud-access-key": "90d",
     "postgres": "60d",
     "mysql": "60d",
     "redis": "60d",
     "database": "60d",
     "api-key": "180d",
+    "http-api-key": "180d",
     "tls-certificate": "365d",
     "service-account": "90d",
     "smtp": "180d",
@@ -31,6 +34,9 @@ KIND_MAX_AGE = {
     "encryption-key": "365d",
 }
 FALLBACK_MAX_AGE = "90d"
+# Kinds whose values expire by themselves: due at this fraction of their lifetime (seed 003:
+# "TLS certificates: 1 year or before expiration").
+KIND_RENEW_AT = {"tls-certificate": 2 / 3}
 
 
 @dataclass(frozen=True)
@@ -45,18 +51,30 @@ class Policy:
     # Scheduled rotations start only inside the window (UTC) and never during a blackout.
     window: tuple[time, time] | None = None
     blackout: tuple[str, ...] = ()
+    # For values with a validity (certificates): due at this fraction of their lifetime too.
+    renew_at: float | None = None
 
-    def due_times(self, activated_at: datetime, credential_id: str) -> tuple[datetime, datetime]:
+    def due_times(
+        self,
+        activated_at: datetime,
+        credential_id: str,
+        validity: tuple[datetime | None, datetime | None] = (None, None),
+    ) -> tuple[datetime, datetime]:
         """When this version is due, and when its notice goes out.
 
         Jitter spreads credentials of one policy over time: each gets a fixed offset derived
-        from its id, so the same credential is always due at the same moment.
+        from its id, so the same credential is always due at the same moment. A value with a
+        *validity* (notBefore, notAfter) is due at `renew_at` of its lifetime if that comes
+        before `max_age`.
         """
         offset = timedelta(0)
         if self.jitter:
             digest = int.from_bytes(hashlib.sha256(credential_id.encode()).digest()[:8], "big")
             offset = timedelta(seconds=digest % max(int(self.jitter.total_seconds()), 1))
         due = activated_at + self.max_age + offset
+        start, end = validity
+        if self.renew_at is not None and start is not None and end is not None:
+            due = min(due, start + (end - start) * self.renew_at)
         return due, due - self.notice
 
     def allows(self, moment: datetime) -> bool:
@@ -75,6 +93,7 @@ class Policy:
             "notice": format_duration(self.notice),
             "schedule": self.schedule,
             "grace": format_duration(self.grace),
+            **({"renew_at": round(self.renew_at, 4)} if self.renew_at is not None else {}),
         }
 
 
@@ -114,6 +133,15 @@ def check_blackout(rule: str) -> str:
     return text
 
 
+def check_renew_at(value: Any) -> float:
+    """A fraction of a value's lifetime, strictly between 0 and 1 (e.g. 0.6667)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
+        raise PolicyInvalid(
+            f"invalid renew_at {value!r}: a fraction of the lifetime between 0 and 1, e.g. 0.67"
+        )
+    return float(value)
+
+
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
 
@@ -135,7 +163,10 @@ def _in_blackout(rule: str, moment: datetime) -> bool:
 
 
 def default_for(kind: str) -> Policy:
-    return Policy(max_age=parse_duration(KIND_MAX_AGE.get(kind, FALLBACK_MAX_AGE)))
+    return Policy(
+        max_age=parse_duration(KIND_MAX_AGE.get(kind, FALLBACK_MAX_AGE)),
+        renew_at=KIND_RENEW_AT.get(kind),
+    )
 
 
 def effective(kind: str, settings: dict[str, Any] | None, target_rules: PasswordRules) -> Policy:
@@ -153,6 +184,8 @@ def effective(kind: str, settings: dict[str, Any] | None, target_rules: Password
         policy = replace(policy, window=parse_window(settings["window"]))
     if settings and settings.get("blackout"):
         policy = replace(policy, blackout=tuple(check_blackout(b) for b in settings["blackout"]))
+    if settings and settings.get("renew_at") is not None:
+        policy = replace(policy, renew_at=check_renew_at(settings["renew_at"]))
     if settings and settings.get("recipients"):
         policy = replace(policy, recipients=tuple(settings["recipients"]))
     if settings and settings.get("password"):

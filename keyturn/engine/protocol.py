@@ -86,6 +86,12 @@ def backoff(base_seconds: int, attempts: int) -> timedelta:
     return min(timedelta(seconds=delay), MAX_BACKOFF)
 
 
+def validity_columns(target: Target, value: Secret) -> dict[str, datetime | None]:
+    """A value's own validity (certificates), for the expiry-driven schedule."""
+    valid_from, expires_at = type(target).validity(value) or (None, None)
+    return {"valid_from": valid_from, "expires_at": expires_at}
+
+
 def account(version: Version) -> Account:
     return Account(version.username or "", version.key_id)
 
@@ -319,6 +325,7 @@ class Runner:
                     ciphertext=ciphertext,
                     data_key_id=data_key,
                     fingerprint=fp,
+                    **validity_columns(target, value),
                 )
             )
             session.flush()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -255,6 +256,7 @@ def _store_initial(app: Keyturn, session: Session, cred_id: str, value: Secret, 
     ciphertext, key_id = app.vault.seal(session, cred.tenant_id, cred_id, number, value)
     fp = app.vault.fingerprint(value)
     logins = cred.usernames or [None]
+    valid_from, expires_at = _validity(session, cred, value)
     session.add(
         Version(
             credential_id=cred_id,
@@ -265,6 +267,8 @@ def _store_initial(app: Keyturn, session: Session, cred_id: str, value: Secret, 
             data_key_id=key_id,
             fingerprint=fp,
             activated_at=utcnow(),
+            valid_from=valid_from,
+            expires_at=expires_at,
         )
     )
     cred.sync_status = None
@@ -277,6 +281,16 @@ def _store_initial(app: Keyturn, session: Session, cred_id: str, value: Secret, 
         fingerprint=fp,
         details={"version": number, "state": "current"},
     )
+
+
+def _validity(
+    session: Session, cred: Credential, value: Secret
+) -> tuple[datetime | None, datetime | None]:
+    """An imported certificate's validity (the target type says; None for passwords)."""
+    row = session.get(TargetRow, cred.target or "")
+    if row is None:
+        return None, None
+    return plugins.load("target", row.type).validity(value) or (None, None)
 
 
 def _provision(app: Keyturn, inv: Inventory, result: ApplyResult, actor: str) -> None:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from keyturn.domain.durations import parse_duration
 from keyturn.domain.errors import ConfigInvalid, LiteralSecret
 from keyturn.domain.ids import validate_id, validate_name
-from keyturn.domain.policy import check_blackout, check_recipient, parse_window
+from keyturn.domain.policy import check_blackout, check_recipient, check_renew_at, parse_window
 from keyturn.inventory.refs import (
     SECRET_KEY,
     how_to_reference,
@@ -46,6 +46,12 @@ class PolicySpec(_Strict):
     password: PasswordSpec | None = None
     window: str | None = None
     blackout: list[str] = Field(default_factory=list)
+    renew_at: float | None = None
+
+    @field_validator("renew_at")
+    @classmethod
+    def _renew_at(cls, value: float | None) -> float | None:
+        return None if value is None else check_renew_at(value)
 
     @field_validator("window")
     @classmethod

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -136,6 +137,13 @@ class Target:
         Used by `keyturn apply` for an initial secret. Returns True if it created the account.
         """
         return False
+
+    @classmethod
+    def validity(cls, value: Secret) -> tuple[datetime, datetime] | None:
+        """Values that expire by themselves (certificates): their notBefore and notAfter,
+        recorded with the version so that the schedule can renew before expiry. Called when a
+        version is created or imported; None (the default) for values that do not expire."""
+        return None
 
     def create(self, account: Account) -> IssuedSecret:
         """Providers that issue secrets: make a new one and return it with its id."""
