@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -16,6 +17,9 @@ from keyturn.cli.main import app
 from keyturn.db import repo
 from keyturn.db.models import utcnow
 
+if TYPE_CHECKING:
+    from keyturn.app import Keyturn
+
 
 @app.command()
 def demo(
@@ -25,11 +29,19 @@ def demo(
     no_serve: Annotated[
         bool, typer.Option("--no-serve", help="Exit instead of serving the API")
     ] = False,
-    port: Annotated[int, typer.Option(help="Port for the API afterwards")] = 8080,
+    port: Annotated[
+        int,
+        typer.Option(
+            envvar="KEYTURN_PORT", show_envvar=True, min=1, max=65535, help="Port to serve on"
+        ),
+    ] = 8080,
 ) -> None:
     """Rotate SMTP admin passwords of three tenants on a local mail server, as seed 000 asks."""
+    from keyturn.cli.serve import check_port
     from keyturn.demo import run
 
+    if not no_serve:
+        check_port("127.0.0.1", port)  # before the demo, not after it
     started = time.monotonic()
 
     def say(text: str) -> None:
@@ -82,12 +94,25 @@ def demo(
             raise typer.Exit(1)
         if no_serve:
             return
-        from keyturn.cli.serve import build_server
-
-        with instance.db.write() as session:
-            token = auth.create_token(session, "admin", name="demo")
-        say(f"API on http://127.0.0.1:{port}/api/v1 (admin token: {token.token}); Ctrl-C to stop")
-        build_server(instance, "127.0.0.1", port, "warning").run()
+        _serve(instance, port, say)
     finally:
         server.stop()
         instance.close()
+
+
+def _serve(instance: Keyturn, port: int, say: Callable[[str], None]) -> None:
+    """Serve the demo's keyturn on loopback until Ctrl-C, and say where to look."""
+    from keyturn.cli.serve import build_server
+
+    web = build_server(instance, "127.0.0.1", port, "warning")
+    with instance.db.write() as session:
+        token = auth.create_token(session, "admin", name="demo")
+    base = f"http://127.0.0.1:{port}"
+    paths = {getattr(r, "path", None) for r in web.config.app.routes}
+    if "/" in paths:  # the dashboard, once it is mounted at /
+        say(f"dashboard on {base}/ (sign in with the admin token below)")
+    say(f"API on {base}/api/v1, interactive docs on {base}/api/v1/docs")
+    say(f"admin token (shown once): {token.token}")
+    say(f"try: curl -H 'Authorization: Bearer {token.token}' {base}/api/v1/credentials")
+    say("Ctrl-C to stop")
+    web.run()
