@@ -108,7 +108,7 @@ def _serve(instance: Keyturn, port: int, say: Callable[[str], None]) -> None:
     with instance.db.write() as session:
         token = auth.create_token(session, "admin", name="demo")
     base = f"http://127.0.0.1:{port}"
-    paths = {getattr(r, "path", None) for r in web.config.app.routes}
+    paths = {getattr(r, "path", None) for r in getattr(web.config.app, "routes", [])}
     if "/" in paths:  # the dashboard, once it is mounted at /
         say(f"dashboard on {base}/ (sign in with the admin token below)")
     say(f"API on {base}/api/v1, interactive docs on {base}/api/v1/docs")

@@ -18,21 +18,23 @@ import ipaddress
 import os
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import httpx
 import typer
 
 from keyturn import __version__
 from keyturn.domain import errors as e
 from keyturn.domain.ids import validate_id
 
+if TYPE_CHECKING:  # httpx is imported only in remote mode: every local command starts faster
+    import httpx
+
 COMMANDS = (
     "list, show, get, delete, rotate, resume, abort, verify, token create/list/revoke, doctor"
 )
 PREFIX = "/api/v1"
-TIMEOUT = httpx.Timeout(10.0, read=300.0)  # a rotation runs while the request waits
+CONNECT_SECONDS, READ_SECONDS = 10.0, 300.0  # a rotation runs while the request waits
 PAGE = 1000
 
 
@@ -83,14 +85,17 @@ class Remote:
     """A client of one keyturn server's API, with the CLI's token."""
 
     def __init__(self, url: str, token: str, transport: httpx.BaseTransport | None = None):
+        import httpx
+
         self.url = base_url(url)
+        self._transport_error = httpx.TransportError
         self.client = httpx.Client(
             base_url=self.url,
             headers={
                 "Authorization": f"Bearer {token}",
                 "User-Agent": f"keyturn-cli/{__version__}",
             },
-            timeout=TIMEOUT,
+            timeout=httpx.Timeout(CONNECT_SECONDS, read=READ_SECONDS),
             transport=transport,
             follow_redirects=False,
         )
@@ -104,7 +109,7 @@ class Remote:
         """One request; the answer's JSON, or the keyturn error the server reported."""
         try:
             response = self.client.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
+        except self._transport_error as exc:
             raise e.KeyturnError(
                 f"cannot reach keyturn at {self.url} ({exc.__class__.__name__}): is "
                 "`keyturn serve` running there, and is KEYTURN_URL right?"
