@@ -11,8 +11,10 @@ examples are tests").
 - `<!-- doc-test: skip REASON -->` on the line before a block leaves it out;
 - `<!-- doc-test: background -->` on the line before a sh block runs it in the background
   (a server); it is stopped when the page ends;
-- `<!-- doc-test: setup` ... `-->` holds shell lines run before the first block, and
-  `<!-- doc-test: run` ... `-->` hidden shell lines run where they stand (a wait, a check).
+- `<!-- doc-test: setup` ... `-->` holds shell lines run before the first block,
+  `<!-- doc-test: run` ... `-->` hidden shell lines run where they stand (a wait, a check,
+  unique names on a shared server), and `<!-- doc-test: cleanup` ... `-->` lines run when
+  the page ends, passed or failed (drop what the page made on a shared server).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import PurePosixPath
 RUN_LANGUAGES = {"sh", "bash", "shell"}
 FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<lang>[\w+-]*)")
 DIRECTIVE = re.compile(r"^\s*<!--\s*(?P<body>(file|doc-test):.*?)\s*-->\s*$")
-HIDDEN = re.compile(r"^\s*<!--\s*doc-test:\s*(?P<kind>setup|run)\s*$")
+HIDDEN = re.compile(r"^\s*<!--\s*doc-test:\s*(?P<kind>setup|run|cleanup)\s*$")
 
 
 @dataclass
@@ -52,6 +54,7 @@ class Block:
 @dataclass
 class Page:
     setup: list[str] = field(default_factory=list)
+    cleanup: list[str] = field(default_factory=list)
     blocks: list[Block] = field(default_factory=list)
     skipped: list[tuple[int, str]] = field(default_factory=list)
 
@@ -71,6 +74,8 @@ def parse(text: str) -> Page:
             body, i = _until_comment_end(lines, i + 1)
             if hidden["kind"] == "setup":
                 page.setup += body
+            elif hidden["kind"] == "cleanup":
+                page.cleanup += body
             else:
                 page.blocks.append(Block(i, "sh", "\n".join(body)))
             directive = ""
@@ -179,15 +184,23 @@ def _match_from(wanted: list[str], lines: list[str], start: int) -> bool:
 PRELUDE = """\
 set -euo pipefail
 __doc_at=start
+__doc_exit() {
+    set +eu
+    kill $(jobs -p) 2>/dev/null
+    __doc_cleanup
+    return 0
+}
 trap 'echo "doc-test: failed at $__doc_at: $BASH_COMMAND" >&2' ERR
-trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
+trap __doc_exit EXIT
 """
 
 
 def script(page: Page, source: str, outputs: str) -> str:
     """The bash script that runs *page*; console output goes to files under *outputs*
     (OUTPUT/<block line>.<n>, its exit status in .rc) for the caller to check."""
-    out = [PRELUDE, f"__doc_out={shlex.quote(outputs)}", *page.setup]
+    cleanup = "\n".join(page.cleanup) or ":"
+    out = [PRELUDE, f"__doc_cleanup() {{\n{cleanup}\n}}", f"__doc_out={shlex.quote(outputs)}"]
+    out += page.setup
     for block in page.blocks:
         out.append(f"__doc_at={shlex.quote(f'{source}:{block.line}')}")
         if block.kind == "sh":
