@@ -77,6 +77,7 @@ def root(
     KEYTURN_URL (e.g. http://127.0.0.1:8080) and KEYTURN_TOKEN to work through a
     `keyturn serve` instead of the database."""
     _state["verbose"] = verbose
+    _refuse_remote(ctx, ctx.invoked_subcommand)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -93,13 +94,16 @@ def actor() -> str:
     return f"cli:{name}"
 
 
-def _refuse_remote(ctx: typer.Context) -> None:
+def _refuse_remote(ctx: typer.Context, command: str | None = None) -> None:
+    """In remote mode, a command the API does not serve stops here, before it reads a file
+    or opens a database."""
     from keyturn.cli import remote
 
-    if remote.configured():
+    if remote.configured() and (command is None or command not in remote.REMOTE):
+        name = f"keyturn {command}" if command else ctx.command_path
         raise UsageError(
-            f"`{ctx.command_path}` works on keyturn's database directly and is not available "
-            f"in remote mode (KEYTURN_URL is set); remote commands: {remote.COMMANDS}"
+            f"`{name}` works on keyturn's database directly and is not available in remote "
+            f"mode (KEYTURN_URL is set); remote commands: {remote.COMMANDS}"
         )
 
 

@@ -82,7 +82,7 @@ def progress(description: str, total: int | None, *, enabled: bool = True) -> It
         TimeElapsedColumn(),
         console=errors,
         transient=True,
-        disable=not enabled,
+        disable=not (enabled and errors.is_terminal),
     )
     with bar:
         yield Bar(bar, bar.add_task(description, total=total))

@@ -33,6 +33,9 @@ if TYPE_CHECKING:  # httpx is imported only in remote mode: every local command 
 COMMANDS = (
     "list, show, get, delete, rotate, resume, abort, verify, token create/list/revoke, doctor"
 )
+REMOTE = frozenset(
+    {"list", "show", "get", "delete", "rotate", "resume", "abort", "verify", "token", "doctor"}
+)
 PREFIX = "/api/v1"
 CONNECT_SECONDS, READ_SECONDS = 10.0, 300.0  # a rotation runs while the request waits
 PAGE = 1000
