@@ -163,36 +163,43 @@ def _targets(instance: Keyturn) -> Check:
 def _target(instance: Keyturn, subject: str, target: Target, creds: list[Credential]) -> Check:
     probed = False
     for cred in creds:
+        if not probed and cred.usernames:  # once per target, the account of its first login
+            probed = True
+            yield _probe(subject, target, str(cred.usernames[0]))
         if cred.sync_status == UNPROVISIONED:
             yield Finding(
                 FAIL, subject, f"{cred.id} is not provisioned there yet: run `keyturn apply`"
             )
             continue
-        with instance.db.read() as session:
-            current = repo.version_in_state(session, cred.id, VersionState.CURRENT)
-        if current is None:
-            continue
-        try:
-            if not target.test(account(current), instance.vault.reveal(current)):
-                yield Finding(
-                    FAIL, subject, f"{cred.id}: the current value is refused (out of sync)"
-                )
-                continue
-            yield Finding(OK, subject, f"{cred.id}: the current value logs in")
-            if not probed:
-                probed = True
-                yield _probe(subject, target, current.username or "")
-        except KeyturnError as exc:
-            yield Finding(FAIL, subject, f"{cred.id}: {exc.message}")
-            probed = True
+        yield from _current(instance, subject, target, cred)
     if not creds:
         yield Finding(OK, subject, "settings valid; no credential uses it yet")
+
+
+def _current(instance: Keyturn, subject: str, target: Target, cred: Credential) -> Check:
+    with instance.db.read() as session:
+        current = repo.version_in_state(session, cred.id, VersionState.CURRENT)
+    if current is None:
+        return
+    try:
+        accepted = target.test(account(current), instance.vault.reveal(current))
+    except KeyturnError as exc:
+        yield Finding(FAIL, subject, f"{cred.id}: {exc.message}")
+        return
+    if accepted:
+        yield Finding(OK, subject, f"{cred.id}: the current value logs in")
+    else:
+        yield Finding(FAIL, subject, f"{cred.id}: the current value is refused (out of sync)")
 
 
 def _probe(subject: str, target: Target, username: str) -> Finding:
     """Log in with a random wrong value: a server that lets it in checks no password."""
     wrong = Secret("kt-doctor-" + secrets.token_urlsafe(24))
-    if target.test(Account(username), wrong):
+    try:
+        accepted = target.test(Account(username), wrong)
+    except KeyturnError as exc:  # unreachable, or e.g. the postgres target naming `trust`
+        return Finding(FAIL, subject, exc.message)
+    if accepted:
         return Finding(
             FAIL,
             subject,
