@@ -7,8 +7,9 @@ they work on a host with no way out to a CDN.
 
 from __future__ import annotations
 
-from importlib.resources import files
+from pathlib import Path
 
+import fastapi_offline
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
@@ -60,7 +61,7 @@ def create_app(
 
 def _docs(api: FastAPI) -> None:
     """Swagger UI and ReDoc, with every asset served from here (none from a CDN)."""
-    static = files("fastapi_offline") / "static"
+    static = Path(fastapi_offline.__file__).parent / "static"
     api.mount(ASSETS, StaticFiles(directory=str(static)), name="docs-assets")
     openapi = f"{PREFIX}/openapi.json"
 
