@@ -19,6 +19,7 @@ from keyturn.db.models import utcnow
 
 if TYPE_CHECKING:
     from keyturn.app import Keyturn
+    from keyturn.demo import DemoResult
 
 
 @app.command()
@@ -49,55 +50,51 @@ def demo(
 
     instance, server, result = run(directory, say)
     try:
-        with instance.db.read() as session:
-            rows = [status_row(session, c, utcnow()) for c in repo.list_credentials(session)]
-        output.table(
-            "inventory after the 02:00 pass",
-            ["credential", "version", "age (d)", "due"],
-            [[r["id"], r["version"], r["age_days"], r["due"]] for r in rows],
-        )
+        _report(instance, result, say)
         say(
-            f"rotated: {', '.join(result.rotated) or 'none'}; notice sent for: "
-            f"{', '.join(result.noticed) or 'none'}"
-        )
-        for box, subjects in result.mails.items():
-            for subject in subjects:
-                output.console.print(f"  mailbox {box:34} {subject}", highlight=False)
-        say(
-            "sent a message as admin@acme.example with the new password: delivered; "
-            f"the old password is {'refused' if result.old_refused else 'STILL ACCEPTED'}"
-        )
-        with instance.db.read() as session:
-            entries = list(audit.iter_entries(session))
-        output.table(
-            "audit trail",
-            ["#", "actor", "action", "credential", "outcome", "fingerprint"],
-            [
-                [
-                    e.seq,
-                    e.actor,
-                    e.action,
-                    e.credential_id or "",
-                    e.outcome,
-                    (e.fingerprint or "")[:24],
-                ]
-                for e in entries
-                if not e.action.startswith("inventory.")
-            ],
-        )
-        verdict = "verified" if result.audit_ok else "BROKEN"
-        say(
-            f"audit log {verdict}: {result.audit_entries} entries, hash chain intact; "
-            f"demo took {time.monotonic() - started:.1f}s; files in {directory}/"
+            f"audit log {'verified' if result.audit_ok else 'BROKEN'}: {result.audit_entries} "
+            f"entries, hash chain intact; demo took {time.monotonic() - started:.1f}s; files in "
+            f"{directory}/"
         )
         if not (result.audit_ok and result.old_refused and result.rotated and result.noticed):
             raise typer.Exit(1)
-        if no_serve:
-            return
-        _serve(instance, port, say)
+        if not no_serve:
+            _serve(instance, port, say)
     finally:
         server.stop()
         instance.close()
+
+
+def _report(instance: Keyturn, result: DemoResult, say: Callable[[str], None]) -> None:
+    with instance.db.read() as session:
+        rows = [status_row(session, c, utcnow()) for c in repo.list_credentials(session)]
+    output.table(
+        "inventory after the 02:00 pass",
+        ["credential", "version", "age (d)", "due"],
+        [[r["id"], r["version"], r["age_days"], r["due"]] for r in rows],
+    )
+    say(
+        f"rotated: {', '.join(result.rotated) or 'none'}; notice sent for: "
+        f"{', '.join(result.noticed) or 'none'}"
+    )
+    for box, subjects in result.mails.items():
+        for subject in subjects:
+            output.console.print(f"  mailbox {box:34} {subject}", highlight=False)
+    say(
+        "sent a message as admin@acme.example with the new password: delivered; "
+        f"the old password is {'refused' if result.old_refused else 'STILL ACCEPTED'}"
+    )
+    with instance.db.read() as session:
+        entries = list(audit.iter_entries(session))
+    output.table(
+        "audit trail",
+        ["#", "actor", "action", "credential", "outcome", "fingerprint"],
+        [
+            [e.seq, e.actor, e.action, e.credential_id or "", e.outcome, (e.fingerprint or "")[:24]]
+            for e in entries
+            if not e.action.startswith("inventory.")
+        ],
+    )
 
 
 def _serve(instance: Keyturn, port: int, say: Callable[[str], None]) -> None:

@@ -205,19 +205,7 @@ def _apply_in_transaction(
         for name, policy in inv.policies.items():
             wanted = {"name": name, "settings": policy.model_dump(exclude_none=True)}
             _upsert(session, Policy, name, wanted, "policy", name, changes)
-        for model, kind, specs in (
-            (TargetRow, "target", inv.targets),
-            (StoreRow, "store", inv.stores),
-            (Channel, "channel", inv.channels),
-        ):
-            for name, spec in specs.items():
-                wanted = {
-                    "name": name,
-                    "type": spec.type,
-                    "settings": spec.settings(),
-                    "base_dir": base,
-                }
-                _upsert(session, model, name, wanted, kind, name, changes)
+        _upsert_plugins(session, inv, base, changes)
         session.flush()
         for name, tenant_spec in inv.tenants.items():
             app.vault.tenant_key(session, name)
@@ -264,6 +252,23 @@ def _apply_in_transaction(
                 details={"kind": change.kind, "name": change.name, "fields": list(change.fields)},
             )
         result.initial = initial
+
+
+def _upsert_plugins(session: Session, inv: Inventory, base: str, changes: list[Change]) -> None:
+    """Targets, stores and channels: a type, settings (references only) and a base folder."""
+    for model, kind, specs in (
+        (TargetRow, "target", inv.targets),
+        (StoreRow, "store", inv.stores),
+        (Channel, "channel", inv.channels),
+    ):
+        for name, spec in specs.items():
+            wanted = {
+                "name": name,
+                "type": spec.type,
+                "settings": spec.settings(),
+                "base_dir": base,
+            }
+            _upsert(session, model, name, wanted, kind, name, changes)
 
 
 def _unprovisioned(

@@ -312,3 +312,32 @@ initial_secret = "env:PW"
     finally:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+def test_worker_says_what_each_tick_rotated(kt: Harness) -> None:
+    """`worker` used to run silently; each tick that did something now prints one line."""
+    import signal
+
+    from sqlalchemy import update
+
+    from keyturn.db import repo
+    from keyturn.db.models import Version
+
+    smtp(kt)
+    with kt.app.db.write() as session:  # the value is 200 days old: the missed 02:00 pass is due
+        session.execute(update(Version).values(activated_at=utcnow() - timedelta(days=200)))
+        session.flush()
+        repo.refresh_due(session, repo.get_credential(session, "acme/smtp-admin"))
+    proc = kt.popen("worker", env={"KEYTURN_POLL_SECONDS": "1"})
+    try:
+        assert proc.stderr is not None
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if "rotated acme/smtp-admin" in line:
+                break
+        assert any("running; Ctrl-C to stop" in ln for ln in lines)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "keyturn worker stopped" in rest
