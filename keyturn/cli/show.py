@@ -127,7 +127,11 @@ def _remote(api: remote.Remote, credential_id: str) -> dict[str, Any]:
     except Forbidden:
         entries = []
         data["rotations_note"] = "rotation steps need an admin or auditor token (audit log)"
-    data["rotations"] = history(entries, [], {})[:LAST_ROTATIONS]
+    try:  # token names for the actors: an admin token may list them
+        names = {t["id"]: t["name"] for t in api.tokens()}
+    except Forbidden:
+        names = {}
+    data["rotations"] = history(entries, [], names)[:LAST_ROTATIONS]
     return data
 
 
@@ -179,12 +183,16 @@ def _actor(name: str, names: dict[str, str]) -> str:
     return f"{name} ({names[token]})" if token != name and names.get(token) else name
 
 
-DETAIL_KEYS = ("username", "stores", "error", "lagging", "next_attempt_at", "version")
+DETAIL_KEYS = ("username", "stores", "error", "lagging", "next_attempt_at")
+# Steps whose version number says something (the new one made, the old one retired).
+VERSION_STEPS = ("rotation.create", "rotation.revoke", "rotation.done")
 
 
 def _step(entry: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
     details = entry["details"]
     parts = [f"{k} {details[k]}" for k in DETAIL_KEYS if details.get(k) not in (None, [], "")]
+    if entry["action"] in VERSION_STEPS and details.get("version"):
+        parts.append(f"version {details['version']}")
     if details.get("attempt"):
         parts.insert(0, f"attempt {details['attempt']}")
     if details.get("old_rejected") is False:

@@ -68,7 +68,8 @@ def test_commands_work_through_the_api_with_local_output(kt: Harness, served: st
     shown = json.loads(kt.cli("show", "acme/smtp-admin", "--json", env=env).out)
     (rot,) = shown["rotations"]
     assert rot["status"] == "done" and rot["reason"] == "from afar"
-    assert rot["actor"].startswith("token:") and [s["step"] for s in rot["steps"]][-1] == "done"
+    assert rot["actor"].startswith("token:") and rot["actor"].endswith("(ops-bot)")
+    assert [s["step"] for s in rot["steps"]][-1] == "done"
     verified = kt.cli("verify", env=env)
     assert verified.code == 0 and "1 in-sync" in verified.out
     assert "ops-bot" in kt.cli("token", "list", env=env).out
