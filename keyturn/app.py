@@ -26,6 +26,15 @@ def master_keys(settings: Settings) -> list[MasterKey]:
     return keys
 
 
+def _not_initialised(db: Database) -> str:
+    if db.sqlite_path is not None:
+        return (
+            f"no keyturn database at {db.sqlite_path} (KEYTURN_DB={db.describe()}): run "
+            "`keyturn init` to create one, or point KEYTURN_DB at yours"
+        )
+    return f"no keyturn database at {db.describe()}: run `keyturn init` first"
+
+
 @dataclass
 class Keyturn:
     settings: Settings
@@ -37,9 +46,10 @@ class Keyturn:
         db = Database(settings.db)
         if not db.is_initialised():
             db.dispose()
-            raise UsageError(f"no keyturn database at {db.describe()}; run `keyturn init` first")
+            raise UsageError(_not_initialised(db))
         if not migrate.is_current(db):
-            migrate.upgrade(db)
+            with db.guard():
+                migrate.upgrade(db)
         try:
             return cls(settings, db, Vault(db, master_keys(settings)))
         except KeyturnError:
@@ -65,8 +75,10 @@ def initialise(settings: Settings) -> InitResult:
     db = Database(settings.db)
     try:
         if db.is_initialised():
-            migrate.upgrade(db)
+            with db.guard():
+                migrate.upgrade(db)
             return InitResult(False, None)
+        db.check_creatable()
         keys = master_keys(settings)
         key_file = None
         if not keys:
@@ -78,7 +90,8 @@ def initialise(settings: Settings) -> InitResult:
                 )
             keys = [generate_key()]
             write_key_file(key_file, keys[0])
-        migrate.upgrade(db)
+        with db.guard():
+            migrate.upgrade(db)
         with db.write() as session:
             create_fingerprint_key(session, keys[0])
         return InitResult(True, key_file)

@@ -32,13 +32,35 @@ def value_of(app: Keyturn, session: Session, credential_id: str, previous: bool 
     return app.vault.reveal(_version(session, credential_id, previous))
 
 
+# Versions whose value may be handed out: what consumers use, or will use next.
+READABLE = (VersionState.CURRENT, VersionState.PREVIOUS, VersionState.PENDING)
+
+
 def read_secret(
-    app: Keyturn, session: Session, credential_id: str, *, actor: str, previous: bool = False
+    app: Keyturn,
+    session: Session,
+    credential_id: str,
+    *,
+    actor: str,
+    previous: bool = False,
+    number: int | None = None,
 ) -> tuple[Version, Secret]:
     """A value handed to someone (CLI `get`, the API): recorded in the audit log with its
-    fingerprint, never the value. *session* must be a write session."""
+    fingerprint, never the value. *session* must be a write session. *number* picks a
+    version by number; only current, previous and pending ones are readable."""
     cred = repo.get_credential(session, credential_id)
-    version = _version(session, credential_id, previous)
+    if number is None:
+        version = _version(session, credential_id, previous)
+    else:
+        found = repo.version_number(session, credential_id, number)
+        if found is None:
+            raise NotFound(f"{credential_id} has no version {number}")
+        if found.state not in READABLE:
+            raise NotFound(
+                f"version {number} of {credential_id} is {found.state}: no target accepts it "
+                "any more, so keyturn does not hand it out"
+            )
+        version = found
     value = app.vault.reveal(version)
     audit.append(
         session,

@@ -93,12 +93,10 @@ class Settings:
 
     def default_key_file(self) -> Path:
         """Where `init` puts a generated master key: beside the SQLite file."""
-        from keyturn.db.engine import parse_url
+        from keyturn.db.engine import parse_url, sqlite_file
 
-        url = parse_url(self.db)
-        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-            return Path(str(url.database)).with_suffix(".key")
-        return Path("keyturn.key")
+        path = sqlite_file(parse_url(self.db))
+        return path.with_suffix(".key") if path is not None else Path("keyturn.key")
 
     def key_file(self) -> str | None:
         if self.master_key:

@@ -1,8 +1,19 @@
-"""The FastAPI application: `create_app(keyturn)` mounts everything under /api/v1."""
+"""The FastAPI application: `create_app(keyturn)` mounts everything under /api/v1.
+
+The interactive docs (Swagger UI at /api/v1/docs, ReDoc at /api/v1/redoc) load their
+scripts and styles from this server, from the files the `fastapi-offline` package ships, so
+they work on a host with no way out to a CDN.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, FastAPI
+from pathlib import Path
+
+import fastapi_offline
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 
 from keyturn import __version__
 from keyturn.api import errors
@@ -12,6 +23,7 @@ from keyturn.app import Keyturn
 
 PREFIX = "/api/v1"
 MAX_BODY = 64 * 1024
+ASSETS = f"{PREFIX}/docs/assets"
 
 
 def create_app(
@@ -24,7 +36,7 @@ def create_app(
         version=__version__,
         summary="Credential rotation: inventory, secrets, rotations, audit.",
         openapi_url=f"{PREFIX}/openapi.json",
-        docs_url=f"{PREFIX}/docs",
+        docs_url=None,
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
     )
@@ -43,4 +55,36 @@ def create_app(
     v1.include_router(tokens.router)
     # Compliance reports (issue 8) mount here as routes/reports.py with allow("report.read").
     api.include_router(v1)
+    _docs(api)
     return api
+
+
+def _docs(api: FastAPI) -> None:
+    """Swagger UI and ReDoc, with every asset served from here (none from a CDN)."""
+    static = Path(fastapi_offline.__file__).parent / "static"
+    api.mount(ASSETS, StaticFiles(directory=str(static)), name="docs-assets")
+    openapi = f"{PREFIX}/openapi.json"
+
+    # Plain routes, as FastAPI mounts its own docs: public, outside the API's route table.
+    async def swagger(_request: Request) -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=openapi,
+            title="keyturn API",
+            swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{ASSETS}/favicon.png",
+            # No call home: Swagger UI's default validator badge is a remote service.
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+
+    async def redoc(_request: Request) -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url=openapi,
+            title="keyturn API",
+            redoc_js_url=f"{ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )
+
+    api.add_route(f"{PREFIX}/docs", swagger, include_in_schema=False)
+    api.add_route(f"{PREFIX}/redoc", redoc, include_in_schema=False)

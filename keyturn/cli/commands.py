@@ -1,4 +1,4 @@
-"""Inventory, secrets, audit and token commands."""
+"""Inventory and secret commands: init, apply, list, get, delete (and the audit log's)."""
 
 from __future__ import annotations
 
@@ -13,19 +13,20 @@ from sqlalchemy.orm import Session
 from keyturn import auth
 from keyturn.app import initialise
 from keyturn.audit import log as audit
-from keyturn.cli import output
-from keyturn.cli.main import app, audit_app, open_app, settings, token_app
+from keyturn.cli import output, remote
+from keyturn.cli.main import actor, app, audit_app, open_app, settings
 from keyturn.db import repo
 from keyturn.db.models import Credential, utcnow
-from keyturn.domain.durations import parse_duration
 from keyturn.domain.errors import UsageError
 from keyturn.domain.ids import validate_id
 from keyturn.domain.model import VersionState
 from keyturn.inventory import apply as applier
+from keyturn.inventory import remove
 from keyturn.inventory.spec import load as load_inventory
 from keyturn.runtime import read_secret
 
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
+Reason = Annotated[str, typer.Option("--reason", help="Why (required; goes into the audit log)")]
 
 
 @app.command()
@@ -39,7 +40,7 @@ def init(ctx: typer.Context, json: Json = False) -> None:
         with instance.db.write() as session:
             token = auth.create_token(session, "admin", name="first admin")
             audit.append(
-                session, actor="cli", action="keyturn.init", details={"token_id": token.id}
+                session, actor=actor(), action="keyturn.init", details={"token_id": token.id}
             )
     data = {
         "created": result.created,
@@ -51,16 +52,16 @@ def init(ctx: typer.Context, json: Json = False) -> None:
         output.emit_json(data)
         return
     if not result.created:
-        output.console.print(f"keyturn database already initialised ({data['database']})")
+        output.say(f"keyturn database already initialised ({data['database']})")
         return
-    output.console.print(f"initialised {data['database']}")
+    output.say(f"initialised {data['database']}")
     if result.key_file:
-        output.console.print(
+        output.say(
             f"created master key file {result.key_file} (mode 0600): "
             "back it up; without it nothing stored can be read"
         )
     assert token is not None
-    output.console.print(f"first admin token (shown once): {token.token}", soft_wrap=True)
+    output.say(f"first admin token (shown once): {token.token}")
 
 
 @app.command()
@@ -72,10 +73,21 @@ def apply(
     ] = False,
     json: Json = False,
 ) -> None:
-    """Declare policies, targets, stores and credentials from a TOML file (idempotent)."""
+    """Declare policies, targets, stores and credentials from a TOML file (idempotent).
+
+    A value that could not be provisioned on its target is kept and retried by the next
+    apply."""
     inventory = load_inventory(file)
     instance = open_app(ctx)
-    result = applier.apply(instance, inventory, file.parent, dry_run=dry_run)
+    with output.progress("provisioning", None, enabled=not json) as bar:
+
+        def step(_cred_id: str, total: int) -> None:
+            bar.total(total)
+            bar.advance()
+
+        result = applier.apply(
+            instance, inventory, file.parent, dry_run=dry_run, actor=actor(), on_provision=step
+        )
     if json:
         output.emit_json(
             {
@@ -87,21 +99,27 @@ def apply(
             }
         )
     else:
-        verb = "would apply" if dry_run else "applied"
-        for change in result.changes:
-            output.console.print(f"  {change.describe()}", highlight=False)
-        for cred_id in result.provisioned:
-            output.console.print(f"  provisioned {cred_id} on its target", highlight=False)
-        summary = f"{verb} {len(result.changes)} change(s)" if result.changes else "no changes"
-        if result.unmanaged:
-            summary += (
-                f"; {result.unmanaged} credential(s) in the database are not in the file (kept)"
-            )
-        output.console.print(summary, highlight=False)
+        _apply_report(result, dry_run)
     if result.problems:
         for problem in result.problems:
             output.fail(problem)
         raise typer.Exit(1)
+
+
+def _apply_report(result: applier.ApplyResult, dry_run: bool) -> None:
+    verb = "would apply" if dry_run else "applied"
+    for change in result.changes:
+        output.say(f"  {change.describe()}")
+    for cred_id in result.provisioned:
+        output.say(f"  provisioned {cred_id} on its target")
+    summary = f"{verb} {len(result.changes)} change(s)" if result.changes else "no changes"
+    if result.provisioned:
+        summary += f", {len(result.provisioned)} account(s) provisioned"
+    if result.problems:
+        summary += f", {len(result.problems)} not provisioned (see below)"
+    if result.unmanaged:
+        summary += f"; {result.unmanaged} credential(s) in the database are not in the file (kept)"
+    output.say(summary)
 
 
 def status_row(session: Session, cred: Credential, now: datetime) -> dict[str, Any]:
@@ -126,6 +144,20 @@ def status_row(session: Session, cred: Credential, now: datetime) -> dict[str, A
     }
 
 
+LIST_COLUMNS = {
+    "id": "id",
+    "tenant": "tenant",
+    "kind": "kind",
+    "owner": "owner",
+    "version": "version",
+    "age_days": "age (d)",
+    "max_age_days": "max (d)",
+    "due": "due",
+    "rotation": "rotation",
+    "sync": "sync",
+}
+
+
 @app.command("list")
 def list_(
     ctx: typer.Context,
@@ -134,132 +166,30 @@ def list_(
     json: Json = False,
 ) -> None:
     """The inventory: every credential with its age and due status."""
-    instance = open_app(ctx)
-    now = utcnow()
-    with instance.db.read() as session:
-        rows = [status_row(session, c, now) for c in repo.list_credentials(session, tenant, kind)]
+    api = remote.connect(ctx)
+    if api is not None:
+        rows = api.credentials(tenant, kind)
+    else:
+        instance = open_app(ctx)
+        now = utcnow()
+        with instance.db.read() as session:
+            found = repo.list_credentials(session, tenant, kind)
+            rows = [status_row(session, c, now) for c in found]
     if json:
-        output.emit_json(rows)
+        output.emit_json(
+            [{k: r.get(k) for k in (*LIST_COLUMNS, "policy", "target", "strategy")} for r in rows]
+        )
+        return
+    if not rows:
+        output.say(
+            "no credentials yet: declare them in a TOML file and run `keyturn apply FILE`"
+            if not (tenant or kind)
+            else "no credential matches"
+        )
         return
     output.table(
-        None,
-        ["id", "tenant", "kind", "owner", "version", "age (d)", "max (d)", "due", "rotation"],
-        [
-            [
-                r["id"],
-                r["tenant"],
-                r["kind"],
-                r["owner"],
-                r["version"],
-                r["age_days"],
-                r["max_age_days"],
-                r["due"],
-                r["rotation"] or "",
-            ]
-            for r in rows
-        ],
+        None, list(LIST_COLUMNS.values()), [[r.get(k) for k in LIST_COLUMNS] for r in rows]
     )
-
-
-@app.command()
-def show(
-    ctx: typer.Context,
-    credential_id: Annotated[str, typer.Argument(metavar="ID")],
-    json: Json = False,
-) -> None:
-    """One credential: versions (states, fingerprints), rotations (steps, errors), consumers."""
-    validate_id(credential_id)
-    instance = open_app(ctx)
-    with instance.db.read() as session:
-        cred = repo.get_credential(session, credential_id)
-        data = status_row(session, cred, utcnow())
-        data.update(
-            purpose=cred.purpose,
-            tags=cred.tags,
-            stores=cred.stores,
-            usernames=cred.usernames,
-            verified_at=cred.verified_at,
-        )
-        data["versions"] = [
-            {
-                "number": v.number,
-                "state": v.state,
-                "username": v.username,
-                "key_id": v.key_id,
-                "fingerprint": v.fingerprint,
-                "created_at": v.created_at,
-                "activated_at": v.activated_at,
-                "retired_at": v.retired_at,
-            }
-            for v in repo.versions(session, credential_id)
-        ]
-        data["rotations"] = [
-            {
-                "id": r.id,
-                "trigger": r.trigger,
-                "actor": r.actor,
-                "reason": r.reason,
-                "step": r.step,
-                "status": r.status,
-                "attempts": r.attempts,
-                "error": r.error,
-                "new_version": r.new_version,
-                "started_at": r.started_at,
-                "finished_at": r.finished_at,
-                "next_attempt_at": r.next_attempt_at,
-            }
-            for r in repo.rotations(session, credential_id)
-        ]
-        data["consumers"] = [
-            {"name": c.name, "version": c.version, "last_seen_at": c.last_seen_at}
-            for c in repo.consumers(session, credential_id)
-        ]
-    if json:
-        output.emit_json(data)
-        return
-    console = output.console
-    console.print(
-        f"[bold]{data['id']}[/bold]  tenant {data['tenant']}  kind {data['kind']}  "
-        f"owner {data['owner'] or '-'}  strategy {data['strategy']}  "
-        f"target {data['target'] or '-'}  due {data['due']}  sync {data['sync'] or '-'}"
-    )
-    output.table(
-        "versions",
-        ["#", "state", "user", "fingerprint", "created", "activated"],
-        [
-            [
-                v["number"],
-                v["state"],
-                v["username"] or "",
-                v["fingerprint"],
-                output.when(v["created_at"]),
-                output.when(v["activated_at"]),
-            ]
-            for v in data["versions"]
-        ],
-    )
-    output.table(
-        "rotations",
-        ["id", "trigger", "actor", "step", "status", "tries", "error"],
-        [
-            [
-                r["id"],
-                r["trigger"],
-                r["actor"],
-                r["step"],
-                r["status"],
-                r["attempts"],
-                r["error"] or "",
-            ]
-            for r in data["rotations"]
-        ],
-    )
-    if data["consumers"]:
-        output.table(
-            "consumers",
-            ["name", "version", "last seen"],
-            [[c["name"], c["version"], output.when(c["last_seen_at"])] for c in data["consumers"]],
-        )
 
 
 @app.command()
@@ -267,13 +197,93 @@ def get(
     ctx: typer.Context,
     credential_id: Annotated[str, typer.Argument(metavar="ID")],
     previous: Annotated[bool, typer.Option("--previous", help="The previous version")] = False,
+    version: Annotated[
+        int | None,
+        typer.Option("--version", min=1, help="Version N (current, previous or pending)"),
+    ] = None,
+    json: Annotated[
+        bool, typer.Option("--json", help="Value, version, state and username as JSON")
+    ] = False,
 ) -> None:
-    """Print a credential's current value (the only command that prints a secret)."""
+    """Print a credential's current value (the only command that prints a secret).
+
+    Every read is an audit entry (with the value's fingerprint, never the value)."""
     validate_id(credential_id)
-    instance = open_app(ctx)
-    with instance.db.write() as session:
-        _, value = read_secret(instance, session, credential_id, actor="cli", previous=previous)
-    sys.stdout.write(value.reveal() + "\n")
+    if previous and version is not None:
+        raise UsageError("give --previous or --version N, not both")
+    api = remote.connect(ctx)
+    if api is not None:
+        data = _remote_secret(api, credential_id, previous, version)
+    else:
+        instance = open_app(ctx)
+        with instance.db.write() as session:
+            row, value = read_secret(
+                instance, session, credential_id, actor=actor(), previous=previous, number=version
+            )
+        data = {
+            "credential": credential_id,
+            "version": row.number,
+            "state": row.state,
+            "username": row.username,
+            "value": value.reveal(),
+        }
+    if json:
+        output.emit_json(data)
+    else:
+        sys.stdout.write(str(data["value"]) + "\n")
+
+
+def _remote_secret(
+    api: remote.Remote, credential_id: str, previous: bool, number: int | None
+) -> dict[str, Any]:
+    which = "previous" if previous else "current"
+    if number is not None:  # the API reads by state: find the state of version N
+        states = {v["number"]: v["state"] for v in api.versions(credential_id)}
+        if states.get(number) not in ("current", "previous"):
+            raise UsageError(
+                f"version {number} of {credential_id} is {states.get(number, 'not there')}: "
+                "over the API only the current and previous versions can be read"
+            )
+        which = str(states[number])
+    return api.secret(credential_id, which)
+
+
+@app.command()
+def delete(
+    ctx: typer.Context,
+    credential_id: Annotated[str, typer.Argument(metavar="ID")],
+    reason: Reason,
+    json: Json = False,
+) -> None:
+    """Forget a credential and its versions. Its target is left as it is (and the login
+    there keeps its last password): keyturn says which."""
+    validate_id(credential_id)
+    api = remote.connect(ctx)
+    if api is not None:
+        cred = api.credential(credential_id)
+        versions = len(api.versions(credential_id))
+        api.delete(credential_id, reason)
+        done = remove.Deleted(
+            credential_id,
+            versions,
+            cred["target"],
+            tuple(cred["usernames"]),
+            tuple(cred["stores"]),
+        )
+    else:
+        done = remove.delete(open_app(ctx), credential_id, actor=actor(), reason=reason)
+    if json:
+        output.emit_json(
+            {
+                "deleted": done.credential_id,
+                "versions": done.versions,
+                "target_left_as_is": done.target,
+                "usernames": list(done.usernames),
+                "stores": list(done.stores),
+            }
+        )
+    else:
+        output.say(done.describe())
 
 
 @audit_app.command("verify")
@@ -318,45 +328,3 @@ def audit_export(
         with out.open("w") as handle:
             count = audit.export(session, handle, credential)
     output.errors.print(f"wrote {count} entries to {out}", highlight=False)
-
-
-@token_app.command("create")
-def token_create(
-    ctx: typer.Context,
-    role: Annotated[str, typer.Option(help="admin, operator, auditor or consumer")],
-    scope: Annotated[
-        list[str] | None, typer.Option(help="Path glob a consumer may read (repeat)")
-    ] = None,
-    tenant: Annotated[str | None, typer.Option(help="Limit the token to one tenant")] = None,
-    name: Annotated[str, typer.Option(help="A label")] = "",
-    expires: Annotated[str | None, typer.Option(help="Lifetime, e.g. 90d")] = None,
-    json: Json = False,
-) -> None:
-    """Create an API token; it is shown once and stored only as a hash."""
-    ttl = parse_duration(expires, "expiry") if expires else None
-    if ttl is not None and ttl.total_seconds() <= 0:
-        raise UsageError("--expires must be positive")
-    instance = open_app(ctx)
-    with instance.db.write() as session:
-        issued = auth.create_token(session, role, list(scope or []), tenant, name, ttl)
-        audit.append(
-            session,
-            actor="cli",
-            action="token.create",
-            tenant_id=tenant,
-            details={"token_id": issued.id, "role": role, "scopes": list(scope or [])},
-        )
-    if json:
-        output.emit_json(
-            {
-                "id": issued.id,
-                "token": issued.token,
-                "role": role,
-                "scopes": list(issued.scopes),
-                "tenant": tenant,
-                "expires_at": issued.expires_at,
-            }
-        )
-    else:
-        output.console.print(f"{issued.id} ({role}); token, shown once:", highlight=False)
-        sys.stdout.write(issued.token + "\n")

@@ -1,24 +1,31 @@
-"""The `keyturn` command."""
+"""The `keyturn` command.
+
+With `KEYTURN_URL` and `KEYTURN_TOKEN` set, the commands the API serves talk to a
+`keyturn serve` (keyturn.cli.remote); every other command refuses in one line, because it
+would open a database that is not there.
+"""
 
 from __future__ import annotations
 
+import getpass
 import logging
+import os
 import sys
 import traceback
 from typing import Annotated
 
 import typer
 
+from keyturn import __version__
 from keyturn.app import Keyturn
 from keyturn.cli import output
-from keyturn.domain.errors import KeyturnError
+from keyturn.domain.errors import KeyturnError, UsageError
 from keyturn.settings import Settings
 
 app = typer.Typer(
     help="keyturn: inventory, encrypted storage and crash-safe rotation of credentials.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
@@ -27,6 +34,12 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(token_app, name="token")
 
 _state: dict[str, object] = {"verbose": False}
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"keyturn {__version__}\n")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -53,8 +66,18 @@ def root(
     verbose: Annotated[
         bool, typer.Option("-v", "--verbose", help="Tracebacks and debug logs")
     ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit"
+        ),
+    ] = False,
 ) -> None:
+    """Settings: KEYTURN_* variables (see docs/configuration.md). Remote mode: set
+    KEYTURN_URL (e.g. http://127.0.0.1:8080) and KEYTURN_TOKEN to work through a
+    `keyturn serve` instead of the database."""
     _state["verbose"] = verbose
+    _refuse_remote(ctx, ctx.invoked_subcommand)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -62,7 +85,30 @@ def root(
     ctx.obj = {"flags": {"db": db}, "config": config}
 
 
+def actor() -> str:
+    """Who runs this command, for the audit log: the operating system's user name."""
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER (some containers)
+        name = f"uid-{os.getuid()}"
+    return f"cli:{name}"
+
+
+def _refuse_remote(ctx: typer.Context, command: str | None = None) -> None:
+    """In remote mode, a command the API does not serve stops here, before it reads a file
+    or opens a database."""
+    from keyturn.cli import remote
+
+    if remote.configured() and (command is None or command not in remote.REMOTE):
+        name = f"keyturn {command}" if command else ctx.command_path
+        raise UsageError(
+            f"`{name}` works on keyturn's database directly and is not available in remote "
+            f"mode (KEYTURN_URL is set); remote commands: {remote.COMMANDS}"
+        )
+
+
 def settings(ctx: typer.Context) -> Settings:
+    _refuse_remote(ctx)
     obj = ctx.find_root().obj
     return Settings.load(obj["flags"], obj["config"])
 
@@ -75,7 +121,18 @@ def open_app(ctx: typer.Context) -> Keyturn:
 
 def main() -> None:
     # Commands register themselves on import.
-    from keyturn.cli import commands, demo, rekey, rotation, scan, schedule, serve  # noqa: F401
+    from keyturn.cli import (  # noqa: F401
+        commands,
+        demo,
+        doctor,
+        rekey,
+        rotation,
+        scan,
+        schedule,
+        serve,
+        show,
+        tokens,
+    )
 
     try:
         app()

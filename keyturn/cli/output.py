@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -28,15 +37,18 @@ def emit_json(data: Any) -> None:
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    out = Table(title=title, title_justify="left", header_style="bold")
+    """A table; cells and title are plain text (a reason or an error may hold brackets)."""
+    out = Table(title=Text(title) if title else None, title_justify="left", header_style="bold")
     for column in columns:
         out.add_column(column)
     for row in rows:
-        out.add_row(*("" if v is None else str(v) for v in row))
+        out.add_row(*(Text("" if v is None else str(v)) for v in row))
     console.print(out)
 
 
-def when(value: datetime | None) -> str:
+def when(value: datetime | str | None) -> str:
+    if isinstance(value, str):  # an ISO time from the API
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
     return value.strftime("%Y-%m-%d %H:%M:%SZ") if value else "-"
 
 
@@ -44,3 +56,38 @@ def fail(message: str) -> None:
     text = Text("error: ", style="red")
     text.append(" ".join(message.split()))
     errors.print(text, highlight=False)
+
+
+class Bar:
+    """One progress bar: advance it, or set its total once it is known."""
+
+    def __init__(self, bar: Progress, task: TaskID) -> None:
+        self._bar, self._task = bar, task
+
+    def advance(self, steps: int = 1) -> None:
+        self._bar.advance(self._task, steps)
+
+    def total(self, total: int) -> None:
+        self._bar.update(self._task, total=total)
+
+
+@contextlib.contextmanager
+def progress(description: str, total: int | None, *, enabled: bool = True) -> Iterator[Bar]:
+    """A Rich progress bar on stderr (drawn on a terminal only, gone when done). The caller
+    prints its own one-line summary afterwards."""
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=errors,
+        transient=True,
+        disable=not (enabled and errors.is_terminal),
+    )
+    with bar:
+        yield Bar(bar, bar.add_task(description, total=total))
+
+
+def say(text: str) -> None:
+    """A line of plain text on stdout (no Rich markup or highlighting)."""
+    console.print(text, highlight=False, markup=False, soft_wrap=True)

@@ -71,6 +71,13 @@ def rekey_command(
 
         summary = rekey(settings(ctx), options, progress)
     _report(summary)
+    if settings(ctx).master_key:
+        output.errors.print(
+            "the new master key is only in KEYTURN_MASTER_KEY: store it (e.g. in a file of "
+            "mode 0600 named by KEYTURN_MASTER_KEY_FILE) before this shell ends, or nothing "
+            "stored can be read again",
+            highlight=False,
+        )
 
 
 def _report(summary: Summary) -> None:

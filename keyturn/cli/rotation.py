@@ -1,44 +1,52 @@
-"""Rotation commands: rotate, resume, abort, verify."""
+"""Rotation commands: rotate, resume, abort, verify (locally, or over the API in remote
+mode, with the same output)."""
 
 from __future__ import annotations
 
-import os
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Any
 
 import typer
+from sqlalchemy import select
 
-from keyturn.cli import output
-from keyturn.cli.commands import Json
-from keyturn.cli.main import app, open_app
+from keyturn.cli import output, remote
+from keyturn.cli.commands import Json, Reason
+from keyturn.cli.main import actor, app, open_app
+from keyturn.db.models import Credential
 from keyturn.domain.errors import KeyturnError, RotationFailed
 from keyturn.domain.ids import validate_id
 from keyturn.domain.model import RotationStatus, Trigger
 from keyturn.engine import service
 from keyturn.engine.protocol import Outcome
 
-Reason = Annotated[str, typer.Option("--reason", help="Why (required; goes into the audit log)")]
+
+def _when(value: datetime | str | None, fmt: str) -> str:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return f"{value:{fmt}}" if value else "-"
 
 
-def _actor() -> str:
-    return f"cli:{os.environ.get('USER') or os.environ.get('LOGNAME') or 'unknown'}"
-
-
-def _describe(o: Outcome) -> str:
-    if o.status == RotationStatus.DONE:
-        return f"{o.credential_id}: rotated to version {o.new_version} (rotation {o.rotation_id})"
-    if o.status == RotationStatus.WAITING:
-        until = f"{o.wait_until:%Y-%m-%d %H:%M UTC}" if o.wait_until else "-"
+def _describe(o: dict[str, Any]) -> str:
+    cred, status = o["credential"], o["status"]
+    if status == RotationStatus.DONE:
+        return f"{cred}: rotated to version {o['version']} (rotation {o['rotation']})"
+    if status == RotationStatus.WAITING:
+        until = _when(o["wait_until"], "%Y-%m-%d %H:%M UTC")
         return (
-            f"{o.credential_id}: version {o.new_version} is current; the previous one is "
-            f"revoked when every consumer reports it, or at {until} (`keyturn resume`)"
+            f"{cred}: version {o['version']} is current; the previous one is revoked when "
+            f"every consumer reports it, or at {until} (`keyturn resume`)"
         )
-    if o.status == RotationStatus.RETRYING:
-        at = f"{o.next_attempt_at:%Y-%m-%d %H:%M:%S UTC}" if o.next_attempt_at else "-"
-        return f"{o.credential_id}: attempt failed ({o.error}); next attempt at {at}"
-    return f"{o.credential_id}: rotation {o.rotation_id} {o.status} at {o.step} ({o.error or ''})"
+    if status == RotationStatus.RETRYING:
+        at = _when(o["next_attempt_at"], "%Y-%m-%d %H:%M:%S UTC")
+        return (
+            f"{cred}: attempt failed ({o['error']}); the current value still works; next "
+            f"attempt at {at} (`keyturn resume {cred} --now` to retry at once)"
+        )
+    return f"{cred}: rotation {o['rotation']} {status} at {o['step']} ({o['error'] or ''})"
 
 
-def _as_dict(o: Outcome) -> dict[str, object]:
+def as_dict(o: Outcome) -> dict[str, Any]:
+    """An outcome in the API's shape (OutcomeOut)."""
     return {
         "rotation": o.rotation_id,
         "credential": o.credential_id,
@@ -51,13 +59,15 @@ def _as_dict(o: Outcome) -> dict[str, object]:
     }
 
 
-def _report(outcomes: list[Outcome], json: bool) -> None:
+def _report(outcomes: list[dict[str, Any]], json: bool) -> None:
     if json:
-        output.emit_json([_as_dict(o) for o in outcomes])
+        output.emit_json(outcomes)
     else:
         for o in outcomes:
-            output.console.print(_describe(o), highlight=False)
-    failed = [o for o in outcomes if o.status in (RotationStatus.FAILED, RotationStatus.RETRYING)]
+            output.say(_describe(o))
+    failed = [
+        o for o in outcomes if o["status"] in (RotationStatus.FAILED, RotationStatus.RETRYING)
+    ]
     if failed:
         if json:
             raise typer.Exit(1)
@@ -87,12 +97,16 @@ def rotate(
 ) -> None:
     """Rotate a credential now (manual, emergency or leak), with a reason for the audit log."""
     validate_id(credential_id)
+    api = remote.connect(ctx)
+    if api is not None:
+        if leak:
+            raise KeyturnError("--leak is not served by the API: use --emergency remotely")
+        _report([api.rotate(credential_id, reason, emergency)], json)
+        return
     instance = open_app(ctx)
     trigger = Trigger.LEAK if leak else Trigger.EMERGENCY if emergency else Trigger.MANUAL
-    outcome = service.rotate(
-        instance, credential_id, trigger=trigger, actor=_actor(), reason=reason
-    )
-    _report([outcome], json)
+    outcome = service.rotate(instance, credential_id, trigger=trigger, actor=actor(), reason=reason)
+    _report([as_dict(outcome)], json)
 
 
 @app.command()
@@ -105,27 +119,59 @@ def resume(
     """Carry on interrupted, retrying or waiting rotations (of one credential, or all)."""
     if credential_id:
         validate_id(credential_id)
-    instance = open_app(ctx)
-    results = service.resume(instance, credential_id, force=now)
-    outcomes = [r for r in results if isinstance(r, Outcome)]
-    for problem in (r for r in results if isinstance(r, KeyturnError)):
-        output.fail(problem.message)
-    if not results and not json:
-        output.console.print("no rotation in progress")
+    api = remote.connect(ctx)
+    if api is not None:
+        outcomes, problems = _resume_remote(api, credential_id, now)
+    else:
+        results = service.resume(open_app(ctx), credential_id, force=now)
+        outcomes = [as_dict(r) for r in results if isinstance(r, Outcome)]
+        problems = [r.message for r in results if isinstance(r, KeyturnError)]
+    for problem in problems:
+        output.fail(problem)
+    if not outcomes and not problems and not json:
+        output.say("no rotation in progress")
     _report(outcomes, json)
-    if len(outcomes) != len(results):
+    if problems:
         raise typer.Exit(1)
+
+
+def _resume_remote(
+    api: remote.Remote, credential_id: str | None, now: bool
+) -> tuple[list[dict[str, Any]], list[str]]:
+    ids = (
+        [credential_id]
+        if credential_id
+        else [c["id"] for c in api.credentials(None, None) if c["rotation"]]
+    )
+    outcomes, problems = [], []
+    for cid in ids:
+        try:
+            outcomes += api.resume(cid, now)
+        except KeyturnError as exc:
+            problems.append(exc.message)
+    return outcomes, problems
 
 
 @app.command()
 def abort(
-    ctx: typer.Context, credential_id: Annotated[str, typer.Argument(metavar="ID")], reason: Reason
+    ctx: typer.Context,
+    credential_id: Annotated[str, typer.Argument(metavar="ID")],
+    reason: Reason,
+    json: Json = False,
 ) -> None:
     """Stop a rotation; before promotion the target is put back on the current value."""
     validate_id(credential_id)
-    instance = open_app(ctx)
-    rotation_id = service.abort(instance, credential_id, actor=_actor(), reason=reason)
-    output.console.print(f"{credential_id}: rotation {rotation_id} aborted", highlight=False)
+    api = remote.connect(ctx)
+    if api is not None:
+        rotation_id = int(api.abort(credential_id, reason)["rotation"])
+    else:
+        rotation_id = service.abort(open_app(ctx), credential_id, actor=actor(), reason=reason)
+    if json:
+        output.emit_json(
+            {"rotation": rotation_id, "credential": credential_id, "status": "aborted"}
+        )
+    else:
+        output.say(f"{credential_id}: rotation {rotation_id} aborted")
 
 
 @app.command()
@@ -137,15 +183,59 @@ def verify(
     """Log in with the current value: is each target still in sync with keyturn?"""
     if credential_id:
         validate_id(credential_id)
-    instance = open_app(ctx)
-    results = service.verify(instance, credential_id)
+    api = remote.connect(ctx)
+    results = (
+        _verify_remote(api, credential_id, json) if api else _verify_local(ctx, credential_id, json)
+    )
     if json:
-        output.emit_json([r.__dict__ for r in results])
+        output.emit_json(results)
     else:
         output.table(
             None,
             ["id", "status", "detail"],
-            [[r.credential_id, r.status, r.detail] for r in results],
+            [[r["credential"], r["status"], r["detail"]] for r in results],
         )
-    if any(r.status in ("out-of-sync", "unreachable") for r in results):
+        counts: dict[str, int] = {}
+        for r in results:
+            counts[r["status"]] = counts.get(r["status"], 0) + 1
+        summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        output.say(f"verified {len(results)} credential(s): {summary or 'none has a target'}")
+    if any(r["status"] in ("out-of-sync", "unreachable") for r in results):
         raise typer.Exit(1)
+
+
+def _verify_local(
+    ctx: typer.Context, credential_id: str | None, json: bool
+) -> list[dict[str, Any]]:
+    instance = open_app(ctx)
+    if credential_id:
+        ids = [credential_id]
+    else:
+        with instance.db.read() as session:
+            query = select(Credential.id).where(Credential.target.is_not(None))
+            ids = list(session.execute(query.order_by(Credential.id)).scalars())
+    results = []
+    with output.progress("verifying", len(ids), enabled=not json and len(ids) > 1) as bar:
+        for cid in ids:
+            (found,) = service.verify(instance, cid, actor=actor())
+            results.append(
+                {"credential": found.credential_id, "status": found.status, "detail": found.detail}
+            )
+            bar.advance()
+    return results
+
+
+def _verify_remote(
+    api: remote.Remote, credential_id: str | None, json: bool
+) -> list[dict[str, Any]]:
+    ids = (
+        [credential_id]
+        if credential_id
+        else [c["id"] for c in api.credentials(None, None) if c["target"]]
+    )
+    results = []
+    with output.progress("verifying", len(ids), enabled=not json and len(ids) > 1) as bar:
+        for cid in ids:
+            results.append(api.verify(cid))
+            bar.advance()
+    return results

@@ -1,4 +1,10 @@
-"""Scheduling commands: run-due, worker, plan."""
+"""Scheduling commands: plan, run-due, worker.
+
+One story: `plan` is the calendar (every notice and rotation over the next N days);
+`run-due` is one scheduler pass now, what cron runs at 02:00; `run-due --at TIME` previews
+the pass at TIME and changes nothing (`--execute` runs it as of TIME, for time travel on a
+test installation); `worker` makes the passes at every slot, forever.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,6 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from keyturn.cli import output
 from keyturn.cli.commands import Json
@@ -17,6 +22,7 @@ from keyturn.db.models import utcnow
 from keyturn.domain.errors import UsageError
 from keyturn.scheduler.passes import PassResult
 from keyturn.scheduler.plan import plan as make_plan
+from keyturn.scheduler.preview import Preview, preview
 from keyturn.scheduler.worker import TickResult, Worker
 
 
@@ -33,6 +39,7 @@ def parse_at(text: str | None) -> datetime:
 def _summary(result: TickResult) -> dict[str, object]:
     done = [o for o in result.outcomes if o.status == "done"]
     return {
+        "preview": False,
         "passes": [p.summary() for p in result.passes],
         "due": sorted({c for p in result.passes for c in p.due}),
         "deferred": sorted({c for p in result.passes for c in p.deferred}),
@@ -48,51 +55,97 @@ def _summary(result: TickResult) -> dict[str, object]:
     }
 
 
+def one_line(data: dict[str, object]) -> str:
+    """What a pass did, in one line: rotated, noticed, deferred, failed, notifications."""
+    parts = []
+    for key in ("rotated", "waiting", "noticed", "deferred", "failed"):
+        names = data[key]
+        assert isinstance(names, list)
+        if names:
+            parts.append(f"{key} {', '.join(names)}")
+    parts.append(
+        f"{data['notifications_sent']} notification(s) sent, "
+        f"{data['notifications_pending']} to retry"
+    )
+    if data["errors"]:
+        parts.append(f"{len(data['errors'])} error(s)")  # type: ignore[arg-type]
+    return "; ".join(parts)
+
+
 @app.command("run-due")
 def run_due(
     ctx: typer.Context,
     at: Annotated[
         str | None,
-        typer.Option("--at", help="Evaluate as of this UTC time (ISO), e.g. to test a schedule"),
+        typer.Option(
+            "--at",
+            help="Preview the pass at this UTC time (ISO, e.g. 2027-06-01T02:00Z): nothing "
+            "is changed",
+        ),
     ] = None,
+    execute: Annotated[
+        bool,
+        typer.Option(
+            "--execute", help="With --at: really run the pass as of that time (test installs)"
+        ),
+    ] = False,
     json: Json = False,
 ) -> None:
-    """One scheduler pass, as cron would run it: rotate what is due, send notices."""
+    """One scheduler pass now, as cron runs it: rotate what is due, send notices."""
     instance = open_app(ctx)
     moment = parse_at(at)
-    worker = Worker(instance)
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=output.errors,
-        transient=True,
-        disable=json,
-    ) as progress:
-        task = progress.add_task("rotating", total=0)
-
-        def on_pass(done: PassResult) -> None:
-            progress.update(task, total=(progress.tasks[0].total or 0) + len(done.started))
-
-        result = worker.tick(at=moment, on_pass=on_pass, on_done=lambda: progress.advance(task))
+    if at and not execute:
+        shown = preview(instance, moment)
+        if json:
+            output.emit_json(shown.as_dict())
+        else:
+            _say_preview(shown)
+        return
+    result = _tick(Worker(instance), moment, json)
     data = _summary(result)
     if json:
         output.emit_json(data)
     else:
         if not result.passes:
-            output.console.print(
-                f"no scheduled check is open at {moment:%Y-%m-%d %H:%M} UTC "
-                "(this slot already ran)",
-                highlight=False,
+            output.say(
+                f"no scheduled check is open at {moment:%Y-%m-%d %H:%M} UTC (this slot already "
+                "ran); rotations and notifications in progress were carried on"
             )
-        for key in ("due", "deferred", "noticed", "rotated", "waiting", "failed"):
-            if data[key]:
-                output.console.print(f"{key:9} {', '.join(data[key])}", highlight=False)  # type: ignore[arg-type]
-        output.console.print(
-            f"notifications sent {result.delivered}, to retry {result.undelivered}", highlight=False
-        )
+        output.say(one_line(data))
+        for error in result.errors:
+            output.fail(error)
     if data["failed"] or result.errors:
         raise typer.Exit(1)
+
+
+def _tick(worker: Worker, moment: datetime, json: bool) -> TickResult:
+    with output.progress("rotating", 0, enabled=not json) as bar:
+        started = 0
+
+        def on_pass(done: PassResult) -> None:
+            nonlocal started
+            started += len(done.started)
+            bar.total(started)
+
+        return worker.tick(at=moment, on_pass=on_pass, on_done=bar.advance)
+
+
+def _say_preview(shown: Preview) -> None:
+    output.say(
+        f"preview of a scheduler pass at {shown.at:%Y-%m-%d %H:%M} UTC: nothing was changed "
+        "(add --execute to run it)"
+    )
+    if not shown.slots:
+        output.say("no check is scheduled to run then (its slot already ran)")
+    rows = (
+        ("would rotate", shown.rotate),
+        ("deferred", shown.deferred),
+        ("would notice", shown.notice),
+        ("would resume", shown.resume),
+    )
+    for label, names in rows:
+        output.say(f"{label:13} {', '.join(names) if names else '-'}")
+    output.say(f"notifications waiting to be sent: {shown.notifications}")
 
 
 @app.command()
@@ -102,18 +155,32 @@ def worker(
         int | None, typer.Option(help="Rotations at once [env KEYTURN_CONCURRENCY, default 4]")
     ] = None,
     once: Annotated[bool, typer.Option("--once", help="One tick, then exit")] = False,
+    json: Json = False,
 ) -> None:
-    """Run the schedule continuously: passes at each check slot, rotations, retries, notices."""
+    """Run the schedule continuously: passes at each check slot, rotations, retries, notices.
+
+    Each tick that did something prints one line (stderr): what it rotated and noticed."""
     instance = open_app(ctx)
     runner = Worker(instance, concurrency)
     if once:
-        output.emit_json(_summary(runner.tick()))
+        data = _summary(runner.tick())
+        if json:
+            output.emit_json(data)
+        else:
+            output.say(one_line(data))
         return
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     output.errors.print(f"keyturn worker {runner.owner} running; Ctrl-C to stop", highlight=False)
-    runner.run_forever(stop)
+
+    def on_tick(result: TickResult) -> None:
+        if result.passes or result.outcomes or result.errors or result.delivered:
+            stamp = f"{utcnow():%Y-%m-%d %H:%M:%S}Z"
+            output.errors.print(f"{stamp} {one_line(_summary(result))}", highlight=False)
+
+    runner.run_forever(stop, on_tick)
+    output.errors.print("keyturn worker stopped", highlight=False)
 
 
 @app.command()
@@ -142,6 +209,9 @@ def plan(
                 for e in events
             ]
         )
+        return
+    if not events:
+        output.say(f"nothing is scheduled in the next {days} day(s)")
         return
     output.table(
         None,

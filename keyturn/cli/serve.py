@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from typing import TYPE_CHECKING, Annotated
 
@@ -9,7 +10,7 @@ import typer
 
 from keyturn.cli import output
 from keyturn.cli.main import app, open_app
-from keyturn.domain.errors import PluginMissing
+from keyturn.domain.errors import PluginMissing, UsageError
 
 if TYPE_CHECKING:
     import uvicorn
@@ -22,7 +23,9 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
 def build_server(
     instance: Keyturn, host: str = "127.0.0.1", port: int = 8080, log_level: str = "info"
 ) -> uvicorn.Server:
-    """A uvicorn server for the API of *instance* (not started)."""
+    """A uvicorn server for the API of *instance* (not started); the port is checked first,
+    so that a port in use is one clear line."""
+    check_port(host, port)
     try:
         import uvicorn
 
@@ -41,6 +44,19 @@ def build_server(
         proxy_headers=False,
     )
     return uvicorn.Server(config)
+
+
+def check_port(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise UsageError(
+                f"cannot listen on {host}:{port} ({exc.strerror}): choose another port with "
+                "--port or KEYTURN_PORT"
+            ) from None
 
 
 def run(instance: Keyturn, server: uvicorn.Server, *, with_worker: bool = False) -> None:

@@ -1,20 +1,36 @@
-"""Connecting to keyturn's database: SQLite (embedded default, WAL) or PostgreSQL."""
+"""Connecting to keyturn's database: SQLite (embedded default, WAL) or PostgreSQL.
+
+A failure to reach or write the database is one line that says what is wrong and what to do
+(`describe_failure`): a missing file or folder, a read-only file, a full disk, a lock held
+too long, a PostgreSQL database that does not exist, a refused password, a server that cannot
+be reached. Nothing of the URL's password, and no driver message beyond the classified part,
+reaches the user.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    InternalError,
+    OperationalError,
+    SQLAlchemyError,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
-from keyturn.domain.errors import StoreUnavailable, UsageError
+from keyturn.domain.errors import PluginMissing, StoreUnavailable, UsageError
 
 DEFAULT_URL = "sqlite:///keyturn.db"
+# How long a SQLite writer waits for another's write lock before giving up.
+BUSY_SECONDS = 30.0
 
 
 def parse_url(url: str) -> URL:
@@ -34,7 +50,17 @@ def parse_url(url: str) -> URL:
     return parsed
 
 
-def _sqlite_setup(engine: Engine) -> None:
+def sqlite_file(url: URL) -> Path | None:
+    """The file of a SQLite URL (None for PostgreSQL and in-memory databases)."""
+    name = url.database
+    if url.get_backend_name() != "sqlite" or not name or name == ":memory:":
+        return None
+    if url.query.get("uri") == "true" and name.startswith("file:"):
+        name = name.removeprefix("file:")  # a URI filename (?mode=ro&uri=true)
+    return Path(name)
+
+
+def _sqlite_setup(engine: Engine, busy_seconds: float) -> None:
     """WAL, foreign keys, a busy timeout; write transactions begin IMMEDIATE.
 
     pysqlite's own transaction handling is turned off so that we say how a transaction
@@ -48,7 +74,7 @@ def _sqlite_setup(engine: Engine) -> None:
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_seconds * 1000)}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
@@ -59,28 +85,36 @@ def _sqlite_setup(engine: Engine) -> None:
 
 
 class Database:
-    """An engine plus session factories; `write()` for changes, `read()` for queries."""
+    """An engine plus session factories; `write()` for changes, `read()` for queries.
 
-    def __init__(self, url: str | URL) -> None:
+    *busy_seconds* is how long a SQLite writer waits for another's lock before giving up.
+    """
+
+    def __init__(self, url: str | URL, *, busy_seconds: float = BUSY_SECONDS) -> None:
         self.url = parse_url(url) if isinstance(url, str) else url
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        self.busy_seconds = busy_seconds
         kwargs: dict[str, Any] = {"future": True}
         if self.is_sqlite:
-            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+            kwargs["connect_args"] = {"timeout": busy_seconds, "check_same_thread": False}
         else:
             kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
-        self.engine = create_engine(self.url, **kwargs)
+        try:
+            self.engine = create_engine(self.url, **kwargs)
+        except ImportError as exc:  # the URL's driver is not installed
+            raise PluginMissing(
+                f"KEYTURN_DB is a PostgreSQL URL, which needs psycopg 3 ({exc.name} is not "
+                "installed): pip install 'keyturn[postgres]'"
+            ) from None
         if self.is_sqlite:
-            _sqlite_setup(self.engine)
+            _sqlite_setup(self.engine, busy_seconds)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         reader = self.engine.execution_options(sqlite_begin="DEFERRED")
         self._readers = sessionmaker(reader, expire_on_commit=False)
 
     @property
     def sqlite_path(self) -> Path | None:
-        if self.is_sqlite and self.url.database and self.url.database != ":memory:":
-            return Path(self.url.database)
-        return None
+        return sqlite_file(self.url)
 
     def describe(self) -> str:
         return self.url.render_as_string(hide_password=True)
@@ -88,33 +122,170 @@ class Database:
     @contextlib.contextmanager
     def write(self) -> Iterator[Session]:
         """A transaction that commits on success and rolls back on any error."""
-        with self._guard(), self._sessions() as session, session.begin():
+        with self.guard(), self._sessions() as session, session.begin():
             yield session
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Session]:
-        with self._guard(), self._readers() as session, session.begin():
+        with self.guard(), self._readers() as session, session.begin():
             yield session
 
     @contextlib.contextmanager
-    def _guard(self) -> Iterator[None]:
+    def guard(self) -> Iterator[None]:
+        """Turn a database failure (not a constraint or a bug) into one clear line."""
         try:
             yield
-        except OperationalError as exc:
-            raise StoreUnavailable(
-                f"keyturn's database {self.describe()} is unavailable "
-                f"({exc.orig.__class__.__name__ if exc.orig else 'error'}); "
-                "check KEYTURN_DB and that the server is running"
-            ) from exc
+        except DBAPIError as exc:
+            message = describe_failure(self, exc)
+            if message is None:
+                raise
+            raise StoreUnavailable(message) from exc
+
+    def exists(self) -> bool:
+        """False for a SQLite file that is not there (checked without creating it)."""
+        path = self.sqlite_path
+        return path is None or path.exists()
 
     def is_initialised(self) -> bool:
+        if not self.exists():  # connecting would create an empty file
+            return False
         try:
-            return inspect(self.engine).has_table("alembic_version")
+            with self.guard():
+                return inspect(self.engine).has_table("alembic_version")
         except SQLAlchemyError as exc:
             raise StoreUnavailable(
                 f"keyturn's database {self.describe()} is unavailable "
-                f"({exc.__class__.__name__}); check KEYTURN_DB and that the server is running"
+                f"({exc.__class__.__name__}); check KEYTURN_DB"
             ) from exc
+
+    def check_creatable(self) -> None:
+        """Before `init` creates a SQLite file: its folder must exist and be writable."""
+        path = self.sqlite_path
+        if path is None or path.exists():
+            return
+        folder = path.parent
+        if not folder.is_dir():
+            raise UsageError(
+                f"cannot create keyturn's database {path}: the folder {folder} does not exist; "
+                "create it, or set KEYTURN_DB to a path in an existing folder"
+            )
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise UsageError(
+                f"cannot create keyturn's database {path}: the folder {folder} is not writable"
+            )
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+# (what the driver says, what the user reads): the first entry whose words all appear in the
+# driver's message wins. {db}, {path}, {host}, {user}, {name} and {busy} are filled in from
+# the URL and the settings, never from the message.
+_SQLITE = (
+    (
+        ("readonly database",),
+        "keyturn's database {path} is read-only: keyturn must write to it and to its folder "
+        "(for the -wal and -shm files); check their permissions and that the file system is "
+        "not mounted read-only",
+    ),
+    (
+        ("database or disk is full",),
+        "the disk holding keyturn's database {path} is full: free some space and try again "
+        "(nothing was written: the transaction was rolled back)",
+    ),
+    (
+        ("database is locked",),
+        "keyturn's database {path} is locked: another process held its write lock for more "
+        "than {busy} s; try again, or find the process (`fuser {path}`)",
+    ),
+    (
+        ("unable to open database file",),
+        "cannot open keyturn's database {path}: check that its folder exists and that the "
+        "file and folder are readable and writable",
+    ),
+    (
+        ("disk i/o error",),
+        "keyturn's database {path} could not be read or written (disk I/O error): check the "
+        "disk, and that no other machine opens the file over a network share",
+    ),
+)
+_POSTGRES = (
+    (
+        ('database "', "does not exist"),
+        "the PostgreSQL database {name!r} does not exist on {host}: create it "
+        "(`createdb {name}`), or fix KEYTURN_DB",
+    ),
+    (
+        ('role "', "does not exist"),
+        "PostgreSQL at {host} has no role {user!r}: create it, or fix the user in KEYTURN_DB",
+    ),
+    (
+        ("password authentication failed",),
+        "PostgreSQL at {host} refused the login of {user!r} (password authentication failed): "
+        "check the user and password in KEYTURN_DB",
+    ),
+    (
+        ("no pg_hba.conf entry",),
+        "PostgreSQL at {host} does not accept {user!r} from this host (no pg_hba.conf entry): "
+        "allow it in pg_hba.conf, or fix KEYTURN_DB",
+    ),
+    (
+        ("read-only transaction",),
+        "keyturn's database {db} is read-only (a standby, or default_transaction_read_only): "
+        "point KEYTURN_DB at the primary",
+    ),
+    *(
+        (
+            (words,),
+            "the PostgreSQL server of keyturn's database {db} is out of disk space: free some "
+            "space on the server (nothing was written: the transaction was rolled back)",
+        )
+        for words in ("could not extend file", "no space left on device")
+    ),
+    (
+        ("too many", "connections"),
+        "PostgreSQL at {host} has no connection slot left (too many clients): raise "
+        "max_connections, or run fewer keyturn processes",
+    ),
+)
+_UNREACHABLE = (
+    "connection refused",
+    "could not connect",
+    "failed to resolve host",
+    "could not translate host name",
+    "timeout expired",
+    "connection timed out",
+    "server closed the connection",
+    "terminating connection",
+    "no route to host",
+    "network is unreachable",
+)
+
+
+def describe_failure(db: Database, exc: DBAPIError) -> str | None:
+    """One line for a database failure a user can act on; None for anything else (a
+    constraint violation, a bug), which the caller re-raises as it is."""
+    if not isinstance(exc, OperationalError | InternalError):
+        return None
+    said = str(exc.orig if exc.orig is not None else exc).lower()
+    url = db.url
+    fields = {
+        "db": db.describe(),
+        "path": str(db.sqlite_path or url.database),
+        "host": f"{url.host or 'localhost'}:{url.port or 5432}",
+        "user": url.username or "",
+        "name": url.database or "",
+        "busy": f"{db.busy_seconds:g}",
+    }
+    for words, text in _SQLITE if db.is_sqlite else _POSTGRES:
+        if all(word in said for word in words):
+            return text.format(**fields)
+    if not db.is_sqlite and any(marker in said for marker in _UNREACHABLE):
+        return (
+            "cannot reach PostgreSQL at {host} for keyturn's database: is the server running, "
+            "and are the host and port in KEYTURN_DB right?".format(**fields)
+        )
+    if isinstance(exc, OperationalError):
+        kind = type(exc.orig).__name__ if exc.orig is not None else "error"
+        return f"keyturn's database {fields['db']} is unavailable ({kind}); check KEYTURN_DB"
+    return None

@@ -4,6 +4,11 @@ Everything the file declares is validated, and every initial secret resolved, be
 transaction that writes it; a failure leaves the database as it was. Credentials that are in
 the database but not in the file are kept (and counted). New initial values are committed
 first, and only then written to their targets (store before change).
+
+A value that could not be provisioned (the target was down, its admin password did not
+resolve) is marked `unprovisioned` (the credential's sync status); every later apply tries
+again, with the stored value, until it works: fixing the file and re-running apply is the
+way out, never a dead end.
 """
 
 from __future__ import annotations
@@ -57,7 +62,12 @@ class ApplyResult:
     unmanaged: int = 0
     provisioned: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # Values to write to targets after the commit: new initial values, and stored values of
+    # credentials an earlier apply could not provision.
     initial: dict[str, Secret] = field(default_factory=dict, repr=False)
+
+
+UNPROVISIONED = "unprovisioned"
 
 
 def _validate_plugins(inv: Inventory, base_dir: Path) -> None:
@@ -67,6 +77,8 @@ def _validate_plugins(inv: Inventory, base_dir: Path) -> None:
         cls = plugins.load("target", spec.type)
         try:
             cls.config_model.model_validate(spec.settings())
+        except ConfigInvalid as exc:
+            raise type(exc)(f"target {name!r} ({spec.type}): {exc.message}") from exc
         except ValueError as exc:
             raise ConfigInvalid(f"target {name!r} ({spec.type}): {exc}") from exc
     for name, spec in inv.stores.items():
@@ -153,9 +165,11 @@ def apply(
     dry_run: bool = False,
     actor: str = "cli",
     resolve: Callable[[str], Secret] | None = None,
+    on_provision: Callable[[str, int], None] | None = None,
 ) -> ApplyResult:
     """Apply *inv*; *resolve* turns initial-secret references into values (default: env:,
-    file: relative to *base_dir*, keyturn:)."""
+    file: relative to *base_dir*, keyturn:). *on_provision(credential_id, total)* is called
+    as each value is written to its target (for a progress bar)."""
     base = str(base_dir.resolve())
     _validate_plugins(inv, base_dir)
     result = ApplyResult()
@@ -164,7 +178,7 @@ def apply(
         _apply_in_transaction(app, inv, base, resolve, result, dry_run, actor)
     except _DryRun:
         return result
-    _provision(app, inv, result, actor)
+    _provision(app, inv, result, actor, on_provision)
     return result
 
 
@@ -192,19 +206,7 @@ def _apply_in_transaction(
         for name, policy in inv.policies.items():
             wanted = {"name": name, "settings": policy.model_dump(exclude_none=True)}
             _upsert(session, Policy, name, wanted, "policy", name, changes)
-        for model, kind, specs in (
-            (TargetRow, "target", inv.targets),
-            (StoreRow, "store", inv.stores),
-            (Channel, "channel", inv.channels),
-        ):
-            for name, spec in specs.items():
-                wanted = {
-                    "name": name,
-                    "type": spec.type,
-                    "settings": spec.settings(),
-                    "base_dir": base,
-                }
-                _upsert(session, model, name, wanted, kind, name, changes)
+        _upsert_plugins(session, inv, base, changes)
         session.flush()
         for name, tenant_spec in inv.tenants.items():
             app.vault.tenant_key(session, name)
@@ -233,6 +235,9 @@ def _apply_in_transaction(
             changes.append(Change("secret", "credential", cred_id, ("initial value",)))
             _store_initial(app, session, cred_id, value, actor)
         session.flush()
+        for cred_id, value in _unprovisioned(app, session, inv, initial).items():
+            changes.append(Change("provision", "credential", cred_id, ("retry",)))
+            initial[cred_id] = value
         for cred in inv.credentials:
             repo.refresh_due(session, repo.get_credential(session, cred.id))
         all_ids = {c.id for c in repo.list_credentials(session)}
@@ -248,6 +253,38 @@ def _apply_in_transaction(
                 details={"kind": change.kind, "name": change.name, "fields": list(change.fields)},
             )
         result.initial = initial
+
+
+def _upsert_plugins(session: Session, inv: Inventory, base: str, changes: list[Change]) -> None:
+    """Targets, stores and channels: a type, settings (references only) and a base folder."""
+    for model, kind, specs in (
+        (TargetRow, "target", inv.targets),
+        (StoreRow, "store", inv.stores),
+        (Channel, "channel", inv.channels),
+    ):
+        for name, spec in specs.items():
+            wanted = {
+                "name": name,
+                "type": spec.type,
+                "settings": spec.settings(),
+                "base_dir": base,
+            }
+            _upsert(session, model, name, wanted, kind, name, changes)
+
+
+def _unprovisioned(
+    app: Keyturn, session: Session, inv: Inventory, new: dict[str, Secret]
+) -> dict[str, Secret]:
+    """Current values of the file's credentials that an earlier apply failed to provision."""
+    out = {}
+    for cred in inv.credentials:
+        row = session.get(Credential, cred.id)
+        if cred.id in new or row is None or row.sync_status != UNPROVISIONED or not cred.target:
+            continue
+        current = repo.version_in_state(session, cred.id, VersionState.CURRENT)
+        if current is not None:
+            out[cred.id] = app.vault.reveal(current)
+    return out
 
 
 def _store_initial(app: Keyturn, session: Session, cred_id: str, value: Secret, actor: str) -> None:
@@ -293,26 +330,29 @@ def _validity(
     return plugins.load("target", row.type).validity(value) or (None, None)
 
 
-def _provision(app: Keyturn, inv: Inventory, result: ApplyResult, actor: str) -> None:
+def _provision(
+    app: Keyturn,
+    inv: Inventory,
+    result: ApplyResult,
+    actor: str,
+    on_provision: Callable[[str, int], None] | None = None,
+) -> None:
     """Write new initial values into their targets where the login does not exist yet."""
-    for cred in inv.credentials:
-        initial = result.initial
-        if cred.id not in initial or not cred.target:
-            continue
+    todo = [c for c in inv.credentials if c.id in result.initial and c.target]
+    for cred in todo:
         try:
-            with app.db.read() as session:
-                row = session.get(TargetRow, cred.target)
-                assert row is not None
-            target = open_target(app, row, cred.strategy)
-            try:
-                created = target.ensure(Account(cred.logins()[0]), initial[cred.id])
-            finally:
-                target.close()
+            created = _ensure(app, cred, result.initial[cred.id])
         except KeyturnError as exc:
+            _mark(app, cred.id, UNPROVISIONED)
             result.problems.append(
-                f"{cred.id}: stored, but not provisioned on its target: {exc.message}"
+                f"{cred.id}: stored, but not provisioned on its target: {exc.message}; fix "
+                "that and run `keyturn apply` again (it retries)"
             )
             continue
+        finally:
+            if on_provision:
+                on_provision(cred.id, len(todo))
+        _mark(app, cred.id, None)
         if created:
             result.provisioned.append(cred.id)
             with app.db.write() as session:
@@ -322,5 +362,24 @@ def _provision(app: Keyturn, inv: Inventory, result: ApplyResult, actor: str) ->
                     action="target.provision",
                     credential_id=cred.id,
                     tenant_id=cred.tenant_id,
-                    fingerprint=app.vault.fingerprint(initial[cred.id]),
+                    fingerprint=app.vault.fingerprint(result.initial[cred.id]),
                 )
+
+
+def _ensure(app: Keyturn, cred: CredentialSpec, value: Secret) -> bool:
+    with app.db.read() as session:
+        row = session.get(TargetRow, cred.target)
+        assert row is not None
+    target = open_target(app, row, cred.strategy)
+    try:
+        return target.ensure(Account(cred.logins()[0]), value)
+    finally:
+        target.close()
+
+
+def _mark(app: Keyturn, cred_id: str, status: str | None) -> None:
+    """Record (or clear) that the credential's value is not on its target yet."""
+    with app.db.write() as session:
+        cred = repo.get_credential(session, cred_id)
+        if status is not None or cred.sync_status == UNPROVISIONED:
+            cred.sync_status = status

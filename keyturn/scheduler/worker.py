@@ -186,11 +186,16 @@ class Worker:
             poll = min(poll, max((min(upcoming) - now).total_seconds(), 0.0) + 0.5)
         return poll
 
-    def run_forever(self, stop: threading.Event) -> None:
+    def run_forever(
+        self, stop: threading.Event, on_tick: Callable[[TickResult], None] | None = None
+    ) -> None:
+        """Tick until *stop* is set; *on_tick* hears of each tick (to say what it did)."""
         log.info("worker %s started (concurrency %d)", self.owner, self.concurrency)
         while not stop.is_set():
             try:
-                self.tick(stop=stop)
+                result = self.tick(stop=stop)
+                if on_tick is not None:
+                    on_tick(result)
             except KeyturnError as exc:  # e.g. the database is briefly down: try again later
                 log.warning("worker tick failed: %s", exc.message)
             except Exception as exc:  # never let one bad tick stop the schedule

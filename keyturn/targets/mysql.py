@@ -23,12 +23,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 
 from keyturn.domain.errors import ConfigInvalid, PluginMissing, TargetRejected, TargetUnreachable
 from keyturn.domain.model import PasswordRules, Secret
 from keyturn.targets.base import Account, Target, TargetConfig, redact
-from keyturn.targets.postgres import DSN_UNSAFE, check_reference
+from keyturn.targets.postgres import DSN_UNSAFE, check_reference, require_admin_password
 
 # Server error codes (MySQL and MariaDB share the low ones).
 ACCESS_DENIED = {1045, 1698}  # wrong password; MariaDB also says 1698 for unknown users
@@ -81,6 +81,7 @@ class MysqlConfig(TargetConfig):
     ssl_disabled: bool = False
 
     _ref = field_validator("admin_password")(check_reference)
+    _admin = model_validator(mode="after")(require_admin_password)
 
 
 def _driver() -> Any:

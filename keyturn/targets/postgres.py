@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 
 from keyturn.domain.errors import (
     ConfigInvalid,
@@ -60,6 +60,18 @@ def check_reference(value: str | None) -> str | None:
     return value
 
 
+def require_admin_password(config: Any) -> Any:
+    """An `admin_user` without `admin_password` is refused: it would be silently ignored,
+    and keyturn would log in as each account instead (a model validator, after fields)."""
+    if config.admin_user and not config.admin_password:
+        raise ConfigInvalid(
+            f"admin_user {config.admin_user!r} is set without admin_password: add "
+            'admin_password = "env:NAME" (or file:PATH, keyturn:ID), or remove admin_user '
+            "to let keyturn log in as each account with its current password"
+        )
+    return config
+
+
 class PostgresConfig(TargetConfig):
     """Settings of a PostgreSQL target."""
 
@@ -78,6 +90,7 @@ class PostgresConfig(TargetConfig):
     scram_iterations: int = 4096
 
     _ref = field_validator("admin_password")(check_reference)
+    _admin = model_validator(mode="after")(require_admin_password)
 
 
 # -- SCRAM-SHA-256 verifiers ---------------------------------------------------------------
@@ -335,12 +348,25 @@ class PostgresTarget(Target):
             self._join_owner(conn, account.username)
 
     def test(self, account: Account, value: Secret) -> bool:
-        """Log in as the login with *value* and run ``SELECT 1``."""
+        """Log in as the login with *value* and run ``SELECT 1``.
+
+        A server that let the login in without asking for a password (pg_hba.conf ``trust``,
+        ``peer``, ``ident``) proves nothing about *value*: that is TargetRejected, with the
+        reason, rather than a True that would let every value pass.
+        """
         try:
             with self._connect(account.username, value) as conn:
                 conn.execute("SELECT 1").fetchone()
+                checked = conn.pgconn.used_password
         except _Refused:
             return False
+        if not checked:
+            raise TargetRejected(
+                f"{self._where(account.username)} does not check passwords: it let the login "
+                "in without asking for one (pg_hba.conf method trust, peer or ident), so no "
+                "value can be proven to work or the old one to be refused; use scram-sha-256 "
+                "for this login in pg_hba.conf"
+            )
         return True
 
     def revoke(self, account: Account, old: Secret) -> None:

@@ -18,12 +18,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 
 from keyturn.domain.errors import ConfigInvalid, PluginMissing, TargetRejected, TargetUnreachable
 from keyturn.domain.model import PasswordRules, Secret
 from keyturn.targets.base import Account, Target, TargetConfig, redact
-from keyturn.targets.postgres import DSN_UNSAFE, check_reference
+from keyturn.targets.postgres import DSN_UNSAFE, check_reference, require_admin_password
 
 # Rules of a user `ensure` creates: every key and channel, everything but administration
 # but the commands Redis marks dangerous (admin ones included: FLUSHALL, KEYS, CONFIG, ACL, ...).
@@ -51,6 +51,7 @@ class RedisConfig(TargetConfig):
     tls_ca: str | None = None
 
     _ref = field_validator("admin_password")(check_reference)
+    _admin = model_validator(mode="after")(require_admin_password)
 
 
 def _driver() -> Any:

@@ -1,5 +1,5 @@
-"""The schedule, tested by moving `--at`: due at exactly max age, one notice per cycle,
-missed runs caught up, blackouts respected."""
+"""The schedule, tested by moving `--at` (with `--execute`: without it `--at` only previews):
+due at exactly max age, one notice per cycle, missed runs caught up, blackouts respected."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def cred(kt: Harness):  # type: ignore[no-untyped-def]
 
 
 def run_due(kt: Harness, at: datetime) -> dict:  # type: ignore[type-arg]
-    result = kt.cli("run-due", "--at", at.isoformat(), "--json")
+    result = kt.cli("run-due", "--at", at.isoformat(), "--execute", "--json")
     assert result.code in (0, 1), result.err
     return json.loads(result.out)  # type: ignore[no-any-return]
 

@@ -265,7 +265,8 @@ def test_seed_000_flow_for_each_hash_scheme(
         many.activated(tenant, T0 + timedelta(days=100))
     legacy = {t: d.stored_hash(f"admin@{t}.example") for t, d in many.doubles.items()}
 
-    passed = json.loads(kt.cli("run-due", "--at", DUE_AT.isoformat(), "--json", env=many.env).out)
+    at = DUE_AT.isoformat()  # --execute: without it, --at only previews the pass
+    passed = json.loads(kt.cli("run-due", "--at", at, "--execute", "--json", env=many.env).out)
     assert sorted(passed["rotated"]) == [f"{t}/smtp-admin" for t in due], passed
     assert sorted(passed["noticed"]) == [f"{t}/smtp-admin" for t in noticed], passed
     for tenant, double in many.doubles.items():
@@ -286,7 +287,12 @@ def test_seed_000_flow_for_each_hash_scheme(
     # The next day's pass sends nothing again (one notice per cycle) and rotates nothing.
     again = json.loads(
         kt.cli(
-            "run-due", "--at", (DUE_AT + timedelta(days=1)).isoformat(), "--json", env=many.env
+            "run-due",
+            "--at",
+            (DUE_AT + timedelta(days=1)).isoformat(),
+            "--execute",
+            "--json",
+            env=many.env,
         ).out
     )
     assert again["rotated"] == [] and again["noticed"] == []
