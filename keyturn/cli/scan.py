@@ -16,8 +16,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from keyturn.app import Keyturn
 from keyturn.cli import output
-from keyturn.cli.main import app, open_app, settings
-from keyturn.cli.rotation import _actor
+from keyturn.cli.main import actor, app, open_app, settings
 from keyturn.domain.errors import UsageError
 from keyturn.scan import baseline as baselines
 from keyturn.scan import detect, leak, report
@@ -193,7 +192,7 @@ def scan(
         )
         return
     new = [f for f in result.findings if accepted is None or not accepted.accepts(f)]
-    leaks = leak.rotate_leaked(instance, new, _actor()) if rotate_leaked and instance else []
+    leaks = leak.rotate_leaked(instance, new, actor()) if rotate_leaked and instance else []
     _report(result, new, len(result.findings) - len(new), fmt, output_file, leaks)
     if fmt != Format.json or output_file is not None:
         _print_leaks(leaks, to_stdout=fmt == Format.text and output_file is None)
