@@ -11,7 +11,7 @@ from keyturn.app import Keyturn
 from keyturn.audit import log as audit
 from keyturn.db import repo
 from keyturn.db.models import StoreRow, TargetRow, Version
-from keyturn.domain.errors import ConfigInvalid, NotFound, ReferenceUnresolved
+from keyturn.domain.errors import ConfigInvalid, Conflict, NotFound, ReferenceUnresolved
 from keyturn.domain.model import Secret, VersionState
 from keyturn.inventory.refs import Resolver
 from keyturn.stores.base import Store, StoreContext
@@ -38,6 +38,13 @@ def read_secret(
     """A value handed to someone (CLI `get`, the API): recorded in the audit log with its
     fingerprint, never the value. *session* must be a write session."""
     cred = repo.get_credential(session, credential_id)
+    if cred.dispute:
+        # Its account belongs to another credential (keyturn.inventory.grants): the value
+        # it holds may be that credential's, so it is not handed out until resolved.
+        raise Conflict(
+            f"{credential_id} is held back: its account belongs to another credential "
+            "(`keyturn accounts --disputed`); give it an account of its own or delete it"
+        )
     version = _version(session, credential_id, previous)
     value = app.vault.reveal(version)
     audit.append(

@@ -1,4 +1,4 @@
-"""Inventory, secrets, audit and token commands."""
+"""Inventory, secrets and token commands."""
 
 from __future__ import annotations
 
@@ -8,18 +8,19 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from sqlalchemy.orm import Session
 
 from keyturn import auth
 from keyturn.app import initialise
 from keyturn.audit import log as audit
 from keyturn.cli import output
-from keyturn.cli.main import app, audit_app, open_app, settings, token_app
+from keyturn.cli.main import app, open_app, settings, token_app
 from keyturn.db import repo
 from keyturn.db.models import Credential, utcnow
 from keyturn.domain.durations import parse_duration
 from keyturn.domain.errors import UsageError
-from keyturn.domain.ids import validate_id
+from keyturn.domain.ids import validate_id, validate_name
 from keyturn.domain.model import VersionState
 from keyturn.inventory import apply as applier
 from keyturn.inventory.spec import load as load_inventory
@@ -70,12 +71,22 @@ def apply(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show the changes; write nothing")
     ] = False,
+    tenant: Annotated[
+        str | None,
+        typer.Option(
+            "--tenant",
+            help="Apply on behalf of this tenant: only its credentials, only on targets "
+            "granted to it (as its tenant-scoped token would over the API)",
+        ),
+    ] = None,
     json: Json = False,
 ) -> None:
     """Declare policies, targets, stores and credentials from a TOML file (idempotent)."""
+    if tenant is not None:
+        validate_name(tenant, "tenant")
     inventory = load_inventory(file)
     instance = open_app(ctx)
-    result = applier.apply(instance, inventory, file.parent, dry_run=dry_run)
+    result = applier.apply(instance, inventory, file.parent, dry_run=dry_run, tenant=tenant)
     if json:
         output.emit_json(
             {
@@ -123,6 +134,7 @@ def status_row(session: Session, cred: Credential, now: datetime) -> dict[str, A
         "due": due,
         "rotation": f"{active.step}/{active.status}" if active else None,
         "sync": cred.sync_status,
+        "dispute": cred.dispute,
     }
 
 
@@ -217,11 +229,14 @@ def show(
         output.emit_json(data)
         return
     console = output.console
+    # Stored text is printed as text, never as Rich markup (an owner "[/b]" is an owner).
     console.print(
         f"[bold]{data['id']}[/bold]  tenant {data['tenant']}  kind {data['kind']}  "
-        f"owner {data['owner'] or '-'}  strategy {data['strategy']}  "
+        f"owner {escape(data['owner'] or '-')}  strategy {data['strategy']}  "
         f"target {data['target'] or '-'}  due {data['due']}  sync {data['sync'] or '-'}"
     )
+    if data["dispute"]:
+        console.print(f"[red]held back[/red]: {escape(data['dispute'])}", highlight=False)
     output.table(
         "versions",
         ["#", "state", "user", "fingerprint", "created", "activated"],
@@ -273,50 +288,6 @@ def get(
     with instance.db.write() as session:
         _, value = read_secret(instance, session, credential_id, actor="cli", previous=previous)
     sys.stdout.write(value.reveal() + "\n")
-
-
-@audit_app.command("verify")
-def audit_verify(ctx: typer.Context, json: Json = False) -> None:
-    """Check the hash chain; name the first edited, removed, reordered or inserted entry."""
-    instance = open_app(ctx)
-    with instance.db.read() as session:
-        result = audit.verify(session)
-    if json:
-        output.emit_json(
-            {
-                "ok": result.ok,
-                "entries": result.count,
-                "broken_entry": result.broken_seq,
-                "problem": result.problem,
-            }
-        )
-    elif result.ok:
-        output.console.print(result.describe(), highlight=False)
-    if not result.ok:
-        if not json:
-            output.fail(result.describe())
-        raise typer.Exit(1)
-
-
-@audit_app.command("export")
-def audit_export(
-    ctx: typer.Context,
-    out: Annotated[
-        Path | None, typer.Option("--output", "-o", help="File (default: stdout)")
-    ] = None,
-    credential: Annotated[str | None, typer.Option(help="Only this credential")] = None,
-) -> None:
-    """Write the audit log as JSON lines."""
-    if credential:
-        validate_id(credential)
-    instance = open_app(ctx)
-    with instance.db.read() as session:
-        if out is None:
-            audit.export(session, sys.stdout, credential)
-            return
-        with out.open("w") as handle:
-            count = audit.export(session, handle, credential)
-    output.errors.print(f"wrote {count} entries to {out}", highlight=False)
 
 
 @token_app.command("create")

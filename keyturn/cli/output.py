@@ -32,7 +32,8 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
     for column in columns:
         out.add_column(column)
     for row in rows:
-        out.add_row(*("" if v is None else str(v) for v in row))
+        # Text, not markup: a stored "[/b]" (an owner, a reason) is shown, not interpreted.
+        out.add_row(*(Text("" if v is None else str(v)) for v in row))
     console.print(out)
 
 
