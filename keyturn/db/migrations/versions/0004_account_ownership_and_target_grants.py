@@ -141,10 +141,12 @@ def _hold_back(conn: Any, credentials: Any, row: Any, taken: list[tuple[str, str
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("credentials", schema=None) as batch_op:
-        batch_op.drop_column("dispute")
-    with op.batch_alter_table("targets", schema=None) as batch_op:
-        batch_op.drop_column("tenants")
     with op.batch_alter_table("accounts", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_accounts_credential_id"))
     op.drop_table("accounts")
+    # ALTER TABLE ... DROP COLUMN (SQLite 3.35+): recreating these tables, as batch mode
+    # would, fails on the foreign keys that point at them.
+    with op.batch_alter_table("credentials", schema=None, recreate="never") as batch_op:
+        batch_op.drop_column("dispute")
+    with op.batch_alter_table("targets", schema=None, recreate="never") as batch_op:
+        batch_op.drop_column("tenants")
