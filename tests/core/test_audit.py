@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -407,3 +408,27 @@ def test_cli_restores_a_deleted_head(kt: Harness) -> None:
         last = session.execute(select(AuditEntry).order_by(AuditEntry.seq.desc())).scalars().first()
         assert last is not None and last.action == "audit.head-restored"
     assert kt.cli("audit", "restore-head", "--reason", "again").code == 1
+
+
+def test_verify_sees_one_snapshot_while_others_append(kt: Harness) -> None:
+    """Entries committed during a walk must not look like a head moved back (PostgreSQL
+    reads at READ COMMITTED unless verify asks for one snapshot)."""
+    _fill(kt, 50)
+    done = threading.Event()
+
+    def writer() -> None:
+        try:
+            for i in range(40):
+                with kt.app.db.write() as session:
+                    audit.append(session, actor="w", action=f"w.{i}")
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    results = []
+    while not done.is_set() or not results:
+        with kt.app.db.read() as session:
+            results.append(audit.verify(session, batch=7))
+    thread.join()
+    assert all(r.ok for r in results), [r.describe() for r in results if not r.ok][:1]
