@@ -168,6 +168,14 @@ def test_tenant_lists_audit_and_tokens_are_filtered(api: Api) -> None:
     assert api.call("acme-admin", "POST", "/credentials", json=create).status_code == 404
     elsewhere = {"id": "acme/new", "tenant": "globex"}
     assert api.call("acme-admin", "POST", "/credentials", json=elsewhere).status_code == 403
+    # Another tenant's existing id answers as one that does not exist (it was 409 "exists").
+    theirs = api.call("acme-admin", "POST", "/credentials", json={"id": GLOBEX, "tenant": "acme"})
+    nothing = {"id": "globex/nothing", "tenant": "acme"}
+    unknown = api.call("acme-admin", "POST", "/credentials", json=nothing)
+    assert theirs.status_code == unknown.status_code == 404
+    assert theirs.json()["error"]["message"].replace(GLOBEX, "X") == unknown.json()["error"][
+        "message"
+    ].replace("globex/nothing", "X")
     steal = {"id": "acme/stolen", "initial_secret": f"keyturn:{GLOBEX}"}
     assert api.call("acme-admin", "POST", "/credentials", json=steal).status_code == 404
 
