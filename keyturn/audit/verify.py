@@ -30,11 +30,11 @@ from typing import Any
 from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.orm import Session
 
-from keyturn.audit.chain import GENESIS, expected_hash, keys_of
+from keyturn.audit.chain import GENESIS, Linked, expected_hash, keys_of
 from keyturn.audit.checkpoint import Checkpoint
-from keyturn.audit.query import iter_entries
+from keyturn.audit.query import iter_rows
 from keyturn.crypto.keyset import KeySet
-from keyturn.db.models import AuditEntry, AuditHead
+from keyturn.db.models import AuditHead
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def _broken(count: int, seq: int | None, kind: str, problem: str) -> VerifyResul
     return VerifyResult(False, count, seq, problem, kind)
 
 
-def _pairs(entries: Iterator[AuditEntry]) -> Iterator[tuple[AuditEntry, AuditEntry | None]]:
+def _pairs(entries: Iterator[Linked]) -> Iterator[tuple[Linked, Linked | None]]:
     """Each entry with the one after it (a one-entry look-ahead names an insertion)."""
     current = next(entries, None)
     while current is not None:
@@ -89,11 +89,13 @@ def _pairs(entries: Iterator[AuditEntry]) -> Iterator[tuple[AuditEntry, AuditEnt
 
 
 class _Walk:
-    def __init__(self, keys: KeySet, head: AuditHead | None, marks: dict[int, Checkpoint]):
+    def __init__(
+        self, keys: KeySet, head: AuditHead | None, marks: dict[int, list[Checkpoint]]
+    ) -> None:
         self.keys, self.head, self.marks = keys, head, marks
         self.expected, self.prev, self.count = 1, GENESIS, 0
 
-    def step(self, entry: AuditEntry, following: AuditEntry | None) -> VerifyResult | None:
+    def step(self, entry: Linked, following: Linked | None) -> VerifyResult | None:
         seq, count = entry.seq, self.count
         if seq != self.expected:
             gap = f"{self.expected}" if seq == self.expected + 1 else f"{self.expected}-{seq - 1}"
@@ -108,8 +110,8 @@ class _Walk:
             )
         if expected_hash(self.keys, entry) != entry.hash:
             return self._unverified(entry, following)
-        mark = self.marks.get(seq)
-        if mark is not None and mark.head != entry.hash:
+        mark = next((m for m in self.marks.get(seq, ()) if m.head != entry.hash), None)
+        if mark is not None:
             return _broken(
                 count,
                 seq,
@@ -120,7 +122,7 @@ class _Walk:
         self.prev, self.expected, self.count = entry.hash, seq + 1, count + 1
         return None
 
-    def _unverified(self, entry: AuditEntry, following: AuditEntry | None) -> VerifyResult:
+    def _unverified(self, entry: Linked, following: Linked | None) -> VerifyResult:
         seq, count = entry.seq, self.count
         if seq <= self.keys.legacy_through:
             return _broken(
@@ -191,7 +193,7 @@ class _Walk:
 
     def _cut(self) -> VerifyResult | None:
         count = self.count
-        beyond = [cp for cp in self.marks.values() if cp.seq > count]
+        beyond = [cp for marks in self.marks.values() for cp in marks if cp.seq > count]
         if not beyond:
             return None
         cp = max(beyond, key=lambda c: c.seq)
@@ -231,12 +233,12 @@ def verify(
     bad = _check_marks(keys, checkpoints)
     if bad is not None:
         return bad
-    marks: dict[int, Checkpoint] = {}
+    marks: dict[int, list[Checkpoint]] = {}
     for cp in checkpoints:
-        marks.setdefault(cp.seq, cp)
+        marks.setdefault(cp.seq, []).append(cp)
     _snapshot(session)
     walk = _Walk(keys, session.get(AuditHead, 1), marks)
-    for entry, following in _pairs(iter_entries(session, batch)):
+    for entry, following in _pairs(iter_rows(session, batch)):
         found = walk.step(entry, following)
         if found is not None:
             return found

@@ -29,8 +29,10 @@ def accounts(
     ] = False,
     json: Json = False,
 ) -> None:
-    """Accounts on targets and the one credential each belongs to; --disputed lists the
-    credentials held back (found sharing an account when the database was upgraded)."""
+    """Accounts on targets and the credential each belongs to.
+
+    --disputed lists the credentials held back because they were found sharing an account
+    with another when the database was upgraded."""
     for what, value in (("target", target), ("tenant", tenant)):
         if value is not None:
             validate_name(value, what)

@@ -206,8 +206,10 @@ def audit_checkpoint(
         ),
     ] = None,
 ) -> None:
-    """Make a signed checkpoint of the audit head now; keep it where the database's writers
-    cannot reach it. (The worker makes them on its own with KEYTURN_AUDIT_CHECKPOINT_DIR.)"""
+    """Make a signed checkpoint of the audit head now.
+
+    Keep it where the database's writers cannot reach it; the worker makes them on its own
+    with KEYTURN_AUDIT_CHECKPOINT_DIR or KEYTURN_AUDIT_CHECKPOINT_TO."""
     instance = open_app(ctx)
     with instance.db.read() as session:
         cp = checkpoint.make(session, instance.vault.keys)
@@ -230,8 +232,10 @@ def audit_restore_head(
     ctx: typer.Context,
     reason: Annotated[str, typer.Option("--reason", help="Why (goes into the audit log)")],
 ) -> None:
-    """After the head row was deleted: put it back at the last entry, once the rest of the
-    log verifies, and record that in the log. Checkpoints taken before still apply."""
+    """Put a deleted audit head back at the last entry.
+
+    Only once the rest of the log verifies; the restore is recorded in the log, and
+    checkpoints taken before still apply."""
     check_text(reason, "--reason")
     if not reason.strip():
         raise UsageError("a reason is required: it goes into the audit log")
