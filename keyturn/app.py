@@ -9,7 +9,7 @@ from pathlib import Path
 from keyturn.crypto.keys import MasterKey, generate_key, load_key, write_key_file
 from keyturn.db import migrate
 from keyturn.db.engine import Database
-from keyturn.db.vault import Vault, create_fingerprint_key
+from keyturn.db.vault import Vault, create_keys
 from keyturn.domain.errors import KeyturnError, UsageError
 from keyturn.settings import Settings
 
@@ -93,7 +93,7 @@ def initialise(settings: Settings) -> InitResult:
         with db.guard():
             migrate.upgrade(db)
         with db.write() as session:
-            create_fingerprint_key(session, keys[0])
+            create_keys(session, keys[0])
         return InitResult(True, key_file)
     finally:
         db.dispose()

@@ -11,7 +11,7 @@ from keyturn.app import Keyturn
 from keyturn.audit import log as audit
 from keyturn.db import repo
 from keyturn.db.models import StoreRow, TargetRow, Version
-from keyturn.domain.errors import ConfigInvalid, NotFound, ReferenceUnresolved
+from keyturn.domain.errors import ConfigInvalid, Conflict, NotFound, ReferenceUnresolved
 from keyturn.domain.model import Secret, VersionState
 from keyturn.inventory.refs import Resolver
 from keyturn.stores.base import Store, StoreContext
@@ -49,6 +49,13 @@ def read_secret(
     fingerprint, never the value. *session* must be a write session. *number* picks a
     version by number; only current, previous and pending ones are readable."""
     cred = repo.get_credential(session, credential_id)
+    if cred.dispute:
+        # Its account belongs to another credential (keyturn.inventory.grants): the value
+        # it holds may be that credential's, so it is not handed out until resolved.
+        raise Conflict(
+            f"{credential_id} is held back: its account belongs to another credential "
+            "(`keyturn accounts --disputed`); give it an account of its own or delete it"
+        )
     if number is None:
         version = _version(session, credential_id, previous)
     else:

@@ -52,6 +52,25 @@ TABLE = (
         "First retry delay (doubles each attempt, with jitter)",
         kind=int,
     ),
+    Setting(
+        "audit_checkpoint_dir",
+        "KEYTURN_AUDIT_CHECKPOINT_DIR",
+        None,
+        "Directory the worker writes signed audit checkpoints to (out of the database's reach)",
+    ),
+    Setting(
+        "audit_checkpoint_to",
+        "KEYTURN_AUDIT_CHECKPOINT_TO",
+        None,
+        "Where the worker sends signed audit checkpoints: webhook:NAME or an e-mail address",
+    ),
+    Setting(
+        "audit_checkpoint_interval",
+        "KEYTURN_AUDIT_CHECKPOINT_INTERVAL",
+        3600,
+        "Seconds between audit checkpoints (made only when the log grew)",
+        kind=int,
+    ),
 )
 BY_NAME = {s.name: s for s in TABLE}
 
@@ -69,6 +88,9 @@ class Settings:
     retry_base_seconds: int = 60
     concurrency: int = 4
     poll_seconds: int = 15
+    audit_checkpoint_dir: str | None = None
+    audit_checkpoint_to: str | None = None
+    audit_checkpoint_interval: int = 3600
     config_path: str | None = None
 
     @classmethod

@@ -32,6 +32,7 @@ STATUS: tuple[tuple[type[e.KeyturnError], int], ...] = (
     (e.Conflict, 409),
     (e.Forbidden, 403),
     (e.StoreUnavailable, 503),
+    (e.AuditHeadMissing, 503),
     (e.TargetUnreachable, 503),
     (e.PublishFailed, 503),
     (e.TargetError, 502),

@@ -1,12 +1,16 @@
 """Credentials declared over the API go through `keyturn apply`'s own code path.
 
 The body is checked as a keyturn.toml entry would be (strict fields, valid ids and names,
-no literal secrets outside `initial_secret.value`), then applied in apply's transaction.
+no literal secrets outside `initial_secret.value`), then applied in apply's transaction,
+on behalf of the token's tenant if it has one: the grant and ownership rules of
+keyturn.inventory.grants hold here exactly as in `keyturn apply --tenant`.
+
+A tenant-scoped token declares ids under its tenant (`acme/...`); any other id answers 404,
+whether it exists or not, so POSTing another tenant's id tells nothing about it.
+
 Only two kinds of first value are accepted: a value in the body, and a `keyturn:ID`
 reference the caller can see. `env:` and `file:` references would read the *server's*
 environment and files (its master key included), so they stay with `keyturn apply`.
-
-apply() takes a resolver that knows the body's value.
 """
 
 from __future__ import annotations
@@ -14,14 +18,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
 from keyturn.api import schemas as s
 from keyturn.api.auth import Principal, visible
+from keyturn.api.errors import describe_validation
 from keyturn.app import Keyturn
 from keyturn.db import repo
 from keyturn.db.models import Credential
-from keyturn.domain.errors import ConfigInvalid, Conflict, Forbidden, UsageError
+from keyturn.domain.errors import (
+    ConfigInvalid,
+    Conflict,
+    CredentialNotFound,
+    Forbidden,
+    UsageError,
+)
 from keyturn.domain.ids import validate_id, validate_name
 from keyturn.domain.model import Secret
 from keyturn.inventory import apply as applier
@@ -64,8 +76,8 @@ def build_spec(body: s.CredentialIn, credential_id: str) -> specs.CredentialSpec
         spec = specs.CredentialSpec.model_validate(
             {**data, "id": credential_id, "initial_secret": marker}
         )
-    except ValueError as exc:
-        raise ConfigInvalid(f"{credential_id}: not a valid credential") from exc
+    except ValidationError as exc:
+        raise ConfigInvalid(f"{credential_id}: {describe_validation(exc.errors())}") from exc
     specs.check_names(specs.Inventory(credentials=[spec]), "request")
     return spec
 
@@ -92,6 +104,11 @@ def put(
             f"{credential_id}: the last segment of an id must not be one of "
             f"{', '.join(sorted(RESERVED_LAST))} over the API (the action routes use them)"
         )
+    if create and who.tenant is not None and not credential_id.startswith(f"{who.tenant}/"):
+        raise CredentialNotFound(
+            f"no credential {credential_id!r}: a token of tenant {who.tenant!r} declares ids "
+            f"under {who.tenant}/"
+        )
     # An update first proves the caller may see the credential (404 otherwise).
     _check_existing(app, who, spec, body, create=create)
     if not who.sees_tenant(spec.tenant_id):
@@ -99,7 +116,12 @@ def put(
     inv = specs.Inventory(credentials=[spec])
     try:
         result = applier.apply(
-            app, inv, Path.cwd(), actor=who.actor, resolve=_resolver(app, who, body)
+            app,
+            inv,
+            Path.cwd(),
+            actor=who.actor,
+            resolve=_resolver(app, who, body),
+            tenant=who.tenant,
         )
     except IntegrityError as exc:  # e.g. a concurrent create of the same id
         raise Conflict(f"{credential_id} changed concurrently; try again") from exc
@@ -116,7 +138,10 @@ def _check_existing(
 ) -> None:
     with app.db.read() as session:
         if create:
-            if who.sees_tenant(spec.tenant_id) and session.get(Credential, spec.id) is not None:
+            found = session.get(Credential, spec.id)
+            if found is not None and not who.sees(found):
+                raise CredentialNotFound(f"no credential {spec.id!r}")
+            if found is not None:
                 raise Conflict(f"{spec.id} exists; PUT /api/v1/credentials/{spec.id} updates it")
             return
         cred = visible(session, who, spec.id)

@@ -1,5 +1,7 @@
-"""Request and response bodies. Requests forbid unknown fields; secrets appear only in
-`InitialValue` (in) and `SecretOut` (out)."""
+"""Request and response bodies. Requests forbid unknown fields and are validated in strict
+mode (no "yes" for true, no "1" for 1); their text refuses NUL, control characters and lone
+surrogates (keyturn.inventory.fields). Secrets appear only in `InitialValue` (in) and
+`SecretOut` (out)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ from typing import Annotated, Literal
 
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
+
+from keyturn.inventory.fields import Line, Para, SecretValue, Tags
 
 Role = Literal["admin", "operator", "auditor", "consumer"]
 Due = Literal["due", "notice", "ok", "no-value"]
@@ -21,13 +25,13 @@ CredentialId = Annotated[
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class InitialValue(_In):
     """A first value given in the body (never on a command line)."""
 
-    value: str = Field(min_length=1, max_length=4096)
+    value: SecretValue = Field(min_length=1, max_length=4096)
 
 
 class CredentialIn(_In):
@@ -35,6 +39,7 @@ class CredentialIn(_In):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [
                 {"id": "acme/new-key", "tenant": "acme", "kind": "api-key", "owner": "ops"}
@@ -42,20 +47,24 @@ class CredentialIn(_In):
         },
     )
 
-    id: str | None = Field(default=None, max_length=200, description="Required on create")
-    tenant: str | None = Field(default=None, max_length=63)
-    kind: str = Field(default="generic", max_length=63)
-    owner: str = Field(default="", max_length=200)
-    purpose: str = Field(default="", max_length=2000)
-    tags: dict[str, str] | list[str] = Field(default_factory=dict)
-    policy: str | None = Field(default=None, max_length=63)
-    target: str | None = Field(default=None, max_length=63)
+    id: Line | None = Field(default=None, max_length=200, description="Required on create")
+    tenant: Line | None = Field(default=None, max_length=63)
+    kind: Line = Field(default="generic", max_length=63)
+    owner: Line = Field(default="", max_length=200)
+    purpose: Para = Field(default="", max_length=2000)
+    tags: Tags = Field(default_factory=dict)
+    policy: Line | None = Field(default=None, max_length=63)
+    target: Line | None = Field(default=None, max_length=63)
     strategy: Literal["single", "alternating", "dual"] = "single"
-    username: str | None = Field(default=None, max_length=200)
-    usernames: list[str] = Field(default_factory=list, max_length=2)
-    stores: list[str] = Field(default_factory=list, max_length=32)
-    consumers: list[str] = Field(default_factory=list, max_length=256)
-    initial_secret: InitialValue | str | None = Field(
+    username: Line | None = Field(default=None, min_length=1, max_length=200)
+    usernames: list[Annotated[Line, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list, max_length=2
+    )
+    stores: list[Annotated[Line, Field(max_length=63)]] = Field(default_factory=list, max_length=32)
+    consumers: list[Annotated[Line, Field(max_length=63)]] = Field(
+        default_factory=list, max_length=256
+    )
+    initial_secret: InitialValue | Annotated[Line, Field(max_length=1000)] | None = Field(
         default=None,
         description='{"value": ...} or a reference "keyturn:OTHER/ID"; env: and file: '
         "references resolve on the server and are accepted only by `keyturn apply`",
@@ -88,6 +97,10 @@ class CredentialOut(BaseModel):
     rotation: str | None
     sync: str | None
     verified_at: datetime | None
+    held_back: bool = Field(
+        description="Its account belongs to another credential (found when the database was "
+        "upgraded): it is not rotated and its value is not handed out until resolved"
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -116,7 +129,7 @@ class SecretOut(BaseModel):
 
 
 class ReasonIn(_In):
-    reason: str = Field(min_length=1, max_length=2000, description="Goes into the audit log")
+    reason: Line = Field(min_length=1, max_length=2000, description="Goes into the audit log")
 
 
 class RotateIn(ReasonIn):
@@ -182,15 +195,48 @@ class AuditVerifyOut(BaseModel):
     ok: bool
     entries: int | None
     broken_entry: int | None
+    kind: str | None = Field(
+        description="What was done to the log: altered, removed, relinked, inserted, appended, "
+        "truncated, head-moved, head-altered, head-missing, emptied, cut, rewritten, checkpoint"
+    )
     problem: str | None
+    checkpoints: int = Field(description="Checkpoints the log was held against")
+
+
+class CheckpointOut(BaseModel):
+    """A signed checkpoint of the audit head (keyturn.audit.checkpoint)."""
+
+    format: Literal["keyturn-audit-checkpoint/1"]
+    database: str
+    seq: int
+    head: str
+    at: str
+    key: str
+    signature: str
+
+
+class CheckpointIn(_In):
+    format: Literal["keyturn-audit-checkpoint/1"]
+    database: Line = Field(max_length=64)
+    seq: int = Field(ge=0, le=2**63 - 1)
+    head: Line = Field(max_length=128)
+    at: Line = Field(max_length=64)
+    key: Line = Field(max_length=128)
+    signature: Line = Field(max_length=256)
+
+
+class CheckpointsIn(_In):
+    checkpoints: list[CheckpointIn] = Field(min_length=1, max_length=1000)
 
 
 class TokenIn(_In):
     role: Role
-    scopes: list[str] = Field(default_factory=list, max_length=64)
-    tenant: str | None = Field(default=None, max_length=63)
-    name: str = Field(default="", max_length=200)
-    expires: str | None = Field(default=None, max_length=32, description="Lifetime, e.g. 90d")
+    scopes: list[Annotated[Line, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list, max_length=64
+    )
+    tenant: Line | None = Field(default=None, max_length=63)
+    name: Line = Field(default="", max_length=200)
+    expires: Line | None = Field(default=None, max_length=32, description="Lifetime, e.g. 90d")
 
 
 class TokenOut(BaseModel):

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from keyturn.api import schemas as s
 from keyturn.db import repo
 from keyturn.db.models import ApiToken, Consumer, Credential, Version
+from keyturn.domain.inputs import clean
 from keyturn.domain.model import VersionState
 from keyturn.engine.protocol import Outcome
 
@@ -20,18 +21,20 @@ def credential(session: Session, cred: Credential, now: datetime) -> s.Credentia
     age, due = policy.age, cast(s.Due, policy.status)
     active = repo.active_rotation(session, cred.id)
     tags = cred.tags if isinstance(cred.tags, dict) else {}
+    # Stored text goes through clean(): a row written before input was checked (a lone
+    # surrogate in a tag) must not make the listing fail for everyone.
     return s.CredentialOut(
         id=cred.id,
         tenant=cred.tenant_id,
         kind=cred.kind,
-        owner=cred.owner,
-        purpose=cred.purpose,
-        tags={str(k): str(v) for k, v in tags.items()},
+        owner=clean(cred.owner),
+        purpose=clean(cred.purpose),
+        tags={clean(str(k)): clean(str(v)) for k, v in tags.items()},
         policy=cred.policy,
         target=cred.target,
         strategy=cred.strategy,
-        stores=[str(x) for x in cred.stores or []],
-        usernames=[str(x) for x in cred.usernames or []],
+        stores=[clean(str(x)) for x in cred.stores or []],
+        usernames=[clean(str(x)) for x in cred.usernames or []],
         version=current.number if current else None,
         age_days=round(age.total_seconds() / 86400, 1) if age is not None else None,
         max_age_days=policy.max_age.days,
@@ -39,6 +42,7 @@ def credential(session: Session, cred: Credential, now: datetime) -> s.Credentia
         rotation=f"{active.step}/{active.status}" if active else None,
         sync=cred.sync_status,
         verified_at=cred.verified_at,
+        held_back=cred.dispute is not None,
         created_at=cred.created_at,
         updated_at=cred.updated_at,
     )
@@ -48,7 +52,7 @@ def version(v: Version) -> s.VersionOut:
     return s.VersionOut(
         number=v.number,
         state=v.state,
-        username=v.username,
+        username=clean(v.username) if v.username is not None else None,
         fingerprint=v.fingerprint,
         created_at=v.created_at,
         activated_at=v.activated_at,

@@ -1,58 +1,75 @@
-"""The tamper-evident audit log.
+"""The tamper-evident audit log: appending, reading, exporting.
 
-Each entry holds the SHA-256 of the entry before it, so editing, removing, reordering or
-inserting an entry breaks the chain at that point. The head row (last seq and hash) is locked
-while an entry is appended, which serialises appends across processes (FOR UPDATE on
-PostgreSQL; SQLite write transactions are already exclusive), and lets `verify` notice a
-truncated tail. Entries carry fingerprints of values, never values.
+Each entry is chained to the one before it by an HMAC under the audit key (keyturn.audit.chain),
+a key the database holds only sealed by the master key. The head row (last seq and hash) is
+locked while an entry is appended, which serialises appends across processes (FOR UPDATE on
+PostgreSQL; SQLite write transactions are already exclusive) and lets `verify` notice a cut
+tail; signed checkpoints of the head (keyturn.audit.checkpoint), kept outside the database,
+catch a tail cut together with its head. Entries carry fingerprints of values, never values.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TextIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from keyturn.audit.chain import GENESIS, keyed_hash, keys_of
+from keyturn.audit.query import Filters, iter_entries, select_entries
+from keyturn.audit.verify import VerifyResult, verify
 from keyturn.db.models import AuditEntry, AuditHead, utcnow
+from keyturn.domain.errors import AuditHeadMissing
+from keyturn.domain.inputs import clean
 from keyturn.domain.model import Secret
 
-GENESIS = "0" * 64
+__all__ = [
+    "Filters",
+    "VerifyResult",
+    "append",
+    "as_dict",
+    "begin",
+    "export",
+    "iter_entries",
+    "select_entries",
+    "shown",
+    "verify",
+]
 
 
-def _canonical(entry: AuditEntry) -> bytes:
-    fields = [
-        entry.seq,
-        entry.at.isoformat(timespec="microseconds"),
-        entry.actor,
-        entry.action,
-        entry.credential_id,
-        entry.tenant_id,
-        entry.fingerprint,
-        entry.reason,
-        entry.outcome,
-        entry.details,
-        entry.prev_hash,
-    ]
-    return json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str).encode()
+def begin(session: Session) -> None:
+    """Start an empty chain: its head row, at entry 0 (`keyturn init`)."""
+    session.add(AuditHead(id=1, seq=0, hash=GENESIS))
+    session.flush()
 
 
-def entry_hash(entry: AuditEntry) -> str:
-    return hashlib.sha256(_canonical(entry)).hexdigest()
-
-
-def _no_secrets(details: dict[str, Any]) -> dict[str, Any]:
+def _checked(details: dict[str, Any]) -> dict[str, Any]:
+    """A copy fit to record: no secret values (refused), text cleaned of what a text field
+    refuses (a server's error message may hold control characters)."""
+    out: dict[str, Any] = {}
     for key, value in details.items():
         if isinstance(value, Secret):
             raise TypeError(f"audit detail {key!r} is a secret value; record a fingerprint")
-        if isinstance(value, dict):
-            _no_secrets(value)
-    return details
+        out[clean(str(key))] = _value(value)
+    return out
+
+
+def _value(value: Any) -> Any:
+    if isinstance(value, Secret):
+        raise TypeError("an audit detail is a secret value; record a fingerprint")
+    if isinstance(value, dict):
+        return _checked(value)
+    if isinstance(value, list | tuple):
+        return [_value(v) for v in value]
+    if isinstance(value, str):
+        return clean(value)
+    return value
+
+
+def _text(value: str | None) -> str | None:
+    return None if value is None else clean(value)
 
 
 def append(
@@ -68,94 +85,44 @@ def append(
     details: dict[str, Any] | None = None,
     at: datetime | None = None,
 ) -> AuditEntry:
-    """Append an entry inside the caller's transaction (it commits with the change it records)."""
+    """Append one entry inside the caller's transaction; it commits with the change it records.
+
+    The contract every audit write relies on (a group-committing appender must keep it):
+
+    - *session* is a write session of a Database whose key set is open (the Vault binds it);
+      without it this raises CryptoError and writes nothing;
+    - the head row is locked for the rest of the transaction: entries are numbered 1, 2, ...
+      without gaps, each chained to the one before; a missing head raises AuditHeadMissing;
+    - nothing is written outside the caller's transaction, so the entry exists if and only
+      if the change it records does;
+    - a Secret anywhere in *details* raises TypeError; text is stored cleaned of control
+      characters and lone surrogates, so every entry can be exported and shown.
+    """
+    keys = keys_of(session)
     head = session.execute(
         select(AuditHead).where(AuditHead.id == 1).with_for_update()
     ).scalar_one_or_none()
     if head is None:
-        head = AuditHead(id=1, seq=0, hash=GENESIS)
-        session.add(head)
-        session.flush()
+        raise AuditHeadMissing()
     entry = AuditEntry(
         seq=head.seq + 1,
         at=at or utcnow(),
-        actor=actor,
-        action=action,
-        credential_id=credential_id,
-        tenant_id=tenant_id,
+        actor=clean(actor),
+        action=clean(action),
+        credential_id=_text(credential_id),
+        tenant_id=_text(tenant_id),
         fingerprint=fingerprint,
-        reason=reason,
-        outcome=outcome,
-        details=_no_secrets(dict(details or {})),
+        reason=_text(reason),
+        outcome=clean(outcome),
+        details=_checked(dict(details or {})),
         prev_hash=head.hash,
         hash="",
     )
-    entry.hash = entry_hash(entry)
+    entry.hash = keyed_hash(keys, entry)
     session.add(entry)
     head.seq, head.hash = entry.seq, entry.hash
     session.flush()
     return entry
-
-
-@dataclass(frozen=True)
-class VerifyResult:
-    ok: bool
-    count: int
-    broken_seq: int | None = None
-    problem: str | None = None
-
-    def describe(self) -> str:
-        if self.ok:
-            return f"audit log intact: {self.count} entries, chain verified"
-        return f"audit log broken at entry {self.broken_seq}: {self.problem}"
-
-
-def verify(session: Session, batch: int = 5000) -> VerifyResult:
-    """Walk the chain; name the first entry that was edited, removed, reordered or inserted."""
-    expected_seq, prev, count = 1, GENESIS, 0
-    for entry in iter_entries(session, batch=batch):
-        if entry.seq != expected_seq:
-            kind = "missing" if entry.seq > expected_seq else "duplicated"
-            return VerifyResult(
-                False, count, expected_seq, f"entry {expected_seq} is {kind} (found {entry.seq})"
-            )
-        if entry.prev_hash != prev:
-            return VerifyResult(
-                False,
-                count,
-                entry.seq,
-                "its link to the previous entry does not match: an entry before it was "
-                "removed, reordered or inserted",
-            )
-        if entry_hash(entry) != entry.hash:
-            return VerifyResult(False, count, entry.seq, "its content was changed")
-        prev, expected_seq, count = entry.hash, expected_seq + 1, count + 1
-    head = session.get(AuditHead, 1)
-    if head is not None and (head.seq, head.hash) != (count, prev):
-        return VerifyResult(
-            False,
-            count,
-            count + 1,
-            f"the log ends at entry {count} but {head.seq} were written: entries were removed "
-            "from its end",
-        )
-    return VerifyResult(True, count)
-
-
-def iter_entries(
-    session: Session, batch: int = 5000, credential_id: str | None = None
-) -> Iterator[AuditEntry]:
-    last = 0
-    while True:
-        query = select(AuditEntry).where(AuditEntry.seq > last)
-        if credential_id is not None:
-            query = query.where(AuditEntry.credential_id == credential_id)
-        rows = session.execute(query.order_by(AuditEntry.seq).limit(batch)).scalars().all()
-        if not rows:
-            return
-        yield from rows
-        last = rows[-1].seq
-        session.expunge_all()
 
 
 def as_dict(entry: AuditEntry) -> dict[str, Any]:
@@ -175,10 +142,22 @@ def as_dict(entry: AuditEntry) -> dict[str, Any]:
     }
 
 
-def export(session: Session, out: TextIO, credential_id: str | None = None) -> int:
+def shown(entry: AuditEntry) -> dict[str, Any]:
+    """as_dict with text cleaned for display (an entry written before text was checked may
+    hold a lone surrogate, which no JSON response can carry)."""
+    shown_entry: dict[str, Any] = _value(as_dict(entry))
+    return shown_entry
+
+
+def export(
+    session: Session,
+    out: TextIO,
+    credential_id: str | None = None,
+    filters: Filters | None = None,
+) -> int:
     """Write entries as JSON lines; returns how many."""
     count = 0
-    for entry in iter_entries(session, credential_id=credential_id):
+    for entry in iter_entries(session, credential_id=credential_id, filters=filters):
         out.write(json.dumps(as_dict(entry), sort_keys=True) + "\n")
         count += 1
     return count

@@ -1,4 +1,4 @@
-"""Inventory and secret commands: init, apply, list, get, delete (and the audit log's)."""
+"""Inventory and secret commands: init, apply, list, get, delete."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from keyturn import auth
 from keyturn.app import initialise
 from keyturn.audit import log as audit
 from keyturn.cli import output, remote
-from keyturn.cli.main import actor, app, audit_app, open_app, settings
+from keyturn.cli.main import actor, app, open_app, settings
 from keyturn.db import repo
 from keyturn.db.models import Credential, utcnow
 from keyturn.domain.errors import UsageError
-from keyturn.domain.ids import validate_id
+from keyturn.domain.ids import validate_id, validate_name
 from keyturn.domain.model import VersionState
 from keyturn.inventory import apply as applier
 from keyturn.inventory import remove
@@ -71,12 +71,22 @@ def apply(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show the changes; write nothing")
     ] = False,
+    tenant: Annotated[
+        str | None,
+        typer.Option(
+            "--tenant",
+            help="Apply on behalf of this tenant: only its credentials, only on targets "
+            "granted to it (as its tenant-scoped token would over the API)",
+        ),
+    ] = None,
     json: Json = False,
 ) -> None:
     """Declare policies, targets, stores and credentials from a TOML file (idempotent).
 
     A value that could not be provisioned on its target is kept and retried by the next
     apply."""
+    if tenant is not None:
+        validate_name(tenant, "tenant")
     inventory = load_inventory(file)
     instance = open_app(ctx)
     with output.progress("provisioning", None, enabled=not json) as bar:
@@ -86,7 +96,13 @@ def apply(
             bar.advance()
 
         result = applier.apply(
-            instance, inventory, file.parent, dry_run=dry_run, actor=actor(), on_provision=step
+            instance,
+            inventory,
+            file.parent,
+            dry_run=dry_run,
+            actor=actor(),
+            on_provision=step,
+            tenant=tenant,
         )
     if json:
         output.emit_json(
@@ -141,6 +157,7 @@ def status_row(session: Session, cred: Credential, now: datetime) -> dict[str, A
         "due": due,
         "rotation": f"{active.step}/{active.status}" if active else None,
         "sync": cred.sync_status,
+        "dispute": cred.dispute,
     }
 
 
@@ -284,47 +301,3 @@ def delete(
         )
     else:
         output.say(done.describe())
-
-
-@audit_app.command("verify")
-def audit_verify(ctx: typer.Context, json: Json = False) -> None:
-    """Check the hash chain; name the first edited, removed, reordered or inserted entry."""
-    instance = open_app(ctx)
-    with instance.db.read() as session:
-        result = audit.verify(session)
-    if json:
-        output.emit_json(
-            {
-                "ok": result.ok,
-                "entries": result.count,
-                "broken_entry": result.broken_seq,
-                "problem": result.problem,
-            }
-        )
-    elif result.ok:
-        output.console.print(result.describe(), highlight=False)
-    if not result.ok:
-        if not json:
-            output.fail(result.describe())
-        raise typer.Exit(1)
-
-
-@audit_app.command("export")
-def audit_export(
-    ctx: typer.Context,
-    out: Annotated[
-        Path | None, typer.Option("--output", "-o", help="File (default: stdout)")
-    ] = None,
-    credential: Annotated[str | None, typer.Option(help="Only this credential")] = None,
-) -> None:
-    """Write the audit log as JSON lines."""
-    if credential:
-        validate_id(credential)
-    instance = open_app(ctx)
-    with instance.db.read() as session:
-        if out is None:
-            audit.export(session, sys.stdout, credential)
-            return
-        with out.open("w") as handle:
-            count = audit.export(session, handle, credential)
-    output.errors.print(f"wrote {count} entries to {out}", highlight=False)

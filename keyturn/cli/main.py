@@ -20,6 +20,7 @@ from keyturn import __version__
 from keyturn.app import Keyturn
 from keyturn.cli import output
 from keyturn.domain.errors import KeyturnError, UsageError
+from keyturn.domain.inputs import text_problem
 from keyturn.settings import Settings
 
 app = typer.Typer(
@@ -28,9 +29,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
-app.add_typer(audit_app, name="audit")
 app.add_typer(token_app, name="token")
 
 _state: dict[str, object] = {"verbose": False}
@@ -119,9 +118,23 @@ def open_app(ctx: typer.Context) -> Keyturn:
     return instance
 
 
+def check_argv(argv: list[str]) -> None:
+    """Refuse arguments keyturn could not store or show faithfully: invalid UTF-8 (Python
+    hands it over as lone surrogates), NUL, control characters, bidirectional controls.
+    What follows `--` belongs to another program and is left alone."""
+    for position, arg in enumerate(argv, 1):
+        if arg == "--":
+            return
+        problem = text_problem(arg)
+        if problem:
+            raise UsageError(f"argument {position} {problem}")
+
+
 def main() -> None:
     # Commands register themselves on import.
     from keyturn.cli import (  # noqa: F401
+        accounts,
+        audit,
         commands,
         demo,
         doctor,
@@ -135,6 +148,7 @@ def main() -> None:
     )
 
     try:
+        check_argv(sys.argv[1:])
         app()
     except KeyturnError as exc:
         if _state["verbose"]:

@@ -42,6 +42,7 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
     for column in columns:
         out.add_column(column)
     for row in rows:
+        # Text, not markup: a stored "[/b]" (an owner, a reason) is shown, not interpreted.
         out.add_row(*(Text("" if v is None else str(v)) for v in row))
     console.print(out)
 

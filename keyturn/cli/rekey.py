@@ -86,17 +86,17 @@ def _report(summary: Summary) -> None:
         say(f"backup: {summary.backup} (mode 0600)", highlight=False)
     nothing = not (
         summary.data_keys_rewrapped
-        or summary.fingerprint_key_rewrapped
+        or summary.keys_rewrapped
         or summary.fresh_data_keys
         or summary.versions_resealed
     )
     if nothing and not summary.resumed:
         say(f"nothing to do: everything is wrapped under {summary.new_master_key}", highlight=False)
     else:
-        fp = "re-wrapped" if summary.fingerprint_key_rewrapped else "already done"
+        keys = "re-wrapped" if summary.keys_rewrapped else "already done"
         say(
             f"rekeyed to {summary.new_master_key}: {summary.data_keys_rewrapped} data key(s) "
-            f"re-wrapped, fingerprint key {fp}, "
+            f"re-wrapped, key set (fingerprint, audit, checkpoint keys) {keys}, "
             f"{summary.fresh_data_keys} fresh data key(s), "
             f"{summary.versions_resealed} version(s) re-encrypted",
             highlight=False,

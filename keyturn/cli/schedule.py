@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 import typer
@@ -20,6 +20,7 @@ from keyturn.cli.commands import Json
 from keyturn.cli.main import app, open_app
 from keyturn.db.models import utcnow
 from keyturn.domain.errors import UsageError
+from keyturn.domain.inputs import parse_moment
 from keyturn.scheduler.passes import PassResult
 from keyturn.scheduler.plan import plan as make_plan
 from keyturn.scheduler.preview import Preview, preview
@@ -27,13 +28,8 @@ from keyturn.scheduler.worker import TickResult, Worker
 
 
 def parse_at(text: str | None) -> datetime:
-    if not text:
-        return utcnow()
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise UsageError(f"--at {text!r} is not an ISO time; e.g. 2026-06-01T02:00Z") from exc
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    """--at: an ISO time (naive means UTC), in 1970-9998."""
+    return parse_moment(text, "--at") if text else utcnow()
 
 
 def _summary(result: TickResult) -> dict[str, object]:
@@ -52,6 +48,7 @@ def _summary(result: TickResult) -> dict[str, object]:
         "errors": result.errors,
         "notifications_sent": result.delivered,
         "notifications_pending": result.undelivered,
+        "audit_checkpoint": result.checkpoint,
     }
 
 

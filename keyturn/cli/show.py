@@ -212,6 +212,8 @@ def render(data: dict[str, Any]) -> None:
         f"owner {data['owner'] or '-'}  strategy {data['strategy']}  "
         f"target {data['target'] or '-'}  due {data['due']}  sync {data['sync'] or '-'}"
     )
+    if data.get("dispute"):
+        output.say(f"held back: {data['dispute']}")
     output.table(
         "versions",
         ["#", "state", "user", "fingerprint", "created", "activated"],

@@ -108,9 +108,12 @@ class Database:
             ) from None
         if self.is_sqlite:
             _sqlite_setup(self.engine, busy_seconds)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Copied into the `info` of every session made after a change: how the audit log's
+        # key set reaches the code that appends to it (keyturn.audit.chain.bind).
+        self.session_info: dict[str, Any] = {}
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False, info=self.session_info)
         reader = self.engine.execution_options(sqlite_begin="DEFERRED")
-        self._readers = sessionmaker(reader, expire_on_commit=False)
+        self._readers = sessionmaker(reader, expire_on_commit=False, info=self.session_info)
 
     @property
     def sqlite_path(self) -> Path | None:

@@ -101,6 +101,9 @@ class TargetRow(Base):
     type: Mapped[str] = mapped_column(String(63))
     # Non-secret settings plus secret *references* (env:, file:, keyturn:), never values.
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Which tenants may use it: None (not declared: only unscoped admins put credentials on
+    # it), a list of tenant names (any account), or {tenant: [account globs]}.
+    tenants: Mapped[Any | None] = mapped_column(JSON)
     base_dir: Mapped[str] = mapped_column(Text, default=".")
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -136,9 +139,34 @@ class Credential(Base):
     schedule: Mapped[str] = mapped_column(String(100), default="0 2 * * *")
     # The last `verify`: "in-sync", "out-of-sync", "unreachable" or None (never checked).
     sync_status: Mapped[str | None] = mapped_column(String(16))
+    # Set when the credential was held back because its account belongs to another one
+    # (found by migration 0005): it has no target and its value is not handed out until
+    # it is given an account of its own or deleted.
+    dispute: Mapped[str | None] = mapped_column(Text)
     verified_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Account(Base):
+    """An account on a target (a login, a key owner) and the one credential it belongs to.
+
+    The unique (target, account) pair is what makes an account one credential's: a second
+    claim fails in the database, whatever the interface. `account` is the normalised name
+    (keyturn.inventory.grants.account_key), `username` the name as declared.
+    """
+
+    __tablename__ = "accounts"
+    __table_args__ = (UniqueConstraint("target", "account"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    target: Mapped[str] = mapped_column(ForeignKey("targets.name", ondelete="CASCADE"))
+    account: Mapped[str] = mapped_column(String(200))
+    username: Mapped[str] = mapped_column(String(200))
+    credential_id: Mapped[str] = mapped_column(
+        ForeignKey("credentials.id", ondelete="CASCADE"), index=True
+    )
+    tenant_id: Mapped[str] = mapped_column(String(63))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Version(Base):
@@ -228,7 +256,8 @@ class Rotation(Base):
 
 
 class AuditEntry(Base):
-    """Append-only; `hash` = SHA-256 over the entry's fields and `prev_hash`."""
+    """Append-only; `hash` = HMAC-SHA256 under the audit key over the entry's fields and
+    `prev_hash` (plain SHA-256 for entries of the legacy prefix): keyturn.audit.chain."""
 
     __tablename__ = "audit_entries"
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)

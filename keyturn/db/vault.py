@@ -1,68 +1,122 @@
-"""Secret values in and out of the database, sealed under per-tenant data keys."""
+"""Secret values in and out of the database, sealed under per-tenant data keys; the key set
+(fingerprint, audit and checkpoint keys) opened, upgraded and re-sealed."""
 
 from __future__ import annotations
 
-import secrets
-
 from cryptography.exceptions import InvalidTag
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from keyturn.audit import chain as audit_chain
+from keyturn.audit import log as audit
 from keyturn.crypto import envelope
 from keyturn.crypto.keys import MasterKey
+from keyturn.crypto.keyset import KeySet, open_keyset
 from keyturn.crypto.secrets import fingerprint
 from keyturn.db.engine import Database
-from keyturn.db.models import DataKey, Meta, Tenant, Version
+from keyturn.db.models import AuditEntry, AuditHead, DataKey, Meta, Tenant, Version
 from keyturn.domain.errors import UsageError, WrongMasterKey
 from keyturn.domain.ids import validate_name
 from keyturn.domain.model import Secret
 
-FINGERPRINT_KEY = "fingerprint-key"
+# The key set (fingerprint, audit and checkpoint keys, sealed as one: keyturn.crypto.keyset).
+KEYSET = "keyset"
+# Where databases before schema 0005 kept the fingerprint key alone; replaced by the key set
+# the first time keyturn opens them with the master key.
+LEGACY_FINGERPRINT_KEY = "fingerprint-key"
 _FP_AAD = b"keyturn:fingerprint-key"
 # Present in `meta` while a `keyturn rekey` is under way (JSON: which keys, what to retire).
 REKEY_STATE = "rekey"
 
 
-def create_fingerprint_key(session: Session, master: MasterKey) -> None:
-    sealed = envelope.seal(master.material, secrets.token_bytes(32), _FP_AAD)
-    session.add(Meta(key=FINGERPRINT_KEY, value=sealed, master_key_id=master.id))
+def create_keys(session: Session, master: MasterKey) -> KeySet:
+    """A new database's key set, and the empty audit chain it keys (`keyturn init`)."""
+    keys = KeySet.generate()
+    session.add(Meta(key=KEYSET, value=keys.seal(master), master_key_id=master.id))
+    audit_chain.bind_session(session, keys)
+    audit.begin(session)
+    return keys
 
 
-def open_fingerprint_key(session: Session, masters: dict[str, MasterKey]) -> bytes:
-    row = session.get(Meta, FINGERPRINT_KEY)
-    if row is None:
-        raise WrongMasterKey("this database has no fingerprint key; run `keyturn init`")
+def _master_for(row: Meta, masters: dict[str, MasterKey]) -> MasterKey:
     master = masters.get(row.master_key_id or "")
     if master is None:
         raise WrongMasterKey()
+    return master
+
+
+def open_keys(session: Session, masters: dict[str, MasterKey]) -> KeySet | None:
+    """The database's key set, or None if it has none yet (a database before 0005)."""
+    row = session.get(Meta, KEYSET)
+    if row is None:
+        return None
+    return open_keyset(_master_for(row, masters), row.value)
+
+
+def _open_legacy_fingerprint(row: Meta, masters: dict[str, MasterKey]) -> bytes:
     try:
-        return envelope.open_sealed(master.material, row.value, _FP_AAD)
+        return envelope.open_sealed(_master_for(row, masters).material, row.value, _FP_AAD)
     except InvalidTag as exc:
         raise WrongMasterKey() from exc
 
 
-def rewrap_fingerprint_key(session: Session, masters: dict[str, MasterKey], new: MasterKey) -> bool:
-    """Re-seal the fingerprint key under *new* (same material: fingerprints stay stable).
+def upgrade_keys(session: Session, masters: dict[str, MasterKey], master: MasterKey) -> KeySet:
+    """Replace a legacy fingerprint key by a key set that keeps it (fingerprints do not
+    change) and keys the audit log from the next entry on; the entries written so far stay
+    a legacy SHA-256 prefix, whose length the key set records. Idempotent across processes:
+    the legacy row is locked, and whoever comes second finds the key set."""
+    legacy = session.get(Meta, LEGACY_FINGERPRINT_KEY, with_for_update=True)
+    found = open_keys(session, masters)
+    if found is not None:
+        return found
+    if legacy is None:
+        raise WrongMasterKey(
+            "this database has no key set (the `keyset` row of `meta` is missing): it was not "
+            "made by `keyturn init`, or the row was deleted; restore it from a backup"
+        )
+    head = session.get(AuditHead, 1)
+    last = session.scalar(select(func.max(AuditEntry.seq))) or 0
+    if head is None and last:  # pin what there is: the legacy verifier never required a head
+        row = session.get(AuditEntry, last)
+        assert row is not None
+        head = AuditHead(id=1, seq=last, hash=row.hash)
+        session.add(head)
+    elif head is None:
+        head = AuditHead(id=1, seq=0, hash=audit_chain.GENESIS)
+        session.add(head)
+    keys = KeySet.generate(_open_legacy_fingerprint(legacy, masters), max(head.seq, last))
+    session.add(Meta(key=KEYSET, value=keys.seal(master), master_key_id=master.id))
+    session.delete(legacy)
+    session.flush()
+    audit_chain.bind_session(session, keys)
+    audit.append(
+        session,
+        actor="keyturn",
+        action="audit.keyed",
+        details={"legacy_entries": keys.legacy_through, "legacy_head": head.hash},
+    )
+    return keys
 
-    Verified under *new* before it is stored; False if it already was under *new*.
-    """
-    row = session.get(Meta, FINGERPRINT_KEY)
+
+def rewrap_keys(session: Session, masters: dict[str, MasterKey], new: MasterKey) -> bool:
+    """Re-seal the key set under *new* (the same keys: fingerprints, the audit chain and
+    checkpoint signatures stay valid). Verified under *new* before it is stored; False if it
+    already was under *new*."""
+    row = session.get(Meta, KEYSET)
     if row is None or row.master_key_id == new.id:
         return False
-    material = open_fingerprint_key(session, masters)
-    sealed = envelope.seal(new.material, material, _FP_AAD)
-    if envelope.open_sealed(new.material, sealed, _FP_AAD) != material:
-        raise WrongMasterKey("the fingerprint key did not verify under the new master key")
-    row.value, row.master_key_id = sealed, new.id
+    keys = open_keyset(_master_for(row, masters), row.value)
+    row.value, row.master_key_id = keys.seal(new), new.id
     return True
 
 
 def master_key_ids_in_use(session: Session) -> set[str]:
-    """Ids of every master key that still wraps something (data keys, fingerprint key)."""
+    """Ids of every master key that still wraps something (data keys, the key set)."""
     ids = set(session.execute(select(DataKey.master_key_id).distinct()).scalars())
-    row = session.get(Meta, FINGERPRINT_KEY)
-    if row is not None and row.master_key_id:
-        ids.add(row.master_key_id)
+    for name in (KEYSET, LEGACY_FINGERPRINT_KEY):
+        row = session.get(Meta, name)
+        if row is not None and row.master_key_id:
+            ids.add(row.master_key_id)
     return ids
 
 
@@ -91,8 +145,13 @@ class Vault:
         self.master = masters[0]
         self.keyring = envelope.Keyring(masters, self._fetch)
         with db.read() as session:
-            self._fp_key = open_fingerprint_key(session, self.keyring.masters)
+            keys = open_keys(session, self.keyring.masters)
             check_not_stale(session, masters)
+        if keys is None:
+            with db.write() as session:
+                keys = upgrade_keys(session, self.keyring.masters, self.master)
+        self.keys = keys
+        audit_chain.bind(db, keys)
 
     def _fetch(self, key_id: str) -> envelope.WrappedKey:
         with self.db.read() as session:
@@ -102,7 +161,7 @@ class Vault:
             return envelope.WrappedKey(row.id, row.master_key_id, row.wrapped)
 
     def fingerprint(self, value: Secret) -> str:
-        return fingerprint(self._fp_key, value)
+        return fingerprint(self.keys.fingerprint, value)
 
     def tenant_key(self, session: Session, tenant_id: str) -> str:
         """The id of the tenant's data key, creating the tenant and its key if needed."""

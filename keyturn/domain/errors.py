@@ -8,12 +8,15 @@
     │   │   └── PolicyInvalid
     │   └── ReferenceUnresolved
     ├── NotFound
-    │   └── CredentialNotFound
+    │   ├── CredentialNotFound
+    │   └── TargetNotFound         no such target, or not granted to the caller's tenant
     ├── Conflict
-    │   └── RotationInProgress
+    │   ├── RotationInProgress
+    │   └── AccountTaken           the account on the target belongs to another credential
     ├── Forbidden
     ├── CryptoError
     │   └── WrongMasterKey
+    ├── AuditHeadMissing           the audit log cannot be appended to: its head is gone
     ├── StoreUnavailable           keyturn's own database cannot be reached
     ├── PluginError
     │   ├── PluginMissing           an extra is not installed, or no plugin has that name
@@ -95,6 +98,12 @@ class CredentialNotFound(NotFound):
     code = "credential_not_found"
 
 
+class TargetNotFound(NotFound):
+    """No such target."""
+
+    code = "target_not_found"
+
+
 class Conflict(KeyturnError):
     """The operation conflicts with the current state."""
 
@@ -105,6 +114,12 @@ class RotationInProgress(Conflict):
     """A rotation of this credential is already in progress."""
 
     code = "rotation_in_progress"
+
+
+class AccountTaken(Conflict):
+    """The account on the target belongs to another credential."""
+
+    code = "account_taken"
 
 
 class Forbidden(KeyturnError):
@@ -125,6 +140,14 @@ class WrongMasterKey(CryptoError):
     set KEYTURN_OLD_MASTER_KEY to the previous key and run `keyturn rekey`."""
 
     code = "wrong_master_key"
+
+
+class AuditHeadMissing(KeyturnError):
+    """The audit log's head row is missing, so no entry can be chained to it: the database was
+    tampered with or damaged. Run `keyturn audit verify`, then restore the database from a
+    backup, or, if the log is otherwise intact, `keyturn audit restore-head --reason TEXT`."""
+
+    code = "audit_head_missing"
 
 
 class StoreUnavailable(KeyturnError):

@@ -36,9 +36,17 @@ from keyturn.db.models import (
     Version,
     utcnow,
 )
-from keyturn.domain.errors import ConfigInvalid, KeyturnError
+from keyturn.domain.errors import (
+    ConfigInvalid,
+    Conflict,
+    CredentialNotFound,
+    KeyturnError,
+    TargetNotFound,
+)
 from keyturn.domain.model import Secret, VersionState
-from keyturn.inventory.spec import CredentialSpec, Inventory
+from keyturn.inventory import grants
+from keyturn.inventory.grants import Claims
+from keyturn.inventory.spec import CredentialSpec, Inventory, TargetSpec
 from keyturn.notify import channels
 from keyturn.runtime import open_target, resolver
 from keyturn.targets.base import Account
@@ -89,31 +97,55 @@ def _validate_plugins(inv: Inventory, base_dir: Path) -> None:
             raise ConfigInvalid(f"store {name!r} ({spec.type}): {exc}") from exc
 
 
-def _check_refs(session: Session, inv: Inventory) -> None:
+def _check_target(claims: Claims, session: Session, inv: Inventory, cred: CredentialSpec) -> None:
+    name = cred.target
+    assert name is not None
+    spec = inv.targets.get(name)
+    row = session.get(TargetRow, name)
+    if spec is None and row is None:
+        if claims.scope is not None:
+            claims.check_target(cred.id, cred.tenant_id, name, None)
+        raise TargetNotFound(f"{cred.id}: no target {name!r}; declare [targets.{name}]")
+    grant = spec.tenants if spec is not None else row.tenants  # type: ignore[union-attr]
+    claims.check_target(cred.id, cred.tenant_id, name, grant)
+    target_type = spec.type if spec else row.type  # type: ignore[union-attr]
+    cls = plugins.load("target", target_type)
+    if cred.strategy not in cls.strategies:
+        raise ConfigInvalid(
+            f"{cred.id}: target type {target_type!r} supports strategies "
+            f"{', '.join(cls.strategies)}, not {cred.strategy!r}"
+        )
+    if not cred.logins():
+        raise ConfigInvalid(f"{cred.id}: a credential with a target needs a username")
+    for login in cred.logins():
+        claims.check_account(cred.id, cred.tenant_id, name, grant, login)
+
+
+def _check_refs(session: Session, inv: Inventory, claims: Claims) -> None:
     for cred in inv.credentials:
         if cred.policy and cred.policy not in inv.policies and not session.get(Policy, cred.policy):
             raise ConfigInvalid(
                 f"{cred.id}: no policy {cred.policy!r}; declare [policies.{cred.policy}]"
             )
         if cred.target:
-            spec = inv.targets.get(cred.target)
-            row = session.get(TargetRow, cred.target)
-            if spec is None and row is None:
-                raise ConfigInvalid(
-                    f"{cred.id}: no target {cred.target!r}; declare [targets.{cred.target}]"
-                )
-            target_type = spec.type if spec else row.type  # type: ignore[union-attr]
-            cls = plugins.load("target", target_type)
-            if cred.strategy not in cls.strategies:
-                raise ConfigInvalid(
-                    f"{cred.id}: target type {target_type!r} supports strategies "
-                    f"{', '.join(cls.strategies)}, not {cred.strategy!r}"
-                )
-            if not cred.logins():
-                raise ConfigInvalid(f"{cred.id}: a credential with a target needs a username")
+            _check_target(claims, session, inv, cred)
         for store in cred.stores:
             if store not in inv.stores and not session.get(StoreRow, store):
                 raise ConfigInvalid(f"{cred.id}: no store {store!r}; declare [stores.{store}]")
+
+
+def _check_grants(session: Session, inv: Inventory) -> None:
+    """A target's grant may not leave out an account a credential already holds on it."""
+    for name in inv.targets:
+        row = session.get(TargetRow, name)
+        assert row is not None
+        outside = list(grants.outside_grant(session, row))
+        if outside:
+            raise ConfigInvalid(
+                f"target {name!r}: its tenants no longer cover {', '.join(outside[:3])}"
+                f"{' and more' if len(outside) > 3 else ''}; move or delete those credentials "
+                "first"
+            )
 
 
 def _diff(row: Any, wanted: dict[str, Any]) -> tuple[str, ...]:
@@ -166,20 +198,57 @@ def apply(
     actor: str = "cli",
     resolve: Callable[[str], Secret] | None = None,
     on_provision: Callable[[str, int], None] | None = None,
+    tenant: str | None = None,
 ) -> ApplyResult:
     """Apply *inv*; *resolve* turns initial-secret references into values (default: env:,
     file: relative to *base_dir*, keyturn:). *on_provision(credential_id, total)* is called
-    as each value is written to its target (for a progress bar)."""
+    as each value is written to its target (for a progress bar). With *tenant*, apply on
+    behalf of that tenant (a tenant-scoped token, `keyturn apply --tenant`): the file may
+    declare only credentials of that tenant, on targets granted to it, copying only its own
+    credentials' values."""
+    if tenant is not None:
+        _check_scoped(inv, tenant)
     base = str(base_dir.resolve())
     _validate_plugins(inv, base_dir)
     result = ApplyResult()
     resolve = resolve or resolver(app, base)
+    if tenant is not None:
+        resolve = _within(app, tenant, resolve)
     try:
-        _apply_in_transaction(app, inv, base, resolve, result, dry_run, actor)
+        _apply_in_transaction(app, inv, base, resolve, result, dry_run, actor, tenant)
     except _DryRun:
         return result
     _provision(app, inv, result, actor, on_provision)
     return result
+
+
+def _check_scoped(inv: Inventory, tenant: str) -> None:
+    for section in ("settings", "tenants", "channels", "policies", "targets", "stores"):
+        if getattr(inv, section):
+            raise ConfigInvalid(
+                f"an apply for tenant {tenant!r} declares credentials only; [{section}] is "
+                "for an unscoped apply"
+            )
+    for cred in inv.credentials:
+        if cred.tenant_id != tenant or not cred.id.startswith(f"{tenant}/"):
+            raise ConfigInvalid(
+                f"{cred.id}: an apply for tenant {tenant!r} declares ids under {tenant}/ in "
+                f"tenant {tenant!r} only"
+            )
+
+
+def _within(app: Keyturn, tenant: str, resolve: Callable[[str], Secret]) -> Callable[[str], Secret]:
+    """*resolve*, refusing `keyturn:` references to other tenants' credentials."""
+
+    def scoped(ref: str) -> Secret:
+        if ref.startswith("keyturn:"):
+            with app.db.read() as session:
+                other = session.get(Credential, ref.removeprefix("keyturn:"))
+                if other is None or other.tenant_id != tenant:
+                    raise CredentialNotFound(f"no credential {ref.removeprefix('keyturn:')!r}")
+        return resolve(ref)
+
+    return scoped
 
 
 class _DryRun(Exception):
@@ -194,43 +263,22 @@ def _apply_in_transaction(
     result: ApplyResult,
     dry_run: bool,
     actor: str,
+    tenant: str | None,
 ) -> None:
     with app.db.write() as session:
-        _check_refs(session, inv)
+        claims = Claims(session, tenant)
+        _check_refs(session, inv, claims)
         initial: dict[str, Secret] = {}
         for cred in inv.credentials:
             existing = session.get(Credential, cred.id)
+            if tenant is not None and existing is not None and existing.tenant_id != tenant:
+                raise Conflict(f"{cred.id} is not a credential of tenant {tenant!r}")
             if cred.initial_secret and (existing is None or not repo.versions(session, cred.id)):
                 initial[cred.id] = resolve(cred.initial_secret)
         changes = result.changes
-        for name, policy in inv.policies.items():
-            wanted = {"name": name, "settings": policy.model_dump(exclude_none=True)}
-            _upsert(session, Policy, name, wanted, "policy", name, changes)
-        _upsert_plugins(session, inv, base, changes)
-        session.flush()
-        for name, tenant_spec in inv.tenants.items():
-            app.vault.tenant_key(session, name)
-            tenant = session.get(Tenant, name)
-            assert tenant is not None
-            if list(tenant.recipients) != tenant_spec.recipients:
-                tenant.recipients = list(tenant_spec.recipients)
-                changes.append(Change("update", "tenant", name, ("recipients",)))
-        for cred in inv.credentials:
-            app.vault.tenant_key(session, cred.tenant_id)
-            _upsert(
-                session,
-                Credential,
-                cred.id,
-                _credential_fields(cred),
-                "credential",
-                cred.id,
-                changes,
-            )
-            for consumer in cred.consumers:
-                if not any(c.name == consumer for c in repo.consumers(session, cred.id)):
-                    session.add(Consumer(credential_id=cred.id, name=consumer))
-                    changes.append(Change("create", "consumer", f"{cred.id}:{consumer}"))
-        session.flush()
+        _declare_settings(app, session, inv, base, changes)
+        _declare_credentials(app, session, inv, claims, changes)
+        _check_grants(session, inv)
         for cred_id, value in initial.items():
             changes.append(Change("secret", "credential", cred_id, ("initial value",)))
             _store_initial(app, session, cred_id, value, actor)
@@ -240,36 +288,77 @@ def _apply_in_transaction(
             initial[cred_id] = value
         for cred in inv.credentials:
             repo.refresh_due(session, repo.get_credential(session, cred.id))
-        all_ids = {c.id for c in repo.list_credentials(session)}
+        all_ids = {c.id for c in repo.list_credentials(session, tenant)}
         result.unmanaged = len(all_ids - {c.id for c in inv.credentials})
         if dry_run:
             raise _DryRun
-        for change in changes:
-            audit.append(
-                session,
-                actor=actor,
-                action=f"inventory.{change.action}",
-                credential_id=change.name if change.kind == "credential" else None,
-                details={"kind": change.kind, "name": change.name, "fields": list(change.fields)},
-            )
+        _record(session, inv, changes, actor)
         result.initial = initial
 
 
-def _upsert_plugins(session: Session, inv: Inventory, base: str, changes: list[Change]) -> None:
-    """Targets, stores and channels: a type, settings (references only) and a base folder."""
+def _declare_settings(
+    app: Keyturn, session: Session, inv: Inventory, base: str, changes: list[Change]
+) -> None:
+    """Policies, targets, stores, channels and tenants, as the file declares them."""
+    for name, policy in inv.policies.items():
+        declared = {"name": name, "settings": policy.model_dump(exclude_none=True)}
+        _upsert(session, Policy, name, declared, "policy", name, changes)
     for model, kind, specs in (
         (TargetRow, "target", inv.targets),
         (StoreRow, "store", inv.stores),
         (Channel, "channel", inv.channels),
     ):
         for name, spec in specs.items():
-            wanted = {
+            wanted: dict[str, Any] = {
                 "name": name,
                 "type": spec.type,
                 "settings": spec.settings(),
                 "base_dir": base,
             }
+            if isinstance(spec, TargetSpec):
+                wanted["tenants"] = spec.tenants
             _upsert(session, model, name, wanted, kind, name, changes)
+    session.flush()
+    for name, tenant_spec in inv.tenants.items():
+        app.vault.tenant_key(session, name)
+        tenant = session.get(Tenant, name)
+        assert tenant is not None
+        if list(tenant.recipients) != tenant_spec.recipients:
+            tenant.recipients = list(tenant_spec.recipients)
+            changes.append(Change("update", "tenant", name, ("recipients",)))
+
+
+def _declare_credentials(
+    app: Keyturn, session: Session, inv: Inventory, claims: Claims, changes: list[Change]
+) -> None:
+    """Credentials and their consumers; each credential claims its accounts."""
+    for cred in inv.credentials:
+        app.vault.tenant_key(session, cred.tenant_id)
+        fields = _credential_fields(cred)
+        _upsert(session, Credential, cred.id, fields, "credential", cred.id, changes)
+        for consumer in cred.consumers:
+            if not any(c.name == consumer for c in repo.consumers(session, cred.id)):
+                session.add(Consumer(credential_id=cred.id, name=consumer))
+                changes.append(Change("create", "consumer", f"{cred.id}:{consumer}"))
+    session.flush()
+    for cred in inv.credentials:
+        claims.claim(repo.get_credential(session, cred.id))
+
+
+def _record(session: Session, inv: Inventory, changes: list[Change], actor: str) -> None:
+    tenants = {c.id: c.tenant_id for c in inv.credentials}
+    for change in changes:
+        credential = None
+        if change.kind in ("credential", "consumer"):
+            credential = change.name.split(":", 1)[0]
+        audit.append(
+            session,
+            actor=actor,
+            action=f"inventory.{change.action}",
+            credential_id=credential,
+            tenant_id=tenants.get(credential or ""),
+            details={"kind": change.kind, "name": change.name, "fields": list(change.fields)},
+        )
 
 
 def _unprovisioned(

@@ -1,13 +1,15 @@
 """The inventory file (keyturn.toml): policies, targets, stores and credentials.
 
-Parsing is strict: unknown keys are errors, ids are validated, secrets must be references.
+Parsing is strict: unknown keys are errors, types are not coerced (`length = "32"` is an
+error, not 32), ids are validated, secrets must be references, and no string anywhere holds
+NUL, control characters or lone surrogates (keyturn.domain.inputs).
 """
 
 from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -15,6 +17,8 @@ from keyturn.domain.durations import parse_duration
 from keyturn.domain.errors import ConfigInvalid, LiteralSecret
 from keyturn.domain.ids import validate_id, validate_name
 from keyturn.domain.policy import check_blackout, check_recipient, check_renew_at, parse_window
+from keyturn.inventory.fields import Line, Para, Tags, first_problem
+from keyturn.inventory.grants import Grant, check_grant
 from keyturn.inventory.refs import (
     SECRET_KEY,
     how_to_reference,
@@ -27,7 +31,7 @@ MAX_FILE_BYTES = 16 * 1024 * 1024
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class PasswordSpec(_Strict):
@@ -88,21 +92,33 @@ class PolicySpec(_Strict):
         return value
 
 
+Login = Annotated[Line, Field(min_length=1, max_length=200)]
+Name = Annotated[Line, Field(max_length=63)]
+
+
 class CredentialSpec(_Strict):
     id: str
-    tenant: str | None = None
-    kind: str = "generic"
-    owner: str = ""
-    purpose: str = ""
-    tags: dict[str, str] | list[str] = Field(default_factory=dict)
-    policy: str | None = None
-    target: str | None = None
+    tenant: Name | None = None
+    kind: Name = "generic"
+    owner: Annotated[Line, Field(max_length=200)] = ""
+    purpose: Annotated[Para, Field(max_length=2000)] = ""
+    tags: Tags = Field(default_factory=dict)
+    policy: Name | None = None
+    target: Name | None = None
     strategy: Literal["single", "alternating", "dual"] = "single"
-    username: str | None = None
-    usernames: list[str] = Field(default_factory=list)
-    stores: list[str] = Field(default_factory=list)
-    consumers: list[str] = Field(default_factory=list)
-    initial_secret: str | None = None
+    username: Login | None = None
+    usernames: Annotated[list[Login], Field(max_length=2)] = Field(default_factory=list)
+    stores: Annotated[list[Name], Field(max_length=32)] = Field(default_factory=list)
+    consumers: Annotated[list[Login], Field(max_length=256)] = Field(default_factory=list)
+    initial_secret: Annotated[Line, Field(max_length=1000)] | None = None
+
+    @field_validator("username", "usernames")
+    @classmethod
+    def _trimmed(cls, value: str | list[str] | None) -> str | list[str] | None:
+        for name in [value] if isinstance(value, str) else value or []:
+            if name != name.strip():
+                raise ValueError("a username has no leading or trailing spaces")
+        return value
 
     @field_validator("id")
     @classmethod
@@ -126,13 +142,25 @@ class CredentialSpec(_Strict):
 
 
 class PluginSpec(BaseModel):
-    """A target or store: its type plus settings the plugin validates."""
+    """A target, store or channel: its type plus settings the plugin validates."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
-    type: str
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
+    type: Name
 
     def settings(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
+
+
+class TargetSpec(PluginSpec):
+    """A target: its type, the tenants that may use it (keyturn.inventory.grants), and the
+    settings its plugin validates."""
+
+    tenants: list[str] | dict[str, list[str]] | None = None
+
+    @field_validator("tenants")
+    @classmethod
+    def _grant(cls, value: Grant) -> Grant:
+        return check_grant(value, "tenants")
 
 
 class TenantSpec(_Strict):
@@ -149,7 +177,7 @@ class Inventory(_Strict):
     tenants: dict[str, TenantSpec] = Field(default_factory=dict)
     channels: dict[str, PluginSpec] = Field(default_factory=dict)
     policies: dict[str, PolicySpec] = Field(default_factory=dict)
-    targets: dict[str, PluginSpec] = Field(default_factory=dict)
+    targets: dict[str, TargetSpec] = Field(default_factory=dict)
     stores: dict[str, PluginSpec] = Field(default_factory=dict)
     credentials: list[CredentialSpec] = Field(default_factory=list)
 
@@ -185,6 +213,9 @@ def parse(text: str, source: str = "inventory") -> Inventory:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigInvalid(f"{source}: not valid TOML: {exc}") from exc
+    problem = first_problem(data)
+    if problem:
+        raise ConfigInvalid(f"{source}: {problem}")
     check_literals(data, "")
     for index, cred in enumerate(data.get("credentials", []) or []):
         if isinstance(cred, dict) and "initial_secret" in cred:
@@ -215,6 +246,8 @@ def check_names(inv: Inventory, source: str) -> None:
         seen.add(cred.id)
         validate_name(cred.tenant_id, "tenant")
         validate_name(cred.kind, "kind")
+        for consumer in cred.consumers:
+            validate_name(consumer, "consumer name")
         if cred.strategy == "alternating" and len(cred.logins()) != 2:
             raise ConfigInvalid(
                 f'{source}: {cred.id}: strategy alternating needs usernames = ["app", '
@@ -245,6 +278,7 @@ __all__ = [
     "Inventory",
     "PluginSpec",
     "PolicySpec",
+    "TargetSpec",
     "is_reference",
     "load",
     "parse",

@@ -1,7 +1,8 @@
 """The rekey batches: short transactions, each value verified under the new key first.
 
-Phase `wrap`: every data key and the fingerprint key is re-wrapped under the new master
-key (same material, so ciphertexts and fingerprints do not change). Phase `tenants` (with
+Phase `wrap`: every data key and the key set (fingerprint, audit and checkpoint keys) is
+re-wrapped under the new master key (same material, so ciphertexts, fingerprints, the audit
+chain and checkpoint signatures do not change). Phase `tenants` (with
 `data_keys`): each tenant gets a fresh data key, wrapped under the new master key, and
 becomes its active key in the same transaction. Phase `versions`: every version sealed
 under a retired data key is re-sealed under its tenant's fresh key, with the same
@@ -35,7 +36,7 @@ from keyturn.audit import log as audit
 from keyturn.crypto import envelope
 from keyturn.db.engine import Database
 from keyturn.db.models import DataKey, Meta, Tenant
-from keyturn.db.vault import REKEY_STATE, rewrap_fingerprint_key
+from keyturn.db.vault import REKEY_STATE, rewrap_keys
 from keyturn.domain.errors import CryptoError, StoreUnavailable, WrongMasterKey
 from keyturn.engine.faults import checkpoint
 from keyturn.rekey import reseal
@@ -75,7 +76,7 @@ class Summary:
     new_master_key: str
     old_master_key: str | None
     data_keys_rewrapped: int = 0
-    fingerprint_key_rewrapped: bool = False
+    keys_rewrapped: bool = False
     fresh_data_keys: int = 0
     versions_resealed: int = 0
     versions_total: int = 0
@@ -184,7 +185,7 @@ class Rekey:
     # -- phase 1: re-wrap ------------------------------------------------------------------
 
     def _rewrap(self) -> None:
-        self._rewrap_fingerprint_key()
+        self._rewrap_keys()
         total, done, batch_no = self.plan.to_rewrap, 0, 0
         self.progress("wrap", 0, total)
         while True:
@@ -222,11 +223,11 @@ class Rekey:
             raise CryptoError(f"data key {old.id} did not verify under the new master key")
         return old, new
 
-    def _rewrap_fingerprint_key(self) -> None:
+    def _rewrap_keys(self) -> None:
         with self.db.write() as session:
-            done = rewrap_fingerprint_key(session, self.keyring.masters, self.new)
-            checkpoint("rekey:fingerprint:commit")
-        self.summary.fingerprint_key_rewrapped = done
+            done = rewrap_keys(session, self.keyring.masters, self.new)
+            checkpoint("rekey:keys:commit")
+        self.summary.keys_rewrapped = done
 
     # -- phase 2: fresh data keys ----------------------------------------------------------
 

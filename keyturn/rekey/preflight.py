@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from keyturn.crypto import envelope
 from keyturn.crypto.keys import MasterKey
 from keyturn.db.models import DataKey, Meta, Version
-from keyturn.db.vault import FINGERPRINT_KEY, REKEY_STATE, master_key_ids_in_use
+from keyturn.db.vault import KEYSET, LEGACY_FINGERPRINT_KEY, REKEY_STATE, master_key_ids_in_use
 from keyturn.domain.errors import UsageError, WrongMasterKey
 
 REMOVE_OLD = (
@@ -44,12 +44,12 @@ class Plan:
     data_keys: bool
     resumed: State | None
     to_rewrap: int
-    fingerprint_rewrap: bool
+    keys_rewrap: bool
     versions: int
 
     @property
     def nothing_to_do(self) -> bool:
-        return not (self.to_rewrap or self.fingerprint_rewrap or self.data_keys or self.resumed)
+        return not (self.to_rewrap or self.keys_rewrap or self.data_keys or self.resumed)
 
 
 def read_state(session: Session) -> State | None:
@@ -81,7 +81,9 @@ def plan(session: Session, new: MasterKey, old: MasterKey | None, data_keys: boo
     to_rewrap = session.scalar(
         select(func.count()).select_from(DataKey).where(DataKey.master_key_id != new.id)
     )
-    fp = session.get(Meta, FINGERPRINT_KEY)
+    # A database not yet opened since 0005 has its legacy fingerprint key instead; opening
+    # it (the Vault) upgrades it to a key set sealed under the new key.
+    keys = session.get(Meta, KEYSET) or session.get(Meta, LEGACY_FINGERPRINT_KEY)
     versions = session.scalar(select(func.count()).select_from(Version))
     return Plan(
         new=new,
@@ -89,7 +91,7 @@ def plan(session: Session, new: MasterKey, old: MasterKey | None, data_keys: boo
         data_keys=data_keys or bool(state and state.data_keys),
         resumed=state,
         to_rewrap=int(to_rewrap or 0),
-        fingerprint_rewrap=fp is not None and fp.master_key_id != new.id,
+        keys_rewrap=keys is not None and keys.master_key_id != new.id,
         versions=int(versions or 0),
     )
 

@@ -13,17 +13,13 @@ from sqlalchemy import select
 
 from keyturn.app import Keyturn
 from keyturn.db.models import Consumer, Credential, Version
-from keyturn.db.vault import open_fingerprint_key
 from keyturn.scan.index import ManagedIndex
 from keyturn.scan.keys import ScanKeys
 from keyturn.scan.model import ManagedEntry
 
 
 def scan_keys(app: Keyturn) -> ScanKeys:
-    with app.db.read() as session:
-        return ScanKeys.from_fingerprint_key(
-            open_fingerprint_key(session, app.vault.keyring.masters)
-        )
+    return ScanKeys.from_fingerprint_key(app.vault.keys.fingerprint)
 
 
 def build_index(app: Keyturn, keys: ScanKeys | None = None) -> ManagedIndex:

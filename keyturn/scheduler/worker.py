@@ -27,6 +27,7 @@ from keyturn.domain.model import ACTIVE_STATUSES
 from keyturn.engine.protocol import Outcome, Runner
 from keyturn.notify import deliver
 from keyturn.scheduler import slots
+from keyturn.scheduler.checkpoints import Exporter
 from keyturn.scheduler.passes import PassResult, run_pass
 
 log = logging.getLogger("keyturn.worker")
@@ -86,6 +87,7 @@ class TickResult:
     errors: list[str] = field(default_factory=list)
     delivered: int = 0
     undelivered: int = 0
+    checkpoint: int | None = None  # the audit entry a checkpoint was exported of
 
 
 class Worker:
@@ -95,6 +97,7 @@ class Worker:
         self.concurrency = max(1, concurrency or app.settings.concurrency)
         self.limiter = RateLimiter()
         self._rates: dict[int, tuple[str, float | None]] = {}
+        self.checkpoints = Exporter(app)
 
     def _target_of(self, rotation_id: int) -> tuple[str, float | None]:
         with self.app.db.read() as session:
@@ -160,7 +163,8 @@ class Worker:
         on_pass: Callable[[PassResult], None] | None = None,
         on_done: Callable[[], None] | None = None,
     ) -> TickResult:
-        """Open slots' passes, then every runnable rotation, then the outbox."""
+        """Open slots' passes, then every runnable rotation, then the outbox, then an audit
+        checkpoint if one is due."""
         at = at or utcnow()
         result = TickResult()
         for expr, slot in slots.open_slots(self.app, at):
@@ -175,6 +179,13 @@ class Worker:
         self.run_claimed(result, on_done, stop)
         drained = deliver.drain(self.app)
         result.delivered, result.undelivered = len(drained.sent), len(drained.failed)
+        try:
+            exported = self.checkpoints.run()
+        except KeyturnError as exc:
+            log.warning("audit checkpoint not exported: %s", exc.message)
+            result.errors.append(f"audit checkpoint not exported: {exc.message}")
+        else:
+            result.checkpoint = exported.seq if exported else None
         return result
 
     def sleep_seconds(self) -> float:

@@ -145,7 +145,7 @@ def test_declarations_follow_apply_rules(api: Api) -> None:
         ({"id": "acme/x", "initial_secret": "file:/etc/shadow"}, "invalid"),
         ({"id": "Acme/X"}, "invalid_id"),
         ({"id": "acme/secret"}, "invalid"),
-        ({"id": "acme/x", "target": "nowhere"}, "config_invalid"),
+        ({"id": "acme/x", "target": "nowhere"}, "target_not_found"),
         ({"id": "acme/x", "strategy": "alternating", "username": "a"}, "config_invalid"),
     ]
     for body, code in cases:

@@ -36,6 +36,8 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/api/v1/audit"): {"admin", "auditor"},
     ("GET", "/api/v1/audit/export"): {"admin", "auditor"},
     ("GET", "/api/v1/audit/verify"): {"admin", "auditor"},
+    ("POST", "/api/v1/audit/verify"): {"admin", "auditor"},
+    ("GET", "/api/v1/audit/checkpoint"): {"admin", "auditor"},
     ("POST", "/api/v1/tokens"): ADMIN,
     ("GET", "/api/v1/tokens"): ADMIN,
     ("DELETE", "/api/v1/tokens/{token_id}"): ADMIN,
@@ -48,6 +50,19 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", f"{ID}/rotate"): {"reason": "route table"},
     ("POST", f"{ID}/abort"): {"reason": "route table"},
     ("POST", "/api/v1/tokens"): {"role": "auditor"},
+    ("POST", "/api/v1/audit/verify"): {
+        "checkpoints": [
+            {
+                "format": "keyturn-audit-checkpoint/1",
+                "database": "db-0",
+                "seq": 1,
+                "head": "0" * 64,
+                "at": "2026-01-01T00:00:00+00:00",
+                "key": "AAAA",
+                "signature": "AAAA",
+            }
+        ]
+    },
 }
 PARAMS = {("DELETE", ID): {"reason": "route table"}}
 
@@ -150,7 +165,17 @@ def test_tenant_lists_audit_and_tokens_are_filtered(api: Api) -> None:
     other = api.call("acme-admin", "POST", "/tokens", json={"role": "admin", "tenant": "globex"})
     assert other.status_code == 403
     create = {"id": "globex/new", "tenant": "globex"}
-    assert api.call("acme-admin", "POST", "/credentials", json=create).status_code == 403
+    assert api.call("acme-admin", "POST", "/credentials", json=create).status_code == 404
+    elsewhere = {"id": "acme/new", "tenant": "globex"}
+    assert api.call("acme-admin", "POST", "/credentials", json=elsewhere).status_code == 403
+    # Another tenant's existing id answers as one that does not exist (it was 409 "exists").
+    theirs = api.call("acme-admin", "POST", "/credentials", json={"id": GLOBEX, "tenant": "acme"})
+    nothing = {"id": "globex/nothing", "tenant": "acme"}
+    unknown = api.call("acme-admin", "POST", "/credentials", json=nothing)
+    assert theirs.status_code == unknown.status_code == 404
+    assert theirs.json()["error"]["message"].replace(GLOBEX, "X") == unknown.json()["error"][
+        "message"
+    ].replace("globex/nothing", "X")
     steal = {"id": "acme/stolen", "initial_secret": f"keyturn:{GLOBEX}"}
     assert api.call("acme-admin", "POST", "/credentials", json=steal).status_code == 404
 

@@ -21,7 +21,7 @@ from tests.support.keyturn import Harness
 VERSIONS, BATCH = 200, 10
 ALL_POINTS = [
     "rekey:begun",
-    "rekey:fingerprint:commit",
+    "rekey:keys:commit",
     "rekey:wrap:1:commit",
     "rekey:wrap:1:after",
     "rekey:tenants:1:commit",

@@ -30,7 +30,7 @@ def test_rewrap_keeps_ciphertexts_and_fingerprints(kt: Harness, stored: Stored) 
     assert result.code == 0, result.err
     summary = json.loads(result.out)
     assert summary["data_keys_rewrapped"] == len(stored.data_keys)
-    assert summary["fingerprint_key_rewrapped"] is True
+    assert summary["keys_rewrapped"] is True
     assert summary["versions_resealed"] == 0
     stored.check_all_under_new_key(fresh_data_keys=False)
     assert _ciphertexts(kt) == before  # the fast path touches data keys only

@@ -1,6 +1,8 @@
-"""The audit log: query with filters and pages, export as JSON lines, verify the chain.
+"""The audit log: query with filters and pages, export as JSON lines, verify the chain,
+and signed checkpoints of its head.
 
-A tenant-scoped token sees only its tenant's entries.
+A tenant-scoped token sees only its tenant's entries, and nothing of the whole log's length
+(no counts, no checkpoints).
 """
 
 from __future__ import annotations
@@ -12,16 +14,18 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
-from sqlalchemy import Select, select
+from sqlalchemy import Select
 
 from keyturn.api import schemas as s
 from keyturn.api.auth import Principal, allow, keyturn_of
 from keyturn.api.routes import errors
 from keyturn.app import Keyturn
+from keyturn.audit import checkpoint
 from keyturn.audit import log as audit
 from keyturn.db.models import AuditEntry
-from keyturn.domain.errors import UsageError
+from keyturn.domain.errors import Forbidden
 from keyturn.domain.ids import validate_id
+from keyturn.domain.inputs import check_moment, check_text
 
 router = APIRouter(prefix="/audit", tags=["audit"], responses=errors())
 
@@ -44,33 +48,24 @@ class Filters:
     ) -> None:
         if credential is not None:
             validate_id(credential)
-        for when in (since, until):
-            if when is not None and when.tzinfo is None:
-                raise UsageError("since and until need a time zone, e.g. 2026-01-01T00:00:00Z")
-        self.credential, self.tenant, self.action, self.actor = credential, tenant, action, actor
-        self.since, self.until = since, until
+        for name, value in (("tenant", tenant), ("action", action), ("actor", actor)):
+            if value is not None:
+                check_text(value, name)
+        self.filters = audit.Filters(
+            credential=credential,
+            tenant=tenant,
+            action=action,
+            actor=actor,
+            since=check_moment(since, "since") if since is not None else None,
+            until=check_moment(until, "until") if until is not None else None,
+        )
 
     def query(self, who: Principal, after: int) -> Select[AuditEntry]:
-        query = select(AuditEntry).where(AuditEntry.seq > after).order_by(AuditEntry.seq)
-        for column, value in (
-            (AuditEntry.credential_id, self.credential),
-            (AuditEntry.tenant_id, self.tenant),
-            (AuditEntry.action, self.action),
-            (AuditEntry.actor, self.actor),
-        ):
-            if value is not None:
-                query = query.where(column == value)
-        if who.tenant is not None:
-            query = query.where(AuditEntry.tenant_id == who.tenant)
-        if self.since is not None:
-            query = query.where(AuditEntry.at >= self.since)
-        if self.until is not None:
-            query = query.where(AuditEntry.at < self.until)
-        return query
+        return audit.select_entries(self.filters, after=after, tenant_scope=who.tenant)
 
 
 def _entry(row: AuditEntry) -> s.AuditEntryOut:
-    return s.AuditEntryOut.model_validate(audit.as_dict(row))
+    return s.AuditEntryOut.model_validate(audit.shown(row))
 
 
 @router.get("", response_model=s.AuditPage, summary="Query the audit log")
@@ -98,34 +93,72 @@ def query_audit(
 def export_audit(
     app: App, who: Auditor, filters: Annotated[Filters, Depends()]
 ) -> StreamingResponse:
-    """One entry per line, oldest first, streamed in batches."""
+    """One entry per line, oldest first, streamed in batches. The first batch is read before
+    the answer starts, so a bad filter or an unavailable database is a proper error status,
+    not a 200 that stops."""
+
+    def batch(after: int) -> tuple[str, int | None]:
+        with app.db.read() as session:
+            rows = session.execute(filters.query(who, after).limit(EXPORT_BATCH)).scalars().all()
+            text = "".join(json.dumps(audit.as_dict(r), sort_keys=True) + "\n" for r in rows)
+        return text, (rows[-1].seq if len(rows) == EXPORT_BATCH else None)
+
+    first, after = batch(0)
 
     def lines() -> Iterator[str]:
-        after = 0
+        chunk, more = first, after
         while True:
-            with app.db.read() as session:
-                rows = (
-                    session.execute(filters.query(who, after).limit(EXPORT_BATCH)).scalars().all()
-                )
-                chunk = [json.dumps(audit.as_dict(r), sort_keys=True) + "\n" for r in rows]
-            if not rows:
+            if chunk:
+                yield chunk
+            if more is None:
                 return
-            yield "".join(chunk)
-            after = rows[-1].seq
+            chunk, more = batch(more)
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 
 
-@router.get("/verify", response_model=s.AuditVerifyOut, summary="Verify the hash chain")
-def verify_audit(app: App, who: Auditor) -> s.AuditVerifyOut:
-    """Names the first edited, removed, reordered or inserted entry. A tenant-scoped token
-    learns whether the chain holds, not how long it is."""
-    with app.db.read() as session:
-        result = audit.verify(session)
+def _verified(result: audit.VerifyResult, who: Principal) -> s.AuditVerifyOut:
     scoped = who.tenant is not None
     return s.AuditVerifyOut(
         ok=result.ok,
         entries=None if scoped else result.count,
-        broken_entry=result.broken_seq,
-        problem=result.problem,
+        broken_entry=None if scoped else result.broken_seq,
+        kind=result.kind,
+        problem=None if scoped else result.problem,
+        checkpoints=result.checkpoints,
     )
+
+
+@router.get("/verify", response_model=s.AuditVerifyOut, summary="Verify the chain")
+def verify_audit(app: App, who: Auditor) -> s.AuditVerifyOut:
+    """Names the first thing done to the log (`kind`: altered, removed, inserted, appended,
+    truncated, head-missing, ...). A tenant-scoped token learns whether the log holds and
+    the kind of problem, not how long the log is or where."""
+    with app.db.read() as session:
+        return _verified(audit.verify(session), who)
+
+
+@router.post(
+    "/verify", response_model=s.AuditVerifyOut, summary="Verify the chain against checkpoints"
+)
+def verify_against(app: App, who: Auditor, body: s.CheckpointsIn) -> s.AuditVerifyOut:
+    """As GET, and also proves the log was not cut or rewritten since each checkpoint."""
+    marks = [
+        checkpoint.from_dict(cp.model_dump(), f"checkpoints[{i}]")
+        for i, cp in enumerate(body.checkpoints)
+    ]
+    with app.db.read() as session:
+        return _verified(audit.verify(session, marks), who)
+
+
+@router.get(
+    "/checkpoint", response_model=s.CheckpointOut, summary="A signed checkpoint of the head"
+)
+def make_checkpoint(app: App, who: Auditor) -> s.CheckpointOut:
+    """Keep it outside keyturn (a monitor that polls this is one way); POST it to
+    /audit/verify later. Not for tenant-scoped tokens: it tells the whole log's length."""
+    if who.tenant is not None:
+        raise Forbidden("a tenant-scoped token cannot see the whole log's head")
+    with app.db.read() as session:
+        made = checkpoint.make(session, app.vault.keys)
+    return s.CheckpointOut.model_validate(made.as_dict())
