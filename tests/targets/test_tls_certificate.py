@@ -6,6 +6,7 @@ CA whose key is itself a keyturn credential. Checks are fresh TLS handshakes, no
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -243,7 +244,8 @@ def test_expiry_makes_a_certificate_due_before_its_max_age(
     assert abs(due - (not_before + (not_after - not_before) * 2 / 3)) < timedelta(seconds=1)
     assert due < datetime.now(UTC) + timedelta(days=21)
     later = (due + timedelta(hours=1)).isoformat()
-    assert rig.ok("run-due", "--at", later).code == 0
+    passed = json.loads(rig.ok("run-due", "--at", later, "--execute", "--json").out)
+    assert passed["preview"] is False and passed["rotated"] == [rig.cred]
     assert rig.last_rotation()["status"] == "done"
     renewed = tls_issue.parse_bundle(Secret(rig.get()), "t").leaf
     assert fingerprint(site.served()) == fingerprint(renewed)
