@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from keyturn import __version__
 from keyturn.api import errors
 from keyturn.api.ratelimit import FailureLimiter
-from keyturn.api.routes import audit, credentials, details, health, rotation, tokens
+from keyturn.api.routes import audit, credentials, details, health, rotation, secret, tokens
 from keyturn.app import Keyturn
 
 PREFIX = "/api/v1"
@@ -49,6 +49,7 @@ def create_app(
     v1.include_router(health.router)
     # Suffix routes (/{id}/secret, /{id}/rotate, ...) before the bare /{id} ones.
     v1.include_router(details.router)
+    v1.include_router(secret.router)
     v1.include_router(rotation.router)
     v1.include_router(credentials.router)
     v1.include_router(audit.router)

@@ -120,12 +120,23 @@ class VersionOut(BaseModel):
     retired_at: datetime | None
 
 
-class SecretOut(BaseModel):
-    credential: str
+class SecretValueOut(BaseModel):
     version: int
     state: str
     username: str | None
     value: str
+
+
+class SecretOut(SecretValueOut):
+    credential: str
+    previous: SecretValueOut | None = Field(
+        default=None, description="The previous value, while the target still accepts it"
+    )
+    next: SecretValueOut | None = Field(
+        default=None,
+        description="The value a rotation in progress is putting on the target: try it when "
+        "the current one is refused",
+    )
 
 
 class ReasonIn(_In):
@@ -165,10 +176,33 @@ class ConsumerOut(BaseModel):
     name: str
     version: int | None
     last_seen_at: datetime | None
+    host: str | None = None
+    process: str | None = None
+    sdk_version: str | None = None
+    fallbacks: int = 0
 
 
-class ConsumerReportIn(_In):
+class ConsumerIdentityIn(_In):
+    host: Line | None = Field(default=None, max_length=255)
+    process: Line | None = Field(default=None, max_length=255)
+    sdk_version: Line | None = Field(default=None, max_length=64)
+
+
+class ConsumerReportIn(ConsumerIdentityIn):
     version: int = Field(ge=1, le=2**31 - 1, description="The version this consumer now uses")
+    fallbacks: int = Field(
+        default=0, ge=0, le=2**31 - 1, description="Fallbacks made since the last report"
+    )
+
+
+class AtRiskOut(BaseModel):
+    name: str
+    version: int | None
+    last_seen_at: datetime | None
+    host: str | None
+    process: str | None
+    recovers: bool = Field(description="An SDK consumer: it refetches on the first failure")
+    why: str
 
 
 class AuditEntryOut(BaseModel):

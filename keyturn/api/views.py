@@ -61,7 +61,15 @@ def version(v: Version) -> s.VersionOut:
 
 
 def consumer(c: Consumer) -> s.ConsumerOut:
-    return s.ConsumerOut(name=c.name, version=c.version, last_seen_at=c.last_seen_at)
+    return s.ConsumerOut(
+        name=c.name,
+        version=c.version,
+        last_seen_at=c.last_seen_at,
+        host=c.host,
+        process=c.process,
+        sdk_version=c.sdk_version,
+        fallbacks=c.fallbacks or 0,
+    )
 
 
 def outcome(o: Outcome) -> s.OutcomeOut:

@@ -217,6 +217,11 @@ class Consumer(Base):
     version: Mapped[int | None] = mapped_column(Integer)
     last_seen_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Where it runs, as the SDK or `keyturn run` reports it; None for a bare registration.
+    host: Mapped[str | None] = mapped_column(String(255))
+    process: Mapped[str | None] = mapped_column(String(255))
+    sdk_version: Mapped[str | None] = mapped_column(String(64))
+    fallbacks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Rotation(Base):

@@ -294,28 +294,8 @@ def report_consumer(
 ) -> None:
     """A consumer says which version it uses; the wait step revokes once all have moved.
 
-    *actor* names who reported (e.g. an API token); by default the consumer itself."""
-    from keyturn.db.models import Consumer
-    from keyturn.domain.ids import validate_name
+    *actor* names who reported (e.g. an API token); by default the consumer itself.
+    `keyturn.engine.consumers.report` takes the consumer's identity and fallbacks too."""
+    from keyturn.engine import consumers
 
-    validate_name(name, "consumer name")
-    with app.db.write() as session:
-        cred = repo.get_credential(session, credential_id)
-        if repo.version_number(session, credential_id, version) is None:
-            raise NotFound(f"{credential_id} has no version {version}")
-        consumer = next((c for c in repo.consumers(session, credential_id) if c.name == name), None)
-        if consumer is None:
-            consumer = Consumer(credential_id=credential_id, name=name)
-            session.add(consumer)
-        if consumer.version != version:
-            consumer.version, consumer.last_seen_at = version, utcnow()
-            audit.append(
-                session,
-                actor=actor or f"consumer:{name}",
-                action="consumer.report",
-                credential_id=credential_id,
-                tenant_id=cred.tenant_id,
-                details={"version": version},
-            )
-        else:
-            consumer.last_seen_at = utcnow()
+    consumers.report(app, credential_id, name, version, actor=actor)

@@ -79,6 +79,10 @@ def test_previous_version_during_grace_and_consumer_report(api: Api) -> None:
         "name": "web",
         "version": 2,
         "last_seen_at": report.json()["last_seen_at"],
+        "host": None,
+        "process": None,
+        "sdk_version": None,
+        "fallbacks": 0,
     }
     resumed = api.call("operator", "POST", f"/credentials/{CRED}/resume").json()
     assert [r["status"] for r in resumed] == ["done"]

@@ -1,24 +1,20 @@
-"""What hangs off one credential: versions (metadata), its secret, its consumers."""
+"""What hangs off one credential: versions (metadata) and consumers (the secret: secret.py)."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query
 
-from keyturn import runtime
 from keyturn.api import schemas as s
 from keyturn.api import views
 from keyturn.api.auth import Principal, allow, keyturn_of, visible
 from keyturn.api.routes import errors
 from keyturn.api.schemas import CredentialId
 from keyturn.app import Keyturn
-from keyturn.audit import log as audit
 from keyturn.db import repo
-from keyturn.db.models import Consumer
-from keyturn.domain.ids import validate_name
-from keyturn.domain.model import VersionState
-from keyturn.engine import service
+from keyturn.engine import consumers
 
 router = APIRouter(prefix="/credentials", tags=["credentials"], responses=errors())
 
@@ -39,47 +35,24 @@ def list_versions(
 
 
 @router.get(
-    "/{credential_id:path}/secret",
-    response_model=s.SecretOut,
-    summary="Read the current (or previous) value",
-)
-def read_secret(
-    app: App,
-    who: Annotated[Principal, Depends(allow("secret.read"))],
-    credential_id: CredentialId,
-    response: Response,
-    version: Annotated[Literal["current", "previous"], Query()] = "current",
-) -> s.SecretOut:
-    """Every read is an audit entry (with the value's fingerprint, never the value)."""
-    state = VersionState.PREVIOUS if version == "previous" else VersionState.CURRENT
-    with app.db.write() as session:
-        visible(session, who, credential_id)
-        row, value = runtime.read_secret(
-            app, session, credential_id, actor=who.actor, previous=state == VersionState.PREVIOUS
-        )
-    response.headers["Cache-Control"] = "no-store"
-    return s.SecretOut(
-        credential=credential_id,
-        version=row.number,
-        state=state.value,
-        username=row.username,
-        value=value.reveal(),
-    )
-
-
-@router.get(
     "/{credential_id:path}/consumers",
-    response_model=list[s.ConsumerOut],
+    response_model=list[s.ConsumerOut] | list[s.AtRiskOut],
     summary="Registered consumers and the versions they report",
 )
 def list_consumers(
     app: App,
     who: Annotated[Principal, Depends(allow("credential.read"))],
     credential_id: CredentialId,
-) -> list[s.ConsumerOut]:
+    at_risk: Annotated[
+        Literal["revoke", "emergency"] | None,
+        Query(description="Only those this action would break, with why"),
+    ] = None,
+) -> list[s.ConsumerOut] | list[s.AtRiskOut]:
     with app.db.read() as session:
         visible(session, who, credential_id)
-        return [views.consumer(c) for c in repo.consumers(session, credential_id)]
+        if at_risk is None:
+            return [views.consumer(c) for c in repo.consumers(session, credential_id)]
+    return [s.AtRiskOut(**asdict(r)) for r in consumers.at_risk(app, credential_id, at_risk)]
 
 
 @router.put(
@@ -92,25 +65,13 @@ def register_consumer(
     who: Annotated[Principal, Depends(allow("consumer.register"))],
     credential_id: CredentialId,
     name: ConsumerName,
+    body: s.ConsumerIdentityIn | None = None,
 ) -> s.ConsumerOut:
-    """Idempotent: registering a known consumer changes nothing."""
-    validate_name(name, "consumer name")
-    with app.db.write() as session:
-        cred = visible(session, who, credential_id)
-        found = next((c for c in repo.consumers(session, credential_id) if c.name == name), None)
-        if found is None:
-            found = Consumer(credential_id=credential_id, name=name)
-            session.add(found)
-            session.flush()
-            audit.append(
-                session,
-                actor=who.actor,
-                action="consumer.register",
-                credential_id=credential_id,
-                tenant_id=cred.tenant_id,
-                details={"consumer": name},
-            )
-        return views.consumer(found)
+    """Idempotent: registering a known consumer only updates where it runs."""
+    with app.db.read() as session:
+        visible(session, who, credential_id)
+    consumers.register(app, credential_id, name, _identity(body), actor=who.actor)
+    return _one(app, credential_id, name)
 
 
 @router.post(
@@ -129,7 +90,26 @@ def report_consumer(
     once every consumer reports the new one."""
     with app.db.read() as session:
         visible(session, who, credential_id)
-    service.report_consumer(app, credential_id, name, body.version, actor=who.actor)
+    consumers.report(
+        app,
+        credential_id,
+        name,
+        body.version,
+        _identity(body),
+        fallbacks=body.fallbacks,
+        actor=who.actor,
+    )
+    return _one(app, credential_id, name)
+
+
+def _identity(body: s.ConsumerIdentityIn | None) -> consumers.Identity | None:
+    if body is None:
+        return None
+    return consumers.Identity(body.host, body.process, body.sdk_version)
+
+
+def _one(app: Keyturn, credential_id: str, name: str) -> s.ConsumerOut:
     with app.db.read() as session:
-        found = next(c for c in repo.consumers(session, credential_id) if c.name == name)
-        return views.consumer(found)
+        return views.consumer(
+            next(c for c in repo.consumers(session, credential_id) if c.name == name)
+        )
