@@ -94,6 +94,7 @@ def _row(state: State, found: list[Finding]) -> Row:
         last_result=rotations[-1].status if rotations else None,
         consumers=sum(1 for c in fact.consumers if c.created_at <= state.at),
         last_used=state.last_used,
+        sync=state.sync,
         findings=tuple(found),
     )
 

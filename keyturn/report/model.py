@@ -34,6 +34,7 @@ class Row:
     last_result: str | None  # the status of the latest rotation, any trigger
     consumers: int
     last_used: datetime | None
+    sync: str | None  # in-sync | out-of-sync | unverified | None (no target)
     findings: tuple[Finding, ...]
 
     @property
@@ -58,6 +59,7 @@ class Row:
             "last_result": self.last_result,
             "consumers": self.consumers,
             "last_used": iso(self.last_used),
+            "sync": self.sync,
             "compliant": self.compliant,
             "findings": [{"rule": f.rule, "detail": f.detail} for f in self.findings],
         }

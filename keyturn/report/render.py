@@ -29,6 +29,7 @@ COLUMNS = (
     "last_result",
     "consumers",
     "last_used",
+    "sync",
     "compliant",
     "findings",
 )
@@ -56,6 +57,7 @@ def cells(row: Row) -> list[str]:
         row.last_result or "",
         str(row.consumers),
         iso(row.last_used) or "",
+        row.sync or "",
         "yes" if row.compliant else "no",
         " ".join(f.rule for f in row.findings),
     ]

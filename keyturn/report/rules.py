@@ -72,6 +72,16 @@ class State:
                 used = seen
         return used
 
+    @property
+    def sync(self) -> str | None:
+        """What the target said last: in-sync, out-of-sync, unverified (None: no target)."""
+        if self.current is None or not self.facts.target:
+            return None
+        seen = self.facts.synced[self.index]
+        if seen is None:
+            return "unverified"
+        return "in-sync" if seen[1] else "out-of-sync"
+
     def rotations(self) -> list[RotationFact]:
         return [r for r in self.facts.rotations if r.started_at <= self.at]
 
@@ -150,13 +160,14 @@ def has_consumer(s: State) -> str | None:
 
 
 def in_sync(s: State) -> str | None:
-    if s.current is None or not s.facts.target:
+    sync = s.sync
+    if sync in (None, "in-sync"):
         return None
-    seen = s.facts.synced[s.index]
-    if seen is None:
+    if sync == "unverified":
         return "never verified: run `keyturn verify ID`"
-    when, accepted = seen
-    return None if accepted else f"the target refused the current value at {_day(when)}"
+    seen = s.facts.synced[s.index]
+    assert seen is not None
+    return f"the target refused the current value at {_day(seen[0])}"
 
 
 def store_in_sync(s: State) -> str | None:
