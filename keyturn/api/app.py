@@ -18,7 +18,16 @@ from fastapi.staticfiles import StaticFiles
 from keyturn import __version__
 from keyturn.api import errors
 from keyturn.api.ratelimit import FailureLimiter
-from keyturn.api.routes import audit, credentials, details, health, rotation, secret, tokens
+from keyturn.api.routes import (
+    audit,
+    credentials,
+    details,
+    health,
+    metrics,
+    rotation,
+    secret,
+    tokens,
+)
 from keyturn.app import Keyturn
 
 PREFIX = "/api/v1"
@@ -56,6 +65,7 @@ def create_app(
     v1.include_router(tokens.router)
     # Compliance reports (issue 8) mount here as routes/reports.py with allow("report.read").
     api.include_router(v1)
+    api.include_router(metrics.router)  # /metrics, where Prometheus looks by default
     _docs(api)
     return api
 

@@ -139,6 +139,7 @@ def main() -> None:
         demo,
         doctor,
         rekey,
+        report,
         rotation,
         scan,
         schedule,

@@ -1,0 +1,183 @@
+"""Compliance commands: `keyturn report` (table, JSON, CSV, HTML; a CI gate with --fail-on)
+and `keyturn metrics` (one Prometheus text exposition)."""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from keyturn.cli import output
+from keyturn.cli.commands import Json
+from keyturn.cli.main import app, open_app
+from keyturn.domain.errors import KeyturnError, UsageError
+from keyturn.domain.inputs import parse_moment
+from keyturn.report import RULE_IDS, Report, build
+from keyturn.report.rules import DEFAULT_UNUSED_DAYS
+
+
+class Format(StrEnum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    html = "html"
+
+
+class GateFailed(KeyturnError):
+    """Credentials fail a rule given to --fail-on."""
+
+
+def _rules(values: list[str]) -> list[str]:
+    """--fail-on values (repeated or comma-separated); `all` means every rule."""
+    wanted = [v.strip() for value in values for v in value.split(",") if v.strip()]
+    if "all" in wanted:
+        return list(RULE_IDS)
+    unknown = [v for v in wanted if v not in RULE_IDS]
+    if unknown:
+        raise UsageError(
+            f"unknown rule {unknown[0]!r} for --fail-on; rules: {', '.join(RULE_IDS)}, or all"
+        )
+    return wanted
+
+
+def _table(report: Report) -> None:
+    total = report.total
+    output.table(
+        f"compliance at {output.when(report.at)}: {total.compliant} of {total.credentials} "
+        f"credentials pass every rule ({total.percent:g}%)",
+        ["rule", "failing", "explanation"],
+        [(r, total.findings[r], _explanation(r)) for r in RULE_IDS],
+    )
+    output.table(
+        "credentials",
+        [
+            "id",
+            "tenant",
+            "kind",
+            "owner",
+            "age (d)",
+            "max (d)",
+            "due",
+            "last",
+            "consumers",
+            "last used",
+            "findings",
+        ],
+        [
+            (
+                r.id,
+                r.tenant,
+                r.kind,
+                r.owner or "-",
+                r.age_days,
+                r.max_age_days,
+                output.when(r.next_rotation),
+                r.last_result or "-",
+                r.consumers,
+                output.when(r.last_used),
+                " ".join(f.rule for f in r.findings) or "ok",
+            )
+            for r in report.rows
+        ],
+    )
+
+
+def _explanation(rule: str) -> str:
+    from keyturn.report import BY_ID
+
+    return BY_ID[rule].explanation
+
+
+def _text(report: Report, form: Format) -> str:
+    from keyturn.report import render
+
+    if form == Format.csv:
+        return render.to_csv(report)
+    if form == Format.html:
+        return render.to_html(report)
+    import json
+
+    return json.dumps(report.to_dict(), indent=2) + "\n"
+
+
+def _write(text: str, path: Path | None) -> None:
+    if path is None:
+        sys.stdout.write(text)
+        return
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc.__class__.__name__}") from exc
+    output.errors.print(f"wrote {path}", highlight=False)
+
+
+def _gate(report: Report, rules: list[str]) -> None:
+    failing = report.failing(rules) if rules else []
+    if not failing:
+        return
+    names = ", ".join(r.id for r in failing[:5]) + (", ..." if len(failing) > 5 else "")
+    raise GateFailed(f"{len(failing)} credential(s) fail {', '.join(rules)}: {names}")
+
+
+@app.command("report")
+def report_command(
+    ctx: typer.Context,
+    form: Annotated[
+        Format, typer.Option("--format", "-f", help="table, json, csv or html")
+    ] = Format.table,
+    at: Annotated[
+        str | None,
+        typer.Option("--at", help="Evaluate at this UTC time (ISO): past or future"),
+    ] = None,
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant")] = None,
+    kind: Annotated[str | None, typer.Option("--kind", help="Only this kind")] = None,
+    owner: Annotated[str | None, typer.Option("--owner", help="Only this owner")] = None,
+    unused_days: Annotated[
+        int, typer.Option("--unused-days", min=1, max=36500, help="Unused after N days")
+    ] = DEFAULT_UNUSED_DAYS,
+    weeks: Annotated[
+        int, typer.Option("--weeks", min=1, max=104, help="Weekly points in the trend")
+    ] = 8,
+    fail_on: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--fail-on",
+            metavar="RULE",
+            help="Exit 1 when a credential fails RULE (repeat, or comma-separate; `all`)",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file, not stdout")
+    ] = None,
+    json: Json = False,
+) -> None:
+    """Compliance of every credential against keyturn's rules (see docs/compliance.md)."""
+    gate = _rules(fail_on or [])
+    moment = parse_moment(at, "--at") if at else None
+    instance = open_app(ctx)
+    report = build(
+        instance,
+        at=moment,
+        tenant=tenant,
+        kind=kind,
+        owner=owner,
+        unused_days=unused_days,
+        trend_weeks=weeks,
+    )
+    form = Format.json if json else form
+    if form == Format.table and out is None:
+        _table(report)
+    else:
+        _write(_text(report, form), out)
+    _gate(report, gate)
+
+
+@app.command("metrics")
+def metrics_command(ctx: typer.Context) -> None:
+    """Print keyturn's Prometheus metrics once (text exposition format)."""
+    from keyturn.report.metrics import exposition
+
+    sys.stdout.write(exposition(open_app(ctx)).decode())

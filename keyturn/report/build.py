@@ -1,0 +1,156 @@
+"""Building the report: load history once, evaluate the rules at each point of the trend."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+
+from keyturn.app import Keyturn
+from keyturn.db.models import Policy as PolicyRow
+from keyturn.db.models import utcnow
+from keyturn.domain.inputs import check_moment
+from keyturn.domain.model import PasswordRules
+from keyturn.domain.policy import Policy, effective
+from keyturn.report import facts as loader
+from keyturn.report.facts import Facts, Selection
+from keyturn.report.model import AGE_BANDS, NO_VALUE, OVERDUE, Report, Row, Summary, TrendPoint
+from keyturn.report.rules import DEFAULT_UNUSED_DAYS, Finding, State, check, state_at
+
+WEEK = timedelta(days=7)
+TREND_WEEKS = 8
+DUE_WEEKS = 12
+
+
+def build(
+    app: Keyturn,
+    *,
+    at: datetime | None = None,
+    tenant: str | None = None,
+    kind: str | None = None,
+    owner: str | None = None,
+    unused_days: int = DEFAULT_UNUSED_DAYS,
+    trend_weeks: int = TREND_WEEKS,
+) -> Report:
+    """The compliance report of the selected credentials at *at* (default now, aware UTC),
+    with a trend of *trend_weeks* weekly points ending at *at*."""
+    moment = check_moment(at, "at") if at else utcnow()
+    points = [moment - WEEK * k for k in range(max(trend_weeks, 1) - 1, -1, -1)]
+    selection = Selection(tenant, kind, owner)
+    with app.db.read() as session:
+        history = loader.load(session, points, selection)
+        settings = {row.name: row.settings for row in session.execute(select(PolicyRow)).scalars()}
+    policies = _Policies(settings)
+    trend = []
+    states: list[tuple[State, list[Finding]]] = []
+    for index, point in enumerate(points):
+        summary = Summary()
+        last = index == len(points) - 1
+        for fact in history:
+            if fact.created_at > point:
+                continue
+            state = state_at(fact, policies.of(fact), point, index, unused_days)
+            found = check(state)
+            summary.add([f.rule for f in found])
+            if last:
+                states.append((state, found))
+        trend.append(TrendPoint(point, summary))
+    return _report(moment, unused_days, selection, states, trend)
+
+
+class _Policies:
+    """Effective policies, computed once per (kind, policy name)."""
+
+    def __init__(self, settings: dict[str, dict[str, object]]) -> None:
+        self.settings = settings
+        self.cache: dict[tuple[str, str | None], Policy] = {}
+
+    def of(self, fact: Facts) -> Policy:
+        key = (fact.kind, fact.policy)
+        if key not in self.cache:
+            row = self.settings.get(fact.policy) if fact.policy else None
+            self.cache[key] = effective(fact.kind, row, PasswordRules())
+        return self.cache[key]
+
+
+def _days(delta: timedelta) -> float:
+    return round(delta.total_seconds() / 86400, 2)
+
+
+def _row(state: State, found: list[Finding]) -> Row:
+    fact, current = state.facts, state.current
+    rotations = state.rotations()
+    return Row(
+        id=fact.id,
+        tenant=fact.tenant,
+        kind=fact.kind,
+        owner=fact.owner,
+        purpose=fact.purpose,
+        policy=fact.policy,
+        max_age_days=_days(state.policy.max_age),
+        age_days=_days(state.at - current.activated_at) if current else None,
+        last_rotation=current.activated_at if current else None,
+        next_rotation=state.due_at,
+        last_result=rotations[-1].status if rotations else None,
+        consumers=sum(1 for c in fact.consumers if c.created_at <= state.at),
+        last_used=state.last_used,
+        sync=state.sync,
+        findings=tuple(found),
+    )
+
+
+def _band(row: Row) -> str:
+    if row.age_days is None:
+        return NO_VALUE
+    if row.fails("rotated-within-max-age"):
+        return OVERDUE
+    ratio = row.age_days / row.max_age_days if row.max_age_days else 1.0
+    return next((label for bound, label in AGE_BANDS if ratio < bound), AGE_BANDS[-1][1])
+
+
+def _report(
+    moment: datetime,
+    unused_days: int,
+    selection: Selection,
+    states: list[tuple[State, list[Finding]]],
+    trend: list[TrendPoint],
+) -> Report:
+    rows = [_row(state, found) for state, found in states]
+    total = Summary()
+    groups: dict[str, dict[str, Summary]] = {"tenant": {}, "kind": {}, "owner": {}}
+    bands = dict.fromkeys([label for _, label in AGE_BANDS] + [OVERDUE, NO_VALUE], 0)
+    weeks = [0] * DUE_WEEKS
+    overdue = 0
+    for row in rows:
+        rules = [f.rule for f in row.findings]
+        total.add(rules)
+        for name, key in (("tenant", row.tenant), ("kind", row.kind), ("owner", row.owner)):
+            groups[name].setdefault(key or "(none)", Summary()).add(rules)
+        bands[_band(row)] += 1
+        if row.next_rotation is None or row.fails("rotation-enabled"):
+            continue
+        if row.next_rotation <= moment:
+            overdue += 1
+        elif (week := int((row.next_rotation - moment) / WEEK)) < DUE_WEEKS:
+            weeks[week] += 1
+    return Report(
+        at=moment,
+        unused_days=unused_days,
+        selection={"tenant": selection.tenant, "kind": selection.kind, "owner": selection.owner},
+        rows=rows,
+        total=total,
+        by_tenant=_sorted(groups["tenant"]),
+        by_kind=_sorted(groups["kind"]),
+        by_owner=_sorted(groups["owner"]),
+        trend=trend,
+        age_bands=bands,
+        due_per_week=[(moment + WEEK * k, n) for k, n in enumerate(weeks)],
+        overdue=overdue,
+    )
+
+
+def _sorted(groups: dict[str, Summary]) -> dict[str, Summary]:
+    return dict(sorted(groups.items()))
+
+
+__all__ = ["build"]

@@ -1,0 +1,143 @@
+"""The report as values: rows, summaries, trend and chart series; `to_dict` is its JSON."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from keyturn.report.rules import BY_ID, RULE_IDS, Finding
+
+# Age against max age, in these bands (upper bounds, fractions of the max age).
+AGE_BANDS = ((0.25, "0-25%"), (0.5, "25-50%"), (0.75, "50-75%"), (1.0, "75-100%"))
+OVERDUE, NO_VALUE = "overdue", "no value"
+
+
+def iso(moment: datetime | None) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment else None
+
+
+@dataclass(frozen=True)
+class Row:
+    """One credential at the report's moment. Times are aware UTC; ages in days."""
+
+    id: str
+    tenant: str
+    kind: str
+    owner: str
+    purpose: str
+    policy: str | None
+    max_age_days: float
+    age_days: float | None
+    last_rotation: datetime | None  # when the current version became current
+    next_rotation: datetime | None  # when it is due
+    last_result: str | None  # the status of the latest rotation, any trigger
+    consumers: int
+    last_used: datetime | None
+    sync: str | None  # in-sync | out-of-sync | unverified | None (no target)
+    findings: tuple[Finding, ...]
+
+    @property
+    def compliant(self) -> bool:
+        return not self.findings
+
+    def fails(self, rule: str) -> bool:
+        return any(f.rule == rule for f in self.findings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "tenant": self.tenant,
+            "kind": self.kind,
+            "owner": self.owner,
+            "purpose": self.purpose,
+            "policy": self.policy,
+            "max_age_days": self.max_age_days,
+            "age_days": self.age_days,
+            "last_rotation": iso(self.last_rotation),
+            "next_rotation": iso(self.next_rotation),
+            "last_result": self.last_result,
+            "consumers": self.consumers,
+            "last_used": iso(self.last_used),
+            "sync": self.sync,
+            "compliant": self.compliant,
+            "findings": [{"rule": f.rule, "detail": f.detail} for f in self.findings],
+        }
+
+
+@dataclass
+class Summary:
+    """How many credentials, how many pass every rule, how many fail each rule."""
+
+    credentials: int = 0
+    compliant: int = 0
+    findings: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RULE_IDS, 0))
+
+    def add(self, rules: list[str]) -> None:
+        self.credentials += 1
+        if not rules:
+            self.compliant += 1
+        for rule in rules:
+            self.findings[rule] += 1
+
+    @property
+    def percent(self) -> float:
+        return round(100 * self.compliant / self.credentials, 1) if self.credentials else 100.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "credentials": self.credentials,
+            "compliant": self.compliant,
+            "compliant_percent": self.percent,
+            "findings": dict(self.findings),
+        }
+
+
+@dataclass(frozen=True)
+class TrendPoint:
+    at: datetime
+    summary: Summary
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"at": iso(self.at), **self.summary.to_dict()}
+
+
+@dataclass(frozen=True)
+class Report:
+    at: datetime
+    unused_days: int
+    selection: dict[str, str | None]
+    rows: list[Row]
+    total: Summary
+    by_tenant: dict[str, Summary]
+    by_kind: dict[str, Summary]
+    by_owner: dict[str, Summary]
+    trend: list[TrendPoint]
+    # Chart series: credentials per band of age against max age; rotations due per week.
+    age_bands: dict[str, int]
+    due_per_week: list[tuple[datetime, int]]
+    overdue: int
+
+    def failing(self, rules: list[str]) -> list[Row]:
+        """Rows failing any of *rules* (all rules when empty)."""
+        wanted = set(rules or RULE_IDS)
+        return [r for r in self.rows if any(f.rule in wanted for f in r.findings)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "at": iso(self.at),
+            "unused_days": self.unused_days,
+            "selection": self.selection,
+            "rules": [BY_ID[rule].as_dict() for rule in RULE_IDS],
+            "summary": self.total.to_dict(),
+            "by_tenant": {k: v.to_dict() for k, v in self.by_tenant.items()},
+            "by_kind": {k: v.to_dict() for k, v in self.by_kind.items()},
+            "by_owner": {k: v.to_dict() for k, v in self.by_owner.items()},
+            "trend": [p.to_dict() for p in self.trend],
+            "charts": {
+                "age_bands": dict(self.age_bands),
+                "due_per_week": [{"week": iso(w), "due": n} for w, n in self.due_per_week],
+                "overdue": self.overdue,
+            },
+            "credentials": [r.to_dict() for r in self.rows],
+        }

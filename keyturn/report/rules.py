@@ -1,0 +1,295 @@
+"""The compliance rules: each a stable id, a one-line explanation, the AWS Config rules it
+matches, and a check of one credential at one moment.
+
+A check sees only `Facts` (history) and the moment, never "now", so the same code answers
+`--at` a past or future moment and every point of the trend. Boundaries: a credential is due
+at exactly its max age, and unused at exactly N days without use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from keyturn.domain.durations import format_duration
+from keyturn.domain.policy import Policy
+from keyturn.report.facts import Facts, RotationFact, VersionFact
+
+DEFAULT_UNUSED_DAYS = 90
+FAILED_ROTATION = ("failed", "aborted")
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    title: str
+    explanation: str
+    aws: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "title": self.title,
+            "explanation": self.explanation,
+            "aws": list(self.aws),
+        }
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A rule the credential fails, and why (never a secret: times, names, numbers)."""
+
+    rule: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class State:
+    """One credential as it stood at *at*: what the checks and the report's row show."""
+
+    facts: Facts
+    policy: Policy
+    at: datetime
+    index: int  # which point of the trend *at* is
+    unused_days: int
+    current: VersionFact | None
+    previous: VersionFact | None
+
+    @property
+    def due_at(self) -> datetime | None:
+        if self.current is None:
+            return None
+        validity = (self.current.valid_from, self.current.expires_at)
+        return self.policy.due_times(self.current.activated_at, self.facts.id, validity)[0]
+
+    @property
+    def last_used(self) -> datetime | None:
+        used = self.facts.used[self.index]
+        for consumer in self.facts.consumers:
+            seen = consumer.last_seen_at
+            if seen is not None and seen <= self.at and (used is None or seen > used):
+                used = seen
+        return used
+
+    @property
+    def sync(self) -> str | None:
+        """What the target said last: in-sync, out-of-sync, unverified (None: no target)."""
+        if self.current is None or not self.facts.target:
+            return None
+        seen = self.facts.synced[self.index]
+        if seen is None:
+            return "unverified"
+        return "in-sync" if seen[1] else "out-of-sync"
+
+    def rotations(self) -> list[RotationFact]:
+        return [r for r in self.facts.rotations if r.started_at <= self.at]
+
+
+def state_at(facts: Facts, policy: Policy, at: datetime, index: int, unused_days: int) -> State:
+    live = [v for v in facts.versions if v.activated_at <= at]
+    current = live[-1] if live else None
+    previous = live[-2] if len(live) > 1 else None
+    if previous is not None and previous.retired_at is not None and previous.retired_at <= at:
+        previous = None
+    return State(facts, policy, at, index, unused_days, current, previous)
+
+
+def _day(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%MZ")
+
+
+def _age(delta: timedelta) -> str:
+    return format_duration(timedelta(seconds=int(delta.total_seconds())))
+
+
+# -- checks: each returns None (passes or does not apply) or why it fails --------------------
+
+
+def rotation_enabled(s: State) -> str | None:
+    if s.facts.dispute:
+        return "held back: its account belongs to another credential (`keyturn accounts`)"
+    if not s.facts.target:
+        return "no target: nothing rotates it; give it a target in the inventory"
+    return None
+
+
+def rotated_within_max_age(s: State) -> str | None:
+    due = s.due_at
+    if s.current is None or due is None or s.at < due:
+        return None
+    age = s.at - s.current.activated_at
+    return (
+        f"version {s.current.number} is {_age(age)} old; max age "
+        f"{format_duration(s.policy.max_age)}, due since {_day(due)}"
+    )
+
+
+def last_rotation_succeeded(s: State) -> str | None:
+    scheduled = [r for r in s.rotations() if r.trigger == "schedule"]
+    if not scheduled:
+        return None
+    last = scheduled[-1]
+    if last.finished_at is not None and last.finished_at <= s.at:
+        if last.status in FAILED_ROTATION:
+            return f"the scheduled rotation of {_day(last.started_at)} {last.status}"
+        return None
+    if last.status == "retrying" and last.updated_at <= s.at:
+        return f"the scheduled rotation of {_day(last.started_at)} failed and is retrying"
+    return None
+
+
+def unused(s: State) -> str | None:
+    used = s.last_used
+    since = used or s.facts.created_at
+    if s.at - since < timedelta(days=s.unused_days):
+        return None
+    if used is None:
+        return f"never read and no consumer heartbeat since it was added {_day(since)}"
+    return f"no read and no consumer heartbeat for {_age(s.at - since)} (last {_day(since)})"
+
+
+def has_owner(s: State) -> str | None:
+    return None if s.facts.owner.strip() else "no owner: set `owner` in the inventory"
+
+
+def has_consumer(s: State) -> str | None:
+    if any(c.created_at <= s.at for c in s.facts.consumers):
+        return None
+    return "no consumer registered: nobody knows which services would break"
+
+
+def in_sync(s: State) -> str | None:
+    sync = s.sync
+    if sync in (None, "in-sync"):
+        return None
+    if sync == "unverified":
+        return "never verified: run `keyturn verify ID`"
+    seen = s.facts.synced[s.index]
+    assert seen is not None
+    return f"the target refused the current value at {_day(seen[0])}"
+
+
+def store_in_sync(s: State) -> str | None:
+    if s.current is None or not s.facts.stores:
+        return None
+    number = s.current.number
+    held = {
+        store for store, version, when in s.facts.published if version == number and when <= s.at
+    }
+    missing = [store for store in s.facts.stores if store not in held]
+    if not missing:
+        return None
+    return f"store(s) {', '.join(missing)} do not hold version {number}"
+
+
+def grace_end(s: State) -> datetime | None:
+    if s.current is None:
+        return None
+    for rotation in reversed(s.rotations()):
+        if rotation.new_version == s.current.number and rotation.wait_until is not None:
+            return rotation.wait_until
+    return s.current.activated_at + s.policy.grace
+
+
+def previous_past_grace(s: State) -> str | None:
+    end = grace_end(s)
+    if s.previous is None or end is None or s.at <= end:
+        return None
+    return (
+        f"version {s.previous.number} is still accepted {_age(s.at - end)} after its grace "
+        f"period ended ({_day(end)})"
+    )
+
+
+Check = Callable[[State], str | None]
+
+RULES: tuple[tuple[Rule, Check], ...] = (
+    (
+        Rule(
+            "rotation-enabled",
+            "Rotation enabled",
+            "A policy with a max age applies and a target lets keyturn rotate the credential.",
+            ("secretsmanager-rotation-enabled-check",),
+        ),
+        rotation_enabled,
+    ),
+    (
+        Rule(
+            "rotated-within-max-age",
+            "Rotated within max age",
+            "The current version is younger than the policy's max age (certificates: renewed "
+            "at renew_at of their lifetime).",
+            ("access-keys-rotated", "secretsmanager-secret-periodic-rotation"),
+        ),
+        rotated_within_max_age,
+    ),
+    (
+        Rule(
+            "last-rotation-succeeded",
+            "Last scheduled rotation succeeded",
+            "The latest rotation the schedule started did not fail, abort or keep retrying.",
+            ("secretsmanager-scheduled-rotation-success-check",),
+        ),
+        last_rotation_succeeded,
+    ),
+    (
+        Rule(
+            "unused",
+            "Used in the last N days",
+            "Its value was read (API, CLI, a keyturn: reference) or a consumer reported within "
+            "the last N days (default 90).",
+            ("secretsmanager-secret-unused", "iam-user-unused-credentials-check"),
+        ),
+        unused,
+    ),
+    (
+        Rule("has-owner", "Has an owner", "Someone is named to answer for the credential."),
+        has_owner,
+    ),
+    (
+        Rule(
+            "has-consumer",
+            "Has a consumer",
+            "At least one consuming service is registered, so a rotation knows whom to move.",
+        ),
+        has_consumer,
+    ),
+    (
+        Rule(
+            "in-sync",
+            "Target in sync",
+            "The last check of the target (a verify, or a rotation's promotion) accepted the "
+            "current value.",
+        ),
+        in_sync,
+    ),
+    (
+        Rule(
+            "store-in-sync",
+            "Stores in sync",
+            "Every store the credential is published to received its current version.",
+        ),
+        store_in_sync,
+    ),
+    (
+        Rule(
+            "previous-past-grace",
+            "Previous version revoked after grace",
+            "No previous version is still accepted after its grace period ended.",
+        ),
+        previous_past_grace,
+    ),
+)
+RULE_IDS = tuple(rule.id for rule, _ in RULES)
+BY_ID = {rule.id: rule for rule, _ in RULES}
+
+
+def check(state: State) -> list[Finding]:
+    """Every rule *state* fails, in the order of RULES."""
+    found = []
+    for rule, test in RULES:
+        why = test(state)
+        if why is not None:
+            found.append(Finding(rule.id, why))
+    return found
