@@ -100,6 +100,7 @@ def run(runner: Runner) -> bool:
         except STORE_FAILURES as exc:
             _wait(runner, row.name, view, exc)
             return False
+        checkpoint("publish:stored")  # the store has it; keyturn has not recorded its mark
         _record(app, row.name, cred.id, pending.number, new_mark)
     checkpoint("publish:effect")
     runner._step_done(Step.FINISH, "rotation.publish", pending, stores=[r.name for r in rows])
@@ -209,6 +210,16 @@ def check(app: Keyturn, cred: Credential) -> list[StoreStatus]:
             mark.status, mark.checked_at = status.status, utcnow()
             mark.detail = status.detail or None
     return found
+
+
+def combine(status: str, detail: str, stores: tuple[StoreStatus, ...]) -> tuple[str, str]:
+    """The credential's sync status from its target's and its stores': a target in sync
+    with a store that is not is "store-drift"; a store down is "unreachable"."""
+    bad = [s for s in stores if s.status != "in-sync"]
+    if status != "in-sync" or not bad:
+        return status, detail
+    worst = "store-drift" if any(s.status != "unreachable" for s in bad) else "unreachable"
+    return worst, "; ".join(f"{s.store}: {s.status} ({s.detail})" for s in bad)
 
 
 def _compare(

@@ -149,6 +149,9 @@ class VaultStore(Store):
         mount, path = self._where(view.credential_id, view.tenant)
         meta = self._metadata(mount, path)
         remote = int(meta["current_version"]) if meta else 0
+        custom = (meta or {}).get("custom_metadata") or {}
+        if str(remote) == mark and custom.get("keyturn_fingerprint") == view.current.fingerprint:
+            return mark  # keyturn wrote this very version last: a replay
         if meta and str(remote) != mark:
             data = self._data(mount, path) or {}
             held = data.get(self.config.key)
