@@ -65,3 +65,28 @@ def test_dotenv_keeps_other_lines_and_adds_the_previous(kt: Harness) -> None:
     assert f"{var}_VERSION=3" in text
     assert stat.S_IMODE((kt.home / "app.env").stat().st_mode) == 0o600
     assert kt.cli("verify", rig.id).code == 0
+
+
+def test_the_api_shows_store_drift(kt: Harness) -> None:
+    from fastapi.testclient import TestClient
+
+    from keyturn import auth
+    from keyturn.api import create_app
+
+    rig = Rig(kt, 'type = "file"\ndirectory = "secrets"')
+    assert rig.rotate()["status"] == "done"
+    (kt.home / "secrets" / rig.tenant / "smtp-admin").write_text("edited")
+    with kt.app.db.write() as session:
+        token = auth.create_token(session, "operator", None, None, name="t").token
+    headers = {"Authorization": f"Bearer {token}"}
+    with TestClient(create_app(kt.app)) as client:
+        verify = client.post(f"/api/v1/credentials/{rig.id}/verify", headers=headers).json()
+        assert verify["status"] == "store-drift"
+        assert verify["stores"][0]["store"] == "main"
+        assert verify["stores"][0]["status"] == "drift"
+        one = client.get(f"/api/v1/credentials/{rig.id}", headers=headers).json()
+        assert one["sync"] == "store-drift"
+        assert one["store_sync"][0]["status"] == "drift"
+        listed = client.get("/api/v1/credentials", headers=headers).json()["credentials"]
+        assert [c["sync"] for c in listed if c["id"] == rig.id] == ["store-drift"]
+    assert "store-drift" in kt.cli("list").out
