@@ -14,14 +14,22 @@ the published API (cyberark/conjur `apidocs/src/authentication.md`, `secrets.md`
 - `GET /resources/{account}/variable/{id}`: the resource, with `secrets: [{"version": n}]`;
   `GET /resources/{account}?kind=variable&search=&limit=&offset=`: a page of them.
 
-Identifiers arrive URL-encoded (`prod%2Fdb`). Variables are declared with `declare()` (in
-Conjur, by loading a policy). `expire_tokens()` makes every token issued so far expire.
+- `POST /policies/{account}/policy/root`: loads a policy; of Conjur's policy language only
+  `- !variable NAME` lines are understood (each declares a variable), enough for the docs.
+
+Identifiers arrive URL-encoded (`prod%2Fdb`). Tests declare variables with `declare()`.
+`expire_tokens()` makes every token issued so far expire. As a server (for the docs'
+example, started by scripts/services.d/conjur.sh):
+
+    python -m tests.stores.conjur_double --port 45190 --login host/keyturn --key-file FILE
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
+import os
 import secrets
 import threading
 import time
@@ -34,14 +42,14 @@ TOKEN_SECONDS = 8 * 60
 
 
 class ConjurDouble:
-    def __init__(self, account: str = "myorg") -> None:
+    def __init__(self, account: str = "myorg", port: int = 0) -> None:
         self.account = account
         self.api_keys: dict[str, str] = {}
         self.variables: dict[str, list[tuple[int, str]]] = {}
         self.tokens: dict[str, float] = {}  # base64 token -> expiry (monotonic)
         self.authentications = 0
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -136,6 +144,12 @@ def _handler(double: ConjurDouble) -> type[BaseHTTPRequestHandler]:
                 return self._reply(status, token, "text/plain")
             if not double.authorized(self.headers.get("Authorization")):
                 return self._reply(401)
+            if parts[:3] == ["policies", double.account, "policy"]:
+                for line in body.decode(errors="replace").splitlines():
+                    kind, _, name = line.strip().removeprefix("- ").partition(" ")
+                    if kind == "!variable" and name.strip():
+                        double.declare(name.strip())
+                return self._reply(201, b'{"created_roles": {}, "version": 1}')
             if len(parts) == 4 and parts[:3] == ["secrets", double.account, "variable"]:
                 if parts[3] not in double.variables:
                     return self._reply(404, b'{"error": {"code": "not_found"}}')
@@ -175,3 +189,22 @@ def _handler(double: ConjurDouble) -> type[BaseHTTPRequestHandler]:
             return self._reply(200, json.dumps(page).encode())
 
     return Handler
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="A double of Conjur's REST API")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--account", default="myorg")
+    parser.add_argument("--login", default="host/keyturn")
+    parser.add_argument("--key-file", required=True)
+    args = parser.parse_args()
+    double = ConjurDouble(args.account, args.port)
+    key = double.add_host(args.login)
+    fd = os.open(args.key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key)
+    double.server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
