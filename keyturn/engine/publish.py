@@ -48,7 +48,7 @@ class StoreStatus:
     """One store of a credential as `verify` found it."""
 
     store: str
-    status: str  # in-sync | drift | unreachable | missing
+    status: str  # in-sync | drift | unreachable | missing | unpublished
     version: int | None = None
     detail: str = ""
 
@@ -201,6 +201,10 @@ def check(app: Keyturn, cred: Credential) -> list[StoreStatus]:
         try:
             with _open(app, row) as store:
                 held = store.held(cred.id, cred.tenant_id)
+            if held is None and mark is None:
+                # keyturn never published there (declared since the last rotation).
+                found.append(StoreStatus(row.name, "unpublished", detail="not published yet"))
+                continue
             found.append(_compare(row.name, held, known, values, mark.mark if mark else None))
         except STORE_FAILURES as exc:
             found.append(StoreStatus(row.name, "unreachable", detail=exc.message))
@@ -215,7 +219,7 @@ def check(app: Keyturn, cred: Credential) -> list[StoreStatus]:
 def combine(status: str, detail: str, stores: tuple[StoreStatus, ...]) -> tuple[str, str]:
     """The credential's sync status from its target's and its stores': a target in sync
     with a store that is not is "store-drift"; a store down is "unreachable"."""
-    bad = [s for s in stores if s.status != "in-sync"]
+    bad = [s for s in stores if s.status not in ("in-sync", "unpublished")]
     if status != "in-sync" or not bad:
         return status, detail
     worst = "store-drift" if any(s.status != "unreachable" for s in bad) else "unreachable"
@@ -246,7 +250,8 @@ def _compare(
 
 def repair(app: Keyturn, credential_id: str, actor: str) -> list[StoreStatus]:
     """Publish the current value over what each out-of-sync store holds (an operator's
-    decision, after `verify` reported drift); recorded in the audit log."""
+    decision, after `verify` reported drift), and to stores never published to yet;
+    recorded in the audit log."""
     with app.db.read() as session:
         cred = repo.get_credential(session, credential_id)
     statuses = check(app, cred)
@@ -261,7 +266,7 @@ def repair(app: Keyturn, credential_id: str, actor: str) -> list[StoreStatus]:
         rows = {r.name: r for r in _stores(session, cred)}
     out = []
     for status in statuses:
-        if status.status not in ("drift", "missing"):
+        if status.status not in ("drift", "missing", "unpublished"):
             out.append(status)
             continue
         out.append(_repair_one(app, rows[status.store], cred, view, actor))

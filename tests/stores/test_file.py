@@ -90,3 +90,13 @@ def test_the_api_shows_store_drift(kt: Harness) -> None:
         listed = client.get("/api/v1/credentials", headers=headers).json()["credentials"]
         assert [c["sync"] for c in listed if c["id"] == rig.id] == ["store-drift"]
     assert "store-drift" in kt.cli("list").out
+
+
+def test_a_store_declared_later_is_unpublished_until_repair(kt: Harness) -> None:
+    rig = Rig(kt, 'type = "file"\ndirectory = "secrets"')
+    result = kt.cli("verify", rig.id, "--json")
+    assert result.code == 0, result.out
+    assert json.loads(result.out)[0]["stores"][0]["status"] == "unpublished"
+    assert kt.cli("verify", rig.id, "--repair").code == 0
+    assert (kt.home / "secrets" / rig.tenant / "smtp-admin").read_text() == rig.current()[1]
+    assert rig.show()["store_sync"][0]["status"] == "in-sync"

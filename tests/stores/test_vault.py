@@ -158,6 +158,7 @@ def test_openbao_down_during_publish_waits_then_finishes(
         ) as proc:
             bao.stop()
         out, err = proc.communicate(timeout=120)
+        assert rig.versions()["pending"][1] not in out + err
         first = json.loads(out)[0]
         assert (first["status"], first["step"]) == ("retrying", "publish"), err
         assert "cannot" in first["error"]
@@ -200,3 +201,5 @@ def test_sigkill_at_publish_then_resume(
     assert (data["value"], meta["custom_metadata"]["keyturn_version"]) == (value, str(number))
     assert meta["current_version"] == 1  # the replay wrote nothing more
     assert rig.kt.cli("verify", rig.id).code == 0
+    assert value not in crashed.out + crashed.err + resumed.out + resumed.err
+    assert value not in written(kt.home)
