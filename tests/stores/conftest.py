@@ -81,6 +81,17 @@ initial_secret = "env:INITIAL_PW"
         result = kt.cli("apply", "keyturn.toml", env={"INITIAL_PW": INITIAL})
         assert result.code == 0, result.err
 
+    def accepts(self, value: str) -> bool:
+        """Does the (dual) target accept *value* for the rig's login?"""
+        from keyturn.domain.model import Secret
+        from keyturn.targets.base import Account, TargetContext
+
+        target = FlakyTarget.from_settings(
+            {"path": "mail.passwd", "control": "control.json", "secondary_path": "mail2.passwd"},
+            TargetContext(resolve=lambda ref: Secret(""), base_dir=str(self.kt.home)),
+        )
+        return target.test(Account("admin@acme.example"), Secret(value))
+
     def rotate(self, *extra: str) -> dict[str, Any]:
         result = self.kt.cli("rotate", self.id, "--reason", "store test", "--json", *extra)
         assert result.out.strip(), result.err

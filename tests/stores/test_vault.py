@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.stores.bao import PrivateBao, client
-from tests.stores.conftest import Rig, need, written
+from tests.stores.conftest import INITIAL, Rig, need, written
 from tests.support.keyturn import Harness
 
 
@@ -167,6 +167,8 @@ def test_openbao_down_during_publish_waits_then_finishes(
             again = json.loads(kt.cli("resume", rig.id, "--now", "--json", env=env).out)[0]
             assert again["status"] == "retrying"
         assert rig.versions()["pending"][0] == 2
+        # Consumers still read the old value from OpenBao, and the target still accepts it.
+        assert rig.accepts(INITIAL) and rig.accepts(rig.versions()["pending"][1])
         bao.start()
         done = json.loads(kt.cli("resume", rig.id, "--now", "--json", env=env).out)[0]
         assert done["status"] == "done", done
