@@ -132,3 +132,53 @@ def test_a_literal_secret_setting_is_refused(kt: Harness) -> None:
                     "--set", "token=hvs.literal-000")  # fmt: skip
     assert result.code != 0 and result.err.startswith("error:")
     assert "hvs.literal-000" not in result.err
+
+
+def test_import_from_openbao_links_a_declared_store(
+    kt: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With --store, a secret found again under its credential's path is linked to the store,
+    its KV version recorded: the next publish there is a check-and-set from it."""
+    tenant = "t" + secrets.token_hex(4)
+    client().secrets.kv.v2.create_or_update_secret(
+        path=f"{tenant}/smtp-admin", secret={"value": "linked-Value-1"}
+    )
+    monkeypatch.setenv("BAO_TOKEN", need("KEYTURN_TEST_BAO_TOKEN"))
+    kt.write(
+        "stores.toml",
+        f'[stores.bao]\ntype = "vault"\nurl = "{need("KEYTURN_TEST_BAO_ADDR")}"\n'
+        'token = "env:BAO_TOKEN"\n',
+    )
+    assert kt.cli("apply", "stores.toml").code == 0
+    args = ["--from", "vault", "--store", "bao", "--prefix", f"secret/{tenant}"]
+    result = kt.cli("import", *args, "--tenant", tenant, "--kind", "smtp", "--json")
+    assert json.loads(result.out)[0]["action"] == "create", result.err
+    show = json.loads(kt.cli("show", f"{tenant}/smtp-admin", "--json").out)
+    assert show["stores"] == ["bao"]
+    assert show["store_sync"][0]["status"] == "in-sync"
+    assert kt.cli("verify", f"{tenant}/smtp-admin", "--json").code == 0
+
+
+def test_import_from_conjur(kt: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.stores.conjur_double import ConjurDouble
+
+    with ConjurDouble() as conjur:
+        monkeypatch.setenv("CONJUR_KEY", conjur.add_host("host/keyturn"))
+        conjur.declare("prod/db/password", "prod/api/key", "other/x")
+        conjur.set("prod/db/password", "conjur-Db-1")
+        conjur.set("prod/api/key", "conjur-Api-2")
+        args = [
+            "--from", "conjur", "--set", f"url={conjur.url}", "--set", "account=myorg",
+            "--set", "login=host/keyturn", "--set", "api_key=env:CONJUR_KEY",
+            "--prefix", "prod/", "--tenant", "prod", "--kind", "password",
+        ]  # fmt: skip
+        first = kt.cli("import", *args, "--json")
+        assert first.code == 0, first.err
+        assert sorted(p["credential_id"] for p in json.loads(first.out)) == [
+            "prod/api/key",
+            "prod/db/password",
+        ]
+        assert values_of(kt, ["prod/db/password"]) == {"prod/db/password": "conjur-Db-1"}
+        second = kt.cli("import", *args)
+        assert "2 secret(s): 2 unchanged" in second.out
+        assert "conjur-Db-1" not in first.out + second.out + written(kt.home)
