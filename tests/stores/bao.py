@@ -7,6 +7,7 @@ a test that needs OpenBao to go down starts its own `bao server -dev` on a free 
 from __future__ import annotations
 
 import socket
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -36,11 +37,18 @@ class PrivateBao:
 
     token = "private-root-token"
 
-    def __init__(self, log: Path) -> None:
+    def __init__(self, log: Path, tls_dir: Path | None = None) -> None:
         self.port = free_port()
-        self.addr = f"http://127.0.0.1:{self.port}"
+        self.tls_dir = tls_dir
+        self.addr = f"{'https' if tls_dir else 'http'}://127.0.0.1:{self.port}"
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def ca(self) -> Path:
+        """The CA of a -dev-tls server's certificate."""
+        assert self.tls_dir is not None
+        return self.tls_dir / "vault-ca.pem"
 
     def start(self) -> None:
         with self.log.open("ab") as out:
@@ -52,6 +60,7 @@ class PrivateBao:
                     f"-dev-listen-address=127.0.0.1:{self.port}",
                     f"-dev-root-token-id={self.token}",
                     "-dev-no-store-token",
+                    *(["-dev-tls", f"-dev-tls-cert-dir={self.tls_dir}"] if self.tls_dir else []),
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -60,9 +69,13 @@ class PrivateBao:
         deadline = time.monotonic() + 60
         while True:
             try:
-                if httpx.get(f"{self.addr}/v1/sys/health", timeout=1).status_code == 200:
+                verify: ssl.SSLContext | bool = True
+                if self.tls_dir:
+                    verify = ssl.create_default_context(cafile=str(self.ca))
+                health = httpx.get(f"{self.addr}/v1/sys/health", timeout=1, verify=verify)
+                if health.status_code == 200:
                     return
-            except httpx.HTTPError:
+            except (httpx.HTTPError, OSError):  # not listening, or its CA not written yet
                 pass
             assert self.proc.poll() is None, self.log.read_text()[-2000:]
             assert time.monotonic() < deadline, "bao did not start"

@@ -209,3 +209,27 @@ def test_sigkill_at_publish_then_resume(
     assert rig.kt.cli("verify", rig.id).code == 0
     assert value not in crashed.out + crashed.err + resumed.out + resumed.err
     assert value not in written(kt.home)
+
+
+def test_tls_with_a_ca_bundle(kt: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A private `bao server -dev-tls` (its own CA): the store trusts it through ca_bundle,
+    and without it refuses the certificate (a clear error, the rotation waits)."""
+    tls = tmp_path / "tls"
+    tls.mkdir()
+    bao = PrivateBao(tmp_path / "bao-tls.log", tls_dir=tls)
+    bao.start()
+    try:
+        monkeypatch.setenv("BAO_TOKEN", bao.token)
+        rig = Rig(kt, vault_toml(bao.addr, ca_bundle=str(bao.ca)))
+        assert rig.rotate()["status"] == "done"
+        import hvac
+
+        remote = hvac.Client(url=bao.addr, token=bao.token, verify=str(bao.ca))
+        assert kv(rig, remote)[0]["value"] == rig.current()[1]
+        kt.write("keyturn.toml", (kt.home / "keyturn.toml").read_text().replace("ca_bundle", "#"))
+        assert kt.cli("apply", "keyturn.toml", env={"INITIAL_PW": "unused"}).code == 0
+        out = rig.rotate()
+        assert (out["status"], out["step"]) == ("retrying", "publish")
+        assert "SSLError" in out["error"]
+    finally:
+        bao.stop()
