@@ -140,11 +140,14 @@ class AwsSecretsManagerStore(Store):
         if stages is None:
             self._create(name, token, view)
             return token
-        current = _with(stages, "AWSCURRENT")
-        if current == token:
+        # One version has AWSCURRENT; moto can leave it on two after a foreign put, which
+        # is a write keyturn did not make either way.
+        currents = [vid for vid, labels in stages.items() if CURRENT in labels]
+        if currents == [token]:
             self._drop_pending(name, token, stages)
             return token  # a replay
-        if current != mark and not self._holds_previous(name, view, mark):
+        current = currents[0] if currents else None
+        if currents and currents != [mark] and not self._holds_previous(name, view, mark):
             raise StoreConflict(
                 f"{self.context.name or self.name}: {name} has AWSCURRENT on version "
                 f"{current}, not {mark or 'one keyturn wrote'}: someone else wrote it; keyturn "
@@ -245,10 +248,6 @@ class AwsSecretsManagerStore(Store):
         if self._client is not None:
             self._client.close()
             self._client = None
-
-
-def _with(stages: dict[str, list[str]], label: str) -> str | None:
-    return next((vid for vid, labels in stages.items() if label in labels), None)
 
 
 __all__ = ["AwsSecretsManagerStore", "request_token"]

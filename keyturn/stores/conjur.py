@@ -166,10 +166,10 @@ class ConjurStore(Store):
             raise StoreRefused(
                 f"{self._where()}: no variable {variable}; declare it in a Conjur policy first"
             )
+        held = self._value(variable) if latest else None
+        if held is not None and held.reveal() == view.current.value.reveal():
+            return str(latest)  # a replay: it is there already
         if latest and str(latest) != mark:
-            held = self._value(variable)
-            if held is not None and held.reveal() == view.current.value.reveal():
-                return str(latest)  # a replay after a crash
             previous = view.previous.value.reveal() if view.previous else None
             if mark is not None or held is None or held.reveal() != previous:
                 raise StoreConflict(

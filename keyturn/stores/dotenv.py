@@ -4,6 +4,10 @@ Each credential maps to one variable (`variables` setting, or the id upper-cased
 non-alphanumerics as `_`); a `NAME_VERSION` line records which version is published, and
 `NAME_PREVIOUS` holds the previous value when there is one, for clients that fall back. The
 file is rewritten atomically with mode 0600 (keyturn.stores.files).
+
+Other lines of the file belong to other people, so the file has no mark to check-and-set
+against: a publish replaces the credential's lines, and a value edited by hand is found by
+`keyturn verify` (drift) rather than refused at publish.
 """
 
 from __future__ import annotations
@@ -77,8 +81,10 @@ class DotenvStore(Store):
         return str(view.current.number)
 
     def held(self, credential_id: str, tenant: str) -> Held | None:
+        """The version line and the value (verify compares the value: a line edited by
+        hand is drift even if its version line was left alone)."""
         found = self.read(credential_id)
-        return None if found is None else Held(found[0].version)
+        return None if found is None else Held(found[0].version, value=found[1])
 
     def read(self, credential_id: str) -> tuple[Published, Secret] | None:
         name = self.variable(credential_id)

@@ -4,7 +4,10 @@ AWS cannot run here; moto's server (started by scripts/services.d/aws.sh, reques
 signatures checked) speaks the Secrets Manager API boto3 speaks to AWS, staging labels and
 ClientRequestToken idempotency included. One gap: moto's default version does not follow
 AWSCURRENT when `update_secret_version_stage` moves it (AWS's does), so reads here name the
-stage, as the store itself does.
+stage, as the store itself does; and a `put_secret_value` that moves AWSCURRENT leaves it
+on the old version too (moto moves AWSPREVIOUS from its stale default version), so a write
+by "someone else" here is AWS's other path: a version put with a label of its own, then
+AWSCURRENT moved onto it, which moto does as AWS does.
 """
 
 from __future__ import annotations
@@ -52,6 +55,19 @@ def rig(kt: Harness, monkeypatch: pytest.MonkeyPatch) -> Rig:
     monkeypatch.setenv("AWS_KEY_ID", need("KEYTURN_TEST_AWS_ACCESS_KEY_ID"))
     monkeypatch.setenv("AWS_SECRET", need("KEYTURN_TEST_AWS_SECRET_ACCESS_KEY"))
     return Rig(kt, aws_toml())
+
+
+def foreign_write(name: str, value: str) -> None:
+    """Someone else writes *value* and makes it AWSCURRENT."""
+    put = sm().put_secret_value(SecretId=name, SecretString=value, VersionStages=["manual"])
+    stages = sm().describe_secret(SecretId=name)["VersionIdsToStages"]
+    (current,) = [vid for vid, labels in stages.items() if "AWSCURRENT" in labels]
+    sm().update_secret_version_stage(
+        SecretId=name,
+        VersionStage="AWSCURRENT",
+        MoveToVersionId=put["VersionId"],
+        RemoveFromVersionId=current,
+    )
 
 
 def current_value(name: str) -> str:
@@ -111,11 +127,15 @@ def test_a_replayed_publish_creates_no_version(rig: Rig) -> None:
 def test_a_value_changed_in_aws_is_drift(rig: Rig) -> None:
     assert rig.rotate()["status"] == "done"
     name = f"{rig.tenant}/smtp-admin"
-    sm().put_secret_value(SecretId=name, SecretString="changed-by-hand-1")
+    foreign_write(name, "changed-by-hand-1")
     result = rig.kt.cli("verify", rig.id, "--json")
     assert result.code == 1
     assert json.loads(result.out)[0]["status"] == "store-drift"
     out = rig.rotate()
     assert (out["status"], out["step"]) == ("retrying", "publish")
     assert current_value(name) == "changed-by-hand-1"
+    assert rig.kt.cli("verify", rig.id, "--repair").code == 0
+    resumed = json.loads(rig.kt.cli("resume", rig.id, "--now", "--json").out)[0]
+    assert resumed["status"] == "done"
+    assert current_value(name) == rig.current()[1]
     assert "changed-by-hand-1" not in written(rig.kt.home)
