@@ -3,8 +3,8 @@
 One row per (store, credential): the keyturn version published there, the store's own id of
 that write (a KV version, an AWS version id), and what `keyturn verify` last found.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from alembic import op
 
 import keyturn.db.models
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
