@@ -78,6 +78,14 @@ class ChangeOut(BaseModel):
     problems: list[str]
 
 
+class StoreSyncOut(BaseModel):
+    store: str
+    version: int | None = Field(description="The keyturn version last published there")
+    status: str = Field(description="in-sync, drift, missing, unreachable or unpublished")
+    detail: str | None
+    checked_at: datetime | None
+
+
 class CredentialOut(BaseModel):
     id: str
     tenant: str
@@ -103,6 +111,11 @@ class CredentialOut(BaseModel):
     )
     created_at: datetime
     updated_at: datetime
+    store_sync: list[StoreSyncOut] | None = Field(
+        default=None,
+        description="Each store: the version published and what `verify` last found there "
+        "(in the one-credential view; the list shows `sync` only)",
+    )
 
 
 class CredentialList(BaseModel):
@@ -170,6 +183,7 @@ class VerifyOut(BaseModel):
     credential: str
     status: str
     detail: str
+    stores: list[StoreSyncOut] = Field(default_factory=list)
 
 
 class ConsumerOut(BaseModel):

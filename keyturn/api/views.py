@@ -12,10 +12,13 @@ from keyturn.db import repo
 from keyturn.db.models import ApiToken, Consumer, Credential, Version
 from keyturn.domain.inputs import clean
 from keyturn.domain.model import VersionState
+from keyturn.engine import publish
 from keyturn.engine.protocol import Outcome
 
 
-def credential(session: Session, cred: Credential, now: datetime) -> s.CredentialOut:
+def credential(
+    session: Session, cred: Credential, now: datetime, detail: bool = False
+) -> s.CredentialOut:
     current = repo.version_in_state(session, cred.id, VersionState.CURRENT)
     policy = repo.due_state(session, cred, now)
     age, due = policy.age, cast(s.Due, policy.status)
@@ -45,6 +48,9 @@ def credential(session: Session, cred: Credential, now: datetime) -> s.Credentia
         held_back=cred.dispute is not None,
         created_at=cred.created_at,
         updated_at=cred.updated_at,
+        store_sync=[s.StoreSyncOut(**m) for m in publish.marks(session, cred.id)]
+        if detail
+        else None,
     )
 
 

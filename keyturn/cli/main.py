@@ -138,6 +138,7 @@ def main() -> None:
         commands,
         demo,
         doctor,
+        importer,
         rekey,
         report,
         rotation,

@@ -13,7 +13,7 @@ from keyturn.cli import output, remote
 from keyturn.cli.commands import Json, Reason
 from keyturn.cli.main import actor, app, open_app
 from keyturn.db.models import Credential
-from keyturn.domain.errors import KeyturnError, RotationFailed
+from keyturn.domain.errors import KeyturnError, RotationFailed, UsageError
 from keyturn.domain.ids import validate_id
 from keyturn.domain.model import RotationStatus, Trigger
 from keyturn.engine import service
@@ -179,11 +179,21 @@ def verify(
     ctx: typer.Context,
     credential_id: Annotated[str | None, typer.Argument(metavar="[ID]")] = None,
     json: Json = False,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="Publish the current value over what an out-of-sync store of ID holds "
+            "(after checking who changed it)",
+        ),
+    ] = False,
 ) -> None:
-    """Log in with the current value: is each target still in sync with keyturn?"""
+    """Log in with the current value: is each target (and store) in sync with keyturn?"""
     if credential_id:
         validate_id(credential_id)
     api = remote.connect(ctx)
+    if repair:
+        _repair(ctx, api, credential_id)
     results = (
         _verify_remote(api, credential_id, json) if api else _verify_local(ctx, credential_id, json)
     )
@@ -200,8 +210,18 @@ def verify(
             counts[r["status"]] = counts.get(r["status"], 0) + 1
         summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
         output.say(f"verified {len(results)} credential(s): {summary or 'none has a target'}")
-    if any(r["status"] in ("out-of-sync", "unreachable") for r in results):
+    if any(r["status"] in ("out-of-sync", "unreachable", "store-drift") for r in results):
         raise typer.Exit(1)
+
+
+def _repair(ctx: typer.Context, api: remote.Remote | None, credential_id: str | None) -> None:
+    from keyturn.engine import publish
+
+    if credential_id is None or api is not None:
+        raise UsageError("--repair needs one credential ID, on keyturn's own database")
+    for found in publish.repair(open_app(ctx), credential_id, actor()):
+        if found.detail == "republished":
+            output.say(f"{credential_id}: republished version {found.version} to {found.store}")
 
 
 def _verify_local(
@@ -219,7 +239,12 @@ def _verify_local(
         for cid in ids:
             (found,) = service.verify(instance, cid, actor=actor())
             results.append(
-                {"credential": found.credential_id, "status": found.status, "detail": found.detail}
+                {
+                    "credential": found.credential_id,
+                    "status": found.status,
+                    "detail": found.detail,
+                    "stores": [s.__dict__ for s in found.stores],
+                }
             )
             bar.advance()
     return results

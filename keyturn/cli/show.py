@@ -23,6 +23,7 @@ from keyturn.db import repo
 from keyturn.db.models import ApiToken, AuditEntry, Rotation, utcnow
 from keyturn.domain.errors import Forbidden
 from keyturn.domain.ids import validate_id
+from keyturn.engine import publish
 
 LAST_ROTATIONS = 5
 ENDS = {
@@ -64,6 +65,7 @@ def _local(ctx: typer.Context, credential_id: str) -> dict[str, Any]:
             verified_at=cred.verified_at,
         )
         data["versions"] = [_version(v.__dict__) for v in repo.versions(session, credential_id)]
+        data["store_sync"] = publish.marks(session, credential_id)
         data["consumers"] = [
             {"name": c.name, "version": c.version, "last_seen_at": c.last_seen_at}
             for c in repo.consumers(session, credential_id)
@@ -229,6 +231,15 @@ def render(data: dict[str, Any]) -> None:
             for v in data["versions"]
         ],
     )
+    if data.get("store_sync"):
+        output.table(
+            "stores",
+            ["store", "version", "status", "detail"],
+            [
+                [m["store"], m["version"], m["status"], m["detail"] or ""]
+                for m in data["store_sync"]
+            ],
+        )
     if data["consumers"]:
         output.table(
             "consumers",

@@ -117,6 +117,29 @@ class StoreRow(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class StoreMark(Base):
+    """What keyturn last wrote to a store for a credential, and what `verify` last found.
+
+    `mark` is the store's own id of that write (a KV version, a version id): the check-and-set
+    token of the next publish, so that a value changed behind keyturn's back is detected.
+    `status` is "in-sync", "drift" (the store holds something else) or "unreachable".
+    """
+
+    __tablename__ = "store_marks"
+    store: Mapped[str] = mapped_column(
+        ForeignKey("stores.name", ondelete="CASCADE"), primary_key=True
+    )
+    credential_id: Mapped[str] = mapped_column(
+        ForeignKey("credentials.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    version: Mapped[int | None] = mapped_column(Integer)
+    mark: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="in-sync")
+    detail: Mapped[str | None] = mapped_column(Text)
+    checked_at: Mapped[datetime | None] = mapped_column()
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
 class Credential(Base):
     __tablename__ = "credentials"
     id: Mapped[str] = mapped_column(String(200), primary_key=True)

@@ -24,7 +24,6 @@ from keyturn.db import repo
 from keyturn.db.models import (
     Credential,
     Rotation,
-    StoreRow,
     TargetRow,
     Version,
     utcnow,
@@ -51,7 +50,7 @@ from keyturn.domain.policy import Policy as EffectivePolicy
 from keyturn.engine import lease
 from keyturn.engine.faults import checkpoint
 from keyturn.notify import outbox
-from keyturn.runtime import open_store, open_target
+from keyturn.runtime import open_target
 from keyturn.targets.base import Account, Target
 
 log = logging.getLogger("keyturn.engine")
@@ -417,23 +416,10 @@ class Runner:
         return True
 
     def _publish(self) -> bool:
-        with self.db.read() as session:
-            pending, _ = self._values(session)
-            assert pending is not None
-            cred = repo.get_credential(session, self.credential_id)
-            value = self.app.vault.reveal(pending)
-            rows = [session.get(StoreRow, name) for name in cred.stores]
-        for row in rows:
-            if row is None:
-                continue
-            store = open_store(self.app, row)
-            try:
-                store.publish(cred.id, pending.number, value)
-            finally:
-                store.close()
-        checkpoint("publish:effect")
-        self._step_done(Step.FINISH, "rotation.publish", pending, stores=list(cred.stores))
-        return True
+        """Every store of the credential gets the pending value (keyturn.engine.publish)."""
+        from keyturn.engine import publish
+
+        return publish.run(self)
 
     def _finish(self) -> bool:
         """Promote in one transaction: previous->retired, current->previous, pending->current."""

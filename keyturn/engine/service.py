@@ -22,6 +22,7 @@ from keyturn.domain.errors import (
 )
 from keyturn.domain.ids import validate_id
 from keyturn.domain.model import ACTIVE_STATUSES, RotationStatus, Step, Trigger, VersionState
+from keyturn.engine import publish
 from keyturn.engine.protocol import Outcome, Runner, account
 from keyturn.notify import outbox
 from keyturn.runtime import open_target
@@ -219,8 +220,9 @@ def _restore_current(app: Keyturn, credential_id: str) -> None:
 @dataclass(frozen=True)
 class VerifyResult:
     credential_id: str
-    status: str  # in-sync | out-of-sync | unreachable | no-value
+    status: str  # in-sync | out-of-sync | unreachable | no-value | store-drift
     detail: str = ""
+    stores: tuple[publish.StoreStatus, ...] = ()
 
 
 def verify(
@@ -255,6 +257,8 @@ def _verify_one(app: Keyturn, cred: Credential, actor: str) -> VerifyResult:
         status = "in-sync" if ok else "out-of-sync"
     except TargetError as exc:
         status, detail = "unreachable", exc.message
+    stores = tuple(publish.check(app, cred)) if cred.stores else ()
+    status, detail = publish.combine(status, detail, stores)
     now = utcnow()
     with app.db.write() as session:
         fresh = repo.get_credential(session, cred.id)
@@ -269,7 +273,7 @@ def _verify_one(app: Keyturn, cred: Credential, actor: str) -> VerifyResult:
             fingerprint=current.fingerprint,
             details={"status": status, "version": current.number},
         )
-        if status == "out-of-sync":
+        if status in ("out-of-sync", "store-drift"):
             outbox.enqueue(
                 session,
                 kind="out-of-sync",
@@ -279,11 +283,15 @@ def _verify_one(app: Keyturn, cred: Credential, actor: str) -> VerifyResult:
                     f"The target of {cred.id} refused the current value (version "
                     f"{current.number}). Someone may have changed it outside keyturn; "
                     "rotate it to bring it back under control."
+                    if status == "out-of-sync"
+                    else f"A store of {cred.id} does not hold the current value (version "
+                    f"{current.number}): {detail}. Run `keyturn verify --repair {cred.id}` "
+                    "once you know who changed it."
                 ),
                 credential_id=cred.id,
                 tenant_id=cred.tenant_id,
             )
-    return VerifyResult(cred.id, status, detail)
+    return VerifyResult(cred.id, status, detail, stores)
 
 
 __all__ = ["TargetError", "abort", "resume", "rotate", "start", "verify"]

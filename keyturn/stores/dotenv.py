@@ -1,20 +1,24 @@
 """A dotenv file as a store: `NAME=value` lines that a consumer's environment loads.
 
 Each credential maps to one variable (`variables` setting, or the id upper-cased with
-non-alphanumerics as `_`); a `NAME_VERSION` line records which version is published. The
-file is rewritten atomically (temp file, fsync, rename) with mode 0600.
+non-alphanumerics as `_`); a `NAME_VERSION` line records which version is published, and
+`NAME_PREVIOUS` holds the previous value when there is one, for clients that fall back. The
+file is rewritten atomically with mode 0600 (keyturn.stores.files).
+
+Other lines of the file belong to other people, so the file has no mark to check-and-set
+against: a publish replaces the credential's lines, and a value edited by hand is found by
+`keyturn verify` (drift) rather than refused at publish.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
-from keyturn.domain.errors import PublishFailed
 from keyturn.domain.model import Secret
-from keyturn.stores.base import Published, Store, StoreConfig
+from keyturn.stores.base import Found, Held, Published, PublishView, Store, StoreConfig
+from keyturn.stores.files import read_text, write_atomic
 
 
 class DotenvConfig(StoreConfig):
@@ -32,6 +36,21 @@ def _quote(value: str) -> str:
     )
 
 
+def parse(text: str) -> dict[str, str]:
+    """`NAME=value` lines (single-quoted values unquoted); comments and blanks skipped."""
+    out = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition("=")
+        if sep and not line.lstrip().startswith("#"):
+            name = name.strip().removeprefix("export ").strip()
+            if value.startswith("'") and value.endswith("'") and len(value) >= 2:
+                value = value[1:-1].replace("'\"'\"'", "'")
+            elif value.startswith('"') and value.endswith('"') and len(value) >= 2:
+                value = value[1:-1]
+            out[name] = value
+    return out
+
+
 class DotenvStore(Store):
     name = "dotenv"
     config_model = DotenvConfig
@@ -46,37 +65,26 @@ class DotenvStore(Store):
         return self.config.variables.get(credential_id) or _var(credential_id)
 
     def _lines(self) -> dict[str, str]:
-        try:
-            text = self.path.read_text()
-        except FileNotFoundError:
-            return {}
-        out = {}
-        for line in text.splitlines():
-            name, sep, value = line.partition("=")
-            if sep and not line.startswith("#"):
-                if value.startswith("'") and value.endswith("'") and len(value) >= 2:
-                    value = value[1:-1].replace("'\"'\"'", "'")
-                out[name.strip()] = value
-        return out
+        return parse(read_text(self.path) or "")
 
-    def publish(self, credential_id: str, version: int, value: Secret) -> None:
-        name = self.variable(credential_id)
+    def publish(self, view: PublishView, mark: str | None) -> str | None:
+        """Write the credential's lines; other lines of the file are kept as they are."""
+        name = self.variable(view.credential_id)
         lines = self._lines()
-        if lines.get(name) == value.reveal() and lines.get(f"{name}_VERSION") == str(version):
-            return
-        lines[name] = value.reveal()
-        lines[f"{name}_VERSION"] = str(version)
-        body = "".join(f"{k}={_quote(v)}\n" for k, v in lines.items())
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".keyturn-")
-            with os.fdopen(fd, "w") as handle:
-                handle.write(body)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            raise PublishFailed(f"cannot write {self.path}: {exc.strerror}") from exc
+        wanted = {name: view.current.value.reveal(), f"{name}_VERSION": str(view.current.number)}
+        if view.previous is not None:
+            wanted[f"{name}_PREVIOUS"] = view.previous.value.reveal()
+        if all(lines.get(k) == v for k, v in wanted.items()):
+            return str(view.current.number)
+        lines.update(wanted)
+        write_atomic(self.path, "".join(f"{k}={_quote(v)}\n" for k, v in lines.items()))
+        return str(view.current.number)
+
+    def held(self, credential_id: str, tenant: str) -> Held | None:
+        """The version line and the value (verify compares the value: a line edited by
+        hand is drift even if its version line was left alone)."""
+        found = self.read(credential_id)
+        return None if found is None else Held(found[0].version, value=found[1])
 
     def read(self, credential_id: str) -> tuple[Published, Secret] | None:
         name = self.variable(credential_id)
@@ -87,3 +95,12 @@ class DotenvStore(Store):
         return Published(int(version) if version and version.isdigit() else None), Secret(
             lines[name]
         )
+
+    def scan(self, prefix: str) -> Iterator[Found]:
+        """Every variable whose name starts with *prefix* (bookkeeping lines left out)."""
+        lines = self._lines()
+        for name, value in lines.items():
+            base = re.sub(r"_(VERSION|PREVIOUS)$", "", name)
+            if not name.startswith(prefix) or (base != name and base in lines):
+                continue
+            yield Found(name, Secret(value))

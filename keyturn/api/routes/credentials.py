@@ -73,7 +73,9 @@ def create_credential(app: App, who: Writer, body: s.CredentialIn) -> s.ChangeOu
 @router.get("/{credential_id:path}", response_model=s.CredentialOut, summary="One credential")
 def get_credential(app: App, who: Reader, credential_id: CredentialId) -> s.CredentialOut:
     with app.db.read() as session:
-        return views.credential(session, visible(session, who, credential_id), utcnow())
+        return views.credential(
+            session, visible(session, who, credential_id), utcnow(), detail=True
+        )
 
 
 @router.put(

@@ -93,4 +93,16 @@ def verify(app: App, who: Operator, credential_id: CredentialId) -> s.VerifyOut:
     """Logs in to the target with the current value and records the result."""
     _check(app, who, credential_id)
     (result,) = service.verify(app, credential_id, actor=who.actor)
-    return s.VerifyOut(credential=result.credential_id, status=result.status, detail=result.detail)
+    stores = [
+        s.StoreSyncOut(
+            store=x.store,
+            version=x.version,
+            status=x.status,
+            detail=x.detail or None,
+            checked_at=None,
+        )
+        for x in result.stores
+    ]
+    return s.VerifyOut(
+        credential=result.credential_id, status=result.status, detail=result.detail, stores=stores
+    )

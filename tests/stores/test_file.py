@@ -1,0 +1,102 @@
+"""The file store (a Kubernetes secret volume's layout) and the dotenv store it shares its
+writing code with: rotations end to end, atomic 0600 files, drift kept."""
+
+from __future__ import annotations
+
+import json
+import stat
+
+from tests.stores.conftest import Rig
+from tests.support.keyturn import Harness
+
+
+def test_rotations_write_one_file_per_secret_0600(kt: Harness) -> None:
+    rig = Rig(kt, 'type = "file"\ndirectory = "secrets"')
+    seen = []
+    for _ in range(2):
+        assert rig.rotate()["status"] == "done"
+        number, value, _ = rig.current()
+        path = kt.home / "secrets" / rig.tenant / "smtp-admin"
+        assert path.read_text() == value
+        assert (path.parent / "smtp-admin.version").read_text() == str(number)
+        for file in path.parent.iterdir():
+            assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
+        if seen:
+            assert (path.parent / "smtp-admin.previous").read_text() == seen[-1]
+        seen.append(value)
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".keyturn-")]
+    assert kt.cli("verify", rig.id).code == 0
+
+
+def test_a_file_edited_by_hand_is_drift_and_kept(kt: Harness) -> None:
+    rig = Rig(kt, 'type = "file"\ndirectory = "secrets"\nfile = "{tenant}-{name}"')
+    assert rig.rotate()["status"] == "done"
+    path = kt.home / "secrets" / f"{rig.tenant}-smtp-admin"
+    path.write_text("edited-by-hand")
+    verify = kt.cli("verify", rig.id, "--json")
+    assert json.loads(verify.out)[0]["status"] == "store-drift"
+    out = rig.rotate()
+    assert (out["status"], out["step"]) == ("retrying", "publish")
+    assert path.read_text() == "edited-by-hand"
+    assert kt.cli("verify", rig.id, "--repair").code == 0
+    assert path.read_text() == rig.current()[1]
+    resumed = json.loads(kt.cli("resume", rig.id, "--now", "--json").out)[0]
+    assert resumed["status"] == "done"
+    assert path.read_text() == rig.current()[1]
+
+
+def test_a_template_cannot_leave_the_directory(kt: Harness) -> None:
+    rig = Rig(kt, 'type = "file"\ndirectory = "secrets"\nfile = "../{name}"')
+    out = rig.rotate()
+    assert out["status"] == "retrying" and "leaves the directory" in out["error"]
+    assert not (kt.home / "smtp-admin").exists()
+
+
+def test_dotenv_keeps_other_lines_and_adds_the_previous(kt: Harness) -> None:
+    (kt.home / "app.env").write_text("OTHER=kept\n")
+    rig = Rig(kt, 'type = "dotenv"\npath = "app.env"')
+    rig.rotate()
+    rig.rotate()
+    text = (kt.home / "app.env").read_text()
+    var = rig.id.upper().replace("/", "_").replace("-", "_")
+    versions = rig.versions()
+    assert "OTHER=kept" in text
+    assert f"{var}={versions['current'][1]}" in text
+    assert f"{var}_VERSION=3" in text
+    assert stat.S_IMODE((kt.home / "app.env").stat().st_mode) == 0o600
+    assert kt.cli("verify", rig.id).code == 0
+
+
+def test_the_api_shows_store_drift(kt: Harness) -> None:
+    from fastapi.testclient import TestClient
+
+    from keyturn import auth
+    from keyturn.api import create_app
+
+    rig = Rig(kt, 'type = "file"\ndirectory = "secrets"')
+    assert rig.rotate()["status"] == "done"
+    (kt.home / "secrets" / rig.tenant / "smtp-admin").write_text("edited")
+    with kt.app.db.write() as session:
+        token = auth.create_token(session, "operator", None, None, name="t").token
+    headers = {"Authorization": f"Bearer {token}"}
+    with TestClient(create_app(kt.app)) as client:
+        verify = client.post(f"/api/v1/credentials/{rig.id}/verify", headers=headers).json()
+        assert verify["status"] == "store-drift"
+        assert verify["stores"][0]["store"] == "main"
+        assert verify["stores"][0]["status"] == "drift"
+        one = client.get(f"/api/v1/credentials/{rig.id}", headers=headers).json()
+        assert one["sync"] == "store-drift"
+        assert one["store_sync"][0]["status"] == "drift"
+        listed = client.get("/api/v1/credentials", headers=headers).json()["credentials"]
+        assert [c["sync"] for c in listed if c["id"] == rig.id] == ["store-drift"]
+    assert "store-drift" in kt.cli("list").out
+
+
+def test_a_store_declared_later_is_unpublished_until_repair(kt: Harness) -> None:
+    rig = Rig(kt, 'type = "file"\ndirectory = "secrets"')
+    result = kt.cli("verify", rig.id, "--json")
+    assert result.code == 0, result.out
+    assert json.loads(result.out)[0]["stores"][0]["status"] == "unpublished"
+    assert kt.cli("verify", rig.id, "--repair").code == 0
+    assert (kt.home / "secrets" / rig.tenant / "smtp-admin").read_text() == rig.current()[1]
+    assert rig.show()["store_sync"][0]["status"] == "in-sync"
