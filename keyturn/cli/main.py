@@ -136,6 +136,7 @@ def main() -> None:
         accounts,
         audit,
         commands,
+        consumers,
         demo,
         doctor,
         rekey,
