@@ -142,6 +142,7 @@ def main() -> None:
         rekey,
         report,
         rotation,
+        run,
         scan,
         schedule,
         serve,

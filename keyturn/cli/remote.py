@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # httpx is imported only in remote mode: every local command 
 
 COMMANDS = (
     "list, show, get, consumers, delete, rotate, resume, abort, verify, token create/list/revoke, "
-    "doctor"
+    "doctor, run"
 )
 REMOTE = frozenset(
     {
@@ -47,6 +47,7 @@ REMOTE = frozenset(
         "verify",
         "token",
         "doctor",
+        "run",
     }
 )
 PREFIX = "/api/v1"
