@@ -147,10 +147,18 @@ class State:
 
     def _note(self, credential_id: str, version: int | None, fallback: bool) -> bool:
         usage = self._usage.setdefault(credential_id, _Usage())
-        changed = version is not None and version != usage.version
-        if version is not None:
-            usage.version = version
-        return changed and version != usage.reported
+        if version is None or version == usage.version:
+            return False
+        if usage.version is not None and version < usage.version:
+            # A call that began before the cache moved on: keyturn still hands out the newer
+            # version, so this process has moved; reporting the older one would hold up the
+            # revoke of a value nobody needs.
+            latest = self._cache.get(credential_id)
+            newer = [v.version for v in (latest[0].current, latest[0].next) if v] if latest else []
+            if any(n is not None and n >= usage.version for n in newer):
+                return False
+        usage.version = version
+        return version != usage.reported
 
     # -- reports ---------------------------------------------------------------------------
 
