@@ -3,11 +3,13 @@ target, a consumer token for the SDK, and a rotation that tests drive step by st
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -65,9 +67,9 @@ def until(predicate: object, limit: float = 30) -> bool:
     return False
 
 
-@pytest.fixture
-def served(kt: Harness) -> Iterator[Served]:
-    setup = Setup(kt, "single")
+@contextlib.contextmanager
+def serving(kt: Harness, strategy: str, **inventory: Any) -> Iterator[Served]:
+    setup = Setup(kt, strategy, **inventory)
     with kt.app.db.write() as session:
         token = auth.create_token(session, "consumer", ["acme/*"], None, name="sdk").token
     port = unused_port()
@@ -75,6 +77,14 @@ def served(kt: Harness) -> Iterator[Served]:
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     assert until(lambda: srv.started, 20), "uvicorn did not start"
-    yield Served(kt, setup, f"http://127.0.0.1:{port}", token)
-    srv.should_exit = True
-    thread.join(10)
+    try:
+        yield Served(kt, setup, f"http://127.0.0.1:{port}", token)
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def served(kt: Harness) -> Iterator[Served]:
+    with serving(kt, "single") as found:
+        yield found
