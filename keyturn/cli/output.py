@@ -92,3 +92,10 @@ def progress(description: str, total: int | None, *, enabled: bool = True) -> It
 def say(text: str) -> None:
     """A line of plain text on stdout (no Rich markup or highlighting)."""
     console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+
+def warn(message: str) -> None:
+    """A warning on stderr: something the user should know before it happens."""
+    text = Text("warning: ", style="yellow")
+    text.append(" ".join(message.split()))
+    errors.print(text, highlight=False)

@@ -31,10 +31,24 @@ if TYPE_CHECKING:  # httpx is imported only in remote mode: every local command 
     import httpx
 
 COMMANDS = (
-    "list, show, get, delete, rotate, resume, abort, verify, token create/list/revoke, doctor"
+    "list, show, get, consumers, delete, rotate, resume, abort, verify, token create/list/revoke, "
+    "doctor, run"
 )
 REMOTE = frozenset(
-    {"list", "show", "get", "delete", "rotate", "resume", "abort", "verify", "token", "doctor"}
+    {
+        "list",
+        "show",
+        "get",
+        "consumers",
+        "delete",
+        "rotate",
+        "resume",
+        "abort",
+        "verify",
+        "token",
+        "doctor",
+        "run",
+    }
 )
 PREFIX = "/api/v1"
 CONNECT_SECONDS, READ_SECONDS = 10.0, 300.0  # a rotation runs while the request waits

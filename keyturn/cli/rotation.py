@@ -97,6 +97,10 @@ def rotate(
 ) -> None:
     """Rotate a credential now (manual, emergency or leak), with a reason for the audit log."""
     validate_id(credential_id)
+    if emergency or leak:
+        from keyturn.cli.consumers import preview
+
+        preview(ctx, credential_id, "emergency")
     api = remote.connect(ctx)
     if api is not None:
         if leak:

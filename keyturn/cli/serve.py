@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
+GRACEFUL_SECONDS = 2
+
+
 def build_server(
     instance: Keyturn, host: str = "127.0.0.1", port: int = 8080, log_level: str = "info"
 ) -> uvicorn.Server:
@@ -42,6 +45,9 @@ def build_server(
         server_header=False,
         # Client addresses feed the failed-login limiter: trust no forwarded headers.
         proxy_headers=False,
+        # SDK watchers hold requests open (a long poll of up to a minute): a stop does not
+        # wait for them; the SDK asks again elsewhere.
+        timeout_graceful_shutdown=GRACEFUL_SECONDS,
     )
     return uvicorn.Server(config)
 

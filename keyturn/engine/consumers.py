@@ -13,15 +13,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from keyturn.app import Keyturn
 from keyturn.audit import log as audit
 from keyturn.db import repo
-from keyturn.db.models import Consumer, utcnow
+from keyturn.db.models import Consumer, Rotation, utcnow
 from keyturn.domain.errors import NotFound, UsageError
 from keyturn.domain.ids import validate_name
-from keyturn.domain.model import VersionState
+from keyturn.domain.model import RotationStatus, VersionState
 
 Action = Literal["revoke", "emergency"]
 
@@ -120,6 +121,7 @@ def report(
         consumer.last_seen_at = now
         if consumer.version != version:
             consumer.version = version
+            _nudge(session, credential_id, version)
             audit.append(
                 session,
                 actor=actor or f"consumer:{name}",
@@ -128,6 +130,21 @@ def report(
                 tenant_id=cred.tenant_id,
                 details={"consumer": name, "version": version, "fallbacks": fallbacks},
             )
+
+
+def _nudge(session: Session, credential_id: str, version: int) -> None:
+    """A rotation waiting for this version looks again at its next worker poll, not a minute
+    later: the revoke follows the last consumer's report within seconds."""
+    session.execute(
+        update(Rotation)
+        .where(
+            Rotation.credential_id == credential_id,
+            Rotation.status == RotationStatus.WAITING,
+            Rotation.new_version <= version,
+        )
+        .values(next_attempt_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
 
 
 def at_risk(app: Keyturn, credential_id: str, action: Action = "revoke") -> list[AtRisk]:

@@ -252,6 +252,13 @@ def _verify_one(app: Keyturn, cred: Credential, actor: str) -> VerifyResult:
         target = open_target(app, row, cred.strategy)
         try:
             ok = target.test(account(current), app.vault.reveal(current))
+            # A target may also report drift it can see (postgres: objects outside the owner
+            # role of an alternating pair).
+            findings = getattr(target, "findings", None)
+            if ok and callable(findings):
+                logins = list(cred.usernames) or [current.username or ""]
+                found = findings(logins, account(current), app.vault.reveal(current))
+                detail = "; ".join(found)
         finally:
             target.close()
         status = "in-sync" if ok else "out-of-sync"
@@ -271,7 +278,8 @@ def _verify_one(app: Keyturn, cred: Credential, actor: str) -> VerifyResult:
             credential_id=cred.id,
             tenant_id=cred.tenant_id,
             fingerprint=current.fingerprint,
-            details={"status": status, "version": current.number},
+            details={"status": status, "version": current.number}
+            | ({"findings": detail} if detail else {}),
         )
         if status in ("out-of-sync", "store-drift"):
             outbox.enqueue(

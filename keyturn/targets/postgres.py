@@ -393,7 +393,61 @@ class PostgresTarget(Target):
             return False
         with self._admin(account, None) as conn:
             if self._role(conn, account.username) is not None:
+                if self.context.strategy == "alternating" and self.config.owner_role:
+                    self._adopt(conn, account.username)
                 return False
             self._set_password(conn, account.username, value, create=True)
             self._join_owner(conn, account.username)
             return True
+
+    # -- alternating: adopting an existing login --------------------------------------------
+
+    def _owned(self, conn: psycopg.Connection[Any], role: str) -> dict[str, int]:
+        """Objects *role* owns, counted per database ("" for shared ones: databases)."""
+        rows = conn.execute(
+            "SELECT coalesce(d.datname, ''), count(*) FROM pg_shdepend s "
+            "JOIN pg_roles r ON r.oid = s.refobjid LEFT JOIN pg_database d ON d.oid = s.dbid "
+            "WHERE s.deptype = 'o' AND r.rolname = %s GROUP BY 1",
+            (role,),
+        ).fetchall()
+        return {str(db): int(n) for db, n in rows}
+
+    def _adopt(self, conn: psycopg.Connection[Any], login: str) -> None:
+        """An existing login joins ``owner_role``, its objects first handed to that role:
+        once it acts as the owner role at login, what it owned alone would be out of reach of
+        the other login, and of itself. Objects in another database cannot be moved from
+        here: refuse, with the statement to run there."""
+        owner = self.config.owner_role
+        assert owner
+        sql = _driver().sql
+        reassign = sql.SQL("REASSIGN OWNED BY {} TO {}").format(
+            sql.Identifier(login), sql.Identifier(owner)
+        )
+        owned = self._owned(conn, login)
+        elsewhere = sorted(db for db in owned if db not in ("", self.config.dbname))
+        if elsewhere:
+            raise TargetRejected(
+                f"{self._where(login)} owns objects in database(s) {', '.join(elsewhere)}; "
+                f"alternating hands them to owner_role {owner!r}: run "
+                f"`{reassign.as_string(conn)};` in each of them, then apply again"
+            )
+        self._join_owner(conn, login)
+        if owned:
+            conn.execute(reassign)
+
+    def findings(self, logins: list[str], account: Account, value: Secret) -> list[str]:
+        """`verify`: objects that belong to a login instead of ``owner_role`` (made under
+        ``SET ROLE NONE``, or before the login was adopted), out of the other login's reach."""
+        owner = self.config.owner_role
+        if self.context.strategy != "alternating" or not owner:
+            return []
+        out = []
+        with self._admin(account, value) as conn:
+            for login in logins:
+                for db, count in sorted(self._owned(conn, login).items()):
+                    where = f"database {db}" if db else "shared objects"
+                    out.append(
+                        f"{count} object(s) in {where} belong to {login!r}, not {owner!r}: "
+                        f'run REASSIGN OWNED BY "{login}" TO "{owner}" there'
+                    )
+        return out

@@ -34,7 +34,10 @@ def environment(shims: Path) -> dict[str, str]:
     servers of .test-env), keyturn and `python` first on PATH."""
     shims.mkdir()
     for name in ("python", "python3"):
-        (shims / name).symlink_to(sys.executable)
+        # A script, not a symlink: a symlinked venv python outside its venv's bin/ does not
+        # find pyvenv.cfg, and would import another keyturn than the one under test.
+        (shims / name).write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+        (shims / name).chmod(0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYTURN_")}
     env.update({k: v for k, v in os.environ.items() if k.startswith("KEYTURN_TEST_")})
     dirs = [str(shims), sysconfig.get_path("scripts"), str(Path(sys.executable).parent)]

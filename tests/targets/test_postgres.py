@@ -225,3 +225,64 @@ def test_missing_driver_names_the_extra(pg: PgSandbox, refs: Refs) -> None:
         patch.setitem(sys.modules, "psycopg", None)
         with pytest.raises(PluginMissing, match=r"pip install 'keyturn\[postgres\]'"):
             plugin.test(Account("app"), Secret("whatever-value"))
+
+
+def _alternating(pg: PgSandbox, refs: Refs, owner: str) -> PostgresTarget:
+    settings = pg.settings(refs, owner_role=owner)
+    plugin = PostgresTarget.from_settings(settings, refs.context("alternating"))
+    assert isinstance(plugin, PostgresTarget)
+    return plugin
+
+
+def test_alternating_adopts_an_existing_login_and_its_tables(pg: PgSandbox, refs: Refs) -> None:
+    """issue 18: a login that already owned tables lost them after the second flip."""
+    owner, app, clone = pg.role("owner"), pg.role("app"), pg.role("app_clone")
+    first = new_password()
+    with pg.admin() as conn:
+        conn.execute(f"CREATE ROLE \"{app}\" LOGIN PASSWORD '{first}'")
+        conn.execute(f'GRANT CREATE ON SCHEMA public TO "{app}"')
+    with pg.connect(app, first) as conn:
+        conn.execute("CREATE TABLE legacy (id int)")
+        conn.execute("INSERT INTO legacy VALUES (1)")
+    plugin = _alternating(pg, refs, owner)
+    assert plugin.ensure(Account(app), Secret(first)) is False  # adopted, not created
+    with pg.admin() as conn:
+        conn.execute(f'GRANT USAGE, CREATE ON SCHEMA public TO "{owner}"')
+        found = conn.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'legacy'")
+        assert found.fetchone() == (owner,)
+    values = {app: first}
+    logins = [app, clone]
+    for flip in range(3):  # the second flip is the one that used to lose the table
+        old, new = logins[flip % 2], logins[(flip + 1) % 2]
+        values[new] = new_password()
+        plugin.set(Account(new), Secret(values[new]), None)
+        plugin.revoke(Account(old), Secret(values[old]))
+        with pg.connect(new, values[new]) as conn:
+            conn.execute("INSERT INTO legacy VALUES (%s)", (flip + 2,))
+    with pg.connect(logins[1], values[logins[1]]) as conn:
+        assert conn.execute("SELECT count(*) FROM legacy").fetchone() == (4,)
+        conn.execute("SET ROLE NONE")
+        conn.execute("CREATE TABLE stray (id int)")  # owned by the login, not the owner role
+    found = plugin.findings(logins, Account(logins[1]), Secret(values[logins[1]]))
+    assert len(found) == 1 and clone in found[0] and "REASSIGN OWNED" in found[0]
+
+
+def test_adopting_a_login_that_owns_objects_elsewhere_refuses_with_the_statement(
+    pg: PgSandbox, refs: Refs
+) -> None:
+    owner, app = pg.role("owner"), pg.role("app")
+    first = new_password()
+    other = f"{pg.dbname}_other"
+    with pg.admin() as conn:
+        conn.execute(f"CREATE ROLE \"{app}\" LOGIN PASSWORD '{first}'")
+        conn.execute(f'CREATE DATABASE "{other}" OWNER "{app}"')
+    try:
+        with pg.admin(other) as conn:
+            conn.execute(f'CREATE TABLE t (id int); ALTER TABLE t OWNER TO "{app}"')
+        with pytest.raises(TargetRejected) as refused:
+            _alternating(pg, refs, owner).ensure(Account(app), Secret(first))
+        assert other in refused.value.message and "REASSIGN OWNED BY" in refused.value.message
+        assert first not in refused.value.message
+    finally:
+        with pg.admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{other}"')

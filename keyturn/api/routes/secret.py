@@ -13,13 +13,14 @@ once without polling in a loop.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Annotated, Literal
 
-import anyio
 from fastapi import APIRouter, Depends, Header, Query, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from keyturn import runtime
 from keyturn.api import schemas as s
@@ -119,17 +120,17 @@ async def read_secret(
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> s.SecretOut | Response:
     """Every value handed out is an audit entry (with its fingerprint, never the value)."""
-    numbers = await anyio.to_thread.run_sync(_numbers, app, who, credential_id)
+    numbers = await run_in_threadpool(_numbers, app, who, credential_id)
     tag = etag(numbers, version)
     deadline = time.monotonic() + wait
     while _matches(if_none_match, tag) and time.monotonic() < deadline:
-        await anyio.sleep(min(POLL_SECONDS, max(deadline - time.monotonic(), 0)))
-        numbers = await anyio.to_thread.run_sync(_numbers, app, who, credential_id)
+        await asyncio.sleep(min(POLL_SECONDS, max(deadline - time.monotonic(), 0)))
+        numbers = await run_in_threadpool(_numbers, app, who, credential_id)
         tag = etag(numbers, version)
     headers = {"ETag": tag, "Cache-Control": "no-store"}
     if _matches(if_none_match, tag):
         return Response(status_code=304, headers=headers)
-    body, held = await anyio.to_thread.run_sync(_read, app, who, credential_id, version)
+    body, held = await run_in_threadpool(_read, app, who, credential_id, version)
     # The values read may be newer than the tag computed above (a rotation moved in between).
     response.headers.update(headers | {"ETag": etag(held, version)})
     return body

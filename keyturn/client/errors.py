@@ -1,0 +1,89 @@
+"""Is this exception an authentication failure? Ready-made predicates for the usual drivers.
+
+`use()` falls back to another value only on an authentication failure: any other error (a
+network outage, a bad query) is raised at once, so a fallback never hides a real problem and
+never spends a failed login. Each predicate looks at the exception's class name and codes
+only, so none of these drivers has to be installed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+Predicate = Callable[[BaseException], bool]
+
+# PostgreSQL SQLSTATEs: 28P01 invalid_password, 28000 invalid_authorization_specification.
+_PG_STATES = {"28P01", "28000"}
+# MySQL / MariaDB: 1045 access denied (bad password), 1698 access denied (no password/plugin).
+_MYSQL_CODES = {1045, 1698}
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    found, seen = [], set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        found.append(current)
+        current = current.__cause__ or current.__context__
+    return found
+
+
+def psycopg(exc: BaseException) -> bool:
+    """psycopg 3 (and psycopg2): a refused password is an OperationalError whose sqlstate is
+    28P01; psycopg 3 does not always carry the state on connect, so its message is read."""
+    for e in _chain(exc):
+        state = getattr(e, "sqlstate", None) or getattr(e, "pgcode", None)
+        if state in _PG_STATES:
+            return True
+        if type(e).__name__ == "OperationalError" and "password authentication failed" in str(e):
+            return True
+    return False
+
+
+def pymysql(exc: BaseException) -> bool:
+    """PyMySQL: OperationalError(1045, "Access denied for user ...")."""
+    for e in _chain(exc):
+        args = getattr(e, "args", ())
+        if type(e).__name__ == "OperationalError" and args and args[0] in _MYSQL_CODES:
+            return True
+    return False
+
+
+def redis(exc: BaseException) -> bool:
+    """redis-py: AuthenticationError, or WRONGPASS in a ResponseError from AUTH."""
+    for e in _chain(exc):
+        if type(e).__name__ in ("AuthenticationError", "AuthenticationWrongNumberOfArgsError"):
+            return True
+        if type(e).__name__ == "ResponseError" and str(e).startswith(("WRONGPASS", "NOAUTH")):
+            return True
+    return False
+
+
+def smtplib(exc: BaseException) -> bool:
+    """smtplib: SMTPAuthenticationError (535 and friends)."""
+    return any(type(e).__name__ == "SMTPAuthenticationError" for e in _chain(exc))
+
+
+def http(exc: BaseException) -> bool:
+    """An HTTP error whose status is 401 or 403 (httpx.HTTPStatusError, requests'
+    HTTPError, urllib's HTTPError)."""
+    for e in _chain(exc):
+        response = getattr(e, "response", None)
+        status = getattr(response, "status_code", None) or getattr(e, "code", None)
+        if status in (401, 403):
+            return True
+    return False
+
+
+def any_of(*predicates: Predicate) -> Predicate:
+    """True when one of *predicates* is."""
+
+    def check(exc: BaseException) -> bool:
+        return any(p(exc) for p in predicates)
+
+    return check
+
+
+ALL = any_of(psycopg, pymysql, redis, smtplib, http)
+
+__all__ = ["ALL", "Predicate", "any_of", "http", "psycopg", "pymysql", "redis", "smtplib"]

@@ -1,0 +1,34 @@
+"""`keyturn consumers ID` and the preview an emergency rotation prints first."""
+
+from __future__ import annotations
+
+import json
+
+from keyturn.engine import consumers
+from tests.engine.conftest import Setup, _flaky_plugin  # noqa: F401 (registers test-flaky)
+from tests.support.keyturn import Harness
+
+CRED = "acme/smtp-admin"
+
+
+def test_consumers_listing_and_emergency_preview(kt: Harness) -> None:
+    Setup(kt, "single")
+    who = consumers.Identity(host="web-1", process="gunicorn[42]", sdk_version="0.1")
+    consumers.report(kt.app, CRED, "web", 1, who, fallbacks=3)
+    consumers.register(kt.app, CRED, "cron", actor="test")
+    listed = kt.cli("consumers", CRED)
+    assert listed.code == 0, listed.err
+    assert "web-1" in listed.out and "gunicorn[42]" in listed.out and "cron" in listed.out
+    data = json.loads(kt.cli("consumers", CRED, "--json").out)
+    assert {c["name"]: (c["version"], c["fallbacks"]) for c in data} == {
+        "cron": (None, 0),
+        "web": (1, 3),
+    }
+    risky = json.loads(kt.cli("consumers", CRED, "--at-risk", "revoke", "--json").out)
+    assert [r["name"] for r in risky] == ["cron"]  # web reports the current version
+    rotated = kt.cli("rotate", CRED, "--reason", "leaked", "--emergency")
+    assert rotated.code == 0, rotated.err
+    warning = next(line for line in rotated.err.splitlines() if line.startswith("warning:"))
+    assert "cron" in warning and "web" in warning and "SDK refetches" in warning
+    bad = kt.cli("consumers", CRED, "--at-risk", "later")
+    assert bad.code != 0 and bad.err.startswith("error:")

@@ -1,0 +1,114 @@
+"""`keyturn run`: values in the child's environment or 0600 files, never on a command line;
+after a rotation the child sees the new value (signal or restart); signals are forwarded and
+the exit code passes through. `keyturn run` here works on keyturn's database (no KEYTURN_URL):
+the rotations run in this process, as a worker would."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from keyturn.db import repo
+from keyturn.domain.model import Trigger, VersionState
+from keyturn.engine import service
+from tests.client.conftest import until
+from tests.engine.conftest import INITIAL, Setup, _flaky_plugin  # noqa: F401 (test-flaky)
+from tests.support.keyturn import Harness
+
+CRED = "acme/smtp-admin"
+# The child: on start and on SIGHUP, append what it was given ($SECRET, or the file) to a log.
+CHILD = """
+import os, signal, sys, time
+log, source = sys.argv[1], sys.argv[2]
+def note(*_):
+    if source == "env":
+        value = os.environ["SECRET"]
+    else:
+        value = open(source).read()
+    with open(log, "a") as out:
+        out.write(value + "\\n")
+signal.signal(signal.SIGHUP, note)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(42))
+note()
+while True:
+    time.sleep(0.05)
+"""
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def _cmdlines() -> str:
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            found.append((proc / "cmdline").read_bytes().decode(errors="replace"))
+        except OSError:
+            continue
+    return "\n".join(found)
+
+
+def _current(kt: Harness) -> str:
+    with kt.app.db.read() as session:
+        version = repo.version_in_state(session, CRED, VersionState.CURRENT)
+        assert version is not None
+        return kt.app.vault.reveal(version).reveal()
+
+
+def _rotate(kt: Harness) -> str:
+    service.rotate(kt.app, CRED, trigger=Trigger.MANUAL, actor="test", reason="drill")
+    return _current(kt)
+
+
+def _run(kt: Harness, *args: str) -> subprocess.Popen[str]:
+    return kt.popen("run", "--consumer", "mailer", *args)
+
+
+def test_signal_hup_rewrites_the_file_and_the_child_rereads_it(kt: Harness) -> None:
+    Setup(kt, "single")
+    log, secret = kt.home / "child.log", kt.home / "run" / "smtp"
+    child = [sys.executable, "-c", CHILD, str(log), str(secret)]
+    proc = _run(kt, "--file", f"{secret}={CRED}", "--on-rotate", "signal:HUP", "--", *child)
+    try:
+        assert until(lambda: _lines(log) == [INITIAL]), proc.stderr
+        assert secret.stat().st_mode & 0o777 == 0o600
+        for _ in range(2):
+            new = _rotate(kt)
+            assert until(lambda new=new: _lines(log)[-1:] == [new])  # type: ignore[misc]
+            assert new not in _cmdlines()
+        assert INITIAL not in _cmdlines()
+        with kt.app.db.read() as session:
+            (consumer,) = repo.consumers(session, CRED)
+        assert (consumer.name, consumer.version) == ("mailer", 3)
+    finally:
+        proc.send_signal(signal.SIGTERM)  # forwarded: the child exits 42
+        _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 42, err
+
+
+def test_restart_gives_the_child_the_new_environment(kt: Harness) -> None:
+    Setup(kt, "single")
+    log = kt.home / "child.log"
+    child = [sys.executable, "-c", CHILD, str(log), "env"]
+    proc = _run(kt, "--env", f"SECRET={CRED}", "--on-rotate", "restart", "--", *child)
+    try:
+        assert until(lambda: _lines(log) == [INITIAL])
+        assert INITIAL not in _cmdlines()
+        new = _rotate(kt)
+        assert until(lambda: _lines(log) == [INITIAL, new])
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+
+
+def test_exit_code_passes_through_and_bad_usage_is_one_line(kt: Harness) -> None:
+    Setup(kt, "single")
+    code = "import os, sys; sys.exit(7 if os.environ['SECRET'] else 1)"
+    env = ("--env", f"SECRET={CRED}")
+    done = kt.spawn("run", "--consumer", "job", *env, "--", sys.executable, "-c", code)
+    assert done.code == 7, done.err
+    bad = kt.spawn("run", "--consumer", "job", "--env", "SECRET", "--", "true")
+    assert bad.code != 0 and bad.err.startswith("error:") and len(bad.err.splitlines()) == 1
