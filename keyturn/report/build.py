@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -15,7 +16,15 @@ from keyturn.domain.policy import Policy, effective
 from keyturn.report import facts as loader
 from keyturn.report.facts import Facts, Selection
 from keyturn.report.model import AGE_BANDS, NO_VALUE, OVERDUE, Report, Row, Summary, TrendPoint
-from keyturn.report.rules import DEFAULT_UNUSED_DAYS, Finding, State, check, state_at
+from keyturn.report.rules import (
+    DEFAULT_UNUSED_DAYS,
+    Finding,
+    State,
+    changes,
+    check,
+    failing,
+    state_at,
+)
 
 WEEK = timedelta(days=7)
 TREND_WEEKS = 8
@@ -41,21 +50,39 @@ def build(
         history = loader.load(session, points, selection)
         settings = {row.name: row.settings for row in session.execute(select(PolicyRow)).scalars()}
     policies = _Policies(settings)
-    trend = []
+    summaries = [Summary() for _ in points]
     states: list[tuple[State, list[Finding]]] = []
-    for index, point in enumerate(points):
-        summary = Summary()
-        last = index == len(points) - 1
-        for fact in history:
-            if fact.created_at > point:
-                continue
-            state = state_at(fact, policies.of(fact), point, index, unused_days)
-            found = check(state)
-            summary.add([f.rule for f in found])
-            if last:
-                states.append((state, found))
-        trend.append(TrendPoint(point, summary))
+    for fact in history:
+        states.append(_evaluate(fact, policies.of(fact), points, unused_days, summaries))
+    trend = [TrendPoint(point, summary) for point, summary in zip(points, summaries, strict=True)]
     return _report(moment, unused_days, selection, states, trend)
+
+
+def _evaluate(
+    fact: Facts, policy: Policy, points: list[datetime], unused_days: int, out: list[Summary]
+) -> tuple[State, list[Finding]]:
+    """Count *fact* at every point it existed at; its state and findings at the last one.
+
+    A point reuses the previous point's answers when no moment of `changes` lies between
+    them: the same answers `check` would give (tests/report compares both ways)."""
+    times = changes(fact, policy, unused_days) if len(points) > 1 else []
+    before: tuple[str, ...] | None = None
+    for index, point in enumerate(points[:-1]):
+        if fact.created_at > point:
+            continue
+        if before is None or _changed(times, points[index - 1], point):
+            before = failing(state_at(fact, policy, point, index, unused_days))
+        out[index].add(before)
+    state = state_at(fact, policy, points[-1], len(points) - 1, unused_days)
+    found = check(state)
+    out[-1].add([f.rule for f in found])
+    return state, found
+
+
+def _changed(times: list[datetime], start: datetime, end: datetime) -> bool:
+    """Does any of the sorted *times* lie in [start, end]?"""
+    i = bisect_left(times, start)
+    return i < len(times) and times[i] <= end
 
 
 class _Policies:
@@ -79,7 +106,7 @@ def _days(delta: timedelta) -> float:
 
 def _row(state: State, found: list[Finding]) -> Row:
     fact, current = state.facts, state.current
-    rotations = state.rotations()
+    rotations = state.rotations
     return Row(
         id=fact.id,
         tenant=fact.tenant,

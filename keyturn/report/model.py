@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -73,7 +74,7 @@ class Summary:
     compliant: int = 0
     findings: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RULE_IDS, 0))
 
-    def add(self, rules: list[str]) -> None:
+    def add(self, rules: Sequence[str]) -> None:
         self.credentials += 1
         if not rules:
             self.compliant += 1
