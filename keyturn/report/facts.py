@@ -134,7 +134,7 @@ def load(session: Session, points: Sequence[datetime], selection: Selection) -> 
     """The facts of every selected credential that existed at the last point."""
     last = points[-1]
     chosen = selection.where(select(Credential.id).where(Credential.created_at <= last))
-    facts = {f.id: f for f in _credentials(session, chosen, len(points))}
+    facts = {f.id: f for f in _credentials(session, selection, last, len(points))}
     if not facts:
         return []
     # Unselective filters cost more than they save: with no selection, rows of credentials
@@ -149,8 +149,8 @@ def load(session: Session, points: Sequence[datetime], selection: Selection) -> 
     return sorted(facts.values(), key=lambda f: f.id)
 
 
-def _credentials(session: Session, chosen: Select[Any], n: int) -> Iterator[Facts]:
-    query = select(
+def _credentials(session: Session, selection: Selection, last: datetime, n: int) -> Iterator[Facts]:
+    columns = select(
         Credential.id,
         Credential.tenant_id,
         Credential.kind,
@@ -159,21 +159,11 @@ def _credentials(session: Session, chosen: Select[Any], n: int) -> Iterator[Fact
         Credential.policy,
         Credential.target,
         Credential.dispute,
-        raw(Credential.stores).label("stores"),
-        raw(Credential.created_at).label("created_at"),
-    ).where(Credential.id.in_(chosen.scalar_subquery()))
-    for (
-        cid,
-        tenant,
-        kind,
-        owner,
-        purpose,
-        policy,
-        target,
-        dispute,
-        stores,
-        created,
-    ) in session.execute(query):
+        raw(Credential.stores),
+        raw(Credential.created_at),
+    )
+    rows = session.execute(selection.where(columns.where(Credential.created_at <= last)))
+    for cid, tenant, kind, owner, purpose, policy, target, dispute, stores, created in rows:
         if isinstance(stores, str):
             stores = () if stores == "[]" else json.loads(stores)
         yield Facts(
