@@ -10,12 +10,23 @@ The credential's own fields (owner, target, stores) are as they are now.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, case, func, literal, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    String,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    type_coerce,
+)
 from sqlalchemy.orm import Session
 
 from keyturn.db.models import AuditEntry, Consumer, Credential, Rotation, Version
@@ -24,6 +35,26 @@ from keyturn.db.models import AuditEntry, Consumer, Credential, Rotation, Versio
 USE_ACTIONS = ("secret.read", "consumer.report")
 # Audit actions that say whether the target accepts the current value.
 SYNC_ACTIONS = ("credential.verify", "rotation.promote")
+
+
+def raw(column: Any) -> Any:
+    """The column as the driver returns it: 100,000 rows read without per-value converters
+    (SQLite: ISO text, parsed by `moment`; PostgreSQL: naive datetimes)."""
+    return type_coerce(column, String)
+
+
+def moment(value: Any) -> datetime | None:
+    """A stored time as an aware UTC datetime (stored times are naive UTC)."""
+    if value is None:
+        return None
+    found: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return found.replace(tzinfo=UTC) if found.tzinfo is None else found.astimezone(UTC)
+
+
+def _when(value: Any) -> datetime:
+    found = moment(value)
+    assert found is not None
+    return found
 
 
 @dataclass(frozen=True)
@@ -85,6 +116,10 @@ class Selection:
     kind: str | None = None
     owner: str | None = None
 
+    @property
+    def everything(self) -> bool:
+        return not self.tenant and not self.kind and self.owner is None
+
     def where(self, query: Select[Any]) -> Select[Any]:
         if self.tenant:
             query = query.where(Credential.tenant_id == self.tenant)
@@ -99,10 +134,12 @@ def load(session: Session, points: Sequence[datetime], selection: Selection) -> 
     """The facts of every selected credential that existed at the last point."""
     last = points[-1]
     chosen = selection.where(select(Credential.id).where(Credential.created_at <= last))
-    facts = {f.id: f for f in _credentials(session, chosen, len(points))}
+    facts = {f.id: f for f in _credentials(session, selection, last, len(points))}
     if not facts:
         return []
-    ids = chosen.scalar_subquery()
+    # Unselective filters cost more than they save: with no selection, rows of credentials
+    # added after the last point are skipped as they come.
+    ids = None if selection.everything else chosen.scalar_subquery()
     _versions(session, facts, ids, last)
     _rotations(session, facts, ids, last)
     _consumers(session, facts, ids, last)
@@ -112,8 +149,8 @@ def load(session: Session, points: Sequence[datetime], selection: Selection) -> 
     return sorted(facts.values(), key=lambda f: f.id)
 
 
-def _credentials(session: Session, chosen: Select[Any], n: int) -> Iterator[Facts]:
-    query = select(
+def _credentials(session: Session, selection: Selection, last: datetime, n: int) -> Iterator[Facts]:
+    columns = select(
         Credential.id,
         Credential.tenant_id,
         Credential.kind,
@@ -122,89 +159,105 @@ def _credentials(session: Session, chosen: Select[Any], n: int) -> Iterator[Fact
         Credential.policy,
         Credential.target,
         Credential.dispute,
-        Credential.stores,
-        Credential.created_at,
-    ).where(Credential.id.in_(chosen.scalar_subquery()))
-    for row in session.execute(query):
+        raw(Credential.stores),
+        raw(Credential.created_at),
+    )
+    rows = session.execute(selection.where(columns.where(Credential.created_at <= last)))
+    for cid, tenant, kind, owner, purpose, policy, target, dispute, stores, created in rows:
+        if isinstance(stores, str):
+            stores = () if stores == "[]" else json.loads(stores)
         yield Facts(
-            id=row.id,
-            tenant=row.tenant_id,
-            kind=row.kind,
-            owner=row.owner or "",
-            purpose=row.purpose or "",
-            policy=row.policy,
-            target=row.target,
-            dispute=row.dispute,
-            stores=tuple(row.stores or ()),
-            created_at=row.created_at,
+            id=cid,
+            tenant=tenant,
+            kind=kind,
+            owner=owner or "",
+            purpose=purpose or "",
+            policy=policy,
+            target=target,
+            dispute=dispute,
+            stores=tuple(stores or ()),
+            created_at=_when(created),
             used=[None] * n,
             synced=[None] * n,
         )
 
 
+def scoped(query: Select[Any], column: Any, ids: Any) -> Select[Any]:
+    return query if ids is None else query.where(column.in_(ids))
+
+
 def _versions(session: Session, facts: dict[str, Facts], ids: object, last: datetime) -> None:
-    query = (
-        select(
-            Version.credential_id,
-            Version.number,
-            Version.activated_at,
-            Version.retired_at,
-            Version.valid_from,
-            Version.expires_at,
-        )
-        .where(
-            Version.credential_id.in_(ids),  # type: ignore[arg-type]
-            Version.activated_at.is_not(None),
-            Version.activated_at <= last,
-        )
-        .order_by(Version.credential_id, Version.activated_at, Version.number)
+    query = select(
+        Version.credential_id,
+        Version.number,
+        raw(Version.activated_at),
+        raw(Version.retired_at),
+        raw(Version.valid_from),
+        raw(Version.expires_at),
+    ).where(Version.activated_at.is_not(None), Version.activated_at <= last)
+    query = scoped(query, Version.credential_id, ids).order_by(
+        Version.credential_id, Version.activated_at, Version.number
     )
-    for row in session.execute(query):
-        retired = row.retired_at if row.retired_at and row.retired_at <= last else None
-        facts[row.credential_id].versions.append(
-            VersionFact(row.number, row.activated_at, retired, row.valid_from, row.expires_at)
-        )
-
-
-def _rotations(session: Session, facts: dict[str, Facts], ids: object, last: datetime) -> None:
-    query = (
-        select(
-            Rotation.credential_id,
-            Rotation.trigger,
-            Rotation.status,
-            Rotation.started_at,
-            Rotation.updated_at,
-            Rotation.finished_at,
-            Rotation.new_version,
-            Rotation.wait_until,
-        )
-        .where(Rotation.credential_id.in_(ids), Rotation.started_at <= last)  # type: ignore[arg-type]
-        .order_by(Rotation.credential_id, Rotation.started_at, Rotation.id)
-    )
-    for row in session.execute(query):
-        facts[row.credential_id].rotations.append(
-            RotationFact(
-                row.trigger,
-                row.status,
-                row.started_at,
-                row.updated_at,
-                row.finished_at,
-                row.new_version,
-                row.wait_until,
+    for cid, number, activated, retired_at, valid_from, expires_at in session.execute(query):
+        fact = facts.get(cid)
+        if fact is None:
+            continue
+        retired = moment(retired_at)
+        fact.versions.append(
+            VersionFact(
+                number,
+                _when(activated),
+                retired if retired and retired <= last else None,
+                moment(valid_from),
+                moment(expires_at),
             )
         )
 
 
-def _consumers(session: Session, facts: dict[str, Facts], ids: object, last: datetime) -> None:
-    query = (
-        select(Consumer.credential_id, Consumer.name, Consumer.created_at, Consumer.last_seen_at)
-        .where(Consumer.credential_id.in_(ids), Consumer.created_at <= last)  # type: ignore[arg-type]
-        .order_by(Consumer.credential_id, Consumer.name)
+def _rotations(session: Session, facts: dict[str, Facts], ids: object, last: datetime) -> None:
+    query = select(
+        Rotation.credential_id,
+        Rotation.trigger,
+        Rotation.status,
+        raw(Rotation.started_at),
+        raw(Rotation.updated_at),
+        raw(Rotation.finished_at),
+        Rotation.new_version,
+        raw(Rotation.wait_until),
+    ).where(Rotation.started_at <= last)
+    query = scoped(query, Rotation.credential_id, ids).order_by(
+        Rotation.credential_id, Rotation.started_at, Rotation.id
     )
-    for row in session.execute(query):
-        facts[row.credential_id].consumers.append(
-            ConsumerFact(row.name, row.created_at, row.last_seen_at)
-        )
+    for cid, trigger, status, started, updated, finished, new, wait in session.execute(query):
+        fact = facts.get(cid)
+        if fact is not None:
+            fact.rotations.append(
+                RotationFact(
+                    trigger,
+                    status,
+                    _when(started),
+                    _when(updated),
+                    moment(finished),
+                    new,
+                    moment(wait),
+                )
+            )
+
+
+def _consumers(session: Session, facts: dict[str, Facts], ids: object, last: datetime) -> None:
+    query = select(
+        Consumer.credential_id,
+        Consumer.name,
+        raw(Consumer.created_at),
+        raw(Consumer.last_seen_at),
+    ).where(Consumer.created_at <= last)
+    query = scoped(query, Consumer.credential_id, ids).order_by(
+        Consumer.credential_id, Consumer.name
+    )
+    for cid, name, created, seen in session.execute(query):
+        fact = facts.get(cid)
+        if fact is not None:
+            fact.consumers.append(ConsumerFact(name, _when(created), moment(seen)))
 
 
 def _bucket(points: Sequence[datetime]) -> ColumnElement[int]:
@@ -219,27 +272,27 @@ def _latest(
     bucket = _bucket(points).label("bucket")
     label = flag.label("flag")  # type: ignore[attr-defined]
     query = (
-        select(AuditEntry.credential_id, bucket, label, func.max(AuditEntry.at))
-        .where(
-            AuditEntry.action.in_(actions),
-            AuditEntry.credential_id.in_(ids),  # type: ignore[arg-type]
-            AuditEntry.at <= points[-1],
+        scoped(
+            select(AuditEntry.credential_id, bucket, label, raw(func.max(AuditEntry.at))),
+            AuditEntry.credential_id,
+            ids,
         )
+        .where(AuditEntry.action.in_(actions), AuditEntry.at <= points[-1])
         .group_by(AuditEntry.credential_id, bucket, label)
     )
     for cred, index, value, at in session.execute(query):
-        yield str(cred), int(index), value, at
+        yield str(cred), int(index), value, _when(at)
 
 
 def _carry(values: list[object]) -> None:
     """Make each point's value the latest of its own and the earlier points'."""
     for i in range(1, len(values)):
         before, now = values[i - 1], values[i]
-        if before is not None and (now is None or _when(before) > _when(now)):
+        if before is not None and (now is None or _time_of(before) > _time_of(now)):
             values[i] = before
 
 
-def _when(value: object) -> datetime:
+def _time_of(value: object) -> datetime:
     return value[0] if isinstance(value, tuple) else value  # type: ignore[return-value]
 
 
@@ -247,6 +300,8 @@ def _uses(
     session: Session, facts: dict[str, Facts], ids: object, points: Sequence[datetime]
 ) -> None:
     for cred, index, _flag, at in _latest(session, ids, points, USE_ACTIONS, literal(1)):
+        if cred not in facts:
+            continue
         used = facts[cred].used
         if used[index] is None or at > used[index]:  # type: ignore[operator]
             used[index] = at
@@ -262,6 +317,8 @@ def _syncs(
         else_=literal(0),
     )
     for cred, index, flag, at in _latest(session, ids, points, SYNC_ACTIONS, ok):
+        if cred not in facts:
+            continue
         synced = facts[cred].synced
         seen = synced[index]
         # The later evidence wins; at the same instant, a refusal wins.
@@ -273,14 +330,12 @@ def _syncs(
 
 def _publishes(session: Session, facts: dict[str, Facts], ids: object, last: datetime) -> None:
     query = select(AuditEntry.credential_id, AuditEntry.details, AuditEntry.at).where(
-        and_(
-            AuditEntry.action == "rotation.publish",
-            AuditEntry.credential_id.in_(ids),  # type: ignore[arg-type]
-            AuditEntry.at <= last,
-        )
+        AuditEntry.action == "rotation.publish", AuditEntry.at <= last
     )
-    for cred, details, at in session.execute(query):
+    for cred, details, at in session.execute(scoped(query, AuditEntry.credential_id, ids)):
         version = details.get("version")
+        if cred not in facts:
+            continue
         if isinstance(version, int):
             for store in details.get("stores") or ():
                 facts[cred].published.append((str(store), version, at))

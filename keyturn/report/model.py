@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -73,12 +74,17 @@ class Summary:
     compliant: int = 0
     findings: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RULE_IDS, 0))
 
-    def add(self, rules: list[str]) -> None:
-        self.credentials += 1
-        if not rules:
-            self.compliant += 1
-        for rule in rules:
-            self.findings[rule] += 1
+    @classmethod
+    def of(cls, counts: Mapping[tuple[str, ...], int]) -> Summary:
+        """From how many credentials fail each combination of rules (() for none)."""
+        summary = cls()
+        for rules, n in counts.items():
+            summary.credentials += n
+            if not rules:
+                summary.compliant += n
+            for rule in rules:
+                summary.findings[rule] += n
+        return summary
 
     @property
     def percent(self) -> float:

@@ -44,7 +44,7 @@ class Finding:
     detail: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class State:
     """One credential as it stood at *at*: what the checks and the report's row show."""
 
@@ -55,35 +55,33 @@ class State:
     unused_days: int
     current: VersionFact | None
     previous: VersionFact | None
+    due_at: datetime | None  # when the current version is due
+    last_used: datetime | None  # the latest read or consumer heartbeat
+    sync: str | None  # in-sync | out-of-sync | unverified (None: no target or value)
+    rotations: list[RotationFact]  # started by *at*, oldest first
 
-    @property
-    def due_at(self) -> datetime | None:
-        if self.current is None:
-            return None
-        validity = (self.current.valid_from, self.current.expires_at)
-        return self.policy.due_times(self.current.activated_at, self.facts.id, validity)[0]
 
-    @property
-    def last_used(self) -> datetime | None:
-        used = self.facts.used[self.index]
-        for consumer in self.facts.consumers:
-            seen = consumer.last_seen_at
-            if seen is not None and seen <= self.at and (used is None or seen > used):
-                used = seen
-        return used
+def due(facts: Facts, policy: Policy, version: VersionFact) -> datetime:
+    validity = (version.valid_from, version.expires_at)
+    return policy.due_times(version.activated_at, facts.id, validity)[0]
 
-    @property
-    def sync(self) -> str | None:
-        """What the target said last: in-sync, out-of-sync, unverified (None: no target)."""
-        if self.current is None or not self.facts.target:
-            return None
-        seen = self.facts.synced[self.index]
-        if seen is None:
-            return "unverified"
-        return "in-sync" if seen[1] else "out-of-sync"
 
-    def rotations(self) -> list[RotationFact]:
-        return [r for r in self.facts.rotations if r.started_at <= self.at]
+def _last_used(facts: Facts, at: datetime, index: int) -> datetime | None:
+    used = facts.used[index]
+    for consumer in facts.consumers:
+        seen = consumer.last_seen_at
+        if seen is not None and seen <= at and (used is None or seen > used):
+            used = seen
+    return used
+
+
+def _sync(facts: Facts, current: VersionFact | None, index: int) -> str | None:
+    if current is None or not facts.target:
+        return None
+    seen = facts.synced[index]
+    if seen is None:
+        return "unverified"
+    return "in-sync" if seen[1] else "out-of-sync"
 
 
 def state_at(facts: Facts, policy: Policy, at: datetime, index: int, unused_days: int) -> State:
@@ -92,7 +90,41 @@ def state_at(facts: Facts, policy: Policy, at: datetime, index: int, unused_days
     previous = live[-2] if len(live) > 1 else None
     if previous is not None and previous.retired_at is not None and previous.retired_at <= at:
         previous = None
-    return State(facts, policy, at, index, unused_days, current, previous)
+    return State(
+        facts,
+        policy,
+        at,
+        index,
+        unused_days,
+        current,
+        previous,
+        due(facts, policy, current) if current else None,
+        _last_used(facts, at, index),
+        _sync(facts, current, index),
+        [r for r in facts.rotations if r.started_at <= at] if facts.rotations else [],
+    )
+
+
+def changes(facts: Facts, policy: Policy, unused_days: int) -> list[datetime]:
+    """Every moment at which a check of *facts* may change its answer: events and the
+    thresholds they start (due, unused, grace). Between two of them, nothing changes, so the
+    trend reuses a point's answers for the next when none lies between (inclusive)."""
+    quiet = timedelta(days=unused_days)
+    times = [facts.created_at, facts.created_at + quiet]
+    for v in facts.versions:
+        times += [v.activated_at, due(facts, policy, v), v.activated_at + policy.grace]
+        times += [v.retired_at] if v.retired_at else []
+    for r in facts.rotations:
+        times += [r.started_at, r.updated_at]
+        times += [t for t in (r.finished_at, r.wait_until) if t is not None]
+    for c in facts.consumers:
+        times += [c.created_at] + (
+            [c.last_seen_at, c.last_seen_at + quiet] if c.last_seen_at else []
+        )
+    times += [t for u in facts.used if u is not None for t in (u, u + quiet)]
+    times += [seen[0] for seen in facts.synced if seen is not None]
+    times += [when for _, _, when in facts.published]
+    return sorted(times)
 
 
 def _day(moment: datetime) -> str:
@@ -103,74 +135,79 @@ def _age(delta: timedelta) -> str:
     return format_duration(timedelta(seconds=int(delta.total_seconds())))
 
 
-# -- checks: each returns None (passes or does not apply) or why it fails --------------------
+# -- checks -----------------------------------------------------------------------------------
+# Each returns None when the rule passes (or does not apply), else a function that says why:
+# only the report's own moment needs the words; the trend's other points only count.
+
+Why = Callable[[], str]
 
 
-def rotation_enabled(s: State) -> str | None:
+def rotation_enabled(s: State) -> Why | None:
     if s.facts.dispute:
-        return "held back: its account belongs to another credential (`keyturn accounts`)"
+        return lambda: "held back: its account belongs to another credential (`keyturn accounts`)"
     if not s.facts.target:
-        return "no target: nothing rotates it; give it a target in the inventory"
+        return lambda: "no target: nothing rotates it; give it a target in the inventory"
     return None
 
 
-def rotated_within_max_age(s: State) -> str | None:
-    due = s.due_at
-    if s.current is None or due is None or s.at < due:
+def rotated_within_max_age(s: State) -> Why | None:
+    when, current = s.due_at, s.current
+    if current is None or when is None or s.at < when:
         return None
-    age = s.at - s.current.activated_at
-    return (
-        f"version {s.current.number} is {_age(age)} old; max age "
-        f"{format_duration(s.policy.max_age)}, due since {_day(due)}"
+    return lambda: (
+        f"version {current.number} is {_age(s.at - current.activated_at)} old; max age "
+        f"{format_duration(s.policy.max_age)}, due since {_day(when)}"
     )
 
 
-def last_rotation_succeeded(s: State) -> str | None:
-    scheduled = [r for r in s.rotations() if r.trigger == "schedule"]
+def last_rotation_succeeded(s: State) -> Why | None:
+    scheduled = [r for r in s.rotations if r.trigger == "schedule"]
     if not scheduled:
         return None
     last = scheduled[-1]
     if last.finished_at is not None and last.finished_at <= s.at:
         if last.status in FAILED_ROTATION:
-            return f"the scheduled rotation of {_day(last.started_at)} {last.status}"
+            return lambda: f"the scheduled rotation of {_day(last.started_at)} {last.status}"
         return None
     if last.status == "retrying" and last.updated_at <= s.at:
-        return f"the scheduled rotation of {_day(last.started_at)} failed and is retrying"
+        return lambda: f"the scheduled rotation of {_day(last.started_at)} failed and is retrying"
     return None
 
 
-def unused(s: State) -> str | None:
+def unused(s: State) -> Why | None:
     used = s.last_used
     since = used or s.facts.created_at
     if s.at - since < timedelta(days=s.unused_days):
         return None
     if used is None:
-        return f"never read and no consumer heartbeat since it was added {_day(since)}"
-    return f"no read and no consumer heartbeat for {_age(s.at - since)} (last {_day(since)})"
+        return lambda: f"never read and no consumer heartbeat since it was added {_day(since)}"
+    return lambda: (
+        f"no read and no consumer heartbeat for {_age(s.at - since)} (last {_day(since)})"
+    )
 
 
-def has_owner(s: State) -> str | None:
-    return None if s.facts.owner.strip() else "no owner: set `owner` in the inventory"
+def has_owner(s: State) -> Why | None:
+    return None if s.facts.owner.strip() else lambda: "no owner: set `owner` in the inventory"
 
 
-def has_consumer(s: State) -> str | None:
+def has_consumer(s: State) -> Why | None:
     if any(c.created_at <= s.at for c in s.facts.consumers):
         return None
-    return "no consumer registered: nobody knows which services would break"
+    return lambda: "no consumer registered: nobody knows which services would break"
 
 
-def in_sync(s: State) -> str | None:
+def in_sync(s: State) -> Why | None:
     sync = s.sync
     if sync in (None, "in-sync"):
         return None
     if sync == "unverified":
-        return "never verified: run `keyturn verify ID`"
+        return lambda: "never verified: run `keyturn verify ID`"
     seen = s.facts.synced[s.index]
     assert seen is not None
-    return f"the target refused the current value at {_day(seen[0])}"
+    return lambda: f"the target refused the current value at {_day(seen[0])}"
 
 
-def store_in_sync(s: State) -> str | None:
+def store_in_sync(s: State) -> Why | None:
     if s.current is None or not s.facts.stores:
         return None
     number = s.current.number
@@ -180,29 +217,29 @@ def store_in_sync(s: State) -> str | None:
     missing = [store for store in s.facts.stores if store not in held]
     if not missing:
         return None
-    return f"store(s) {', '.join(missing)} do not hold version {number}"
+    return lambda: f"store(s) {', '.join(missing)} do not hold version {number}"
 
 
 def grace_end(s: State) -> datetime | None:
     if s.current is None:
         return None
-    for rotation in reversed(s.rotations()):
+    for rotation in reversed(s.rotations):
         if rotation.new_version == s.current.number and rotation.wait_until is not None:
             return rotation.wait_until
     return s.current.activated_at + s.policy.grace
 
 
-def previous_past_grace(s: State) -> str | None:
-    end = grace_end(s)
-    if s.previous is None or end is None or s.at <= end:
+def previous_past_grace(s: State) -> Why | None:
+    end, previous = grace_end(s), s.previous
+    if previous is None or end is None or s.at <= end:
         return None
-    return (
-        f"version {s.previous.number} is still accepted {_age(s.at - end)} after its grace "
+    return lambda: (
+        f"version {previous.number} is still accepted {_age(s.at - end)} after its grace "
         f"period ended ({_day(end)})"
     )
 
 
-Check = Callable[[State], str | None]
+Check = Callable[[State], Why | None]
 
 RULES: tuple[tuple[Rule, Check], ...] = (
     (
@@ -286,10 +323,15 @@ BY_ID = {rule.id: rule for rule, _ in RULES}
 
 
 def check(state: State) -> list[Finding]:
-    """Every rule *state* fails, in the order of RULES."""
+    """Every rule *state* fails, in the order of RULES, and why."""
     found = []
     for rule, test in RULES:
         why = test(state)
         if why is not None:
-            found.append(Finding(rule.id, why))
+            found.append(Finding(rule.id, why()))
     return found
+
+
+def failing(state: State) -> tuple[str, ...]:
+    """The ids of the rules *state* fails (what the trend counts)."""
+    return tuple(rule.id for rule, test in RULES if test(state) is not None)

@@ -172,3 +172,38 @@ def test_trend_comes_from_history(kt: Harness, craft: Craft) -> None:
     # Overdue from day 30 until the rotation on day 40 (the points are days 0, 7, ..., 63).
     assert overdue == [day(35)]
     assert points[day(63)].compliant == 1 == report.total.compliant
+
+
+def test_the_trend_shortcut_gives_what_checking_every_point_gives(
+    kt: Harness, craft: Craft
+) -> None:
+    """The reference: evaluate every rule at every point, no reuse between points."""
+    from keyturn.report.build import _Policies
+    from keyturn.report.facts import Selection, load
+    from keyturn.report.rules import failing, state_at
+
+    craft.policy("month", max_age="30d", notice="7d", grace="2d")
+    craft.credential("acme/a", policy="month")
+    craft.credential("acme/b", stores=("env",), created=day(12))
+    craft.credential("acme/c", owner="", target=False)
+    craft.consumer("acme/a", "web", created=day(3), last_seen=day(45))
+    craft.read("acme/b", day(20))
+    craft.verify("acme/a", day(8), ok=False)
+    craft.verify("acme/a", day(22))
+    craft.rotate("acme/a", day(33), wait_until=day(34), revoked=day(38))
+    craft.rotate("acme/b", day(40), status="retrying")
+    craft.publish("acme/a", day(33), 2, ["env"])
+    for weeks, unused_days in ((26, 90), (26, 10), (9, 3)):
+        report = build(kt.app, at=day(120), trend_weeks=weeks, unused_days=unused_days)
+        points = [p.at for p in report.trend]
+        with kt.app.db.read() as session:
+            history = load(session, points, Selection())
+        policies = _Policies({"month": {"max_age": "30d", "notice": "7d", "grace": "2d"}})
+        for index, (point, got) in enumerate(zip(points, report.trend, strict=True)):
+            want = {rule: 0 for rule in got.summary.findings}
+            present = [f for f in history if f.created_at <= point]
+            for fact in present:
+                for rule in failing(state_at(fact, policies.of(fact), point, index, unused_days)):
+                    want[rule] += 1
+            assert got.summary.findings == want, point
+            assert got.summary.credentials == len(present)

@@ -1,0 +1,264 @@
+"""Compliance report benchmark; prints figures and a ratio against a reference from the same run.
+
+    python bench/report.py                      # 100,000 credentials on SQLite
+    python bench/report.py --count 20000 --weeks 12
+
+Fills a fresh SQLite database with bulk inserts: N credentials over 20 tenants and 5 kinds,
+one or two versions each (a third rotated 120 days ago, their previous version retired),
+a rotation per rotated credential (2% failed), a consumer for half of them, and audit
+entries: a secret read for 60%, a verify for 80%, a publish for the rotated ones. The audit
+entries carry placeholder hashes: the report reads the log, it does not verify the chain.
+
+Then times, best of 3: the JSON report as `keyturn report --format json` makes it (build
+with its weekly trend, to_dict, json.dumps) and, as the reference, one plain read of the
+rows it needs (credentials, versions, audit reads) without any rule. Goal: JSON < 5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import insert, select, update  # noqa: E402
+
+from keyturn.app import Keyturn, initialise  # noqa: E402
+from keyturn.crypto.keys import encode_key, generate_key  # noqa: E402
+from keyturn.db.models import (  # noqa: E402
+    AuditEntry,
+    AuditHead,
+    Consumer,
+    Credential,
+    Rotation,
+    Tenant,
+    Version,
+)
+from keyturn.report import build  # noqa: E402
+from keyturn.report.render import to_csv  # noqa: E402
+from keyturn.settings import Settings  # noqa: E402
+
+NOW = datetime(2027, 1, 1, 2, 0, tzinfo=UTC)
+KINDS = ("smtp", "postgres", "api-key", "redis", "aws-access-key")
+BATCH = 20_000
+
+
+def open_app(url: str, key: str) -> Keyturn:
+    os.environ["KEYTURN_MASTER_KEY"] = key
+    initialise(Settings(db=url, master_key=key))
+    return Keyturn.open(Settings(db=url, master_key=key))
+
+
+class Filler:
+    """Bulk rows for one batch of credentials; audit seq numbers continue across batches."""
+
+    def __init__(self) -> None:
+        self.rng = secrets.SystemRandom()
+        self.seq = 0
+
+    def audit(self, rows: list[dict[str, Any]], cid: str, action: str, at: datetime, **d: Any):  # type: ignore[no-untyped-def]
+        self.seq += 1
+        rows.append(
+            {
+                "seq": self.seq,
+                "at": at,
+                "actor": "bench",
+                "action": action,
+                "credential_id": cid,
+                "tenant_id": cid.split("/")[0],
+                "outcome": "ok",
+                "details": d,
+                "prev_hash": "-",
+                "hash": "-",
+            }
+        )
+
+    def batch(self, start: int, end: int) -> dict[Any, list[dict[str, Any]]]:
+        rows: dict[Any, list[dict[str, Any]]] = {
+            Credential: [],
+            Version: [],
+            Rotation: [],
+            Consumer: [],
+            AuditEntry: [],
+        }
+        for i in range(start, end):
+            self.one(rows, i)
+        return rows
+
+    def one(self, rows: dict[Any, list[dict[str, Any]]], i: int) -> None:
+        rng = self.rng
+        cid = f"t{i % 20:02d}/c{i:07d}"
+        created = NOW - timedelta(days=rng.uniform(30, 400))
+        rows[Credential].append(
+            {
+                "id": cid,
+                "tenant_id": cid.split("/")[0],
+                "kind": KINDS[i % len(KINDS)],
+                "owner": "" if i % 17 == 0 else f"team{i % 9}",
+                "purpose": "bench",
+                "tags": {},
+                "target": "files" if i % 11 else None,
+                "strategy": "single",
+                "stores": ["env"] if i % 3 == 0 else [],
+                "usernames": [],
+                "created_at": created,
+                "updated_at": created,
+            }
+        )
+        version = {
+            "credential_id": cid,
+            "number": 1,
+            "state": "current",
+            "ciphertext": b"-",
+            "data_key_id": "-",
+            "fingerprint": "-",
+            "created_at": created,
+            "activated_at": created,
+        }
+        rotated = i % 3 == 0 and created < NOW - timedelta(days=130)
+        if rotated:
+            at = NOW - timedelta(days=120)
+            failed = i % 50 == 0
+            rows[Rotation].append(
+                {
+                    "credential_id": cid,
+                    "trigger": "schedule",
+                    "actor": "scheduler",
+                    "strategy": "single",
+                    "step": "set" if failed else "done",
+                    "status": "failed" if failed else "done",
+                    "attempts": 1,
+                    "started_at": at,
+                    "updated_at": at,
+                    "finished_at": at,
+                    "new_version": None if failed else 2,
+                    "wait_until": at,
+                }
+            )
+            if not failed:
+                version.update(state="retired", retired_at=at)
+                rows[Version].append(
+                    {
+                        **version,
+                        "number": 2,
+                        "state": "current",
+                        "created_at": at,
+                        "activated_at": at,
+                        "retired_at": None,
+                    }
+                )
+                self.audit(rows[AuditEntry], cid, "rotation.publish", at, version=2, stores=["env"])
+        rows[Version].append(version)
+        if i % 2 == 0:
+            rows[Consumer].append(
+                {
+                    "credential_id": cid,
+                    "name": "app",
+                    "version": 1,
+                    "created_at": created,
+                    "last_seen_at": NOW - timedelta(days=rng.uniform(0, 200)),
+                }
+            )
+        if i % 5 < 3:
+            self.audit(
+                rows[AuditEntry], cid, "secret.read", NOW - timedelta(days=rng.uniform(0, 200))
+            )
+        if i % 5 < 4:
+            self.audit(
+                rows[AuditEntry],
+                cid,
+                "credential.verify",
+                NOW - timedelta(days=rng.uniform(0, 60)),
+                status="in-sync",
+            )
+
+
+def populate(app: Keyturn, count: int) -> None:
+    from keyturn.db.models import TargetRow
+
+    with app.db.write() as session:
+        for t in range(20):
+            session.add(Tenant(id=f"t{t:02d}", data_key_id="-"))
+        session.add(TargetRow(name="files", type="passwd-file", settings={}))
+        head = session.execute(select(AuditHead)).scalar_one()
+        first = head.seq
+    filler = Filler()
+    filler.seq = first
+    for start in range(0, count, BATCH):
+        rows = filler.batch(start, min(start + BATCH, count))
+        with app.db.write() as session:
+            for table, values in rows.items():
+                if values:
+                    session.execute(insert(table), values)
+    with app.db.write() as session:
+        session.execute(update(AuditHead).values(seq=filler.seq))
+
+
+def best_of(fn, repeat: int = 3) -> tuple[float, Any]:  # type: ignore[no-untyped-def]
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - started)
+    return best, result
+
+
+def plain_read(app: Keyturn) -> int:
+    """The reference: fetch the rows the report needs, apply no rule."""
+    with app.db.read() as session:
+        creds = session.execute(select(Credential.id, Credential.owner, Credential.target)).all()
+        versions = session.execute(select(Version.credential_id, Version.activated_at)).all()
+        reads = session.execute(
+            select(AuditEntry.credential_id, AuditEntry.at).where(
+                AuditEntry.action == "secret.read"
+            )
+        ).all()
+    return len(creds) + len(versions) + len(reads)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=100_000)
+    parser.add_argument("--weeks", type=int, default=8, help="points in the trend")
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="ktbench-report-"))
+    app = open_app(f"sqlite:///{folder / 'keyturn.db'}", encode_key(generate_key().material))
+    try:
+        started = time.perf_counter()
+        populate(app, args.count)
+        print(f"filled {args.count:,} credentials in {time.perf_counter() - started:.1f}s")
+        at = NOW
+
+        def json_report() -> str:
+            return json.dumps(build(app, at=at, trend_weeks=args.weeks).to_dict())
+
+        elapsed, text = best_of(json_report)
+        reference, rows = best_of(lambda: plain_read(app))
+        snapshot, _ = best_of(lambda: build(app, at=at, trend_weeks=1), repeat=1)
+        csv_time, _ = best_of(lambda: to_csv(build(app, at=at, trend_weeks=args.weeks)), 1)
+        data = json.loads(text)
+        print(
+            f"JSON report, SQLite, {args.count:,} credentials, {args.weeks}-week trend: "
+            f"{elapsed:.2f} s ({len(text) / 1e6:.1f} MB; {data['summary']['compliant_percent']}% "
+            f"compliant) -- goal < 5 s"
+        )
+        print(f"  without trend (one point): {snapshot:.2f} s; CSV: {csv_time:.2f} s")
+        print(
+            f"  reference, plain read of {rows:,} rows: {reference:.2f} s; "
+            f"report/reference {elapsed / reference:.1f}x"
+        )
+    finally:
+        app.close()
+
+
+if __name__ == "__main__":
+    main()
