@@ -67,6 +67,10 @@ def create_app(
     api.include_router(v1)
     api.include_router(metrics.router)  # /metrics, where Prometheus looks by default
     _docs(api)
+    # The dashboard (keyturn.web) takes every other path; mounted last, after the API.
+    from keyturn.web import create_web
+
+    api.mount("/", create_web(app, api.state.limiter), name="dashboard")
     return api
 
 

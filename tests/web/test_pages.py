@@ -1,0 +1,214 @@
+"""The dashboard in-process (TestClient): sessions, CSRF, roles, tenant scope, rotation.
+
+The browser tests (test_browser.py) walk the same paths in Chromium; these pin the
+server's answers, including the ones a browser would never send (forged POSTs).
+"""
+
+from __future__ import annotations
+
+import re
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from keyturn.db.models import Rotation, WebSession
+from keyturn.web import sessions
+from tests.web.conftest import CRED, GLOBEX, OTHER, Api, csrf_of, sign_in, wait_for
+
+
+def _client(api: Api) -> TestClient:
+    """A second browser on the same app, with its own cookies."""
+    return TestClient(api.client.app, raise_server_exceptions=False)
+
+
+def test_pages_need_a_session(api: Api) -> None:
+    answer = api.client.get(f"/credentials/{CRED}", follow_redirects=False)
+    assert answer.status_code == 303
+    assert answer.headers["location"].startswith("/signin?next=")
+
+
+def test_sign_in_sets_a_strict_httponly_cookie_and_stores_only_a_hash(api: Api) -> None:
+    form = api.client.get("/signin")
+    answer = api.client.post(
+        "/signin",
+        data={"token": api.tokens["admin"], "csrf": csrf_of(form.text)},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 303
+    cookie = next(c for c in answer.headers.get_list("set-cookie") if c.startswith(sessions.COOKIE))
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "expires=" in cookie
+    assert "Secure" not in cookie  # plain http on loopback; https sets Secure
+    session_id = api.client.cookies[sessions.COOKIE]
+    with api.kt.app.db.read() as session:
+        stored = list(session.execute(select(WebSession.id_hash)).scalars())
+    assert len(stored) == 1 and session_id not in stored[0]
+    page = api.client.get("/")
+    assert page.status_code == 200 and CRED in page.text and GLOBEX in page.text
+
+
+def test_sign_in_without_csrf_or_with_a_bad_token_is_refused(api: Api) -> None:
+    refused = api.client.post("/signin", data={"token": api.tokens["admin"], "csrf": "0" * 64})
+    assert refused.status_code == 403 and sessions.COOKIE not in api.client.cookies
+    form = api.client.get("/signin")
+    wrong = api.client.post("/signin", data={"token": "kt_wrong", "csrf": csrf_of(form.text)})
+    assert wrong.status_code == 401 and "Sign-in refused" in wrong.text
+    assert "kt_wrong" not in wrong.text
+
+
+def test_consumer_token_cannot_sign_in(api: Api) -> None:
+    form = api.client.get("/signin")
+    answer = api.client.post(
+        "/signin", data={"token": api.tokens["consumer"], "csrf": csrf_of(form.text)}
+    )
+    assert answer.status_code == 401
+    assert "consumer token cannot sign in" in answer.text
+    assert sessions.COOKIE not in api.client.cookies
+
+
+def test_sign_out_ends_the_session(api: Api) -> None:
+    csrf = sign_in(api.client, api.tokens["admin"])
+    session_id = api.client.cookies[sessions.COOKIE]
+    assert (
+        api.client.post("/signout", data={"csrf": csrf}, follow_redirects=False).status_code == 303
+    )
+    api.client.cookies.set(sessions.COOKIE, session_id)  # a copy of the cookie kept
+    assert api.client.get("/", follow_redirects=False).status_code == 303
+
+
+def test_revoking_the_token_ends_its_sessions(api: Api) -> None:
+    sign_in(api.client, api.tokens["admin"])
+    assert api.call("admin", "DELETE", f"/tokens/{api.token_ids['admin']}").status_code in (
+        200,
+        204,
+    )
+    assert api.client.get("/", follow_redirects=False).status_code == 303
+
+
+def test_post_without_csrf_is_refused(api: Api) -> None:
+    sign_in(api.client, api.tokens["admin"])
+    answer = api.client.post(f"/credentials/{CRED}/rotate", data={"reason": "forged"})
+    assert answer.status_code == 403 and "CSRF" in answer.text
+    with api.kt.app.db.read() as session:
+        assert session.execute(select(Rotation)).first() is None
+
+
+def test_auditor_sees_no_rotate_button_and_a_forged_post_is_refused(api: Api) -> None:
+    csrf = sign_in(api.client, api.tokens["auditor"])
+    page = api.client.get(f"/credentials/{CRED}")
+    assert page.status_code == 200
+    assert "Rotate Credentials Now" not in page.text and "Emergency rotate" not in page.text
+    forged = api.client.post(f"/credentials/{CRED}/rotate", data={"csrf": csrf, "reason": "x"})
+    assert forged.status_code == 403
+    with api.kt.app.db.read() as session:
+        assert session.execute(select(Rotation)).first() is None
+
+
+def test_operator_may_rotate_but_not_in_an_emergency(api: Api) -> None:
+    csrf = sign_in(api.client, api.tokens["operator"])
+    page = api.client.get(f"/credentials/{CRED}").text
+    assert "Rotate Credentials Now" in page and "Emergency rotate" not in page
+    forged = api.client.post(
+        f"/credentials/{CRED}/rotate", data={"csrf": csrf, "reason": "x", "emergency": "true"}
+    )
+    assert forged.status_code == 403
+
+
+def test_rotate_without_a_reason_is_refused(api: Api) -> None:
+    csrf = sign_in(api.client, api.tokens["admin"])
+    for reason in ("", "   "):
+        answer = api.client.post(
+            f"/credentials/{CRED}/rotate",
+            data={"csrf": csrf, "reason": reason},
+            headers={"X-Keyturn-Fragment": "1"},
+        )
+        assert answer.status_code == 400 and "reason is required" in answer.text
+    with api.kt.app.db.read() as session:
+        assert session.execute(select(Rotation)).first() is None
+
+
+def test_rotate_shows_progress_then_the_new_version_and_its_audit_entry(api: Api) -> None:
+    csrf = sign_in(api.client, api.tokens["admin"])
+    started = api.client.post(
+        f"/credentials/{CRED}/rotate",
+        data={"csrf": csrf, "reason": "suspected leak in ticket 42"},
+        headers={"X-Keyturn-Fragment": "1"},
+    )
+    assert started.status_code == 202, started.text
+    assert 'data-step="create"' in started.text
+    with api.kt.app.db.read() as session:
+        rot = session.execute(select(Rotation)).scalar_one()
+    url = f"/credentials/{CRED}/rotations/{rot.id}/progress"
+    wait_for(lambda: 'data-status="done"' in api.client.get(url).text, "the rotation")
+    done = api.client.get(url).text
+    assert done.count('data-state="done"') == 8 and "data-poll" not in done
+    page = api.client.get(f"/credentials/{CRED}?rotation={rot.id}").text
+    assert 'data-version="2"' in page and "v-current" in page
+    assert "rotation.done" in page and "suspected leak in ticket 42" in page
+
+
+def test_emergency_dialog_previews_the_consumers_that_will_break(api: Api) -> None:
+    sign_in(api.client, api.tokens["admin"])
+    for name, version in (("billing", 1), ("mailer", None)):
+        api.call("admin", "PUT", f"/credentials/{CRED}/consumers/{name}")
+        if version:
+            api.call("admin", "POST", f"/credentials/{CRED}/consumers/{name}", json={"version": 1})
+    page = api.client.get(f"/credentials/{CRED}").text
+    preview = page[page.index('id="at-risk"') :]
+    preview = preview[: preview.index("</div>")]
+    assert "mailer" in preview and "billing" not in preview
+
+
+def test_tenant_scoped_admin_sees_only_its_tenant(api: Api) -> None:
+    token = api.token("acme-admin", "admin", tenant="acme")
+    sign_in(api.client, token)
+    inventory = api.client.get("/").text
+    assert CRED in inventory and OTHER in inventory and GLOBEX not in inventory
+    assert api.client.get("/?tenant=globex").text.count("globex/db") == 0
+    assert api.client.get(f"/credentials/{GLOBEX}").status_code == 404
+    audit = api.client.get("/audit").text
+    assert "acme/smtp-admin" in audit and GLOBEX not in audit
+
+
+def test_inventory_filters_and_search(api: Api) -> None:
+    sign_in(api.client, api.tokens["admin"])
+    by_tenant = api.client.get("/?tenant=globex").text
+    assert GLOBEX in by_tenant and f'data-id="{CRED}"' not in by_tenant
+    by_kind = api.client.get("/?kind=api-key").text
+    assert f'data-id="{OTHER}"' in by_kind and f'data-id="{CRED}"' not in by_kind
+    search = api.client.get("/?q=SMTP").text
+    assert f'data-id="{CRED}"' in search and f'data-id="{OTHER}"' not in search
+    assert api.client.get("/?sort=nonsense").status_code == 400
+
+
+def test_no_secret_in_any_page_or_header(api: Api) -> None:
+    csrf = sign_in(api.client, api.tokens["admin"])
+    api.client.post(f"/credentials/{CRED}/rotate", data={"csrf": csrf, "reason": "check"})
+    with api.kt.app.db.read() as session:
+        rot = session.execute(select(Rotation)).scalar_one()
+    progress = f"/credentials/{CRED}/rotations/{rot.id}/progress"
+    wait_for(lambda: 'data-status="done"' in api.client.get(progress).text, "the rotation")
+    values = api.all_values()
+    assert len(values) >= 4
+    pages = ["/", f"/credentials/{CRED}", f"/credentials/{OTHER}", "/audit?verify=true", progress]
+    pages += [f"/credentials/{CRED}/rotate", f"/credentials/{CRED}/rotate?emergency=true"]
+    for path in pages:
+        answer = api.client.get(path)
+        assert answer.status_code == 200, path
+        seen = answer.text + "".join(f"{k}: {v}\n" for k, v in answer.headers.items())
+        assert not [v for v in values if v in seen], path
+        assert answer.headers["cache-control"] == "no-store"
+        assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+
+
+def test_audit_page_filters_and_verifies_the_chain(api: Api) -> None:
+    sign_in(api.client, api.tokens["auditor"])
+    actions = {e["action"] for e in api.call("auditor", "GET", "/audit").json()["entries"]}
+    wanted = sorted(actions)[0]
+    page = api.client.get(f"/audit?action={wanted}&verify=true").text
+    assert "Chain verified" in page
+    shown = set(re.findall(r'data-action="([^"]+)"', page))
+    assert shown == {wanted} and len(actions) > 1
+    assert api.client.get(f"/audit?credential={CRED}").status_code == 200
+    operator = _client(api)
+    sign_in(operator, api.tokens["operator"])
+    assert operator.get("/audit").status_code == 403
