@@ -51,6 +51,7 @@ def inventory_page(
         kinds=kinds,
         statuses=inventory.STATUSES,
         sorts=list(inventory.SORTS),
+        cap=inventory.COUNT_CAP,
     )
 
 
