@@ -359,5 +359,7 @@ class WebSession(Base):
     token_id: Mapped[str] = mapped_column(
         ForeignKey("api_tokens.id", ondelete="CASCADE"), index=True
     )
+    # "session" (a browser's cookie) or "link" (a one-use sign-in link, `keyturn demo`'s)
+    kind: Mapped[str] = mapped_column(String(8), default="session")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(index=True)

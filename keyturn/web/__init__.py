@@ -15,6 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
+from starlette.routing import Match, Mount
+from starlette.types import Scope
 
 from keyturn.api.errors import status_of
 from keyturn.api.ratelimit import FailureLimiter
@@ -42,6 +44,21 @@ def create_web(app: Keyturn, limiter: FailureLimiter) -> FastAPI:
     web.add_exception_handler(RequestValidationError, _invalid)
     web.add_exception_handler(HTTPException, _http_error)
     return web
+
+
+class DashboardMount(Mount):
+    """The dashboard at `/`, except under *api* (/api/v1): there a path no API route
+    serves keeps the API's own 404 and 405 envelopes instead of becoming a page."""
+
+    def __init__(self, web: FastAPI, api: str) -> None:
+        super().__init__("/", app=web, name="dashboard")
+        self.api = api
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        path = scope.get("path", "")
+        if path == self.api or path.startswith(self.api + "/"):
+            return Match.NONE, {}
+        return super().matches(scope)
 
 
 async def _sign_in(request: Request, exc: Exception) -> Response:

@@ -26,6 +26,7 @@ COOKIE = "keyturn_session"
 # Before sign-in: the id whose CSRF token the sign-in form carries.
 PRE_COOKIE = "keyturn_signin"
 LIFETIME = timedelta(hours=8)
+LINK_LIFETIME = timedelta(minutes=15)
 
 
 def _digest(session_id: str) -> str:
@@ -65,31 +66,61 @@ def open_session(session: Session, token: str) -> Opened:
     row = tokens.authenticate(session, token)
     if row.role == "consumer":
         raise Forbidden("a consumer token cannot sign in to the dashboard")
+    return _open(session, row)
+
+
+def _open(session: Session, row: ApiToken, kind: str = "session") -> Opened:
     now = utcnow()
     session.execute(delete(WebSession).where(WebSession.expires_at <= now))
-    expires = now + LIFETIME
+    expires = now + (LIFETIME if kind == "session" else LINK_LIFETIME)
     if row.expires_at is not None:
         expires = min(expires, row.expires_at)
     session_id = new_id()
-    session.add(WebSession(id_hash=_digest(session_id), token_id=row.id, expires_at=expires))
+    session.add(
+        WebSession(id_hash=_digest(session_id), token_id=row.id, kind=kind, expires_at=expires)
+    )
     session.flush()
     return Opened(session_id, expires, _principal(row))
 
 
-def principal_for(session: Session, session_id: str | None) -> Principal | None:
-    """Who holds this session, if it is live and its token still is."""
+def create_link(session: Session, token_id: str) -> str:
+    """A one-use sign-in code for a token (valid 15 minutes); only its hash is stored."""
+    row = session.get(ApiToken, token_id)
+    if row is None or row.role == "consumer":
+        raise Forbidden("only a person's token gets a sign-in link")
+    return _open(session, row, kind="link").session_id
+
+
+def redeem_link(session: Session, code: str) -> Opened | None:
+    """Trade a sign-in code, once, for a session of its token."""
+    found = _live(session, code, "link")
+    if found is None:
+        return None
+    session.delete(found)
+    row = session.get(ApiToken, found.token_id)
+    return _open(session, row) if row is not None and _usable(row) else None
+
+
+def _live(session: Session, session_id: str | None, kind: str) -> WebSession | None:
     if not session_id or len(session_id) > 100:
         return None
     found = session.get(WebSession, _digest(session_id))
-    now = utcnow()
-    if found is None or found.expires_at <= now:
+    if found is None or found.kind != kind or found.expires_at <= utcnow():
         return None
-    row = session.get(ApiToken, found.token_id)
-    if row is None or row.revoked_at is not None or row.role == "consumer":
-        return None
-    if row.expires_at is not None and row.expires_at <= now:
-        return None
-    return _principal(row)
+    return found
+
+
+def _usable(row: ApiToken) -> bool:
+    if row.revoked_at is not None or row.role == "consumer":
+        return False
+    return row.expires_at is None or row.expires_at > utcnow()
+
+
+def principal_for(session: Session, session_id: str | None) -> Principal | None:
+    """Who holds this session, if it is live and its token still is."""
+    found = _live(session, session_id, "session")
+    row = session.get(ApiToken, found.token_id) if found is not None else None
+    return _principal(row) if row is not None and _usable(row) else None
 
 
 def close(session: Session, session_id: str | None) -> None:

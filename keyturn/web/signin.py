@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from keyturn.api.ratelimit import FailureLimiter
 from keyturn.domain.errors import Forbidden
 from keyturn.web import sessions
-from keyturn.web.common import HEADERS, Posted, keyturn_of, render, viewer
+from keyturn.web.common import HEADERS, Posted, keyturn_of, render
 
 router = APIRouter()
 
@@ -67,7 +67,21 @@ def signin(
     except Forbidden as exc:
         limiter.failed(_client(request))
         return _form(request, 401, f"Sign-in refused: {exc.message}.", _safe_next(next))
-    response = RedirectResponse(_safe_next(next), status_code=303, headers=HEADERS)
+    return _signed_in(request, opened, _safe_next(next))
+
+
+@router.get("/signin/link")
+def signin_link(request: Request, code: Annotated[str, Query(max_length=100)] = "") -> Response:
+    """A one-use sign-in link (`keyturn demo` prints one): the code becomes a session."""
+    with keyturn_of(request).db.write() as session:
+        opened = sessions.redeem_link(session, code)
+    if opened is None:
+        return _form(request, 401, "This sign-in link was used already or has expired.")
+    return _signed_in(request, opened, "/")
+
+
+def _signed_in(request: Request, opened: sessions.Opened, target: str) -> Response:
+    response = RedirectResponse(target, status_code=303, headers=HEADERS)
     response.set_cookie(
         sessions.COOKIE,
         opened.session_id,
@@ -90,4 +104,4 @@ def signout(request: Request, seen: Posted) -> Response:
     return response
 
 
-__all__ = ["router", "viewer"]
+__all__ = ["router"]

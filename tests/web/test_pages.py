@@ -7,11 +7,12 @@ server's answers, including the ones a browser would never send (forged POSTs).
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from keyturn.db.models import Rotation, WebSession
+from keyturn.db.models import Credential, Rotation, WebSession, utcnow
 from keyturn.web import sessions
 from tests.web.conftest import CRED, GLOBEX, OTHER, Api, csrf_of, sign_in, wait_for
 
@@ -212,3 +213,49 @@ def test_audit_page_filters_and_verifies_the_chain(api: Api) -> None:
     operator = _client(api)
     sign_in(operator, api.tokens["operator"])
     assert operator.get("/audit").status_code == 403
+
+
+def test_inventory_pages_past_fifty_rows_in_every_sort(api: Api) -> None:
+    """120 more credentials: every sort walks all of them, 50 to a page, none twice."""
+    with api.kt.app.db.write() as session:
+        session.add_all(
+            Credential(
+                id=f"acme/bulk-{i:03d}",
+                tenant_id="acme",
+                kind="api-key",
+                owner=f"team-{i % 7}",
+                due_at=utcnow() + timedelta(days=i % 40) if i % 3 else None,
+                notice_at=utcnow() + timedelta(days=i % 40 - 7) if i % 3 else None,
+            )
+            for i in range(120)
+        )
+    sign_in(api.client, api.tokens["admin"])
+    for sort in ("id", "tenant", "kind", "owner", "next"):
+        seen: list[str] = []
+        path = f"/?sort={sort}"
+        while path:
+            page = api.client.get(path)
+            assert page.status_code == 200, page.text
+            rows = re.findall(r'<tr data-id="([^"]+)"', page.text)
+            assert len(rows) <= 50
+            seen += rows
+            more = re.search(r'rel="next" href="([^"]+)"', page.text)
+            path = more[1].replace("&amp;", "&") if more else ""
+        assert len(seen) == len(set(seen)) == 123, sort
+    assert "123 credentials" in api.client.get("/").text
+    stale = api.client.get("/?sort=next&after=bm9wZQ")
+    assert stale.status_code == 400 and "out of date" in stale.text
+
+
+def test_a_sign_in_link_works_once(api: Api) -> None:
+    with api.kt.app.db.write() as session:
+        code = sessions.create_link(session, api.token_ids["operator"])
+    first = api.client.get(f"/signin/link?code={code}", follow_redirects=False)
+    assert first.status_code == 303 and sessions.COOKIE in api.client.cookies
+    assert "operator" in api.client.get("/").text
+    again = _client(api).get(f"/signin/link?code={code}")
+    assert again.status_code == 401
+    # The code is no session cookie either.
+    cookie = _client(api)
+    cookie.cookies.set(sessions.COOKIE, code)
+    assert cookie.get("/", follow_redirects=False).status_code == 303

@@ -1,7 +1,8 @@
 """dashboard sessions
 
 `web_sessions` holds one row per dashboard sign-in: the SHA-256 of the session id (never the
-id itself, which only the browser's cookie holds), the token it acts for, and its expiry.
+id itself, which only the browser's cookie holds), the token it acts for, its kind (a
+browser's session, or a one-use sign-in link) and its expiry.
 
 Revision ID: 0007
 Revises: 0006
@@ -25,6 +26,7 @@ def upgrade() -> None:
         "web_sessions",
         sa.Column("id_hash", sa.String(length=64), nullable=False),
         sa.Column("token_id", sa.String(length=32), nullable=False),
+        sa.Column("kind", sa.String(length=8), nullable=False),
         sa.Column("created_at", keyturn.db.models.UtcDateTime(), nullable=False),
         sa.Column("expires_at", keyturn.db.models.UtcDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
