@@ -22,7 +22,7 @@ from keyturn.api.errors import status_of
 from keyturn.api.ratelimit import FailureLimiter
 from keyturn.app import Keyturn
 from keyturn.domain.errors import KeyturnError
-from keyturn.web import actions, pages, signin
+from keyturn.web import actions, compliance, pages, signin
 from keyturn.web.common import HEADERS, HERE, SignInRequired, is_fragment, render
 
 log = logging.getLogger("keyturn.web")
@@ -39,6 +39,7 @@ def create_web(app: Keyturn, limiter: FailureLimiter) -> FastAPI:
     # Suffix routes (/rotate, /rotations/N/progress) before the bare /credentials/{id}.
     web.include_router(actions.router)
     web.include_router(pages.router)
+    web.include_router(compliance.router)
     web.add_exception_handler(SignInRequired, _sign_in)
     web.add_exception_handler(KeyturnError, _keyturn_error)
     web.add_exception_handler(RequestValidationError, _invalid)

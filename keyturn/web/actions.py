@@ -52,8 +52,9 @@ def confirm_page(
 ) -> HTMLResponse:
     """The confirmation as a page of its own, for a browser without JavaScript."""
     _may_rotate(seen, emergency)
-    with keyturn_of(request).db.read() as session:
-        view = detail.load(session, seen.who, credential_id)
+    app = keyturn_of(request)
+    with app.db.read() as session:
+        view = detail.load(app, session, seen.who, credential_id)
     return render(request, "confirm.html", seen, v=view, c=view.cred, emergency=emergency)
 
 

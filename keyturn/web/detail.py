@@ -11,11 +11,14 @@ from sqlalchemy.orm import Session
 from keyturn.api import schemas as s
 from keyturn.api import views
 from keyturn.api.auth import Principal, visible
+from keyturn.app import Keyturn
 from keyturn.audit import log as audit
 from keyturn.audit.query import Filters, select_entries
 from keyturn.db import repo
-from keyturn.db.models import AuditEntry, Consumer, Rotation, utcnow
-from keyturn.domain.model import STEP_ORDER, RotationStatus, Step, VersionState
+from keyturn.db.models import AuditEntry, Rotation, utcnow
+from keyturn.domain.model import STEP_ORDER, RotationStatus, Step
+from keyturn.engine import consumers
+from keyturn.engine.consumers import AtRisk
 
 TRAIL = 50
 
@@ -49,7 +52,10 @@ class CredentialView:
     versions: list[s.VersionOut]
     rotations: list[RotationView]
     consumers: list[s.ConsumerOut]
-    at_risk: list[str]
+    # Who an emergency rotation would break (keyturn.engine.consumers.at_risk), and who a
+    # revoke of the previous version would (not on the current version yet).
+    at_risk: list[AtRisk]
+    behind: list[str]
     stores: list[StoreView]
     trail: list[dict[str, Any]] = field(default_factory=list)
 
@@ -73,11 +79,6 @@ def rotation_view(rot: Rotation) -> RotationView:
     return RotationView(rot, steps(rot))
 
 
-def at_risk(consumers: list[Consumer] | list[s.ConsumerOut], current: int | None) -> list[str]:
-    """Consumers an emergency rotation would break: not reporting the current version."""
-    return [c.name for c in consumers if current is None or c.version != current]
-
-
 def _stores(session: Session, credential_id: str, names: list[str]) -> list[StoreView]:
     last = session.execute(
         select(AuditEntry)
@@ -94,17 +95,16 @@ def _stores(session: Session, credential_id: str, names: list[str]) -> list[Stor
     return out
 
 
-def load(session: Session, who: Principal, credential_id: str) -> CredentialView:
+def load(app: Keyturn, session: Session, who: Principal, credential_id: str) -> CredentialView:
     cred = visible(session, who, credential_id)
     out = views.credential(session, cred, utcnow())
-    consumers = [views.consumer(c) for c in repo.consumers(session, cred.id)]
-    current = repo.version_in_state(session, cred.id, VersionState.CURRENT)
     view = CredentialView(
         cred=out,
         versions=[views.version(v) for v in repo.versions(session, cred.id)],
         rotations=[rotation_view(r) for r in repo.rotations(session, cred.id, limit=10)],
-        consumers=consumers,
-        at_risk=at_risk(consumers, current.number if current else None),
+        consumers=[views.consumer(c) for c in repo.consumers(session, cred.id)],
+        at_risk=consumers.at_risk(app, cred.id, "emergency"),
+        behind=[c.name for c in consumers.at_risk(app, cred.id, "revoke")],
         stores=_stores(session, cred.id, out.stores),
     )
     if who.may("audit.read"):

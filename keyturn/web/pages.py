@@ -65,8 +65,9 @@ def credential_page(
     """Everything about one credential; rotations under way (and *rotation*) show their steps."""
     if not seen.who.may("credential.read"):
         raise Forbidden(f"a {seen.who.role} token may not read credentials")
-    with keyturn_of(request).db.read() as session:
-        view = detail.load(session, seen.who, credential_id)
+    app = keyturn_of(request)
+    with app.db.read() as session:
+        view = detail.load(app, session, seen.who, credential_id)
     shown = [r for r in view.rotations if not r.final or r.row.id == rotation]
     return render(request, "credential.html", seen, v=view, c=view.cred, shown=shown)
 

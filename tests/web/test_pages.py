@@ -156,7 +156,11 @@ def test_emergency_dialog_previews_the_consumers_that_will_break(api: Api) -> No
     page = api.client.get(f"/credentials/{CRED}").text
     preview = page[page.index('id="at-risk"') :]
     preview = preview[: preview.index("</div>")]
-    assert "mailer" in preview and "billing" not in preview
+    # An emergency revokes the current value at once: both break (keyturn.engine.consumers).
+    assert "<strong>billing</strong>: uses version 1, which an emergency" in preview
+    assert "<strong>mailer</strong>: never reported a version" in preview
+    # Only the one not on the current version is flagged in the consumers table.
+    assert page.count("not on current") == 1
 
 
 def test_tenant_scoped_admin_sees_only_its_tenant(api: Api) -> None:
@@ -259,3 +263,24 @@ def test_a_sign_in_link_works_once(api: Api) -> None:
     cookie = _client(api)
     cookie.cookies.set(sessions.COOKIE, code)
     assert cookie.get("/", follow_redirects=False).status_code == 303
+
+
+def test_compliance_page_shows_the_report_and_its_charts(api: Api) -> None:
+    from keyturn import report
+
+    sign_in(api.client, api.tokens["auditor"])
+    page = api.client.get("/compliance")
+    assert page.status_code == 200
+    built = report.build(api.kt.app)
+    assert f"{built.total.compliant} of {built.total.credentials} credentials" in page.text
+    assert set(re.findall(r'data-chart="([a-z]+)"', page.text)) == {
+        "age",
+        "due",
+        "tenant",
+        "kind",
+        "trend",
+    }
+    acme = _client(api)
+    sign_in(acme, api.token("acme-auditor", "auditor", tenant="acme"))
+    scoped = acme.get("/compliance?tenant=globex").text
+    assert "of 2 credentials" in scoped and GLOBEX not in scoped
