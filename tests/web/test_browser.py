@@ -25,6 +25,11 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
+from keyturn import auth
+from keyturn.app import Keyturn
+from keyturn.db import repo
+from keyturn.demo import run as run_demo
+from keyturn.engine import service
 from tests.web.browser import FLAGS, chromium_path, serving
 from tests.web.conftest import CRED, GLOBEX, OTHER, Api
 
@@ -70,8 +75,8 @@ class Session:
     def go(self, path: str) -> None:
         self.page.goto(self.base + path)
 
-    def shot(self, name: str) -> None:
-        self.page.screenshot(path=str(self.shots / f"{name}.png"))
+    def shot(self, name: str, full: bool = False) -> None:
+        self.page.screenshot(path=str(self.shots / f"{name}.png"), full_page=full)
 
 
 @pytest.fixture
@@ -202,29 +207,60 @@ def test_keyboard_only_sign_in_and_navigation(api: Api, web: Session) -> None:
     expect(page.get_by_role("heading", name=OTHER)).to_be_visible()
 
 
-def test_screenshots_at_desktop_and_phone_width(api: Api, web: Session) -> None:
-    """The README's pictures; with KEYTURN_TEST_SCREENSHOTS=DIR they are also saved there."""
-    api.call("admin", "PUT", f"/credentials/{CRED}/consumers/billing")
-    api.call("admin", "POST", f"/credentials/{CRED}/consumers/billing", json={"version": 1})
-    api.call("admin", "PUT", f"/credentials/{CRED}/consumers/webmail")
-    sign_in(web, api.tokens["admin"])
-    web.shot("inventory")
-    web.go(f"/credentials/{CRED}")
-    web.shot("credential")
-    web.page.get_by_role("link", name="Rotate Credentials Now").click()
-    web.page.get_by_role("dialog").get_by_label("Reason").fill("quarterly rotation, ticket 1234")
-    web.shot("rotate-dialog")
-    web.page.keyboard.press("Escape")
-    web.page.set_viewport_size(SIZES["phone"])
-    web.go("/")
-    wide = web.page.evaluate("document.documentElement.scrollWidth")
-    assert wide <= SIZES["phone"]["width"]  # no sideways scrolling at phone width
-    web.shot("inventory-phone")
-    for name in ("inventory", "credential", "rotate-dialog", "inventory-phone"):
-        png = web.shots / f"{name}.png"
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[Keyturn]:
+    """`keyturn demo`'s keyturn (three tenants, one rotated, one in its notice window)."""
+    instance, mail, _ = run_demo(tmp_path / "demo", lambda _text: None)
+    try:
+        yield instance
+    finally:
+        mail.stop()
+        instance.close()
+
+
+def test_screenshots_at_desktop_and_phone_width(
+    demo: Keyturn, browser: Browser, tmp_path: Path
+) -> None:
+    """The README's pictures, of the demo's data; with KEYTURN_TEST_SCREENSHOTS=DIR they
+    are also saved there."""
+    for name, version in (("webmail", 2), ("billing", 1), ("monitoring", None)):
+        service.report_consumer(demo, "acme/smtp-admin", name, version or 1)
+    with demo.db.write() as session:
+        token = auth.create_token(session, "admin", name="screenshots").token
+    with serving(demo) as base:
+        context = browser.new_context(viewport=SIZES["desktop"])
+        web = Session(context.new_page(), base, Seen(), tmp_path)
+        web.page.on("response", web.seen.response)
+        web.page.on("console", web.seen.message)
+        sign_in(web, token)
+        web.shot("inventory")
+        web.go("/credentials/acme/smtp-admin")
+        web.shot("credential")
+        web.page.get_by_role("link", name="Rotate Credentials Now").click()
+        web.page.get_by_role("dialog").get_by_label("Reason").fill("quarterly rotation, CHG-1234")
+        web.shot("rotate-dialog")
+        web.page.keyboard.press("Escape")
+        web.go("/compliance")
+        expect(web.page.locator("svg.chart")).to_have_count(5)
+        web.shot("compliance", full=True)
+        web.page.set_viewport_size(SIZES["phone"])
+        web.go("/")
+        wide = web.page.evaluate("document.documentElement.scrollWidth")
+        assert wide <= SIZES["phone"]["width"]  # no sideways scrolling at phone width
+        web.shot("inventory-phone")
+        context.close()
+    names = ("inventory", "credential", "rotate-dialog", "compliance", "inventory-phone")
+    for name in names:
+        assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     keep = os.environ.get("KEYTURN_TEST_SCREENSHOTS")
     if keep:
-        for png in web.shots.glob("*.png"):
-            shutil.copy(png, Path(keep) / png.name)
-    no_leaks(api, web)
+        for name in names:
+            shutil.copy(tmp_path / f"{name}.png", Path(keep) / f"{name}.png")
+    with demo.db.read() as session:
+        values = {
+            demo.vault.reveal(v).reveal()
+            for c in repo.list_credentials(session)
+            for v in repo.versions(session, c.id)
+        }
+    everything = "\n".join(web.seen.texts + web.seen.console)
+    assert len(values) == 4 and not [v for v in values if v in everything]
