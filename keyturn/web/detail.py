@@ -64,7 +64,7 @@ def steps(rot: Rotation) -> list[StepView]:
     """The protocol's steps, each done, under way (now), failed or still to do."""
     if rot.status == RotationStatus.DONE:
         return [StepView(str(step), "done") for step in STEP_ORDER]
-    here = STEP_ORDER.index(Step(rot.step))
+    here = STEP_ORDER.index(_failed_at(rot) or Step(rot.step))
     stopped = rot.status in (RotationStatus.FAILED, RotationStatus.ABORTED)
     views_ = []
     for i, step in enumerate(STEP_ORDER):
@@ -73,6 +73,15 @@ def steps(rot: Rotation) -> list[StepView]:
             state = "failed" if stopped or rot.status == RotationStatus.RETRYING else "now"
         views_.append(StepView(str(step), state))
     return views_
+
+
+def _failed_at(rot: Rotation) -> Step | None:
+    """The step an attempt failed at: the engine's error starts with it ("set: ..."), while
+    the step pointer may have moved back to where the next attempt starts."""
+    if rot.status not in (RotationStatus.RETRYING, RotationStatus.FAILED) or not rot.error:
+        return None
+    name = rot.error.split(":", 1)[0]
+    return Step(name) if name in STEP_ORDER else None
 
 
 def rotation_view(rot: Rotation) -> RotationView:

@@ -284,3 +284,47 @@ def test_compliance_page_shows_the_report_and_its_charts(api: Api) -> None:
     sign_in(acme, api.token("acme-auditor", "auditor", tenant="acme"))
     scoped = acme.get("/compliance?tenant=globex").text
     assert "of 2 credentials" in scoped and GLOBEX not in scoped
+
+
+def _rotation(api: Api) -> Rotation:
+    with api.kt.app.db.read() as session:
+        found: Rotation = (
+            session.execute(select(Rotation).order_by(Rotation.id.desc())).scalars().first()
+        )
+        return found
+
+
+def test_a_failing_rotation_shows_the_step_it_failed_at_and_why(api: Api) -> None:
+    api.faults(set="reject")
+    csrf = sign_in(api.client, api.tokens["operator"])
+    started = api.client.post(
+        f"/credentials/{CRED}/rotate",
+        data={"csrf": csrf, "reason": "try it"},
+        headers={"X-Keyturn-Fragment": "1"},
+    )
+    assert started.status_code == 202
+    url = f"/credentials/{CRED}/rotations/{_rotation(api).id}/progress"
+    wait_for(lambda: 'data-status="retrying"' in api.client.get(url).text, "the failure")
+    shown = api.client.get(url).text
+    assert 'data-step="set" data-state="failed"' in shown and "Next attempt at" in shown
+    assert _rotation(api).error and _rotation(api).error in shown.replace("&#39;", "'")
+    assert "data-poll" in shown  # retrying is not the end: the page keeps watching
+    inventory = api.client.get("/").text
+    assert "rotation failed" in inventory
+
+
+def test_emergency_rotation_by_an_admin(api: Api) -> None:
+    csrf = sign_in(api.client, api.tokens["admin"])
+    answer = api.client.post(
+        f"/credentials/{CRED}/rotate",
+        data={"csrf": csrf, "reason": "key leaked in a paste", "emergency": "true"},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 303
+    rot = _rotation(api)
+    assert answer.headers["location"] == f"/credentials/{CRED}?rotation={rot.id}#rotation-{rot.id}"
+    assert rot.trigger == "emergency" and rot.actor == f"token:{api.token_ids['admin']}"
+    url = f"/credentials/{CRED}/rotations/{rot.id}/progress"
+    wait_for(lambda: 'data-status="done"' in api.client.get(url).text, "the rotation")
+    versions = api.call("admin", "GET", f"/credentials/{CRED}/versions").json()
+    assert [v["state"] for v in versions] == ["current", "retired"]
