@@ -67,6 +67,10 @@ def create_app(
     api.include_router(v1)
     api.include_router(metrics.router)  # /metrics, where Prometheus looks by default
     _docs(api)
+    # The dashboard (keyturn.web) takes every path outside /api/v1; mounted last.
+    from keyturn.web import DashboardMount, create_web
+
+    api.router.routes.append(DashboardMount(create_web(app, api.state.limiter), PREFIX))
     return api
 
 

@@ -28,7 +28,7 @@ def demo(
         "keyturn-demo"
     ),
     no_serve: Annotated[
-        bool, typer.Option("--no-serve", help="Exit instead of serving the API")
+        bool, typer.Option("--no-serve", help="Exit instead of serving the dashboard and API")
     ] = False,
     port: Annotated[
         int,
@@ -100,14 +100,15 @@ def _report(instance: Keyturn, result: DemoResult, say: Callable[[str], None]) -
 def _serve(instance: Keyturn, port: int, say: Callable[[str], None]) -> None:
     """Serve the demo's keyturn on loopback until Ctrl-C, and say where to look."""
     from keyturn.cli.serve import build_server
+    from keyturn.web import sessions
 
     web = build_server(instance, "127.0.0.1", port, "warning")
     with instance.db.write() as session:
         token = auth.create_token(session, "admin", name="demo")
+        code = sessions.create_link(session, token.id)
     base = f"http://127.0.0.1:{port}"
-    paths = {getattr(r, "path", None) for r in getattr(web.config.app, "routes", [])}
-    if "/" in paths:  # the dashboard, once it is mounted at /
-        say(f"dashboard on {base}/ (sign in with the admin token below)")
+    say(f"dashboard on {base}/: open {base}/signin/link?code={code} to sign in")
+    say("  (that link works once, for 15 minutes; or sign in with the admin token below)")
     say(f"API on {base}/api/v1, interactive docs on {base}/api/v1/docs")
     say(f"admin token (shown once): {token.token}")
     say(f"try: curl -H 'Authorization: Bearer {token.token}' {base}/api/v1/credentials")

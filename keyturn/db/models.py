@@ -371,3 +371,18 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(Integer, default=0)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class WebSession(Base):
+    """A dashboard sign-in. Only the SHA-256 of the session id is stored (the browser's
+    cookie holds the id); the session acts as its token, so revoking the token ends it."""
+
+    __tablename__ = "web_sessions"
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_id: Mapped[str] = mapped_column(
+        ForeignKey("api_tokens.id", ondelete="CASCADE"), index=True
+    )
+    # "session" (a browser's cookie) or "link" (a one-use sign-in link, `keyturn demo`'s)
+    kind: Mapped[str] = mapped_column(String(8), default="session")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)

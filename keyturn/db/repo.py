@@ -56,6 +56,13 @@ def due_state(session: Session, cred: Credential, now: datetime) -> DueState:
     """How the scheduler sees the credential at *now* (its stored due and notice times)."""
     policy = policy_for(session, cred, PasswordRules())
     current = version_in_state(session, cred.id, VersionState.CURRENT)
+    return due_state_of(cred, current, policy, now)
+
+
+def due_state_of(
+    cred: Credential, current: Version | None, policy: Policy, now: datetime
+) -> DueState:
+    """due_state from rows already loaded (the dashboard loads a page of them at once)."""
     if current is None or current.activated_at is None:
         return DueState("no-value", None, policy.max_age)
     due_at, notice_at = cred.due_at, cred.notice_at

@@ -13,7 +13,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 # Libraries an extra installs for another library to load, with who loads them.
-INDIRECT = {"bcrypt": "passlib (libpass), for MailU's bcrypt hashes in targets/mailu.py"}
+INDIRECT = {
+    "bcrypt": "passlib (libpass), for MailU's bcrypt hashes in targets/mailu.py",
+    "python-multipart": "FastAPI, to read the dashboard's forms (keyturn/web)",
+}
 
 
 def _name(requirement: str) -> str:
