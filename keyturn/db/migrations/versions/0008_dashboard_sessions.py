@@ -4,8 +4,8 @@
 id itself, which only the browser's cookie holds), the token it acts for, its kind (a
 browser's session, or a one-use sign-in link) and its expiry.
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from alembic import op
 
 import keyturn.db.models
 
-revision = "0007"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
