@@ -184,6 +184,7 @@ def test_delete_forgets_the_credential_and_says_the_target_is_untouched(kt: Harn
     assert kt.cli("audit", "verify").code == 0
 
 
+@pytest.mark.state_db
 def test_delete_is_refused_during_a_rotation(kt: Harness) -> None:
     plugins.register("target", FlakyTarget)
     try:

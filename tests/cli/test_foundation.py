@@ -48,6 +48,7 @@ def test_seed_file_applies_and_get_prints_the_value(kt: Harness) -> None:
     assert listed[0]["tenant"] == "acme" and listed[0]["due"] == "ok"
 
 
+@pytest.mark.state_db
 def test_apply_is_idempotent_and_dry_run_writes_nothing(kt: Harness) -> None:
     kt.write("keyturn.toml", SEED_FILE)
     env = {"ACME_SMTP_PASSWORD": SECRET}

@@ -63,6 +63,7 @@ def assert_no_value(values: list[str], *texts: str | bytes) -> None:
             assert form not in data
 
 
+@pytest.mark.state_db
 def test_every_managed_copy_is_found_named_and_nothing_else(
     inventory: Inventory, tmp_path: Path
 ) -> None:
