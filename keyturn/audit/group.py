@@ -22,9 +22,9 @@ import threading
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from queue import Empty, SimpleQueue
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, insert, select, update
 
 from keyturn.audit.chain import keyed_hash, keys_of
 from keyturn.audit.log import fields
@@ -36,6 +36,9 @@ __all__ = ["GroupWriter"]
 
 # Entries a transaction takes at most: a bound on how long one commit holds the head.
 MAX_BATCH = 500
+# Core statements on the tables: no ORM unit of work on this path.
+_ENTRIES = cast(Table, AuditEntry.__table__)
+_HEAD = cast(Table, AuditHead.__table__)
 
 
 @dataclass
@@ -145,7 +148,7 @@ class GroupWriter:
             with self._db.write() as session:
                 keys = keys_of(session)
                 head = session.execute(
-                    select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1).with_for_update()
+                    select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update()
                 ).one_or_none()
                 if head is None:
                     raise AuditHeadMissing()
@@ -157,10 +160,8 @@ class GroupWriter:
                     entry.seq, entry.at, entry.prev_hash = seq, utcnow(), prev
                     entry.hash = prev = keyed_hash(keys, entry)
                     rows.append(asdict(entry))
-                session.execute(insert(AuditEntry.__table__), rows)
-                session.execute(
-                    update(AuditHead.__table__).where(AuditHead.id == 1).values(seq=seq, hash=prev)
-                )
+                session.execute(insert(_ENTRIES), rows)
+                session.execute(update(_HEAD).where(_HEAD.c.id == 1).values(seq=seq, hash=prev))
         except BaseException as exc:  # every reader of the batch learns it: fail closed
             for request in batch:
                 request.error = exc
