@@ -19,7 +19,8 @@ sequence across threads and processes.
 from __future__ import annotations
 
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from dataclasses import fields as columns_of
 from datetime import datetime
 from queue import Empty, SimpleQueue
 from typing import Any, cast
@@ -32,7 +33,7 @@ from keyturn.db.engine import Database
 from keyturn.db.models import AuditEntry, AuditHead, utcnow
 from keyturn.domain.errors import AuditHeadMissing, KeyturnError, StoreUnavailable
 
-__all__ = ["GroupWriter"]
+__all__ = ["GroupWriter", "Record"]
 
 # Entries a transaction takes at most: a bound on how long one commit holds the head.
 MAX_BATCH = 500
@@ -59,9 +60,25 @@ class _Entry:
     hash: str = ""
 
 
+@dataclass(frozen=True)
+class Record:
+    """What one entry records (as `log.append`'s keyword arguments)."""
+
+    actor: str
+    action: str
+    outcome: str = "ok"
+    credential_id: str | None = None
+    tenant_id: str | None = None
+    fingerprint: str | None = None
+    reason: str | None = None
+    details: dict[str, Any] | None = None
+
+
 class _Request:
-    def __init__(self, entry: _Entry) -> None:
-        self.entry = entry
+    """The entries of one caller, chained one after the other, and its wake-up."""
+
+    def __init__(self, entries: list[_Entry]) -> None:
+        self.entries = entries
         self.done = threading.Event()
         self.error: BaseException | None = None
 
@@ -81,30 +98,21 @@ class GroupWriter:
         self._closed = False
         self.batches = 0  # transactions committed (for tests and the bench)
 
-    def append(
-        self,
-        *,
-        actor: str,
-        action: str,
-        outcome: str = "ok",
-        credential_id: str | None = None,
-        tenant_id: str | None = None,
-        fingerprint: str | None = None,
-        reason: str | None = None,
-        details: dict[str, Any] | None = None,
-    ) -> int:
-        """Record one entry and return its seq once it is committed; raise if it was not
-        (nothing the entry stands for may then be handed out). Checks and cleans the fields
-        as `log.append` does: a Secret in *details* raises TypeError here, in the caller."""
-        entry = _Entry(
-            **fields(actor, action, outcome, credential_id, tenant_id, fingerprint, reason, details)
-        )
-        request = _Request(entry)
+    def append(self, record: Record) -> int:
+        """Record one entry and return its seq once it is committed (see `append_all`)."""
+        return self.append_all([record])[0]
+
+    def append_all(self, records: list[Record]) -> list[int]:
+        """Record *records*, consecutive in the chain, and return their seqs once they are
+        committed; raise if they were not (nothing they stand for may then be handed out).
+        Checks and cleans the fields as `log.append` does: a Secret in `details` raises
+        TypeError here, in the caller, before anything is queued."""
+        request = _Request([_Entry(**fields(**_shallow(record))) for record in records])
         self._put(request)
         request.done.wait()
         if request.error is not None:
             raise _failure(request.error) from request.error
-        return entry.seq
+        return [entry.seq for entry in request.entries]
 
     def close(self) -> None:
         """Stop the writer after the entries already handed over; later appends raise."""
@@ -154,12 +162,11 @@ class GroupWriter:
                     raise AuditHeadMissing()
                 seq, prev = head
                 rows = []
-                for request in batch:
-                    entry = request.entry
+                for entry in (e for request in batch for e in request.entries):
                     seq += 1
                     entry.seq, entry.at, entry.prev_hash = seq, utcnow(), prev
                     entry.hash = prev = keyed_hash(keys, entry)
-                    rows.append(asdict(entry))
+                    rows.append(_shallow(entry))
                 session.execute(insert(_ENTRIES), rows)
                 session.execute(update(_HEAD).where(_HEAD.c.id == 1).values(seq=seq, hash=prev))
         except BaseException as exc:  # every reader of the batch learns it: fail closed
@@ -170,6 +177,11 @@ class GroupWriter:
         self.batches += 1
         for request in batch:
             request.done.set()
+
+
+def _shallow(value: Record | _Entry) -> dict[str, Any]:
+    """A dataclass's fields as a dict, values not copied (`asdict` would deep-copy them)."""
+    return {f.name: getattr(value, f.name) for f in columns_of(value)}
 
 
 def _failure(exc: BaseException) -> KeyturnError:

@@ -74,6 +74,7 @@ def _text(value: str | None) -> str | None:
 
 
 def fields(
+    *,
     actor: str,
     action: str,
     outcome: str,
@@ -133,7 +134,16 @@ def append(
         at=at or utcnow(),
         prev_hash=head.hash,
         hash="",
-        **fields(actor, action, outcome, credential_id, tenant_id, fingerprint, reason, details),
+        **fields(
+            actor=actor,
+            action=action,
+            outcome=outcome,
+            credential_id=credential_id,
+            tenant_id=tenant_id,
+            fingerprint=fingerprint,
+            reason=reason,
+            details=details,
+        ),
     )
     entry.hash = keyed_hash(keys, entry)
     session.add(entry)

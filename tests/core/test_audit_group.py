@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import delete, func, select
 
 from keyturn.audit import log as audit
-from keyturn.audit.group import GroupWriter
+from keyturn.audit.group import GroupWriter, Record
 from keyturn.db.engine import Database
 from keyturn.db.models import AuditEntry, AuditHead
 from keyturn.domain.errors import AuditHeadMissing, StoreUnavailable
@@ -32,7 +32,9 @@ def test_concurrent_appends_share_transactions_and_verify(kt: Harness) -> None:
         gate.wait()
         seqs = []
         for j in range(10):
-            seqs.append(writer.append(actor=f"token:{i}", action="secret.read", details={"j": j}))
+            seqs.append(
+                writer.append(Record(actor=f"token:{i}", action="secret.read", details={"j": j}))
+            )
         return seqs[-1]
 
     try:
@@ -65,7 +67,7 @@ def test_interleaved_with_in_transaction_appends(kt: Harness) -> None:
     other.start()
     try:
         for i in range(40):
-            writer.append(actor="token:t", action="secret.read", details={"i": i})
+            writer.append(Record(actor="token:t", action="secret.read", details={"i": i}))
     finally:
         stop.set()
         other.join()
@@ -82,7 +84,7 @@ def test_the_seq_returned_is_committed(kt: Harness) -> None:
     writer = GroupWriter(kt.app.db)
     try:
         seq = writer.append(
-            actor="token:x", action="secret.read", credential_id="a/b", fingerprint="f" * 16
+            Record(actor="token:x", action="secret.read", credential_id="a/b", fingerprint="f" * 16)
         )
     finally:
         writer.close()
@@ -103,7 +105,7 @@ def test_fails_closed_for_the_whole_batch(kt: Harness) -> None:
     writer = GroupWriter(kt.app.db)
     try:
         with pytest.raises(AuditHeadMissing):
-            writer.append(actor="token:x", action="secret.read")
+            writer.append(Record(actor="token:x", action="secret.read"))
         assert [e.action for e in _entries(kt)] == ["keyturn.init"]  # nothing written
     finally:
         writer.close()
@@ -113,8 +115,8 @@ def test_a_secret_is_refused_in_the_caller_and_text_cleaned(kt: Harness) -> None
     writer = GroupWriter(kt.app.db)
     try:
         with pytest.raises(TypeError):
-            writer.append(actor="a", action="secret.read", details={"v": Secret("hunter2")})
-        seq = writer.append(actor="a\x00b", action="secret.read", reason="line\x1bnext")
+            writer.append(Record(actor="a", action="secret.read", details={"v": Secret("hunter2")}))
+        seq = writer.append(Record(actor="a\x00b", action="secret.read", reason="line\x1bnext"))
     finally:
         writer.close()
     entry = next(e for e in _entries(kt) if e.seq == seq)
@@ -125,4 +127,23 @@ def test_closed_writer_refuses(kt: Harness) -> None:
     writer = GroupWriter(kt.app.db)
     writer.close()
     with pytest.raises(StoreUnavailable):
-        writer.append(actor="a", action="secret.read")
+        writer.append(Record(actor="a", action="secret.read"))
+
+
+def test_the_entries_of_one_caller_are_adjacent(kt: Harness) -> None:
+    writer = GroupWriter(kt.app.db)
+    gate = threading.Barrier(4)
+
+    def read(i: int) -> list[int]:
+        gate.wait()
+        return writer.append_all(
+            [Record(actor=f"token:{i}", action="secret.read", details={"n": n}) for n in range(3)]
+        )
+
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            seqs = list(pool.map(read, range(4)))
+    finally:
+        writer.close()
+    for run in seqs:
+        assert run == list(range(run[0], run[0] + 3))
