@@ -107,6 +107,8 @@ class GroupWriter:
         committed; raise if they were not (nothing they stand for may then be handed out).
         Checks and cleans the fields as `log.append` does: a Secret in `details` raises
         TypeError here, in the caller, before anything is queued."""
+        if not records:
+            return []
         request = _Request([_Entry(**fields(**_shallow(record))) for record in records])
         self._put(request)
         request.done.wait()

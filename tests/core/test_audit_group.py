@@ -147,3 +147,12 @@ def test_the_entries_of_one_caller_are_adjacent(kt: Harness) -> None:
         writer.close()
     for run in seqs:
         assert run == list(range(run[0], run[0] + 3))
+
+
+def test_nothing_to_record_writes_nothing(kt: Harness) -> None:
+    writer = GroupWriter(kt.app.db)
+    try:
+        assert writer.append_all([]) == []
+    finally:
+        writer.close()
+    assert writer.batches == 0 and [e.action for e in _entries(kt)] == ["keyturn.init"]
