@@ -31,6 +31,8 @@ def test_same_value_and_entry_as_the_reference(api: Api) -> None:
         "state": "current",
         "username": fast.json()["username"],
         "value": INITIAL,
+        "previous": None,
+        "next": None,
     }
     by_api = _last(api)
     assert by_api.actor == f"token:{api.token_ids['consumer']}"
