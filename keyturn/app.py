@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from keyturn.crypto.keys import MasterKey, generate_key, load_key, write_key_file
 from keyturn.db import migrate
@@ -12,6 +14,9 @@ from keyturn.db.engine import Database
 from keyturn.db.vault import Vault, create_keys
 from keyturn.domain.errors import KeyturnError, UsageError
 from keyturn.settings import Settings
+
+if TYPE_CHECKING:
+    from keyturn.audit.group import GroupWriter
 
 
 def master_keys(settings: Settings) -> list[MasterKey]:
@@ -60,7 +65,16 @@ class Keyturn:
     def worker_id(self) -> str:
         return self.settings.worker_id or f"{os.uname().nodename}:{os.getpid()}"
 
+    @cached_property
+    def audit_writer(self) -> GroupWriter:
+        """This process's group-committing audit writer (keyturn.audit.group), for reads."""
+        from keyturn.audit.group import GroupWriter
+
+        return GroupWriter(self.db)
+
     def close(self) -> None:
+        if "audit_writer" in self.__dict__:
+            self.audit_writer.close()
         self.db.dispose()
 
 

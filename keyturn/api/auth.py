@@ -41,6 +41,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
 }
 
 MAX_TOKEN_LENGTH = 200
+CHALLENGE = {"WWW-Authenticate": "Bearer"}
 bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer kt_...`")
 
 
@@ -63,10 +64,13 @@ class Principal:
 
     def sees(self, cred: Credential) -> bool:
         """Within the token's tenant and, for consumers, its path globs."""
-        if not self.sees_tenant(cred.tenant_id):
+        return self.sees_id(cred.id, cred.tenant_id)
+
+    def sees_id(self, credential_id: str, tenant: str | None) -> bool:
+        if not self.sees_tenant(tenant):
             return False
         if self.role == "consumer":
-            return any(fnmatchcase(cred.id, glob) for glob in self.scopes)
+            return any(fnmatchcase(credential_id, glob) for glob in self.scopes)
         return True
 
 
@@ -79,13 +83,10 @@ def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def principal(
-    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
-) -> Principal:
-    """The caller; 401 for a missing or bad token, 429 once an address failed too often."""
+def bearer_token(request: Request, credentials: HTTPAuthorizationCredentials | None) -> str:
+    """The token a request presents; 401 if none, 429 once its address failed too often."""
     limiter: FailureLimiter = request.app.state.limiter
-    client = _client(request)
-    wait = limiter.retry_after(client)
+    wait = limiter.retry_after(_client(request))
     if wait is not None:
         raise ApiError(
             429,
@@ -93,20 +94,38 @@ def principal(
             f"too many failed authentications from this address; retry in {wait} seconds",
             {"Retry-After": str(wait)},
         )
-    challenge = {"WWW-Authenticate": "Bearer"}
     if credentials is None:
-        raise ApiError(401, "unauthorized", "send Authorization: Bearer kt_...", challenge)
-    token = credentials.credentials
+        raise ApiError(401, "unauthorized", "send Authorization: Bearer kt_...", CHALLENGE)
+    return credentials.credentials
+
+
+def authenticated(request: Request, session: Session, token: str) -> Principal:
+    """The caller of *token*, looked up in *session* (the route's own read transaction, on
+    the secret read's hot path); 401 for a bad token, counted by the failure limiter."""
     try:
         if not token.startswith(tokens.PREFIX) or len(token) > MAX_TOKEN_LENGTH:
             raise Forbidden("invalid token")
-        with keyturn_of(request).db.read() as session:
-            row = tokens.authenticate(session, token)
-            found = Principal(row.id, row.role, tuple(row.scopes or ()), row.tenant_id)
+        row = tokens.authenticate(session, token)
     except Forbidden as exc:
-        limiter.failed(client)
-        raise ApiError(401, "unauthorized", exc.message, challenge) from exc
-    return found
+        request.app.state.limiter.failed(_client(request))
+        raise ApiError(401, "unauthorized", exc.message, CHALLENGE) from exc
+    return Principal(row.id, row.role, row.scopes, row.tenant_id)
+
+
+def principal(
+    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
+) -> Principal:
+    """The caller; 401 for a missing or bad token, 429 once an address failed too often."""
+    token = bearer_token(request, credentials)
+    with keyturn_of(request).db.read() as session:
+        return authenticated(request, session, token)
+
+
+def require(who: Principal, action: str) -> Principal:
+    """*who*, if its role may do *action*; 403 otherwise."""
+    if not who.may(action):
+        raise Forbidden(f"a {who.role} token may not do {action}")
+    return who
 
 
 def allow(action: str) -> Callable[[Principal], Principal]:

@@ -32,6 +32,7 @@ __all__ = [
     "as_dict",
     "begin",
     "export",
+    "fields",
     "iter_entries",
     "select_entries",
     "shown",
@@ -72,6 +73,30 @@ def _text(value: str | None) -> str | None:
     return None if value is None else clean(value)
 
 
+def fields(
+    *,
+    actor: str,
+    action: str,
+    outcome: str,
+    credential_id: str | None,
+    tenant_id: str | None,
+    fingerprint: str | None,
+    reason: str | None,
+    details: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """An entry's recorded columns, checked and cleaned (shared with keyturn.audit.group)."""
+    return {
+        "actor": clean(actor),
+        "action": clean(action),
+        "credential_id": _text(credential_id),
+        "tenant_id": _text(tenant_id),
+        "fingerprint": fingerprint,
+        "reason": _text(reason),
+        "outcome": clean(outcome),
+        "details": _checked(dict(details or {})),
+    }
+
+
 def append(
     session: Session,
     *,
@@ -107,16 +132,18 @@ def append(
     entry = AuditEntry(
         seq=head.seq + 1,
         at=at or utcnow(),
-        actor=clean(actor),
-        action=clean(action),
-        credential_id=_text(credential_id),
-        tenant_id=_text(tenant_id),
-        fingerprint=fingerprint,
-        reason=_text(reason),
-        outcome=clean(outcome),
-        details=_checked(dict(details or {})),
         prev_hash=head.hash,
         hash="",
+        **fields(
+            actor=actor,
+            action=action,
+            outcome=outcome,
+            credential_id=credential_id,
+            tenant_id=tenant_id,
+            fingerprint=fingerprint,
+            reason=reason,
+            details=details,
+        ),
     )
     entry.hash = keyed_hash(keys, entry)
     session.add(entry)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from sqlalchemy.orm import Session
@@ -20,10 +20,12 @@ from keyturn.db.models import Credential, utcnow
 from keyturn.domain.errors import UsageError
 from keyturn.domain.ids import validate_id, validate_name
 from keyturn.domain.model import VersionState
-from keyturn.inventory import apply as applier
-from keyturn.inventory import remove
-from keyturn.inventory.spec import load as load_inventory
 from keyturn.runtime import read_secret
+
+if TYPE_CHECKING:
+    # The inventory modules (TOML, plugins, notify) load when `apply` or `delete` runs, not
+    # for every command of this module (`get` must start fast).
+    from keyturn.inventory import apply as applier
 
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
 Reason = Annotated[str, typer.Option("--reason", help="Why (required; goes into the audit log)")]
@@ -85,6 +87,9 @@ def apply(
 
     A value that could not be provisioned on its target is kept and retried by the next
     apply."""
+    from keyturn.inventory import apply as applier
+    from keyturn.inventory.spec import load as load_inventory
+
     if tenant is not None:
         validate_name(tenant, "tenant")
     inventory = load_inventory(file)
@@ -274,6 +279,8 @@ def delete(
 ) -> None:
     """Forget a credential and its versions. Its target is left as it is (and the login
     there keeps its last password): keyturn says which."""
+    from keyturn.inventory import remove
+
     validate_id(credential_id)
     api = remote.connect(ctx)
     if api is not None:

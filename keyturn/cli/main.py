@@ -12,18 +12,22 @@ import logging
 import os
 import sys
 import traceback
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from keyturn import __version__
-from keyturn.app import Keyturn
 from keyturn.cli import output
+from keyturn.cli.lazy import LazyGroup
 from keyturn.domain.errors import KeyturnError, UsageError
 from keyturn.domain.inputs import text_problem
 from keyturn.settings import Settings
 
+if TYPE_CHECKING:
+    from keyturn.app import Keyturn
+
 app = typer.Typer(
+    cls=LazyGroup,
     help="keyturn: inventory, encrypted storage and crash-safe rotation of credentials.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -113,6 +117,8 @@ def settings(ctx: typer.Context) -> Settings:
 
 
 def open_app(ctx: typer.Context) -> Keyturn:
+    from keyturn.app import Keyturn
+
     instance = Keyturn.open(settings(ctx))
     ctx.call_on_close(instance.close)
     return instance
@@ -131,26 +137,7 @@ def check_argv(argv: list[str]) -> None:
 
 
 def main() -> None:
-    # Commands register themselves on import.
-    from keyturn.cli import (  # noqa: F401
-        accounts,
-        audit,
-        commands,
-        consumers,
-        demo,
-        doctor,
-        importer,
-        rekey,
-        report,
-        rotation,
-        run,
-        scan,
-        schedule,
-        serve,
-        show,
-        tokens,
-    )
-
+    # Commands register themselves when their module is imported, on first use (cli.lazy).
     try:
         check_argv(sys.argv[1:])
         app()

@@ -11,6 +11,7 @@ import typer
 from keyturn.cli import output
 from keyturn.cli.main import app, open_app
 from keyturn.domain.errors import PluginMissing, UsageError
+from keyturn.settings import Settings
 
 if TYPE_CHECKING:
     import uvicorn
@@ -24,11 +25,17 @@ GRACEFUL_SECONDS = 2
 
 
 def build_server(
-    instance: Keyturn, host: str = "127.0.0.1", port: int = 8080, log_level: str = "info"
+    instance: Keyturn,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    log_level: str = "info",
+    *,
+    check: bool = True,
 ) -> uvicorn.Server:
     """A uvicorn server for the API of *instance* (not started); the port is checked first,
     so that a port in use is one clear line."""
-    check_port(host, port)
+    if check:
+        check_port(host, port)
     try:
         import uvicorn
 
@@ -52,6 +59,30 @@ def build_server(
     return uvicorn.Server(config)
 
 
+def serve_processes(
+    settings: Settings, host: str, port: int, log_level: str, *, workers: int, with_worker: bool
+) -> int:
+    """`--workers N`: N processes on one socket (keyturn.cli.prefork); the scheduler worker,
+    if asked for, runs in the first of them only."""
+    from keyturn.app import Keyturn
+    from keyturn.cli import prefork
+
+    sock = prefork.listen(host, port)
+
+    def child(index: int) -> None:
+        instance = Keyturn.open(settings)
+        try:
+            server = build_server(instance, host, port, log_level, check=False)
+            run(instance, server, with_worker=with_worker and index == 0, sockets=[sock])
+        finally:
+            instance.close()
+
+    try:
+        return prefork.supervise(child, workers)
+    finally:
+        sock.close()
+
+
 def check_port(host: str, port: int) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
@@ -65,10 +96,16 @@ def check_port(host: str, port: int) -> None:
             ) from None
 
 
-def run(instance: Keyturn, server: uvicorn.Server, *, with_worker: bool = False) -> None:
+def run(
+    instance: Keyturn,
+    server: uvicorn.Server,
+    *,
+    with_worker: bool = False,
+    sockets: list[socket.socket] | None = None,
+) -> None:
     """Serve until uvicorn stops (Ctrl-C, SIGTERM); with a worker thread, stop it too."""
     if not with_worker:
-        server.run()
+        server.run(sockets=sockets)
         return
     from keyturn.scheduler.worker import Worker
 
@@ -78,7 +115,7 @@ def run(instance: Keyturn, server: uvicorn.Server, *, with_worker: bool = False)
     )
     worker.start()
     try:
-        server.run()
+        server.run(sockets=sockets)
     finally:
         stop.set()
         worker.join(timeout=60)
@@ -104,13 +141,32 @@ def serve(
             help="Also run the scheduler and rotation worker (`keyturn worker`) in this process",
         ),
     ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            envvar="KEYTURN_WORKERS",
+            show_envvar=True,
+            min=1,
+            max=64,
+            help="Server processes on one port (one per core uses them all)",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the REST API (/api/v1, OpenAPI at /api/v1/openapi.json) until interrupted."""
-    instance = open_app(ctx)
+    instance = open_app(ctx)  # checks the database and keys (and migrates) before serving
     if host not in LOOPBACK:
         output.errors.print(
             f"warning: listening on {host} without TLS; put a TLS proxy in front: API tokens "
             "and secrets travel in these requests",
             highlight=False,
         )
-    run(instance, build_server(instance, host, port, log_level), with_worker=with_worker)
+    if workers == 1:
+        run(instance, build_server(instance, host, port, log_level), with_worker=with_worker)
+        return
+    instance.close()  # each server process opens its own connections after the fork
+    code = serve_processes(
+        instance.settings, host, port, log_level, workers=workers, with_worker=with_worker
+    )
+    if code:
+        raise typer.Exit(code)

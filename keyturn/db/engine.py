@@ -33,6 +33,11 @@ DEFAULT_URL = "sqlite:///keyturn.db"
 BUSY_SECONDS = 30.0
 
 
+# Pooled PostgreSQL connections older than this are replaced at checkout (no round trip):
+# below the idle timeouts of proxies and load balancers in front of a server.
+RECYCLE_SECONDS = 1800
+
+
 def parse_url(url: str) -> URL:
     try:
         parsed = make_url(url)
@@ -98,7 +103,11 @@ class Database:
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": busy_seconds, "check_same_thread": False}
         else:
-            kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
+            # No pre-ping: a `SELECT 1` before every checkout is a round trip on every
+            # transaction. A connection the server dropped fails its first statement instead;
+            # SQLAlchemy then discards it and every pooled connection older than it, so
+            # the next transaction connects afresh (tests/core/test_engine_pool.py).
+            kwargs.update(pool_size=10, max_overflow=20, pool_recycle=RECYCLE_SECONDS)
         try:
             self.engine = create_engine(self.url, **kwargs)
         except ImportError as exc:  # the URL's driver is not installed

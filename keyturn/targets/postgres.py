@@ -20,6 +20,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+import select
 import stringprep
 import unicodedata
 from collections.abc import Iterator
@@ -37,6 +38,7 @@ from keyturn.domain.errors import (
 )
 from keyturn.domain.model import PasswordRules, Secret
 from keyturn.targets.base import Account, Target, TargetConfig, redact
+from keyturn.targets.pool import IdlePool, digest
 
 if TYPE_CHECKING:
     import psycopg
@@ -180,6 +182,22 @@ def _reason(exc: Exception, *values: Secret | None) -> str:
     return redact(lines[0] if lines else type(exc).__name__, values)
 
 
+def _idle_usable(conn: Any) -> bool:
+    """Worth giving back or taking: open, not broken, outside any transaction, and nothing
+    waiting on its socket (an idle connection the server closed or terminated has its
+    goodbye there): checked without a round trip."""
+    pg = _driver()
+    if conn.closed or conn.broken:
+        return False
+    if conn.info.transaction_status != pg.pq.TransactionStatus.IDLE:
+        return False
+    readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    return not readable
+
+
+_ADMINS: IdlePool[Any] = IdlePool(close=lambda conn: conn.close(), usable=_idle_usable)
+
+
 class _Refused(Exception):
     """The server refused this login's password (internal: test() turns it into False)."""
 
@@ -199,13 +217,12 @@ class PostgresTarget(Target):
     def _where(self, user: str) -> str:
         return f"PostgreSQL at {self.config.host}:{self.config.port} (role {user!r})"
 
-    @contextmanager
-    def _connect(self, user: str, password: Secret) -> Iterator[psycopg.Connection[Any]]:
-        """A connection as *user*; driver errors mapped to keyturn errors once, here."""
+    def _open(self, user: str, password: Secret) -> psycopg.Connection[Any]:
+        """A new connection as *user*; connection errors mapped to keyturn errors, here."""
         pg = _driver()
         cfg = self.config
         try:
-            conn = pg.connect(
+            return pg.connect(  # type: ignore[no-any-return]
                 host=cfg.host,
                 port=cfg.port,
                 dbname=cfg.dbname,
@@ -226,15 +243,41 @@ class PostgresTarget(Target):
                     f"{self._where(user)} does not let this login in: {reason}"
                 ) from None
             raise TargetUnreachable(f"cannot reach {self._where(user)}: {reason}") from None
+
+    @contextmanager
+    def _connect(
+        self, user: str, password: Secret, *, keep: bool = False
+    ) -> Iterator[psycopg.Connection[Any]]:
+        """A connection as *user*; driver errors mapped to keyturn errors once, here.
+        *keep*: an admin connection, taken from and given back to the process's idle pool
+        (keyturn.targets.pool); a login that proves a value is always a fresh one."""
+        pg = _driver()
+        key = self._pool_key(user, password) if keep else None
+        conn = _ADMINS.take(key) if key else None
+        if conn is None:
+            conn = self._open(user, password)
         try:
-            with conn:
-                yield conn
+            yield conn
         except pg.OperationalError as exc:
+            conn.close()
             raise TargetUnreachable(f"lost {self._where(user)}: {_reason(exc, password)}") from None
         except pg.Error as exc:
+            conn.close()
             raise TargetRejected(
                 f"{self._where(user)} refused the change: {_reason(exc, password)}"
             ) from None
+        except BaseException:
+            conn.close()
+            raise
+        if key:
+            _ADMINS.give(key, conn)
+        else:
+            conn.close()
+
+    def _pool_key(self, user: str, password: Secret) -> tuple[object, ...]:
+        cfg = self.config
+        where = (cfg.host, cfg.port, cfg.dbname, cfg.sslmode, cfg.sslrootcert)
+        return (*where, user, digest(password.reveal()))
 
     def _has_admin(self, account: Account | None = None) -> bool:
         """Does an admin change *account*'s password? Not when the admin is that very login
@@ -262,7 +305,7 @@ class PostgresTarget(Target):
                 f"to change {account.username!r} without its current password"
             )
         try:
-            with self._connect(user, password) as conn:
+            with self._connect(user, password, keep=True) as conn:
                 yield conn
         except _Refused as exc:
             raise TargetRejected(f"{self._where(user)} refused the login: {exc}; {hint}") from None

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from sqlalchemy import func, select
 
 from keyturn import auth
-from keyturn.cli.serve import build_server, run
+from keyturn.audit import log as audit
+from keyturn.cli.serve import build_server, check_port, run
+from keyturn.db.models import AuditEntry
 from tests.support.keyturn import Harness
 
 
@@ -71,3 +77,48 @@ def test_serve_with_worker_runs_and_stops_the_worker(kt: Harness) -> None:
     srv.should_exit = True
     thread.join(20)
     assert not thread.is_alive() and not workers[0].is_alive()
+
+
+def _wait_health(url: str, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            if httpx.get(f"{url}/api/v1/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise AssertionError("keyturn serve --workers did not come up")
+
+
+def test_serve_workers_share_one_port_and_stop_together(kt: Harness) -> None:
+    """`--workers 2`: two processes answer on one port, their audit entries form one
+    chain, and SIGTERM to `serve` stops both (the port is free again)."""
+    kt.write("inv.toml", '[[credentials]]\nid = "acme/key"\ninitial_secret = "env:V"\n')
+    assert kt.cli("apply", "inv.toml", env={"V": "served-Value-0099"}).code == 0
+    with kt.app.db.write() as session:
+        token = auth.create_token(session, "consumer", ["acme/*"]).token
+    port = free_port()
+    proc = kt.popen("serve", "--port", str(port), "--workers", "2", "--log-level", "warning")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_health(url, proc)
+        headers = {"Authorization": f"Bearer {token}"}
+
+        def read(_i: int) -> str:
+            with httpx.Client(base_url=url, timeout=30, headers=headers) as client:
+                return str(client.get("/api/v1/credentials/acme/key/secret").json()["value"])
+
+        with ThreadPoolExecutor(8) as pool:
+            assert set(pool.map(read, range(40))) == {"served-Value-0099"}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    check_port("127.0.0.1", port)  # nobody listens any more: both children are gone
+    with kt.app.db.read() as session:
+        assert audit.verify(session, []).ok
+        reads = session.scalar(
+            select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "secret.read")
+        )
+    assert reads == 40

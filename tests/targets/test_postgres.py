@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -286,3 +287,42 @@ def test_adopting_a_login_that_owns_objects_elsewhere_refuses_with_the_statement
     finally:
         with pg.admin() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{other}"')
+
+
+def test_admin_connections_are_reused_and_verification_logins_are_fresh(
+    pg: PgSandbox, refs: Refs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One admin connection serves a rotation's verbs and the next rotation's (a new plugin
+    instance on the same target); every `test` is a login of its own (issue 23)."""
+    opened: list[str] = []
+    real = PostgresTarget._open
+
+    def counting(self: PostgresTarget, user: str, password: Secret) -> object:
+        opened.append(user)
+        return real(self, user, password)
+
+    monkeypatch.setattr(PostgresTarget, "_open", counting)
+    plugin, app = target(pg, refs), Account(pg.role("app"))
+    first, second, third = new_password(), new_password(), new_password()
+    plugin.ensure(app, Secret(first))
+    plugin.set(app, Secret(second), Secret(first))
+    plugin.revoke(app, Secret(first))
+    target(pg, refs).set(app, Secret(third), Secret(second))
+    assert opened == [pg.server.user]
+    assert plugin.test(app, Secret(third)) and not plugin.test(app, Secret(second))
+    assert opened == [pg.server.user, app.username, app.username]
+
+
+def test_an_admin_connection_the_server_dropped_is_not_reused(pg: PgSandbox, refs: Refs) -> None:
+    plugin, app = target(pg, refs), Account(pg.role("app"))
+    first, second = new_password(), new_password()
+    plugin.ensure(app, Secret(first))
+    with pg.admin() as conn:  # terminate every other session of the sandbox database
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (pg.dbname,),
+        )
+    time.sleep(0.2)  # the termination notice reaches the idle socket
+    plugin.set(app, Secret(second), Secret(first))  # a fresh connection, not a failure
+    assert plugin.test(app, Secret(second))

@@ -9,6 +9,10 @@ The response carries an ETag naming the versions it holds. A request with that t
 `If-None-Match` gets 304 and no value (nothing handed out, nothing audited); with `?wait=N`
 too it is held until the versions change or N seconds pass: a client learns of a rotation at
 once without polling in a loop.
+
+The read is keyturn's hot path (keyturn.api.reading): the token, the scope check and the
+versions come from one read transaction, the audit entries are group-committed before the
+values are sent, and a request that is not held makes one thread hop.
 """
 
 from __future__ import annotations
@@ -17,25 +21,21 @@ import asyncio
 import time
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Response
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials
 from starlette.concurrency import run_in_threadpool
 
-from keyturn import runtime
+from keyturn.api import reading
 from keyturn.api import schemas as s
-from keyturn.api.auth import Principal, allow, keyturn_of, visible
+from keyturn.api.auth import Principal, bearer, bearer_token
 from keyturn.api.routes import errors
 from keyturn.api.schemas import CredentialId
-from keyturn.app import Keyturn
-from keyturn.db.models import Version
+from keyturn.db.reads import Held
 from keyturn.domain.errors import NotFound
 from keyturn.domain.model import VersionState
 
 router = APIRouter(prefix="/credentials", tags=["credentials"], responses=errors())
 
-App = Annotated[Keyturn, Depends(keyturn_of)]
-Reader = Annotated[Principal, Depends(allow("secret.read"))]
 Which = Literal["current", "previous", "next"]
 MAX_WAIT = 60
 # How often a held request looks at the versions again: a cheap indexed query, so that a
@@ -46,13 +46,6 @@ _STATES: dict[Which, VersionState] = {
     "previous": VersionState.PREVIOUS,
     "next": VersionState.PENDING,
 }
-
-
-def _numbers(app: Keyturn, who: Principal, credential_id: str) -> dict[str, int]:
-    """State -> number of the readable versions (after the scope check)."""
-    with app.db.read() as session:
-        visible(session, who, credential_id)
-        return _present(session, credential_id, None)
 
 
 def etag(numbers: dict[str, int], which: Which | None) -> str:
@@ -67,39 +60,41 @@ def _matches(header: str | None, tag: str) -> bool:
     return header.strip() == "*" or tag in (t.strip() for t in header.split(","))
 
 
-def _read(
-    app: Keyturn, who: Principal, credential_id: str, which: Which | None
-) -> tuple[s.SecretOut, dict[str, int]]:
-    """Reveal the selected values, each an audit entry of its own (fingerprint, never value)."""
-    with app.db.write() as session:
-        visible(session, who, credential_id)
-        found = {
-            state: runtime.read_secret(app, session, credential_id, actor=who.actor, number=n)
-            for state, n in _present(session, credential_id, which).items()
-        }
+def _states(which: Which | None) -> list[str]:
+    return [_STATES[which].value] if which else [v.value for v in _STATES.values()]
+
+
+def _serve(
+    request: Request, token: str, credential_id: str, which: Which | None, if_none_match: str | None
+) -> tuple[str, bytes | None]:
+    """(ETag, body); no body when the tag matches If-None-Match (nothing handed out)."""
+    states = _states(which)
+    who, found = reading.fetch(request, token, credential_id, states)
+    tag = etag({state: v.number for state, v in found.versions.items()}, which)
+    if _matches(if_none_match, tag):
+        return tag, None
+    return tag, _body(request, who, found, which, states)
+
+
+def _body(
+    request: Request, who: Principal, found: Held, which: Which | None, states: list[str]
+) -> bytes:
+    """Hand out the values *found* holds, each an audit entry of its own (fingerprint, never
+    value), committed before this returns."""
+    if _STATES[which or "current"].value not in found.versions:
+        raise NotFound(f"{found.id} has no {which or 'current'} version")
     out = {
         state: s.SecretValueOut(
-            version=row.number, state=row.state, username=row.username, value=value.reveal()
+            version=h.version.number,
+            state=h.version.state,
+            username=h.version.username,
+            value=h.value.reveal(),
         )
-        for state, (row, value) in found.items()
+        for state, h in reading.hand_out(request, who, found, states).items()
     }
-    state = _STATES[which or "current"]
-    main = out.get(state.value)
-    if main is None:
-        raise NotFound(f"{credential_id} has no {which or 'current'} version")
+    main = out[_STATES[which or "current"].value]
     extra = {} if which else {"previous": out.get("previous"), "next": out.get("pending")}
-    body = s.SecretOut(credential=credential_id, **main.model_dump(), **extra)
-    return body, {state: v.version for state, v in out.items()}
-
-
-def _present(session: Session, credential_id: str, which: Which | None) -> dict[str, int]:
-    states = [_STATES[which]] if which else list(_STATES.values())
-    rows = session.execute(
-        select(Version.state, Version.number).where(
-            Version.credential_id == credential_id, Version.state.in_(states)
-        )
-    ).all()
-    return {str(state): int(number) for state, number in rows}
+    return s.SecretOut(credential=found.id, **main.model_dump(), **extra).model_dump_json().encode()
 
 
 @router.get(
@@ -109,28 +104,24 @@ def _present(session: Session, credential_id: str, which: Which | None) -> dict[
     responses={304: {"description": "The versions are those named by If-None-Match"}},
 )
 async def read_secret(
-    app: App,
-    who: Reader,
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     credential_id: CredentialId,
-    response: Response,
     version: Annotated[Which | None, Query(description="Only this one")] = None,
     wait: Annotated[
         float, Query(ge=0, le=MAX_WAIT, description="With If-None-Match: hold up to N seconds")
     ] = 0,
     if_none_match: Annotated[str | None, Header()] = None,
-) -> s.SecretOut | Response:
+) -> Response:
     """Every value handed out is an audit entry (with its fingerprint, never the value)."""
-    numbers = await run_in_threadpool(_numbers, app, who, credential_id)
-    tag = etag(numbers, version)
+    token = bearer_token(request, credentials)
+    args = (request, token, credential_id, version, if_none_match)
+    tag, body = await run_in_threadpool(_serve, *args)
     deadline = time.monotonic() + wait
-    while _matches(if_none_match, tag) and time.monotonic() < deadline:
+    while body is None and time.monotonic() < deadline:
         await asyncio.sleep(min(POLL_SECONDS, max(deadline - time.monotonic(), 0)))
-        numbers = await run_in_threadpool(_numbers, app, who, credential_id)
-        tag = etag(numbers, version)
+        tag, body = await run_in_threadpool(_serve, *args)
     headers = {"ETag": tag, "Cache-Control": "no-store"}
-    if _matches(if_none_match, tag):
+    if body is None:
         return Response(status_code=304, headers=headers)
-    body, held = await run_in_threadpool(_read, app, who, credential_id, version)
-    # The values read may be newer than the tag computed above (a rotation moved in between).
-    response.headers.update(headers | {"ETag": etag(held, version)})
-    return body
+    return Response(body, media_type="application/json", headers=headers)

@@ -1,0 +1,84 @@
+"""The secret read, on its hot path: one read transaction, one audit wait.
+
+Token lookup, scope check and the versions asked for come from one read transaction of two
+Core statements (`keyturn.auth.authenticate`, `keyturn.db.reads.held`); the values are opened
+with the data keys the keyring keeps; their audit entries (one per value handed out, with its
+fingerprint) go to the process's group writer (`keyturn.audit.group`), and the values are
+returned only once those entries are committed. No write transaction, no ORM object.
+`keyturn.runtime.read_secret` is the reference: the same checks, the same entries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from keyturn.api.auth import Principal, authenticated, keyturn_of, require
+from keyturn.audit.group import Record
+from keyturn.db import reads
+from keyturn.domain.errors import Conflict, CredentialNotFound
+from keyturn.domain.ids import validate_id
+from keyturn.domain.model import Secret
+
+__all__ = ["Handed", "fetch", "hand_out"]
+
+
+@dataclass(frozen=True)
+class Handed:
+    """One value handed out, with the version it is."""
+
+    version: reads.Stored
+    value: Secret
+
+
+def fetch(
+    request: Request, token: str, credential_id: str, states: Iterable[str]
+) -> tuple[Principal, reads.Held]:
+    """Who asks (401/403 as every route answers them) and what they may read: the credential
+    with its versions in *states*. Outside the token's tenant or scope it does not exist
+    (404); a credential held back by an account dispute is refused (409)."""
+    validate_id(credential_id)
+    with keyturn_of(request).db.read() as session:
+        who = require(authenticated(request, session, token), "secret.read")
+        found = reads.held(session, credential_id, states)
+    if not who.sees_id(found.id, found.tenant_id):
+        raise CredentialNotFound(f"no credential {credential_id!r}")
+    if found.dispute:
+        raise Conflict(
+            f"{credential_id} is held back: its account belongs to another credential "
+            "(`keyturn accounts --disputed`); give it an account of its own or delete it"
+        )
+    return who, found
+
+
+def hand_out(
+    request: Request, who: Principal, found: reads.Held, states: Iterable[str]
+) -> dict[str, Handed]:
+    """Open the versions in *states* (those *found* has) and audit each, committed before
+    this returns; state -> what was handed out."""
+    app = keyturn_of(request)
+    keyring = app.vault.keyring
+    out = {
+        state: Handed(
+            stored,
+            keyring.decrypt(stored.data_key_id, found.id, stored.number, stored.ciphertext),
+        )
+        for state in states
+        if (stored := found.versions.get(state)) is not None
+    }
+    app.audit_writer.append_all(
+        [
+            Record(
+                actor=who.actor,
+                action="secret.read",
+                credential_id=found.id,
+                tenant_id=found.tenant_id,
+                fingerprint=handed.version.fingerprint,
+                details={"version": handed.version.number, "state": handed.version.state},
+            )
+            for handed in out.values()
+        ]
+    )
+    return out

@@ -1,0 +1,199 @@
+"""Group commit of audit entries: many concurrent readers, one writer, one transaction a batch.
+
+Every secret read is an audit entry, and every entry locks the chain's head (a write
+transaction: SQLite's one write lock, PostgreSQL's row lock). Appending in each reader's own
+transaction makes concurrent reads queue on that lock one by one. Here each process has one
+writer thread: a reader hands its entry over and waits; the writer takes every entry waiting,
+chains them in the order they came under one head lock, inserts them in one statement and
+commits, then releases their readers. A reader returns the value only after its entry is
+committed, and if the commit fails every reader of the batch gets the error instead of the
+value (fail closed, as Vault's audit devices are).
+
+`log.append` stays the reference: the same fields, cleaned the same way, chained the same
+way (tests/core/test_audit_group.py checks that `audit verify` accepts what both write).
+Entries that record a change (a rotation step, an apply) still go through `log.append`,
+inside the transaction of the change; both paths lock the same head, so the chain stays one
+sequence across threads and processes.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from dataclasses import fields as columns_of
+from datetime import datetime
+from queue import Empty, SimpleQueue
+from typing import Any, cast
+
+from sqlalchemy import Table, insert, select, update
+
+from keyturn.audit.chain import keyed_hash, keys_of
+from keyturn.audit.log import fields
+from keyturn.db.engine import Database
+from keyturn.db.models import AuditEntry, AuditHead, utcnow
+from keyturn.domain.errors import AuditHeadMissing, KeyturnError, StoreUnavailable
+
+__all__ = ["GroupWriter", "Record"]
+
+# Entries a transaction takes at most: a bound on how long one commit holds the head.
+MAX_BATCH = 500
+# Core statements on the tables: no ORM unit of work on this path.
+_ENTRIES = cast(Table, AuditEntry.__table__)
+_HEAD = cast(Table, AuditHead.__table__)
+
+
+@dataclass
+class _Entry:
+    """One entry's columns, as `keyturn.audit.chain.canonical` reads them."""
+
+    actor: str
+    action: str
+    outcome: str
+    credential_id: str | None
+    tenant_id: str | None
+    fingerprint: str | None
+    reason: str | None
+    details: dict[str, Any]
+    seq: int = 0
+    at: datetime = field(default_factory=utcnow)
+    prev_hash: str = ""
+    hash: str = ""
+
+
+@dataclass(frozen=True)
+class Record:
+    """What one entry records (as `log.append`'s keyword arguments)."""
+
+    actor: str
+    action: str
+    outcome: str = "ok"
+    credential_id: str | None = None
+    tenant_id: str | None = None
+    fingerprint: str | None = None
+    reason: str | None = None
+    details: dict[str, Any] | None = None
+
+
+class _Request:
+    """The entries of one caller, chained one after the other, and its wake-up."""
+
+    def __init__(self, entries: list[_Entry]) -> None:
+        self.entries = entries
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+
+_STOP = object()
+
+
+class GroupWriter:
+    """The audit writer of one process over *db* (whose key set the Vault bound)."""
+
+    def __init__(self, db: Database, max_batch: int = MAX_BATCH) -> None:
+        self._db = db
+        self._max_batch = max_batch
+        self._queue: SimpleQueue[Any] = SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self.batches = 0  # transactions committed (for tests and the bench)
+
+    def append(self, record: Record) -> int:
+        """Record one entry and return its seq once it is committed (see `append_all`)."""
+        return self.append_all([record])[0]
+
+    def append_all(self, records: list[Record]) -> list[int]:
+        """Record *records*, consecutive in the chain, and return their seqs once they are
+        committed; raise if they were not (nothing they stand for may then be handed out).
+        Checks and cleans the fields as `log.append` does: a Secret in `details` raises
+        TypeError here, in the caller, before anything is queued."""
+        if not records:
+            return []
+        request = _Request([_Entry(**fields(**_shallow(record))) for record in records])
+        self._put(request)
+        request.done.wait()
+        if request.error is not None:
+            raise _failure(request.error) from request.error
+        return [entry.seq for entry in request.entries]
+
+    def close(self) -> None:
+        """Stop the writer after the entries already handed over; later appends raise."""
+        with self._lock:
+            self._closed = True
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(_STOP)
+            thread.join()
+
+    def _put(self, request: _Request) -> None:
+        with self._lock:
+            if self._closed:
+                raise StoreUnavailable("keyturn is shutting down: the audit log is closed")
+            if self._thread is None:  # started on first use: after a fork, in the child
+                self._thread = threading.Thread(
+                    target=self._run, name="keyturn-audit-writer", daemon=True
+                )
+                self._thread.start()
+            self._queue.put(request)
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            batch: list[_Request] = []
+            item = self._queue.get()
+            while item is not _STOP:
+                batch.append(item)
+                if len(batch) >= self._max_batch:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except Empty:
+                    break
+            stop = item is _STOP
+            if batch:
+                self._commit(batch)
+
+    def _commit(self, batch: list[_Request]) -> None:
+        try:
+            with self._db.write() as session:
+                keys = keys_of(session)
+                head = session.execute(
+                    select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update()
+                ).one_or_none()
+                if head is None:
+                    raise AuditHeadMissing()
+                seq, prev = head
+                rows = []
+                for entry in (e for request in batch for e in request.entries):
+                    seq += 1
+                    entry.seq, entry.at, entry.prev_hash = seq, utcnow(), prev
+                    entry.hash = prev = keyed_hash(keys, entry)
+                    rows.append(_shallow(entry))
+                session.execute(insert(_ENTRIES), rows)
+                session.execute(update(_HEAD).where(_HEAD.c.id == 1).values(seq=seq, hash=prev))
+        except BaseException as exc:  # every reader of the batch learns it: fail closed
+            for request in batch:
+                request.error = exc
+                request.done.set()
+            return
+        self.batches += 1
+        for request in batch:
+            request.done.set()
+
+
+def _shallow(value: Record | _Entry) -> dict[str, Any]:
+    """A dataclass's fields as a dict, values not copied (`asdict` would deep-copy them)."""
+    return {f.name: getattr(value, f.name) for f in columns_of(value)}
+
+
+def _failure(exc: BaseException) -> KeyturnError:
+    """What a reader raises when its batch did not commit (one exception object each)."""
+    if isinstance(exc, KeyturnError):
+        try:
+            return type(exc)(str(exc))
+        except TypeError:  # a class whose constructor takes more than the message
+            pass
+    return StoreUnavailable(
+        f"the audit entry could not be recorded ({exc.__class__.__name__}), so the value "
+        "is not handed out; check keyturn's database and retry"
+    )

@@ -1,0 +1,101 @@
+"""A CLI that starts fast (issue 23): `keyturn --help` and `keyturn get` import only what
+they use. Structural checks on what a fresh process imported, never timings (those are
+`bench/cli.py`'s)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import subprocess
+import sys
+
+import typer.main
+from typer.core import TyperGroup
+
+from keyturn.cli import lazy
+from keyturn.cli.main import app
+from tests.support.keyturn import ROOT, Harness
+
+PROBE = """
+import json, sys
+sys.argv = ["keyturn", *json.loads(sys.argv[1])]
+from keyturn.cli.main import main
+try:
+    main()
+except SystemExit:
+    pass
+roots = sorted({name.split(".")[0] for name in sys.modules})
+print("\\n" + json.dumps({"roots": roots, "modules": sorted(sys.modules)}))
+"""
+
+
+def _imported(*args: str, env: dict[str, str] | None = None) -> tuple[set[str], set[str], str]:
+    """(top-level packages, every module) a fresh `keyturn ARGS` imported, and its output."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("KEYTURN_")}
+    full_env.update(env or {})
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(args)],
+        env=full_env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    head, _, last = done.stdout.rstrip("\n").rpartition("\n")
+    found = json.loads(last)
+    return set(found["roots"]), set(found["modules"]), head + done.stderr
+
+
+def test_help_imports_no_database_layer() -> None:
+    roots, modules, out = _imported("--help")
+    assert "rotate" in out and "serve" in out and "token" in out  # every command is listed
+    assert not roots & {"sqlalchemy", "alembic", "psycopg", "fastapi", "httpx", "cryptography"}
+    assert not {m for m in modules if m.startswith("keyturn.")} - {
+        "keyturn.cli.lazy",
+        "keyturn.cli.main",
+        "keyturn.cli.output",
+        "keyturn.cli.remote",
+        "keyturn.domain",
+        "keyturn.domain.errors",
+        "keyturn.domain.ids",
+        "keyturn.domain.inputs",
+        "keyturn.settings",
+        "keyturn.cli",
+    }
+
+
+def test_get_imports_no_migrations_engine_or_inventory(kt: Harness) -> None:
+    kt.write("inv.toml", '[[credentials]]\nid = "app/db"\ninitial_secret = "env:V"\n')
+    assert kt.cli("apply", "inv.toml", env={"V": "v4lue-of-the-probe"}).code == 0
+    roots, modules, out = _imported("get", "app/db", env=kt.env)
+    assert "v4lue-of-the-probe" in out
+    assert "alembic" not in roots  # the schema is current: one query, no Alembic
+    heavy = ("keyturn.engine", "keyturn.inventory.apply", "keyturn.notify", "keyturn.scan")
+    assert not {m for m in modules if m.startswith(heavy)}
+    assert not roots & {"fastapi", "uvicorn", "jinja2"}
+
+
+def test_a_subcommand_group_runs_after_lazy_load(kt: Harness) -> None:
+    result = kt.spawn("token", "list", "--json")
+    assert result.code == 0, result.err
+    assert [t["name"] for t in json.loads(result.out)] == ["first admin"]
+
+
+def _first_paragraph(command: object) -> str:
+    return inspect.cleandoc(getattr(command, "help", None) or "").split("\n\n")[0]
+
+
+def test_the_table_lists_every_command_with_its_own_help() -> None:
+    """`--help` shows the table; the commands' modules define the truth."""
+    lazy.load_all()
+    group = typer.main.get_command(app)
+    assert isinstance(group, TyperGroup)
+    built = {name: group.commands[name] for name in group.commands}
+    assert set(lazy.COMMANDS) == set(built)
+    for name, (module, help_text) in lazy.COMMANDS.items():
+        assert _first_paragraph(built[name]) == help_text, name
+        callback = getattr(built[name], "callback", None)
+        if not isinstance(built[name], TyperGroup):  # groups register from several modules
+            assert callback is not None and callback.__module__ == f"keyturn.cli.{module}"

@@ -1,0 +1,158 @@
+"""Group-committed audit entries (issue 23): many readers, one writer, chain order kept,
+durable before the caller goes on, fail closed. `log.append` is the reference the group
+writer is read against: `audit verify` accepts what both wrote, interleaved."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from sqlalchemy import delete, func, select
+
+from keyturn.audit import log as audit
+from keyturn.audit.group import GroupWriter, Record
+from keyturn.db.engine import Database
+from keyturn.db.models import AuditEntry, AuditHead
+from keyturn.domain.errors import AuditHeadMissing, StoreUnavailable
+from keyturn.domain.model import Secret
+from tests.support.keyturn import Harness
+
+
+def _entries(kt: Harness) -> list[AuditEntry]:
+    with kt.app.db.read() as session:
+        return list(session.execute(select(AuditEntry).order_by(AuditEntry.seq)).scalars())
+
+
+def test_concurrent_appends_share_transactions_and_verify(kt: Harness) -> None:
+    writer = GroupWriter(kt.app.db)
+    gate = threading.Barrier(16)
+
+    def read(i: int) -> int:
+        gate.wait()
+        seqs = []
+        for j in range(10):
+            seqs.append(
+                writer.append(Record(actor=f"token:{i}", action="secret.read", details={"j": j}))
+            )
+        return seqs[-1]
+
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(read, range(16)))
+    finally:
+        writer.close()
+    entries = _entries(kt)
+    reads = [e for e in entries if e.action == "secret.read"]
+    assert len(reads) == 160
+    assert [e.seq for e in entries] == list(range(1, len(entries) + 1))
+    for i in range(16):  # each reader's entries in the order it made them
+        mine = [e.details["j"] for e in reads if e.actor == f"token:{i}"]
+        assert mine == list(range(10))
+    assert writer.batches < 160  # readers waiting together were committed together
+    with kt.app.db.read() as session:
+        assert audit.verify(session, []).ok
+
+
+def test_interleaved_with_in_transaction_appends(kt: Harness) -> None:
+    writer = GroupWriter(kt.app.db)
+    stop = threading.Event()
+
+    def changes() -> None:
+        while not stop.is_set():
+            with kt.app.db.write() as session:
+                audit.append(session, actor="engine", action="rotation.step")
+
+    other = threading.Thread(target=changes)
+    other.start()
+    try:
+        for i in range(40):
+            writer.append(Record(actor="token:t", action="secret.read", details={"i": i}))
+    finally:
+        stop.set()
+        other.join()
+        writer.close()
+    with kt.app.db.read() as session:
+        result = audit.verify(session, [])
+        head = session.get(AuditHead, 1)
+        count = session.scalar(select(func.count()).select_from(AuditEntry))
+    assert result.ok, result
+    assert head is not None and head.seq == count
+
+
+def test_the_seq_returned_is_committed(kt: Harness) -> None:
+    writer = GroupWriter(kt.app.db)
+    try:
+        seq = writer.append(
+            Record(actor="token:x", action="secret.read", credential_id="a/b", fingerprint="f" * 16)
+        )
+    finally:
+        writer.close()
+    # Another connection sees it: it was committed before append returned.
+    other = Database(kt.db_url)
+    try:
+        with other.read() as session:
+            row = session.get(AuditEntry, seq)
+            assert row is not None and row.credential_id == "a/b"
+            assert row.fingerprint == "f" * 16
+    finally:
+        other.dispose()
+
+
+def test_fails_closed_for_the_whole_batch(kt: Harness) -> None:
+    with kt.app.db.write() as session:
+        session.execute(delete(AuditHead))
+    writer = GroupWriter(kt.app.db)
+    try:
+        with pytest.raises(AuditHeadMissing):
+            writer.append(Record(actor="token:x", action="secret.read"))
+        assert [e.action for e in _entries(kt)] == ["keyturn.init"]  # nothing written
+    finally:
+        writer.close()
+
+
+def test_a_secret_is_refused_in_the_caller_and_text_cleaned(kt: Harness) -> None:
+    writer = GroupWriter(kt.app.db)
+    try:
+        with pytest.raises(TypeError):
+            writer.append(Record(actor="a", action="secret.read", details={"v": Secret("hunter2")}))
+        seq = writer.append(Record(actor="a\x00b", action="secret.read", reason="line\x1bnext"))
+    finally:
+        writer.close()
+    entry = next(e for e in _entries(kt) if e.seq == seq)
+    assert "\x00" not in entry.actor and "\x1b" not in (entry.reason or "")
+
+
+def test_closed_writer_refuses(kt: Harness) -> None:
+    writer = GroupWriter(kt.app.db)
+    writer.close()
+    with pytest.raises(StoreUnavailable):
+        writer.append(Record(actor="a", action="secret.read"))
+
+
+def test_the_entries_of_one_caller_are_adjacent(kt: Harness) -> None:
+    writer = GroupWriter(kt.app.db)
+    gate = threading.Barrier(4)
+
+    def read(i: int) -> list[int]:
+        gate.wait()
+        return writer.append_all(
+            [Record(actor=f"token:{i}", action="secret.read", details={"n": n}) for n in range(3)]
+        )
+
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            seqs = list(pool.map(read, range(4)))
+    finally:
+        writer.close()
+    for run in seqs:
+        assert run == list(range(run[0], run[0] + 3))
+
+
+def test_nothing_to_record_writes_nothing(kt: Harness) -> None:
+    writer = GroupWriter(kt.app.db)
+    try:
+        assert writer.append_all([]) == []
+    finally:
+        writer.close()
+    assert writer.batches == 0 and [e.action for e in _entries(kt)] == ["keyturn.init"]
