@@ -63,9 +63,12 @@ def open_session(session: Session, token: str) -> Opened:
     token = token.strip()
     if not token.startswith(tokens.PREFIX) or len(token) > MAX_TOKEN_LENGTH:
         raise Forbidden("invalid token")
-    row = tokens.authenticate(session, token)
-    if row.role == "consumer":
+    caller = tokens.authenticate(session, token)
+    if caller.role == "consumer":
         raise Forbidden("a consumer token cannot sign in to the dashboard")
+    row = session.get(ApiToken, caller.id)
+    if row is None:  # revoked and purged between the two reads
+        raise Forbidden("invalid token")
     return _open(session, row)
 
 
