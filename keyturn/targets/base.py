@@ -16,10 +16,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict
 
+from keyturn.crypto.secrets import generate_password
 from keyturn.domain.model import PasswordRules, Secret
 
 MASK = "**********"
@@ -73,9 +74,6 @@ class TargetContext:
     resolve: Callable[[str], Secret]
     # The directory relative paths in the settings are taken from (the config file's).
     base_dir: str = "."
-    # The strategy of the credential being rotated: `set` differs between `single` (replace)
-    # and `dual` (add beside) on targets that hold two secrets per account.
-    strategy: str = "single"
 
 
 class Target:
@@ -112,6 +110,17 @@ class Target:
         Idempotent: if *new* already works, return.
         """
         raise NotImplementedError
+
+    def add(self, account: Account, new: Secret, current: Secret | None) -> None:
+        """`dual`: make the target accept *new* for *account* beside *current*, which keeps
+        working until `revoke`. Idempotent: if *new* already works, return."""
+        raise NotImplementedError(f"{self.name} does not hold two secrets per account")
+
+    def generate(self, rules: PasswordRules) -> Secret:
+        """A new value for the `create` step, following *rules* (the policy's password rules
+        over the target's own). Override for values that are not passwords (keys,
+        certificates). Not called on targets that issue their secrets (`create`)."""
+        return generate_password(rules)
 
     def test(self, account: Account, value: Secret) -> bool:
         """Log in as *account* with *value*: True if accepted, False if refused.
@@ -155,6 +164,12 @@ class Target:
 
     def close(self) -> None:
         """Release connections. Called once the engine is done with the plugin."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"

@@ -164,19 +164,26 @@ class RedisTarget(Target):
     # -- verbs ----------------------------------------------------------------------------
 
     def set(self, account: Account, new: Secret, current: Secret | None) -> None:
-        """``dual``: add *new* beside the current password; ``single``: replace them all.
+        """Replace the user's passwords with *new* (``single``).
 
         Returns at once when the user is enabled and already holds *new*.
         """
+        self._change(account, new, current, keep=False)
+
+    def add(self, account: Account, new: Secret, current: Secret | None) -> None:
+        """Add *new* beside the user's current password (``dual``)."""
+        self._change(account, new, current, keep=True)
+
+    def _change(self, account: Account, new: Secret, current: Secret | None, keep: bool) -> None:
         try:
-            self._set(account, new, current)
+            self._set(account, new, current, keep)
         except TargetRejected:
             # Without an admin keyturn logs in with the current value, which a replay of a
             # `single` set no longer has: the change took effect if *new* logs in.
             if self._has_admin(account) or not self.test(account, new):
                 raise
 
-    def _set(self, account: Account, new: Secret, current: Secret | None) -> None:
+    def _set(self, account: Account, new: Secret, current: Secret | None, keep: bool) -> None:
         digest = password_hash(new.reveal())
         with self._admin(account, current, new) as client:
             user = self._user(client, account.username)
@@ -188,7 +195,7 @@ class RedisTarget(Target):
             if "on" in user.get("flags", []) and digest in user.get("passwords", []):
                 return
             modifiers = ["on", "#" + digest]
-            if self.context.strategy != "dual":
+            if not keep:
                 modifiers.insert(1, "resetpass")
             client.execute_command("ACL", "SETUSER", account.username, *modifiers)
 

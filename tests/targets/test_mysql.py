@@ -17,7 +17,7 @@ from tests.targets.conftest import MysqlSandbox, Refs, new_password
 def target(
     box: MysqlSandbox, refs: Refs, strategy: str | None = None, **extra: object
 ) -> MysqlTarget:
-    plugin = MysqlTarget.from_settings(box.settings(refs, **extra), refs.context(strategy))
+    plugin = MysqlTarget.from_settings(box.settings(refs, **extra), refs.context())
     assert isinstance(plugin, MysqlTarget)
     return plugin
 
@@ -115,7 +115,7 @@ def test_dual_on_mariadb_is_refused_clearly(mysql: MysqlSandbox, refs: Refs) -> 
     old = new_password()
     plugin.ensure(app, Secret(old))
     with pytest.raises(ConfigInvalid, match=r"MariaDB.*dual needs MySQL 8\.0\.14"):
-        plugin.set(app, Secret(new_password()), Secret(old))
+        plugin.add(app, Secret(new_password()), Secret(old))
     assert plugin.test(app, Secret(old))  # nothing changed
 
 

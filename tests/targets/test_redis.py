@@ -17,7 +17,7 @@ from tests.targets.conftest import RedisSandbox, Refs, new_password
 def target(
     box: RedisSandbox, refs: Refs, strategy: str | None = None, **extra: object
 ) -> RedisTarget:
-    plugin = RedisTarget.from_settings(box.settings(refs, **extra), refs.context(strategy))
+    plugin = RedisTarget.from_settings(box.settings(refs, **extra), refs.context())
     assert isinstance(plugin, RedisTarget)
     return plugin
 
@@ -49,8 +49,9 @@ def test_rotation(
     old, new = new_password(), new_password()
     plugin.ensure(app, Secret(old))
 
-    plugin.set(app, Secret(new), Secret(old))
-    plugin.set(app, Secret(new), Secret(old))  # replay
+    change = plugin.add if strategy == "dual" else plugin.set
+    change(app, Secret(new), Secret(old))
+    change(app, Secret(new), Secret(old))  # replay
     assert plugin.test(app, Secret(new))
     assert plugin.test(app, Secret(old)) is old_works_until_revoke
 
@@ -70,7 +71,7 @@ def test_dual_three_rotations_keep_exactly_one_password(
     plugin.ensure(app, Secret(current))
     for _ in range(3):
         new = new_password()
-        plugin.set(app, Secret(new), Secret(current))
+        plugin.add(app, Secret(new), Secret(current))
         assert plugin.test(app, Secret(current)) and plugin.test(app, Secret(new))
         plugin.revoke(app, Secret(current))
         current = new
