@@ -13,7 +13,7 @@ from keyturn.db import repo
 from keyturn.db.models import StoreRow, TargetRow, Version
 from keyturn.domain.errors import ConfigInvalid, Conflict, NotFound, ReferenceUnresolved
 from keyturn.domain.model import Secret, VersionState
-from keyturn.inventory.refs import Resolver
+from keyturn.refs import Resolver
 from keyturn.stores.base import Store, StoreContext
 from keyturn.targets.base import Target, TargetContext
 

@@ -1,8 +1,10 @@
 """The store plugin interface: places where consumers read the current value.
 
 keyturn's own database is the source of truth; a store holds a published copy. `publish` is
-idempotent (publishing the same version twice changes nothing) and `unpublish` removes what
-keyturn wrote. Plugins register under the entry-point group ``keyturn.stores``.
+idempotent (publishing the same version twice changes nothing). Secret settings are typed
+`SecretRef`; errors are `PublishFailed` (keyturn.domain.errors). `keyturn.testing.check_store`
+checks a store against this contract. Plugins register under the entry-point group
+``keyturn.stores``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,19 @@ from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict
 
+from keyturn.domain.errors import PublishFailed
 from keyturn.domain.model import Secret
+from keyturn.refs import SecretRef
+
+__all__ = [
+    "PublishFailed",
+    "Published",
+    "Secret",
+    "SecretRef",
+    "Store",
+    "StoreConfig",
+    "StoreContext",
+]
 
 
 class StoreConfig(BaseModel):

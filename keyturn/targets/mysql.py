@@ -23,12 +23,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import field_validator, model_validator
+from pydantic import model_validator
 
 from keyturn.domain.errors import ConfigInvalid, PluginMissing, TargetRejected, TargetUnreachable
 from keyturn.domain.model import PasswordRules, Secret
+from keyturn.refs import SecretRef
 from keyturn.targets.base import Account, Target, TargetConfig, redact
-from keyturn.targets.postgres import DSN_UNSAFE, check_reference, require_admin_password
+from keyturn.targets.common import DSN_UNSAFE, require_admin_password
 
 # Server error codes (MySQL and MariaDB share the low ones).
 ACCESS_DENIED = {1045, 1698}  # wrong password; MariaDB also says 1698 for unknown users
@@ -71,7 +72,7 @@ class MysqlConfig(TargetConfig):
     # A user with CREATE USER (and GRANT OPTION to hand out default_role). Without it,
     # `single` logs in as the account itself with its current password.
     admin_user: str | None = None
-    admin_password: str | None = None  # a reference: env:NAME, file:PATH, keyturn:ID
+    admin_password: SecretRef | None = None  # a reference: env:NAME, file:PATH, keyturn:ID
     # The host part of the rotated accounts ('app'@'%').
     account_host: str = "%"
     # alternating: the role both users get their privileges from (granted and made default).
@@ -80,7 +81,6 @@ class MysqlConfig(TargetConfig):
     ssl_ca: str | None = None  # verify the server's certificate against this CA file
     ssl_disabled: bool = False
 
-    _ref = field_validator("admin_password")(check_reference)
     _admin = model_validator(mode="after")(require_admin_password)
 
 
