@@ -44,22 +44,6 @@ def test_native_hash_is_what_the_server_computes(mysql: MysqlSandbox) -> None:
         assert cur.fetchone()[0] == native_password_hash("s3cret-value")
 
 
-def test_single_rotation(mysql: MysqlSandbox, refs: Refs) -> None:
-    plugin, app = target(mysql, refs, "single"), Account(mysql.user("app"))
-    old, new = new_password(), new_password()
-    assert plugin.ensure(app, Secret(old)) is True
-    assert plugin.ensure(app, Secret(old)) is False
-    assert plugin.test(app, Secret(old))
-
-    plugin.set(app, Secret(new), Secret(old))
-    plugin.set(app, Secret(new), Secret(old))  # replay
-    assert plugin.test(app, Secret(new))
-    assert not plugin.test(app, Secret(old))
-    plugin.revoke(app, Secret(old))
-    plugin.revoke(app, Secret(old))
-    assert plugin.test(app, Secret(new))
-
-
 def test_single_without_admin_uses_the_current_password(mysql: MysqlSandbox, refs: Refs) -> None:
     app = Account(mysql.user("app"))
     old, new = new_password(), new_password()

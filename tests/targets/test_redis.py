@@ -38,31 +38,6 @@ def test_ensure_creates_the_user_with_the_rules(redis_box: RedisSandbox, refs: R
         assert client.get(redis_box.prefix + "k") == b"v"
 
 
-@pytest.mark.parametrize(
-    ("strategy", "old_works_until_revoke"),
-    [("dual", True), ("single", False)],
-)
-def test_rotation(
-    redis_box: RedisSandbox, refs: Refs, strategy: str, old_works_until_revoke: bool
-) -> None:
-    plugin, app = target(redis_box, refs, strategy), Account(redis_box.user("app"))
-    old, new = new_password(), new_password()
-    plugin.ensure(app, Secret(old))
-
-    change = plugin.add if strategy == "dual" else plugin.set
-    change(app, Secret(new), Secret(old))
-    change(app, Secret(new), Secret(old))  # replay
-    assert plugin.test(app, Secret(new))
-    assert plugin.test(app, Secret(old)) is old_works_until_revoke
-
-    plugin.revoke(app, Secret(old))
-    plugin.revoke(app, Secret(old))  # replay
-    assert plugin.test(app, Secret(new))
-    assert not plugin.test(app, Secret(old))
-    with redis_box.client() as admin:
-        assert admin.acl_getuser(app.username)["passwords"] == [password_hash(new)]
-
-
 def test_dual_three_rotations_keep_exactly_one_password(
     redis_box: RedisSandbox, refs: Refs
 ) -> None:
