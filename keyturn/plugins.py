@@ -7,6 +7,8 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from keyturn.domain.errors import PluginError, PluginMissing
+from keyturn.stores.base import Store
+from keyturn.targets.base import Target
 
 GROUPS = {"target": "keyturn.targets", "store": "keyturn.stores"}
 # Registered in-process, e.g. by tests; same rules as entry points.
@@ -42,8 +44,25 @@ def names(kind: str) -> list[str]:
     return sorted({*_discovered(kind), *_EXTRA[kind]})
 
 
+def load_target(name: str) -> type[Target]:
+    """The target plugin class called *name*, checked to be a `Target`."""
+    cls = load("target", name)
+    if not (isinstance(cls, type) and issubclass(cls, Target)):
+        raise PluginError(f"target plugin {name!r} is not a keyturn.targets.base.Target")
+    return cls
+
+
+def load_store(name: str) -> type[Store]:
+    """The store plugin class called *name*, checked to be a `Store`."""
+    cls = load("store", name)
+    if not (isinstance(cls, type) and issubclass(cls, Store)):
+        raise PluginError(f"store plugin {name!r} is not a keyturn.stores.base.Store")
+    return cls
+
+
 def load(kind: str, name: str) -> type[Any]:
-    """The plugin class called *name*; a clear error names the extra to install if missing."""
+    """The plugin class called *name*; a clear error names the extra to install if missing.
+    Prefer the typed `load_target` and `load_store`."""
     if name in _EXTRA[kind]:
         return _EXTRA[kind][name]
     ep = _discovered(kind).get(name)
@@ -60,4 +79,5 @@ def load(kind: str, name: str) -> type[Any]:
         ) from exc
     if getattr(cls, "name", None) != name:
         raise PluginError(f"{kind} plugin {ep.value} declares name {cls.name!r}, not {name!r}")
-    return cls  # type: ignore[no-any-return]
+    loaded: type[Any] = cls
+    return loaded

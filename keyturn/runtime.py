@@ -13,7 +13,7 @@ from keyturn.db import repo
 from keyturn.db.models import StoreRow, TargetRow, Version
 from keyturn.domain.errors import ConfigInvalid, Conflict, NotFound, ReferenceUnresolved
 from keyturn.domain.model import Secret, VersionState
-from keyturn.inventory.refs import Resolver
+from keyturn.refs import Resolver
 from keyturn.stores.base import Store, StoreContext
 from keyturn.targets.base import Target, TargetContext
 
@@ -92,22 +92,20 @@ def resolver(app: Keyturn, base_dir: str | Path) -> Resolver:
     return Resolver(Path(base_dir), lookup)
 
 
-def open_target(app: Keyturn, row: TargetRow, strategy: str = "single") -> Target:
-    cls = plugins.load("target", row.type)
-    context = TargetContext(
-        resolve=resolver(app, row.base_dir), base_dir=row.base_dir, strategy=strategy
-    )
+def open_target(app: Keyturn, row: TargetRow) -> Target:
+    cls = plugins.load_target(row.type)
+    context = TargetContext(resolve=resolver(app, row.base_dir), base_dir=row.base_dir)
     try:
-        return cls.from_settings(row.settings, context)  # type: ignore[no-any-return]
+        return cls.from_settings(row.settings, context)
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
         raise ConfigInvalid(f"target {row.name!r} ({row.type}): {_first_error(exc)}") from exc
 
 
 def open_store(app: Keyturn, row: StoreRow) -> Store:
-    cls = plugins.load("store", row.type)
+    cls = plugins.load_store(row.type)
     context = StoreContext(resolve=resolver(app, row.base_dir), base_dir=row.base_dir)
     try:
-        return cls.from_settings(row.settings, context)  # type: ignore[no-any-return]
+        return cls.from_settings(row.settings, context)
     except ValueError as exc:
         raise ConfigInvalid(f"store {row.name!r} ({row.type}): {_first_error(exc)}") from exc
 

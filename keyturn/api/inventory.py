@@ -38,7 +38,7 @@ from keyturn.domain.ids import validate_id, validate_name
 from keyturn.domain.model import Secret
 from keyturn.inventory import apply as applier
 from keyturn.inventory import spec as specs
-from keyturn.inventory.refs import require_reference
+from keyturn.refs import require_reference
 from keyturn.runtime import value_of
 
 # Stands for the body's value inside the spec; it is never a resolvable reference.

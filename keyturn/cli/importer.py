@@ -36,7 +36,7 @@ from keyturn.db.models import StoreRow
 from keyturn.domain.errors import ConfigInvalid, UsageError
 from keyturn.domain.ids import validate_name
 from keyturn.inventory import imports
-from keyturn.inventory.refs import SECRET_KEY, require_reference
+from keyturn.refs import SECRET_KEY, require_reference
 from keyturn.runtime import open_store
 from keyturn.stores.base import Store, StoreContext
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,8 +51,19 @@ class UtcDateTime(TypeDecorator[datetime]):
         return None if value is None else value.replace(tzinfo=UTC)
 
 
+_clock: Callable[[], datetime] | None = None
+
+
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    """keyturn's now: the wall clock, or a test's (`keyturn.testing.FakeClock`)."""
+    return _clock() if _clock is not None else datetime.now(UTC)
+
+
+def set_clock(clock: Callable[[], datetime] | None) -> Callable[[], datetime] | None:
+    """Install *clock* as keyturn's now (None: the wall clock); returns the one before."""
+    global _clock
+    previous, _clock = _clock, clock
+    return previous
 
 
 class Base(DeclarativeBase):

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from cryptography.exceptions import InvalidTag
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -13,11 +15,21 @@ from keyturn.crypto import envelope
 from keyturn.crypto.keys import MasterKey
 from keyturn.crypto.keyset import KeySet, open_keyset
 from keyturn.crypto.secrets import fingerprint
+from keyturn.db import repo
 from keyturn.db.engine import Database
-from keyturn.db.models import AuditEntry, AuditHead, DataKey, Meta, Tenant, Version
+from keyturn.db.models import (
+    AuditEntry,
+    AuditHead,
+    Credential,
+    DataKey,
+    Meta,
+    Tenant,
+    Version,
+    utcnow,
+)
 from keyturn.domain.errors import UsageError, WrongMasterKey
 from keyturn.domain.ids import validate_name
-from keyturn.domain.model import Secret
+from keyturn.domain.model import Secret, VersionState
 
 # The key set (fingerprint, audit and checkpoint keys, sealed as one: keyturn.crypto.keyset).
 KEYSET = "keyset"
@@ -188,6 +200,38 @@ class Vault:
     ) -> tuple[bytes, str]:
         key_id = self.tenant_key(session, tenant_id)
         return self.keyring.encrypt(key_id, credential_id, number, value), key_id
+
+    def new_version(
+        self,
+        session: Session,
+        cred: Credential,
+        value: Secret,
+        *,
+        state: VersionState,
+        username: str | None,
+        key_id: str | None = None,
+        validity: tuple[datetime, datetime] | None = None,
+    ) -> Version:
+        """The one way a version is made: numbered after the last, sealed, fingerprinted."""
+        number = repo.last_version_number(session, cred.id) + 1
+        ciphertext, data_key = self.seal(session, cred.tenant_id, cred.id, number, value)
+        valid_from, expires_at = validity or (None, None)
+        version = Version(
+            credential_id=cred.id,
+            number=number,
+            state=state,
+            username=username,
+            key_id=key_id,
+            ciphertext=ciphertext,
+            data_key_id=data_key,
+            fingerprint=self.fingerprint(value),
+            activated_at=utcnow() if state == VersionState.CURRENT else None,
+            valid_from=valid_from,
+            expires_at=expires_at,
+        )
+        session.add(version)
+        session.flush()
+        return version
 
     def reveal(self, version: Version) -> Secret:
         return self.keyring.decrypt(

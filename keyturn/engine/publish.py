@@ -116,7 +116,7 @@ def _record(app: Keyturn, store: str, credential_id: str, number: int, mark: str
 
 def _wait(runner: Runner, store: str, view: PublishView, exc: Exception) -> None:
     """Keep the rotation at publish with backoff; record why; alert after ALERT_AFTER."""
-    from keyturn.engine.protocol import backoff
+    from keyturn.engine.failure import backoff
 
     message = exc.message if isinstance(exc, PluginError | ConfigInvalid) else str(exc)
     conflict = isinstance(exc, StoreConflict)

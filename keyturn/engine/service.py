@@ -22,9 +22,12 @@ from keyturn.domain.errors import (
 )
 from keyturn.domain.ids import validate_id
 from keyturn.domain.model import ACTIVE_STATUSES, RotationStatus, Step, Trigger, VersionState
-from keyturn.engine import publish
-from keyturn.engine.protocol import Outcome, Runner, account
-from keyturn.notify import outbox
+from keyturn.engine import publish, strategies
+from keyturn.engine.failure import abandon
+from keyturn.engine.protocol import Outcome, Runner
+from keyturn.engine.record import account
+from keyturn.engine.strategies import Recovery
+from keyturn.notify import outbox, texts
 from keyturn.runtime import open_target
 
 MAX_REASON = 2000
@@ -140,8 +143,7 @@ def abort(app: Keyturn, credential_id: str, *, actor: str, reason: str) -> int:
     promoted = Step(rot.step) in (Step.WAIT, Step.REVOKE, Step.DONE)
     issued: dict[str, str] = {}
     if not promoted and rot.new_version is not None:
-        _restore_current(app, credential_id)
-        issued = _revoke_issued(app, credential_id)
+        issued = _restore_current(app, credential_id)
     now = utcnow()
     with app.db.write() as session:
         cred = repo.get_credential(session, credential_id)
@@ -171,50 +173,31 @@ def abort(app: Keyturn, credential_id: str, *, actor: str, reason: str) -> int:
     return rot.id
 
 
-def _revoke_issued(app: Keyturn, credential_id: str) -> dict[str, str]:
-    """A target that issued the pending secret (an app token) still accepts it: revoke it
-    now rather than at the next rotation. Says which key was revoked, or left and why."""
-    with app.db.read() as session:
-        cred = repo.get_credential(session, credential_id)
-        pending = repo.version_in_state(session, credential_id, VersionState.PENDING)
-        row = session.get(TargetRow, cred.target or "")
-    if pending is None or pending.key_id is None or row is None:
-        return {}
-    target = open_target(app, row, cred.strategy)
-    try:
-        if not target.issues_secrets:
-            return {}
-        target.revoke(account(pending), app.vault.reveal(pending))
-        return {"revoked_key": pending.key_id}
-    except Exception as exc:
-        # The next rotation removes it as an orphan; the abort itself must not fail on it.
-        why = exc.message if isinstance(exc, KeyturnError) else type(exc).__name__
-        return {"key_left": pending.key_id, "key_left_because": why}
-    finally:
-        target.close()
-
-
-def _restore_current(app: Keyturn, credential_id: str) -> None:
+def _restore_current(app: Keyturn, credential_id: str) -> dict[str, str]:
+    """Before an abort: the target must accept the current value again (the one
+    restore-current routine, `RotationStrategy.recover`), and a secret it issued for the
+    pending version is revoked. Says which issued key was revoked, or left and why."""
     with app.db.read() as session:
         cred = repo.get_credential(session, credential_id)
         current = repo.version_in_state(session, credential_id, VersionState.CURRENT)
         pending = repo.version_in_state(session, credential_id, VersionState.PENDING)
         row = session.get(TargetRow, cred.target or "")
-    if current is None or pending is None or row is None:
-        return
-    target = open_target(app, row, cred.strategy)
-    try:
-        cur, new = app.vault.reveal(current), app.vault.reveal(pending)
-        if target.test(account(current), cur):
-            return
-        target.set(account(current), cur, new)
-        if not target.test(account(current), cur):
-            raise Conflict(
-                f"{credential_id}: the target no longer accepts the current value "
-                "and could not be restored; run `keyturn resume` instead"
+    if pending is None or row is None:
+        return {}
+    with open_target(app, row) as target:
+        strategy = strategies.for_target(target, cred.strategy)
+        new = app.vault.reveal(pending)
+        if current is not None:
+            cur = app.vault.reveal(current)
+            recovered = strategy.recover(
+                account(current), cur, account(pending), new, keep_new=False
             )
-    finally:
-        target.close()
+            if recovered != Recovery.CURRENT:
+                raise Conflict(
+                    f"{credential_id}: the target no longer accepts the current value "
+                    "and could not be restored; run `keyturn resume` instead"
+                )
+        return abandon(strategy, pending, new)
 
 
 @dataclass(frozen=True)
@@ -249,8 +232,7 @@ def _verify_one(app: Keyturn, cred: Credential, actor: str) -> VerifyResult:
         return VerifyResult(cred.id, "no-value", "no current value or no target")
     detail = ""
     try:
-        target = open_target(app, row, cred.strategy)
-        try:
+        with open_target(app, row) as target:
             ok = target.test(account(current), app.vault.reveal(current))
             # A target may also report drift it can see (postgres: objects outside the owner
             # role of an alternating pair).
@@ -259,8 +241,6 @@ def _verify_one(app: Keyturn, cred: Credential, actor: str) -> VerifyResult:
                 logins = list(cred.usernames) or [current.username or ""]
                 found = findings(logins, account(current), app.vault.reveal(current))
                 detail = "; ".join(found)
-        finally:
-            target.close()
         status = "in-sync" if ok else "out-of-sync"
     except TargetError as exc:
         status, detail = "unreachable", exc.message
@@ -281,24 +261,12 @@ def _verify_one(app: Keyturn, cred: Credential, actor: str) -> VerifyResult:
             details={"status": status, "version": current.number}
             | ({"findings": detail} if detail else {}),
         )
-        if status in ("out-of-sync", "store-drift"):
-            outbox.enqueue(
-                session,
-                kind="out-of-sync",
-                dedupe_key=f"out-of-sync:{cred.id}:{current.number}:{now:%Y-%m-%d}",
-                subject=f"[keyturn] {cred.id} is out of sync",
-                body=(
-                    f"The target of {cred.id} refused the current value (version "
-                    f"{current.number}). Someone may have changed it outside keyturn; "
-                    "rotate it to bring it back under control."
-                    if status == "out-of-sync"
-                    else f"A store of {cred.id} does not hold the current value (version "
-                    f"{current.number}): {detail}. Run `keyturn verify --repair {cred.id}` "
-                    "once you know who changed it."
-                ),
-                credential_id=cred.id,
-                tenant_id=cred.tenant_id,
-            )
+        if status == "out-of-sync":
+            message = texts.out_of_sync(cred.id, cred.tenant_id, current.number, now)
+            outbox.enqueue(session, **message.fields())
+        elif status == "store-drift":
+            message = texts.store_drift(cred.id, cred.tenant_id, current.number, detail, now)
+            outbox.enqueue(session, **message.fields())
     return VerifyResult(cred.id, status, detail, stores)
 
 

@@ -33,8 +33,6 @@ from keyturn.db.models import (
     StoreRow,
     TargetRow,
     Tenant,
-    Version,
-    utcnow,
 )
 from keyturn.domain.errors import (
     ConfigInvalid,
@@ -82,7 +80,7 @@ def _validate_plugins(inv: Inventory, base_dir: Path) -> None:
     for name, spec in inv.channels.items():
         channels.validate(name, spec.type, spec.settings())
     for name, spec in inv.targets.items():
-        cls = plugins.load("target", spec.type)
+        cls = plugins.load_target(spec.type)
         try:
             cls.config_model.model_validate(spec.settings())
         except ConfigInvalid as exc:
@@ -90,9 +88,9 @@ def _validate_plugins(inv: Inventory, base_dir: Path) -> None:
         except ValueError as exc:
             raise ConfigInvalid(f"target {name!r} ({spec.type}): {exc}") from exc
     for name, spec in inv.stores.items():
-        cls = plugins.load("store", spec.type)
+        store_cls = plugins.load_store(spec.type)
         try:
-            cls.config_model.model_validate(spec.settings())
+            store_cls.config_model.model_validate(spec.settings())
         except ValueError as exc:
             raise ConfigInvalid(f"store {name!r} ({spec.type}): {exc}") from exc
 
@@ -109,11 +107,16 @@ def _check_target(claims: Claims, session: Session, inv: Inventory, cred: Creden
     grant = spec.tenants if spec is not None else row.tenants  # type: ignore[union-attr]
     claims.check_target(cred.id, cred.tenant_id, name, grant)
     target_type = spec.type if spec else row.type  # type: ignore[union-attr]
-    cls = plugins.load("target", target_type)
+    cls = plugins.load_target(target_type)
     if cred.strategy not in cls.strategies:
         raise ConfigInvalid(
             f"{cred.id}: target type {target_type!r} supports strategies "
             f"{', '.join(cls.strategies)}, not {cred.strategy!r}"
+        )
+    if cred.strategy == "dual" and cls.max_active_secrets < 2:
+        raise ConfigInvalid(
+            f"{cred.id}: strategy 'dual' needs a target that accepts two secrets at once; "
+            f"{target_type!r} accepts {cls.max_active_secrets}: use single or alternating"
         )
     if not cred.logins():
         raise ConfigInvalid(f"{cred.id}: a credential with a target needs a username")
@@ -378,25 +381,16 @@ def _unprovisioned(
 
 def _store_initial(app: Keyturn, session: Session, cred_id: str, value: Secret, actor: str) -> None:
     cred = repo.get_credential(session, cred_id)
-    number = repo.last_version_number(session, cred_id) + 1
-    ciphertext, key_id = app.vault.seal(session, cred.tenant_id, cred_id, number, value)
-    fp = app.vault.fingerprint(value)
     logins = cred.usernames or [None]
-    valid_from, expires_at = _validity(session, cred, value)
-    session.add(
-        Version(
-            credential_id=cred_id,
-            number=number,
-            state=VersionState.CURRENT,
-            username=logins[0],
-            ciphertext=ciphertext,
-            data_key_id=key_id,
-            fingerprint=fp,
-            activated_at=utcnow(),
-            valid_from=valid_from,
-            expires_at=expires_at,
-        )
+    version = app.vault.new_version(
+        session,
+        cred,
+        value,
+        state=VersionState.CURRENT,
+        username=logins[0],
+        validity=_validity(session, cred, value),
     )
+    number, fp = version.number, version.fingerprint
     cred.sync_status = None
     audit.append(
         session,
@@ -411,12 +405,12 @@ def _store_initial(app: Keyturn, session: Session, cred_id: str, value: Secret, 
 
 def _validity(
     session: Session, cred: Credential, value: Secret
-) -> tuple[datetime | None, datetime | None]:
+) -> tuple[datetime, datetime] | None:
     """An imported certificate's validity (the target type says; None for passwords)."""
     row = session.get(TargetRow, cred.target or "")
     if row is None:
-        return None, None
-    return plugins.load("target", row.type).validity(value) or (None, None)
+        return None
+    return plugins.load_target(row.type).validity(value)
 
 
 def _provision(
@@ -459,7 +453,7 @@ def _ensure(app: Keyturn, cred: CredentialSpec, value: Secret) -> bool:
     with app.db.read() as session:
         row = session.get(TargetRow, cred.target)
         assert row is not None
-    target = open_target(app, row, cred.strategy)
+    target = open_target(app, row)
     try:
         return target.ensure(Account(cred.logins()[0]), value)
     finally:

@@ -19,7 +19,7 @@ from keyturn.domain.ids import validate_id, validate_name
 from keyturn.domain.policy import check_blackout, check_recipient, check_renew_at, parse_window
 from keyturn.inventory.fields import Line, Para, Tags, first_problem
 from keyturn.inventory.grants import Grant, check_grant
-from keyturn.inventory.refs import (
+from keyturn.refs import (
     SECRET_KEY,
     how_to_reference,
     is_reference,

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from keyturn.db.models import Channel, Notice
 from keyturn.domain.errors import ConfigInvalid, KeyturnError
 from keyturn.domain.model import Secret
-from keyturn.inventory.refs import Resolver, require_reference
+from keyturn.refs import Resolver, require_reference
 
 TIMEOUT = 10.0
 

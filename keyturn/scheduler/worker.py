@@ -110,7 +110,7 @@ class Worker:
         if row is None:
             return "", None
         try:
-            rate = getattr(plugins.load("target", row.type), "rate_limit", None)
+            rate = plugins.load_target(row.type).rate_limit
         except KeyturnError:
             rate = None
         return row.name, rate

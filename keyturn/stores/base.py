@@ -22,20 +22,40 @@ The verbs, and when the engine calls them:
 Errors: :class:`StoreUnreachable` (down, timeout: the engine retries with backoff),
 :class:`StoreRefused` (permission, quota: also retried, and alerted), :class:`StoreConflict`
 (drift). Their messages never contain a value.
+
+Secret settings are typed `SecretRef`; `keyturn.testing.check_store` checks a store against
+this contract.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict
 
 from keyturn.domain.errors import PublishFailed
 from keyturn.domain.model import Secret
-from keyturn.inventory.refs import require_reference
+from keyturn.refs import SecretRef, require_reference
+
+__all__ = [
+    "Found",
+    "Held",
+    "Numbered",
+    "PublishFailed",
+    "PublishView",
+    "Published",
+    "Secret",
+    "SecretRef",
+    "Store",
+    "StoreConfig",
+    "StoreConflict",
+    "StoreContext",
+    "StoreRefused",
+    "StoreUnreachable",
+    "reference",
+]
 
 
 class StoreConfig(BaseModel):
@@ -169,13 +189,8 @@ class Store:
     def close(self) -> None:
         """Release connections."""
 
-    def __enter__(self) -> Store:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

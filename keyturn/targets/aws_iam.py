@@ -49,8 +49,8 @@ from pydantic import field_validator, model_validator
 
 from keyturn.domain.errors import PluginMissing, TargetRejected, TargetUnreachable
 from keyturn.domain.model import Secret
+from keyturn.refs import SecretRef
 from keyturn.targets.base import Account, IssuedSecret, Target, TargetConfig, TargetContext
-from keyturn.targets.postgres import check_reference
 from keyturn.targets.smtp import is_loopback
 
 ISSUING_TAG = "keyturn:issuing"
@@ -88,8 +88,8 @@ class AwsIamConfig(TargetConfig):
     # Overrides for AWS's endpoints (a VPC endpoint, or a double on loopback).
     endpoint_url: str | None = None
     sts_endpoint_url: str | None = None
-    admin_access_key_id: str | None = None  # references: env:NAME, file:PATH, keyturn:ID
-    admin_secret_access_key: str | None = None
+    admin_access_key_id: SecretRef | None = None  # references: env:NAME, file:PATH, keyturn:ID
+    admin_secret_access_key: SecretRef | None = None
     admin_profile: str | None = None
     # The description tag of the keys keyturn creates (visible in the AWS console).
     description: str = "keyturn"
@@ -97,7 +97,6 @@ class AwsIamConfig(TargetConfig):
     propagation_seconds: float = 20
     timeout: float = 15
 
-    _refs = field_validator("admin_access_key_id", "admin_secret_access_key")(check_reference)
     _endpoints = field_validator("endpoint_url", "sts_endpoint_url")(check_endpoint)
 
     @model_validator(mode="after")

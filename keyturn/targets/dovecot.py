@@ -57,6 +57,12 @@ class DovecotTarget(PasswdFileTarget):
         super().set(account, new, current)
         self._settled(before)
 
+    def add(self, account: Account, new: Secret, current: Secret | None) -> None:
+        """The passwd-file `add`, then wait until Dovecot sees the change."""
+        before = self._stamps()
+        super().add(account, new, current)
+        self._settled(before)
+
     def revoke(self, account: Account, old: Secret) -> None:
         """The passwd-file `revoke`, then wait until Dovecot sees the change."""
         before = self._stamps()

@@ -62,8 +62,8 @@ from keyturn.domain.errors import (
     TargetUnreachable,
 )
 from keyturn.domain.model import Secret
+from keyturn.refs import SecretRef
 from keyturn.targets.base import Account, IssuedSecret, Target, TargetConfig, TargetContext, redact
-from keyturn.targets.postgres import check_reference
 from keyturn.targets.smtp import is_loopback
 
 RETRIES_429 = 3
@@ -129,7 +129,7 @@ class HttpApiKeyConfig(TargetConfig):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     base_url: str
-    secrets: dict[str, str] = {}
+    secrets: dict[str, SecretRef] = {}
     headers: dict[str, str] = {}
     max_active: int = Field(2, ge=1, le=100)
     create_request: RequestSpec = Field(alias="create")
@@ -139,13 +139,6 @@ class HttpApiKeyConfig(TargetConfig):
     timeout: float = 15
     max_retry_wait: float = 30
     ca_file: str | None = None
-
-    @field_validator("secrets")
-    @classmethod
-    def _refs(cls, value: dict[str, str]) -> dict[str, str]:
-        for ref in value.values():
-            check_reference(ref)
-        return value
 
     @field_validator("base_url")
     @classmethod

@@ -46,10 +46,10 @@ from keyturn.domain.errors import (
     TargetUnreachable,
 )
 from keyturn.domain.model import Secret
+from keyturn.refs import SecretRef
 from keyturn.targets.base import Account, IssuedSecret, Target, TargetContext
 from keyturn.targets.mailu_api import MailuApi
 from keyturn.targets.mailu_hash import Uncheckable, accepts
-from keyturn.targets.postgres import check_reference
 from keyturn.targets.smtp import SmtpDeferred, SmtpSettings, is_loopback
 
 __all__ = ["MailuConfig", "MailuTarget", "MailuTokenTarget", "mailu_email"]
@@ -65,7 +65,7 @@ class MailuConfig(SmtpSettings):
 
     # The tenant's MailU, e.g. https://mail.acme.example (keyturn appends api_path).
     url: str
-    api_token: str  # a reference: env:NAME, file:PATH, keyturn:ID
+    api_token: SecretRef  # a reference: env:NAME, file:PATH, keyturn:ID
     api_path: str = "/api/v1"
     timeout: float = 15
     # A CA bundle for a MailU with a private certificate; the system store otherwise.
@@ -78,8 +78,6 @@ class MailuConfig(SmtpSettings):
     # The address MailU sees keyturn's SMTP logins come from, when it is not this host's own
     # address on the connection (NAT); checked against a token's AuthorizedIP before AUTH.
     source_address: str | None = None
-
-    _ref = field_validator("api_token")(check_reference)
 
     @field_validator("url")
     @classmethod

@@ -23,12 +23,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import field_validator, model_validator
+from pydantic import model_validator
 
 from keyturn.domain.errors import ConfigInvalid, PluginMissing, TargetRejected, TargetUnreachable
 from keyturn.domain.model import PasswordRules, Secret
+from keyturn.refs import SecretRef
 from keyturn.targets.base import Account, Target, TargetConfig, redact
-from keyturn.targets.postgres import DSN_UNSAFE, check_reference, require_admin_password
+from keyturn.targets.common import DSN_UNSAFE, require_admin_password
 
 # Server error codes (MySQL and MariaDB share the low ones).
 ACCESS_DENIED = {1045, 1698}  # wrong password; MariaDB also says 1698 for unknown users
@@ -71,7 +72,7 @@ class MysqlConfig(TargetConfig):
     # A user with CREATE USER (and GRANT OPTION to hand out default_role). Without it,
     # `single` logs in as the account itself with its current password.
     admin_user: str | None = None
-    admin_password: str | None = None  # a reference: env:NAME, file:PATH, keyturn:ID
+    admin_password: SecretRef | None = None  # a reference: env:NAME, file:PATH, keyturn:ID
     # The host part of the rotated accounts ('app'@'%').
     account_host: str = "%"
     # alternating: the role both users get their privileges from (granted and made default).
@@ -80,7 +81,6 @@ class MysqlConfig(TargetConfig):
     ssl_ca: str | None = None  # verify the server's certificate against this CA file
     ssl_disabled: bool = False
 
-    _ref = field_validator("admin_password")(check_reference)
     _admin = model_validator(mode="after")(require_admin_password)
 
 
@@ -211,8 +211,9 @@ class MysqlTarget(Target):
             )
         return "IDENTIFIED BY %s", value.reveal()
 
-    def _dual(self, version: ServerVersion) -> bool:
-        if self.context.strategy != "dual":
+    def _dual(self, version: ServerVersion, keep: bool) -> bool:
+        """Whether to keep the current password beside the new one (``dual``, from `add`)."""
+        if not keep:
             return False
         if not version.dual_passwords:
             raise ConfigInvalid(
@@ -235,20 +236,28 @@ class MysqlTarget(Target):
     # -- verbs ----------------------------------------------------------------------------
 
     def set(self, account: Account, new: Secret, current: Secret | None) -> None:
-        """Make *account* accept *new* (and unlock it); ``dual`` keeps the old one too.
+        """Make *account* accept *new* instead of its password, and unlock it.
 
         A missing account is created when ``default_role`` is set (the clone of
         ``alternating``). Returns at once when *new* already logs in.
         """
+        self._change(account, new, current, keep=False)
+
+    def add(self, account: Account, new: Secret, current: Secret | None) -> None:
+        """``dual``: *new* becomes the password and the current one is retained (MySQL
+        8.0.14 and later; MariaDB keeps one password per account and is refused)."""
+        self._change(account, new, current, keep=True)
+
+    def _change(self, account: Account, new: Secret, current: Secret | None, keep: bool) -> None:
         if self.test(account, new):
             return
         if not self._has_admin(account):
-            self._set_own(account, new, current)
+            self._set_own(account, new, current, keep)
             return
         user, host = account.username, self.config.account_host
         with self._admin(new) as conn:
             version = self._version(conn)
-            dual = self._dual(version)
+            dual = self._dual(version, keep)
             clause, arg = self._identified(version, new)
             if not self._exists(conn, user):
                 if not self.config.default_role:
@@ -262,7 +271,7 @@ class MysqlTarget(Target):
             retain = " RETAIN CURRENT PASSWORD" if dual else " ACCOUNT UNLOCK"
             self._run(conn, f"ALTER USER %s@%s {clause}{retain}", user, host, arg)
 
-    def _set_own(self, account: Account, new: Secret, current: Secret | None) -> None:
+    def _set_own(self, account: Account, new: Secret, current: Secret | None, keep: bool) -> None:
         if current is None:
             raise ConfigInvalid(
                 f"{self._where(account.username)}: set admin_user and admin_password, or give "
@@ -271,7 +280,7 @@ class MysqlTarget(Target):
         try:
             with self._connect(account.username, current, new) as conn:
                 version = self._version(conn)
-                dual = self._dual(version)
+                dual = self._dual(version, keep)
                 if version.mariadb:
                     # MariaDB wants CREATE USER for ALTER USER, even on oneself.
                     self._run(conn, "SET PASSWORD = %s", native_password_hash(new.reveal()))
@@ -293,19 +302,19 @@ class MysqlTarget(Target):
         return True
 
     def revoke(self, account: Account, old: Secret) -> None:
-        """``dual``: discard the old password; ``alternating``: lock the old value's user.
+        """Stop *account* accepting *old*: discard it if it is the retained second password
+        (``dual``), else lock the account (``alternating``: the login being retired).
 
-        Under ``single`` the old value stopped working at ``set``: nothing left to do.
+        Nothing to do if *old* no longer logs in (replaced by ``set``, or already revoked).
         """
-        user, host = account.username, self.config.account_host
-        if self.context.strategy == "dual":
-            with self._admin() as conn:
-                if self._dual(self._version(conn)) and self._exists(conn, user):
-                    self._run(conn, "ALTER USER %s@%s DISCARD OLD PASSWORD", user, host)
-            return
         if not self.test(account, old):
-            return  # already locked, or replaced by set
+            return
+        user, host = account.username, self.config.account_host
         with self._admin() as conn:
+            if self._version(conn).dual_passwords:
+                self._run(conn, "ALTER USER %s@%s DISCARD OLD PASSWORD", user, host)
+                if not self.test(account, old):
+                    return
             self._run(conn, "ALTER USER %s@%s ACCOUNT LOCK", user, host)
 
     def ensure(self, account: Account, value: Secret) -> bool:

@@ -135,8 +135,17 @@ class PasswdFileTarget(Target):
         return self._holding(self._check_user(account.username), value) is not None
 
     def set(self, account: Account, new: Secret, current: Secret | None) -> None:
-        """`single`/`alternating`: write the user's line in the first file. `dual`: write the
-        file that does not hold *current*, so both values work until revoke."""
+        """Write the user's line in the file that holds it (the first file if none does)."""
+        user = self._check_user(account.username)
+        with self._locked():
+            if self._holding(user, new) is not None:
+                return
+            path = next((p for p in self.files if user in self._read(p)), self.files[0])
+            self._put(path, user, new)
+
+    def add(self, account: Account, new: Secret, current: Secret | None) -> None:
+        """``dual`` (with ``secondary_path``): write the file that does not hold *current*,
+        so both values work until revoke."""
         user = self._check_user(account.username)
         with self._locked():
             if self._holding(user, new) is not None:
@@ -145,9 +154,12 @@ class PasswdFileTarget(Target):
             if len(self.files) > 1 and current is not None:
                 holder = self._holding(user, current)
                 path = self.files[1] if holder == self.files[0] else self.files[0]
-            entries = self._read(path)
-            entries[user] = _hash(new, self.config.rounds)
-            self._write(path, entries)
+            self._put(path, user, new)
+
+    def _put(self, path: Path, user: str, value: Secret) -> None:
+        entries = self._read(path)
+        entries[user] = _hash(value, self.config.rounds)
+        self._write(path, entries)
 
     def revoke(self, account: Account, old: Secret) -> None:
         """Remove the line that accepts *old* (nothing to do if none does)."""

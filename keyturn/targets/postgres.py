@@ -27,51 +27,28 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import field_validator, model_validator
+from pydantic import model_validator
 
 from keyturn.domain.errors import (
     ConfigInvalid,
-    LiteralSecret,
     PluginMissing,
     TargetRejected,
     TargetUnreachable,
 )
 from keyturn.domain.model import PasswordRules, Secret
+from keyturn.refs import SecretRef
 from keyturn.targets.base import Account, Target, TargetConfig, redact
+from keyturn.targets.common import DSN_UNSAFE, require_admin_password
 from keyturn.targets.pool import IdlePool, digest
 
 if TYPE_CHECKING:
     import psycopg
-
-SECRET_REF_PREFIXES = ("env:", "file:", "keyturn:")
-# Characters that break connection URLs and DSNs when a consumer pastes the value in one.
-DSN_UNSAFE = "@:/?#%'\"\\ "
 
 _REFUSED = (
     "password authentication failed",
     "is not permitted to log in",
     "role has expired",  # VALID UNTIL in the past
 )
-
-
-def check_reference(value: str | None) -> str | None:
-    """Refuse a literal secret in the settings; the error never repeats the value."""
-    if value is not None and not value.startswith(SECRET_REF_PREFIXES):
-        # Not a ValueError: pydantic would copy the input (the secret) into its message.
-        raise LiteralSecret()
-    return value
-
-
-def require_admin_password(config: Any) -> Any:
-    """An `admin_user` without `admin_password` is refused: it would be silently ignored,
-    and keyturn would log in as each account instead (a model validator, after fields)."""
-    if config.admin_user and not config.admin_password:
-        raise ConfigInvalid(
-            f"admin_user {config.admin_user!r} is set without admin_password: add "
-            'admin_password = "env:NAME" (or file:PATH, keyturn:ID), or remove admin_user '
-            "to let keyturn log in as each account with its current password"
-        )
-    return config
 
 
 class PostgresConfig(TargetConfig):
@@ -83,7 +60,7 @@ class PostgresConfig(TargetConfig):
     # The role that changes passwords (superuser, or CREATEROLE with ADMIN on the logins).
     # Without it, `single` logs in as the login itself with its current password.
     admin_user: str | None = None
-    admin_password: str | None = None  # a reference: env:NAME, file:PATH, keyturn:ID
+    admin_password: SecretRef | None = None  # a reference: env:NAME, file:PATH, keyturn:ID
     # alternating: the NOLOGIN role both logins belong to; it owns objects and holds grants.
     owner_role: str | None = None
     connect_timeout: int = 10
@@ -91,7 +68,6 @@ class PostgresConfig(TargetConfig):
     sslrootcert: str | None = None
     scram_iterations: int = 4096
 
-    _ref = field_validator("admin_password")(check_reference)
     _admin = model_validator(mode="after")(require_admin_password)
 
 
@@ -436,7 +412,7 @@ class PostgresTarget(Target):
             return False
         with self._admin(account, None) as conn:
             if self._role(conn, account.username) is not None:
-                if self.context.strategy == "alternating" and self.config.owner_role:
+                if self.config.owner_role:  # alternating (owner_role is its setting)
                     self._adopt(conn, account.username)
                 return False
             self._set_password(conn, account.username, value, create=True)
@@ -482,7 +458,7 @@ class PostgresTarget(Target):
         """`verify`: objects that belong to a login instead of ``owner_role`` (made under
         ``SET ROLE NONE``, or before the login was adopted), out of the other login's reach."""
         owner = self.config.owner_role
-        if self.context.strategy != "alternating" or not owner:
+        if not owner:  # only alternating pairs have an owner role
             return []
         out = []
         with self._admin(account, value) as conn:

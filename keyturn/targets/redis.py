@@ -18,12 +18,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from pydantic import field_validator, model_validator
+from pydantic import model_validator
 
 from keyturn.domain.errors import ConfigInvalid, PluginMissing, TargetRejected, TargetUnreachable
 from keyturn.domain.model import PasswordRules, Secret
+from keyturn.refs import SecretRef
 from keyturn.targets.base import Account, Target, TargetConfig, redact
-from keyturn.targets.postgres import DSN_UNSAFE, check_reference, require_admin_password
+from keyturn.targets.common import DSN_UNSAFE, require_admin_password
 
 # Rules of a user `ensure` creates: every key and channel, everything but administration
 # but the commands Redis marks dangerous (admin ones included: FLUSHALL, KEYS, CONFIG, ACL, ...).
@@ -43,14 +44,13 @@ class RedisConfig(TargetConfig):
     # A user allowed ACL SETUSER/GETUSER (+acl). Without admin_user, admin_password logs in as
     # the `default` user; without either, keyturn logs in as the account with its current value.
     admin_user: str | None = None
-    admin_password: str | None = None  # a reference: env:NAME, file:PATH, keyturn:ID
+    admin_password: SecretRef | None = None  # a reference: env:NAME, file:PATH, keyturn:ID
     # ACL rules of users that `ensure` creates (keys, channels, commands), e.g. "~app:* +@read".
     acl_rules: str = DEFAULT_ACL_RULES
     connect_timeout: float = 10
     tls: bool = False
     tls_ca: str | None = None
 
-    _ref = field_validator("admin_password")(check_reference)
     _admin = model_validator(mode="after")(require_admin_password)
 
 
@@ -164,19 +164,26 @@ class RedisTarget(Target):
     # -- verbs ----------------------------------------------------------------------------
 
     def set(self, account: Account, new: Secret, current: Secret | None) -> None:
-        """``dual``: add *new* beside the current password; ``single``: replace them all.
+        """Replace the user's passwords with *new* (``single``).
 
         Returns at once when the user is enabled and already holds *new*.
         """
+        self._change(account, new, current, keep=False)
+
+    def add(self, account: Account, new: Secret, current: Secret | None) -> None:
+        """Add *new* beside the user's current password (``dual``)."""
+        self._change(account, new, current, keep=True)
+
+    def _change(self, account: Account, new: Secret, current: Secret | None, keep: bool) -> None:
         try:
-            self._set(account, new, current)
+            self._set(account, new, current, keep)
         except TargetRejected:
             # Without an admin keyturn logs in with the current value, which a replay of a
             # `single` set no longer has: the change took effect if *new* logs in.
             if self._has_admin(account) or not self.test(account, new):
                 raise
 
-    def _set(self, account: Account, new: Secret, current: Secret | None) -> None:
+    def _set(self, account: Account, new: Secret, current: Secret | None, keep: bool) -> None:
         digest = password_hash(new.reveal())
         with self._admin(account, current, new) as client:
             user = self._user(client, account.username)
@@ -188,7 +195,7 @@ class RedisTarget(Target):
             if "on" in user.get("flags", []) and digest in user.get("passwords", []):
                 return
             modifiers = ["on", "#" + digest]
-            if self.context.strategy != "dual":
+            if not keep:
                 modifiers.insert(1, "resetpass")
             client.execute_command("ACL", "SETUSER", account.username, *modifiers)
 

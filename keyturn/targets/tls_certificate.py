@@ -41,9 +41,9 @@ from pydantic import Field, field_validator, model_validator
 from keyturn.domain.durations import parse_duration
 from keyturn.domain.errors import TargetRejected, TargetUnreachable
 from keyturn.domain.model import PasswordRules, Secret
+from keyturn.refs import SecretRef
 from keyturn.targets import tls_issue
 from keyturn.targets.base import Account, Target, TargetConfig, TargetContext
-from keyturn.targets.postgres import check_reference
 
 # Handshakes in a row that must get the new certificate before `set` is done.
 SETTLED = 5
@@ -59,12 +59,12 @@ class TlsConfig(TargetConfig):
     acme_directory: str | None = None
     acme_webroot: str | None = None
     acme_ca_file: str | None = None  # trust for the ACME server's own HTTPS (a private CA)
-    acme_account_key: str | None = None  # a reference to the account's PEM private key
+    acme_account_key: SecretRef | None = None  # a reference to the account's PEM private key
     acme_email: str | None = None
     acme_timeout: float = 90
     # local-ca
     ca_cert: str | None = None
-    ca_key: str | None = None  # a reference: keyturn:ID, file:PATH, env:NAME
+    ca_key: SecretRef | None = None  # a reference: keyturn:ID, file:PATH, env:NAME
     validity: str = "90d"
     # files the server reads (chain_file absent: the chain follows the leaf in cert_file)
     cert_file: str
@@ -80,8 +80,6 @@ class TlsConfig(TargetConfig):
     port: int = 443
     ca_file: str | None = None
     timeout: float = 10
-
-    _refs = field_validator("acme_account_key", "ca_key")(check_reference)
 
     @field_validator("validity")
     @classmethod

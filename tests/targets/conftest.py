@@ -36,11 +36,8 @@ class Refs:
         except KeyError:
             raise ReferenceUnresolved(f"no such reference {ref!r}") from None
 
-    def context(self, strategy: str | None = None) -> TargetContext:
-        ctx = TargetContext(resolve=self.resolve)
-        if strategy is not None:
-            ctx.strategy = strategy
-        return ctx
+    def context(self) -> TargetContext:
+        return TargetContext(resolve=self.resolve)
 
 
 @pytest.fixture

@@ -133,7 +133,7 @@ def plugin(aws: Aws, refs: Refs, cls: type[AwsIamKeyTarget] = AwsIamKeyTarget) -
     settings = aws.settings(refs)
     if cls is AwsSesSmtpTarget:
         settings.update(ses_smtp(), smtp_ca_file=_env("KEYTURN_TEST_SES_SMTP_CA"))
-    return cls.from_settings(settings, refs.context("dual"))
+    return cls.from_settings(settings, refs.context())
 
 
 def ses_smtp() -> dict[str, Any]:

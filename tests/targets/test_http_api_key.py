@@ -58,7 +58,7 @@ def api() -> Iterator[KeyApi]:
 
 def plugin(api: KeyApi, refs: Refs, **changes: Any) -> HttpApiKeyTarget:
     refs.add(api.admin_token, "env:KT_KEYAPI_ADMIN")
-    target = HttpApiKeyTarget.from_settings({**settings(api), **changes}, refs.context("dual"))
+    target = HttpApiKeyTarget.from_settings({**settings(api), **changes}, refs.context())
     assert isinstance(target, HttpApiKeyTarget)
     target.sleep = lambda seconds: None  # the double's Retry-After is honoured, not slept
     return target
@@ -85,7 +85,7 @@ def test_the_api_refuses_a_third_key_itself(api: KeyApi, refs: Refs) -> None:
     blind = dict(settings(api))
     del blind["list"]  # no list request: keyturn cannot count, the API must refuse
     refs.add(api.admin_token, "env:KT_KEYAPI_ADMIN")
-    target = HttpApiKeyTarget.from_settings(blind, refs.context("dual"))
+    target = HttpApiKeyTarget.from_settings(blind, refs.context())
     target.create(Account(USER))
     target.create(Account(USER))
     target.create(Account("someone"))  # another owner's keys do not count

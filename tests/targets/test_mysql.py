@@ -17,7 +17,7 @@ from tests.targets.conftest import MysqlSandbox, Refs, new_password
 def target(
     box: MysqlSandbox, refs: Refs, strategy: str | None = None, **extra: object
 ) -> MysqlTarget:
-    plugin = MysqlTarget.from_settings(box.settings(refs, **extra), refs.context(strategy))
+    plugin = MysqlTarget.from_settings(box.settings(refs, **extra), refs.context())
     assert isinstance(plugin, MysqlTarget)
     return plugin
 
@@ -42,22 +42,6 @@ def test_native_hash_is_what_the_server_computes(mysql: MysqlSandbox) -> None:
     with mysql.admin() as conn, conn.cursor() as cur:
         cur.execute("SELECT PASSWORD(%s)", ("s3cret-value",))
         assert cur.fetchone()[0] == native_password_hash("s3cret-value")
-
-
-def test_single_rotation(mysql: MysqlSandbox, refs: Refs) -> None:
-    plugin, app = target(mysql, refs, "single"), Account(mysql.user("app"))
-    old, new = new_password(), new_password()
-    assert plugin.ensure(app, Secret(old)) is True
-    assert plugin.ensure(app, Secret(old)) is False
-    assert plugin.test(app, Secret(old))
-
-    plugin.set(app, Secret(new), Secret(old))
-    plugin.set(app, Secret(new), Secret(old))  # replay
-    assert plugin.test(app, Secret(new))
-    assert not plugin.test(app, Secret(old))
-    plugin.revoke(app, Secret(old))
-    plugin.revoke(app, Secret(old))
-    assert plugin.test(app, Secret(new))
 
 
 def test_single_without_admin_uses_the_current_password(mysql: MysqlSandbox, refs: Refs) -> None:
@@ -115,7 +99,7 @@ def test_dual_on_mariadb_is_refused_clearly(mysql: MysqlSandbox, refs: Refs) -> 
     old = new_password()
     plugin.ensure(app, Secret(old))
     with pytest.raises(ConfigInvalid, match=r"MariaDB.*dual needs MySQL 8\.0\.14"):
-        plugin.set(app, Secret(new_password()), Secret(old))
+        plugin.add(app, Secret(new_password()), Secret(old))
     assert plugin.test(app, Secret(old))  # nothing changed
 
 

@@ -17,7 +17,7 @@ from tests.targets.conftest import RedisSandbox, Refs, new_password
 def target(
     box: RedisSandbox, refs: Refs, strategy: str | None = None, **extra: object
 ) -> RedisTarget:
-    plugin = RedisTarget.from_settings(box.settings(refs, **extra), refs.context(strategy))
+    plugin = RedisTarget.from_settings(box.settings(refs, **extra), refs.context())
     assert isinstance(plugin, RedisTarget)
     return plugin
 
@@ -38,30 +38,6 @@ def test_ensure_creates_the_user_with_the_rules(redis_box: RedisSandbox, refs: R
         assert client.get(redis_box.prefix + "k") == b"v"
 
 
-@pytest.mark.parametrize(
-    ("strategy", "old_works_until_revoke"),
-    [("dual", True), ("single", False)],
-)
-def test_rotation(
-    redis_box: RedisSandbox, refs: Refs, strategy: str, old_works_until_revoke: bool
-) -> None:
-    plugin, app = target(redis_box, refs, strategy), Account(redis_box.user("app"))
-    old, new = new_password(), new_password()
-    plugin.ensure(app, Secret(old))
-
-    plugin.set(app, Secret(new), Secret(old))
-    plugin.set(app, Secret(new), Secret(old))  # replay
-    assert plugin.test(app, Secret(new))
-    assert plugin.test(app, Secret(old)) is old_works_until_revoke
-
-    plugin.revoke(app, Secret(old))
-    plugin.revoke(app, Secret(old))  # replay
-    assert plugin.test(app, Secret(new))
-    assert not plugin.test(app, Secret(old))
-    with redis_box.client() as admin:
-        assert admin.acl_getuser(app.username)["passwords"] == [password_hash(new)]
-
-
 def test_dual_three_rotations_keep_exactly_one_password(
     redis_box: RedisSandbox, refs: Refs
 ) -> None:
@@ -70,7 +46,7 @@ def test_dual_three_rotations_keep_exactly_one_password(
     plugin.ensure(app, Secret(current))
     for _ in range(3):
         new = new_password()
-        plugin.set(app, Secret(new), Secret(current))
+        plugin.add(app, Secret(new), Secret(current))
         assert plugin.test(app, Secret(current)) and plugin.test(app, Secret(new))
         plugin.revoke(app, Secret(current))
         current = new

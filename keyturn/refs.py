@@ -1,4 +1,9 @@
-"""Secret references: `env:NAME`, `file:PATH`, `keyturn:ID`. Never literals."""
+"""Secret references: `env:NAME`, `file:PATH`, `keyturn:ID`. Never literals.
+
+`SecretRef` is the one type of a secret setting, in every plugin's settings model and in the
+inventory; `is_reference` is the one test of what a reference is, and `Resolver` turns one
+into its value.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,11 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Annotated
 
-from keyturn.domain.errors import LiteralSecret, ReferenceUnresolved
+from pydantic import AfterValidator
+
+from keyturn.domain.errors import ConfigInvalid, LiteralSecret, ReferenceUnresolved
 from keyturn.domain.ids import validate_id
 from keyturn.domain.model import Secret
 
@@ -32,7 +40,22 @@ _KNOWN_PREFIXES = (
 
 
 def is_reference(value: object) -> bool:
+    """`env:NAME`, `file:PATH` or `keyturn:ID` with something after the scheme."""
     return isinstance(value, str) and value.startswith(SCHEMES) and len(value.split(":", 1)[1]) > 0
+
+
+def check_reference(value: str) -> str:
+    """Refuse anything but a reference; the error never repeats the value."""
+    if is_reference(value):
+        return value
+    if value in SCHEMES:
+        raise ConfigInvalid(f"{value!r} names nothing: write env:NAME, file:PATH or keyturn:ID")
+    # Not a ValueError: pydantic would copy the input (the secret) into its message.
+    raise LiteralSecret()
+
+
+# A setting that holds a secret, as a reference: `admin_password: SecretRef | None = None`.
+SecretRef = Annotated[str, AfterValidator(check_reference)]
 
 
 def how_to_reference(where: str, key: str) -> str:
