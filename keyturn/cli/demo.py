@@ -108,7 +108,7 @@ def _serve(instance: Keyturn, port: int, say: Callable[[str], None]) -> None:
         code = sessions.create_link(session, token.id)
     base = f"http://127.0.0.1:{port}"
     say(f"dashboard on {base}/: open {base}/signin/link?code={code} to sign in")
-    say("  (that link works once, for 15 minutes; or sign in with the admin token below)")
+    say("  (that link works once, for 15 minutes; or sign in with the token printed next)")
     say(f"API on {base}/api/v1, interactive docs on {base}/api/v1/docs")
     say(f"admin token (shown once): {token.token}")
     say(f"try: curl -H 'Authorization: Bearer {token.token}' {base}/api/v1/credentials")

@@ -230,7 +230,7 @@ def test_missing_driver_names_the_extra(pg: PgSandbox, refs: Refs) -> None:
 
 def _alternating(pg: PgSandbox, refs: Refs, owner: str) -> PostgresTarget:
     settings = pg.settings(refs, owner_role=owner)
-    plugin = PostgresTarget.from_settings(settings, refs.context("alternating"))
+    plugin = PostgresTarget.from_settings(settings, refs.context())
     assert isinstance(plugin, PostgresTarget)
     return plugin
 
