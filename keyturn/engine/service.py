@@ -142,6 +142,8 @@ def abort(app: Keyturn, credential_id: str, *, actor: str, reason: str) -> int:
     if not promoted and rot.new_version is not None:
         _restore_current(app, credential_id)
         issued = _revoke_issued(app, credential_id)
+        # Stores that took the pending value get the current one back (it is what works).
+        issued.update(publish.restore(app, credential_id, actor))
     now = utcnow()
     with app.db.write() as session:
         cred = repo.get_credential(session, credential_id)
