@@ -246,6 +246,7 @@ def verify(
 def _test_target(
     app: Keyturn, cred: Credential, row: TargetRow, current: Version
 ) -> tuple[str, str]:
+    detail = ""
     try:
         target = open_target(app, row, cred.strategy)
         try:
@@ -259,7 +260,7 @@ def _test_target(
                 detail = "; ".join(found)
         finally:
             target.close()
-        return ("in-sync" if ok else "out-of-sync"), ""
+        return ("in-sync" if ok else "out-of-sync"), detail
     except TargetError as exc:
         return "unreachable", exc.message
 
