@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import stat
 
+import pytest
+
 from tests.stores.conftest import INITIAL, Rig
 from tests.support.keyturn import Harness
 
@@ -102,6 +104,7 @@ def test_a_store_declared_later_is_unpublished_until_repair(kt: Harness) -> None
     assert rig.show()["store_sync"][0]["status"] == "in-sync"
 
 
+@pytest.mark.state_db
 def test_an_abort_after_a_store_took_the_new_value_puts_the_current_back(kt: Harness) -> None:
     rig = Rig(kt, 'type = "file"\ndirectory = "secrets"')
     path = kt.home / "secrets" / rig.tenant / "smtp-admin"
