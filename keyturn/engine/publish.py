@@ -296,6 +296,44 @@ def _repair_one(
     return StoreStatus(row.name, "in-sync", view.current.number, "republished")
 
 
+def restore(app: Keyturn, credential_id: str, actor: str) -> dict[str, str]:
+    """An aborted rotation: every store that holds the pending value (about to be
+    abandoned) gets the current one back, check-and-set from what it holds now. Returns what
+    could not be restored (for the abort's audit entry); `verify` shows it as drift."""
+    with app.db.read() as session:
+        cred = repo.get_credential(session, credential_id)
+        current = repo.version_in_state(session, cred.id, VersionState.CURRENT)
+        pending = numbered(app, repo.version_in_state(session, cred.id, VersionState.PENDING))
+        if current is None or pending is None:
+            return {}
+        view = PublishView(
+            cred.id,
+            cred.tenant_id,
+            numbered(app, current),  # type: ignore[arg-type]
+            previous=numbered(app, repo.version_in_state(session, cred.id, VersionState.PREVIOUS)),
+        )
+        rows = _stores(session, cred)
+    left = {}
+    for row in rows:
+        try:
+            with _open(app, row) as store:
+                held = store.held(cred.id, cred.tenant_id)
+                if held is None or not _is(held, pending):
+                    continue
+                new_mark = store.publish(view, held.mark)
+        except STORE_FAILURES as exc:
+            left[f"store_left:{row.name}"] = exc.message
+            continue
+        _record(app, row.name, cred.id, current.number, new_mark)
+    return left
+
+
+def _is(held: Held, version: Numbered) -> bool:
+    if held.value is not None:
+        return held.value.reveal() == version.value.reveal()
+    return held.version == version.number and held.fingerprint in (None, version.fingerprint)
+
+
 def marks(session: Session, credential_id: str) -> list[dict[str, Any]]:
     """The stores of a credential as `show` and the API report them."""
     cred = repo.get_credential(session, credential_id)

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from keyturn.app import Keyturn
 from keyturn.audit import log as audit
 from keyturn.db import repo
-from keyturn.db.models import Credential, Rotation, TargetRow, utcnow
+from keyturn.db.models import Credential, Rotation, TargetRow, Version, utcnow
 from keyturn.domain.errors import (
     Conflict,
     KeyturnError,
@@ -144,6 +144,8 @@ def abort(app: Keyturn, credential_id: str, *, actor: str, reason: str) -> int:
     issued: dict[str, str] = {}
     if not promoted and rot.new_version is not None:
         issued = _restore_current(app, credential_id)
+        # Stores that took the pending value get the current one back (it is what works).
+        issued.update(publish.restore(app, credential_id, actor))
     now = utcnow()
     with app.db.write() as session:
         cred = repo.get_credential(session, credential_id)
@@ -224,12 +226,9 @@ def verify(
     return [_verify_one(app, cred, actor) for cred in creds]
 
 
-def _verify_one(app: Keyturn, cred: Credential, actor: str) -> VerifyResult:
-    with app.db.read() as session:
-        current = repo.version_in_state(session, cred.id, VersionState.CURRENT)
-        row = session.get(TargetRow, cred.target or "")
-    if current is None or row is None:
-        return VerifyResult(cred.id, "no-value", "no current value or no target")
+def _test_target(
+    app: Keyturn, cred: Credential, row: TargetRow, current: Version
+) -> tuple[str, str]:
     detail = ""
     try:
         with open_target(app, row) as target:
@@ -241,9 +240,18 @@ def _verify_one(app: Keyturn, cred: Credential, actor: str) -> VerifyResult:
                 logins = list(cred.usernames) or [current.username or ""]
                 found = findings(logins, account(current), app.vault.reveal(current))
                 detail = "; ".join(found)
-        status = "in-sync" if ok else "out-of-sync"
+        return ("in-sync" if ok else "out-of-sync"), detail
     except TargetError as exc:
-        status, detail = "unreachable", exc.message
+        return "unreachable", exc.message
+
+
+def _verify_one(app: Keyturn, cred: Credential, actor: str) -> VerifyResult:
+    with app.db.read() as session:
+        current = repo.version_in_state(session, cred.id, VersionState.CURRENT)
+        row = session.get(TargetRow, cred.target or "")
+    if current is None or (row is None and not cred.stores):
+        return VerifyResult(cred.id, "no-value", "no current value or no target")
+    status, detail = _test_target(app, cred, row, current) if row else ("in-sync", "")
     stores = tuple(publish.check(app, cred)) if cred.stores else ()
     status, detail = publish.combine(status, detail, stores)
     now = utcnow()

@@ -214,6 +214,11 @@ class VaultStore(Store):
             return None
         custom = meta.get("custom_metadata") or {}
         number = custom.get("keyturn_version", "")
+        if not number.isdigit():  # not labelled by keyturn (imported): compare the value
+            data = self._data(mount, path) or {}
+            value = data.get(self.config.key)
+            found = Secret(value) if isinstance(value, str) else None
+            return Held(None, mark=str(meta["current_version"]), value=found)
         return Held(
             int(number) if number.isdigit() else None,
             fingerprint=custom.get("keyturn_fingerprint"),

@@ -27,6 +27,9 @@ if ! bao_up; then
         -dev-root-token-id="$BAO_TOKEN" -dev-no-store-token \
         >"$BAO_STATE/log" 2>&1 </dev/null) &
     wait_for "OpenBao on 127.0.0.1:$BAO_PORT" bao_up
+fi
+BAO_AUTHS="$(BAO_ADDR="http://127.0.0.1:$BAO_PORT" BAO_TOKEN="$BAO_TOKEN" "$BAO" auth list 2>&1)"
+if [[ "$BAO_AUTHS" != *approle/* ]]; then
     BAO_ADDR="http://127.0.0.1:$BAO_PORT" BAO_TOKEN="$BAO_TOKEN" \
         quiet "$BAO" auth enable approle
 fi

@@ -139,3 +139,25 @@ def test_a_value_changed_in_aws_is_drift(rig: Rig) -> None:
     assert resumed["status"] == "done"
     assert current_value(name) == rig.current()[1]
     assert "changed-by-hand-1" not in written(rig.kt.home)
+
+
+def test_a_kms_key_encrypts_the_secret_keyturn_creates(
+    kt: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boto3
+
+    kms = boto3.client(
+        "kms",
+        region_name=REGION,
+        endpoint_url=need("KEYTURN_TEST_AWS_ENDPOINT"),
+        aws_access_key_id=need("KEYTURN_TEST_AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=need("KEYTURN_TEST_AWS_SECRET_ACCESS_KEY"),
+    )
+    key_id = kms.create_key(Description="keyturn store test")["KeyMetadata"]["KeyId"]
+    monkeypatch.setenv("AWS_KEY_ID", need("KEYTURN_TEST_AWS_ACCESS_KEY_ID"))
+    monkeypatch.setenv("AWS_SECRET", need("KEYTURN_TEST_AWS_SECRET_ACCESS_KEY"))
+    rig = Rig(kt, aws_toml() + f'\nkms_key_id = "{key_id}"')
+    assert rig.rotate()["status"] == "done"
+    described = sm().describe_secret(SecretId=f"{rig.tenant}/smtp-admin")
+    assert key_id in described["KmsKeyId"]
+    assert {"Key": "keyturn:credential", "Value": rig.id} in described["Tags"]

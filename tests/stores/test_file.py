@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import stat
 
-from tests.stores.conftest import Rig
+import pytest
+
+from tests.stores.conftest import INITIAL, Rig
 from tests.support.keyturn import Harness
 
 
@@ -100,3 +102,20 @@ def test_a_store_declared_later_is_unpublished_until_repair(kt: Harness) -> None
     assert kt.cli("verify", rig.id, "--repair").code == 0
     assert (kt.home / "secrets" / rig.tenant / "smtp-admin").read_text() == rig.current()[1]
     assert rig.show()["store_sync"][0]["status"] == "in-sync"
+
+
+@pytest.mark.state_db
+def test_an_abort_after_a_store_took_the_new_value_puts_the_current_back(kt: Harness) -> None:
+    rig = Rig(kt, 'type = "file"\ndirectory = "secrets"')
+    path = kt.home / "secrets" / rig.tenant / "smtp-admin"
+    env = {"KEYTURN_WORKER_ID": "w1"}
+    crashed = kt.spawn(
+        "rotate", rig.id, "--reason", "r", env={**env, "KEYTURN_TEST_CRASH_AT": "publish:stored"}
+    )
+    assert crashed.code == -9, crashed.err
+    assert path.read_text() == rig.versions()["pending"][1]
+    aborted = kt.cli("abort", rig.id, "--reason", "changed my mind", env=env)
+    assert aborted.code == 0, aborted.err
+    assert path.read_text() == INITIAL and (path.parent / "smtp-admin.version").read_text() == "1"
+    assert rig.accepts(INITIAL)
+    assert kt.cli("verify", rig.id).code == 0

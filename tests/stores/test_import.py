@@ -156,7 +156,13 @@ def test_import_from_openbao_links_a_declared_store(
     show = json.loads(kt.cli("show", f"{tenant}/smtp-admin", "--json").out)
     assert show["stores"] == ["bao"]
     assert show["store_sync"][0]["status"] == "in-sync"
-    assert kt.cli("verify", f"{tenant}/smtp-admin", "--json").code == 0
+    verify = kt.cli("verify", f"{tenant}/smtp-admin", "--json")
+    assert verify.code == 0 and json.loads(verify.out)[0]["status"] == "in-sync", verify.out
+    client().secrets.kv.v2.create_or_update_secret(
+        path=f"{tenant}/smtp-admin", secret={"value": "changed-Later-2"}
+    )
+    verify = kt.cli("verify", f"{tenant}/smtp-admin", "--json")
+    assert json.loads(verify.out)[0]["status"] == "store-drift"  # no target: the store still
 
 
 def test_import_from_conjur(kt: Harness, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -82,6 +82,7 @@ def test_three_rotations_publish_value_and_metadata(rig: Rig) -> None:
     assert all(v not in written(rig.kt.home) for v in seen)
 
 
+@pytest.mark.state_db
 def test_a_write_behind_keyturns_back_is_a_conflict_not_overwritten(rig: Rig) -> None:
     assert rig.rotate()["status"] == "done"
     bao = client()
@@ -147,6 +148,7 @@ def test_a_literal_token_is_refused(kt: Harness) -> None:
     assert "hvs.literal-token-1" not in result.err
 
 
+@pytest.mark.state_db
 def test_openbao_down_during_publish_waits_then_finishes(
     kt: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -189,6 +191,7 @@ def test_openbao_down_during_publish_waits_then_finishes(
 
 
 @pytest.mark.slow
+@pytest.mark.state_db
 @pytest.mark.parametrize("point", ["publish:before", "publish:stored", "publish:effect"])
 def test_sigkill_at_publish_then_resume(
     kt: Harness, point: str, monkeypatch: pytest.MonkeyPatch
