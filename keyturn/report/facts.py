@@ -47,7 +47,9 @@ def moment(value: Any) -> datetime | None:
     """A stored time as an aware UTC datetime (stored times are naive UTC)."""
     if value is None:
         return None
-    found: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if isinstance(value, str):  # SQLite's text; parsing with the offset beats replace()
+        return datetime.fromisoformat(value + "+00:00")
+    found: datetime = value
     return found.replace(tzinfo=UTC) if found.tzinfo is None else found.astimezone(UTC)
 
 
@@ -57,7 +59,7 @@ def _when(value: Any) -> datetime:
     return found
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VersionFact:
     number: int
     activated_at: datetime
@@ -66,7 +68,7 @@ class VersionFact:
     expires_at: datetime | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RotationFact:
     trigger: str
     status: str
@@ -77,14 +79,14 @@ class RotationFact:
     wait_until: datetime | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ConsumerFact:
     name: str
     created_at: datetime
     last_seen_at: datetime | None
 
 
-@dataclass
+@dataclass(slots=True)
 class Facts:
     """One credential's history up to the last point; per-point lists are indexed like
     `Loaded.points`."""

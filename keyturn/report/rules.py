@@ -36,7 +36,7 @@ class Rule:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Finding:
     """A rule the credential fails, and why (never a secret: times, names, numbers)."""
 
