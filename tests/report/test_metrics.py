@@ -4,7 +4,7 @@ figures are the JSON report's; labels carry no secret; the route wants a reader'
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -42,8 +42,10 @@ def test_metrics_match_the_json_report(api: Api) -> None:
     for cid, seconds in ages.items():
         assert abs(seconds / 86400 - rows[cid]["age_days"]) <= 0.005
     due = {dict(k)["credential"]: v for k, v in got["keyturn_credential_due_in_seconds"].items()}
+    assert set(due) == {cid for cid, row in rows.items() if row["next_rotation"]}
     for cid, seconds in due.items():
-        assert rows[cid]["next_rotation"] is not None
+        when = datetime.fromisoformat(rows[cid]["next_rotation"].replace("Z", "+00:00"))
+        assert abs(seconds - (when - moment).total_seconds()) < 1e-3
         assert seconds < 0  # 200 days on, everything is overdue
     for tenant, summary in report["by_tenant"].items():
         assert got["keyturn_credentials"][(("tenant", tenant),)] == summary["credentials"]
