@@ -132,7 +132,10 @@ def _day(moment: datetime) -> str:
 
 
 def _age(delta: timedelta) -> str:
-    return format_duration(timedelta(seconds=int(delta.total_seconds())))
+    """Whole days past a day (what a report reader needs), finer below."""
+    if delta.days >= 1:
+        return f"{delta.days}d"
+    return format_duration(timedelta(seconds=max(int(delta.total_seconds()), 0)))
 
 
 # -- checks -----------------------------------------------------------------------------------
@@ -332,6 +335,9 @@ def check(state: State) -> list[Finding]:
     return found
 
 
+_TESTS = tuple((rule.id, test) for rule, test in RULES)
+
+
 def failing(state: State) -> tuple[str, ...]:
     """The ids of the rules *state* fails (what the trend counts)."""
-    return tuple(rule.id for rule, test in RULES if test(state) is not None)
+    return tuple([rule for rule, test in _TESTS if test(state) is not None])
