@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from keyturn.db.models import utcnow
@@ -13,6 +14,9 @@ from keyturn.report import RULE_IDS, build
 from keyturn.report.metrics import exposition
 from tests.api.conftest import CRED, GLOBEX, GLOBEX_PW, OTHER_PW, Api
 from tests.engine.conftest import INITIAL
+
+# On the PostgreSQL pass too: the metrics' queries differ by backend.
+pytestmark = pytest.mark.state_db
 
 
 def samples(text: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
