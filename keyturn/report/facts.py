@@ -270,11 +270,15 @@ def _bucket(points: Sequence[datetime]) -> ColumnElement[int]:
 
 
 def _latest(
-    session: Session, ids: object, points: Sequence[datetime], actions: Sequence[str], flag: object
+    session: Session,
+    ids: object,
+    points: Sequence[datetime],
+    actions: Sequence[str],
+    flag: ColumnElement[Any],
 ) -> Iterator[tuple[str, int, object, datetime]]:
     """(credential, bucket, flag, latest time) over the audit entries of *actions*."""
     bucket = _bucket(points).label("bucket")
-    label = flag.label("flag")  # type: ignore[attr-defined]
+    label = flag.label("flag")
     query = (
         scoped(
             select(AuditEntry.credential_id, bucket, label, raw(func.max(AuditEntry.at))),
