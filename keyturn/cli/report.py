@@ -3,6 +3,7 @@ and `keyturn metrics` (one Prometheus text exposition)."""
 
 from __future__ import annotations
 
+import json
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -15,7 +16,7 @@ from keyturn.cli.commands import Json
 from keyturn.cli.main import app, open_app
 from keyturn.domain.errors import KeyturnError, UsageError
 from keyturn.domain.inputs import parse_moment
-from keyturn.report import RULE_IDS, Report, build
+from keyturn.report import BY_ID, RULE_IDS, Report, build, render
 from keyturn.report.rules import DEFAULT_UNUSED_DAYS
 
 
@@ -49,7 +50,7 @@ def _table(report: Report) -> None:
         f"compliance at {output.when(report.at)}: {total.compliant} of {total.credentials} "
         f"credentials pass every rule ({total.percent:g}%)",
         ["rule", "failing", "explanation"],
-        [(r, total.findings[r], _explanation(r)) for r in RULE_IDS],
+        [(r, total.findings[r], BY_ID[r].explanation) for r in RULE_IDS],
     )
     output.table(
         "credentials",
@@ -85,21 +86,11 @@ def _table(report: Report) -> None:
     )
 
 
-def _explanation(rule: str) -> str:
-    from keyturn.report import BY_ID
-
-    return BY_ID[rule].explanation
-
-
 def _text(report: Report, form: Format) -> str:
-    from keyturn.report import render
-
     if form == Format.csv:
         return render.to_csv(report)
     if form == Format.html:
         return render.to_html(report)
-    import json
-
     return json.dumps(report.to_dict(), indent=2) + "\n"
 
 

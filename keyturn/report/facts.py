@@ -23,7 +23,6 @@ from sqlalchemy import (
     case,
     func,
     literal,
-    or_,
     select,
     type_coerce,
 )
@@ -35,6 +34,8 @@ from keyturn.db.models import AuditEntry, Consumer, Credential, Rotation, Versio
 USE_ACTIONS = ("secret.read", "consumer.report")
 # Audit actions that say whether the target accepts the current value.
 SYNC_ACTIONS = ("credential.verify", "rotation.promote")
+# Audit actions after which a store holds a version.
+PUBLISH_ACTIONS = ("rotation.publish", "store.repair")
 
 
 def raw(column: Any) -> Any:
@@ -47,7 +48,9 @@ def moment(value: Any) -> datetime | None:
     """A stored time as an aware UTC datetime (stored times are naive UTC)."""
     if value is None:
         return None
-    found: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if isinstance(value, str):  # SQLite's text; parsing with the offset beats replace()
+        return datetime.fromisoformat(value + "+00:00")
+    found: datetime = value
     return found.replace(tzinfo=UTC) if found.tzinfo is None else found.astimezone(UTC)
 
 
@@ -57,7 +60,7 @@ def _when(value: Any) -> datetime:
     return found
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VersionFact:
     number: int
     activated_at: datetime
@@ -66,7 +69,7 @@ class VersionFact:
     expires_at: datetime | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RotationFact:
     trigger: str
     status: str
@@ -77,14 +80,14 @@ class RotationFact:
     wait_until: datetime | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ConsumerFact:
     name: str
     created_at: datetime
     last_seen_at: datetime | None
 
 
-@dataclass
+@dataclass(slots=True)
 class Facts:
     """One credential's history up to the last point; per-point lists are indexed like
     `Loaded.points`."""
@@ -104,8 +107,9 @@ class Facts:
     consumers: list[ConsumerFact] = field(default_factory=list)
     # Latest use at or before each point (None: none yet).
     used: list[datetime | None] = field(default_factory=list)
-    # Latest sync evidence at or before each point: (when, accepted?).
-    synced: list[tuple[datetime, bool] | None] = field(default_factory=list)
+    # Latest sync evidence at or before each point: (when, verify status), the status one of
+    # in-sync, out-of-sync, unreachable, store-drift (the target accepts, a store does not).
+    synced: list[tuple[datetime, str] | None] = field(default_factory=list)
     # (store, version, when) for every publish up to the last point.
     published: list[tuple[str, int, datetime]] = field(default_factory=list)
 
@@ -266,11 +270,15 @@ def _bucket(points: Sequence[datetime]) -> ColumnElement[int]:
 
 
 def _latest(
-    session: Session, ids: object, points: Sequence[datetime], actions: Sequence[str], flag: object
+    session: Session,
+    ids: object,
+    points: Sequence[datetime],
+    actions: Sequence[str],
+    flag: ColumnElement[Any],
 ) -> Iterator[tuple[str, int, object, datetime]]:
     """(credential, bucket, flag, latest time) over the audit entries of *actions*."""
     bucket = _bucket(points).label("bucket")
-    label = flag.label("flag")  # type: ignore[attr-defined]
+    label = flag.label("flag")
     query = (
         scoped(
             select(AuditEntry.credential_id, bucket, label, raw(func.max(AuditEntry.at))),
@@ -312,30 +320,32 @@ def _uses(
 def _syncs(
     session: Session, facts: dict[str, Facts], ids: object, points: Sequence[datetime]
 ) -> None:
-    ok = case(
-        (or_(AuditEntry.action == "rotation.promote", AuditEntry.outcome == "ok"), literal(1)),
-        else_=literal(0),
+    # A promotion proves the target takes the new value; a verify records what it found.
+    status = case(
+        (AuditEntry.action == "rotation.promote", literal("in-sync")),
+        else_=AuditEntry.details["status"].as_string(),
     )
-    for cred, index, flag, at in _latest(session, ids, points, SYNC_ACTIONS, ok):
+    for cred, index, found, at in _latest(session, ids, points, SYNC_ACTIONS, status):
         if cred not in facts:
             continue
         synced = facts[cred].synced
         seen = synced[index]
-        # The later evidence wins; at the same instant, a refusal wins.
-        if seen is None or at > seen[0] or (at == seen[0] and not flag):
-            synced[index] = (at, bool(flag))
+        # The later evidence wins; at the same instant, a problem wins over in-sync.
+        if seen is None or at > seen[0] or (at == seen[0] and found != "in-sync"):
+            synced[index] = (at, str(found or "unknown"))
     for fact in facts.values():
         _carry(fact.synced)  # type: ignore[arg-type]
 
 
 def _publishes(session: Session, facts: dict[str, Facts], ids: object, last: datetime) -> None:
+    """What each store received: a rotation's publish step (its stores) or a repair (one)."""
     query = select(AuditEntry.credential_id, AuditEntry.details, AuditEntry.at).where(
-        AuditEntry.action == "rotation.publish", AuditEntry.at <= last
+        AuditEntry.action.in_(PUBLISH_ACTIONS), AuditEntry.at <= last
     )
     for cred, details, at in session.execute(scoped(query, AuditEntry.credential_id, ids)):
         version = details.get("version")
-        if cred not in facts:
+        if cred not in facts or not isinstance(version, int):
             continue
-        if isinstance(version, int):
-            for store in details.get("stores") or ():
-                facts[cred].published.append((str(store), version, at))
+        stores = details.get("stores") or ([details["store"]] if details.get("store") else [])
+        for store in stores:
+            facts[cred].published.append((str(store), version, at))

@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from keyturn.app import Keyturn
-from keyturn.db.models import AuditEntry, Consumer, Notice, Rotation, Version, utcnow
+from keyturn.db.models import AuditEntry, Consumer, Credential, Notice, Rotation, Version, utcnow
 from keyturn.domain.model import ACTIVE_STATUSES
 from keyturn.report import Report, build
 from keyturn.report.rules import RULE_IDS
@@ -111,8 +111,6 @@ def rotation_metrics(session: Session, tenant: str | None) -> Iterator[Metric]:
     the rotations in progress (from the rotations table)."""
     rotations = select(Rotation.id, Rotation.trigger, Rotation.started_at)
     if tenant:
-        from keyturn.db.models import Credential
-
         rotations = rotations.join(Credential, Credential.id == Rotation.credential_id).where(
             Credential.tenant_id == tenant
         )
@@ -188,8 +186,6 @@ def _active(session: Session, tenant: str | None) -> Metric:
         .group_by(Rotation.status)
     )
     if tenant:
-        from keyturn.db.models import Credential
-
         query = query.join(Credential, Credential.id == Rotation.credential_id).where(
             Credential.tenant_id == tenant
         )
@@ -201,8 +197,6 @@ def _active(session: Session, tenant: str | None) -> Metric:
 
 def outbox_metrics(session: Session, tenant: str | None) -> Iterator[Metric]:
     """Notices by status, the outbox's depth (still to deliver), lagging consumers."""
-    from keyturn.db.models import Credential
-
     notices = GaugeMetricFamily(
         "keyturn_notices", "Notices in the outbox, by status.", labels=["status"]
     )

@@ -33,8 +33,9 @@ COLUMNS = (
     "compliant",
     "findings",
 )
-# A spreadsheet runs a cell that starts with one of these as a formula.
+# A spreadsheet runs a cell that starts with one of these as a formula; free text is quoted.
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
+_FREE_TEXT = (COLUMNS.index("owner"), COLUMNS.index("purpose"))
 
 
 def _number(value: float | None) -> str:
@@ -71,7 +72,7 @@ def to_csv(report: Report) -> str:
         # Owner and purpose are free text: keep a spreadsheet from running them.
         writer.writerow(
             [
-                f"'{c}" if i in (3, 4) and c.startswith(_FORMULA) else c
+                f"'{c}" if i in _FREE_TEXT and c.startswith(_FORMULA) else c
                 for i, c in enumerate(cells(row))
             ]
         )

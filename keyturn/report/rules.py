@@ -36,7 +36,7 @@ class Rule:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Finding:
     """A rule the credential fails, and why (never a secret: times, names, numbers)."""
 
@@ -57,7 +57,8 @@ class State:
     previous: VersionFact | None
     due_at: datetime | None  # when the current version is due
     last_used: datetime | None  # the latest read or consumer heartbeat
-    sync: str | None  # in-sync | out-of-sync | unverified (None: no target or value)
+    # in-sync | out-of-sync | unreachable | store-drift | unverified (None: no target or value)
+    sync: str | None
     rotations: list[RotationFact]  # started by *at*, oldest first
 
 
@@ -79,9 +80,7 @@ def _sync(facts: Facts, current: VersionFact | None, index: int) -> str | None:
     if current is None or not facts.target:
         return None
     seen = facts.synced[index]
-    if seen is None:
-        return "unverified"
-    return "in-sync" if seen[1] else "out-of-sync"
+    return "unverified" if seen is None else seen[1]
 
 
 def state_at(facts: Facts, policy: Policy, at: datetime, index: int, unused_days: int) -> State:
@@ -132,7 +131,10 @@ def _day(moment: datetime) -> str:
 
 
 def _age(delta: timedelta) -> str:
-    return format_duration(timedelta(seconds=int(delta.total_seconds())))
+    """Whole days past a day (what a report reader needs), finer below."""
+    if delta.days >= 1:
+        return f"{delta.days}d"
+    return format_duration(timedelta(seconds=max(int(delta.total_seconds()), 0)))
 
 
 # -- checks -----------------------------------------------------------------------------------
@@ -198,13 +200,15 @@ def has_consumer(s: State) -> Why | None:
 
 def in_sync(s: State) -> Why | None:
     sync = s.sync
-    if sync in (None, "in-sync"):
+    if sync in (None, "in-sync", "store-drift"):  # store drift: the target itself accepts
         return None
     if sync == "unverified":
         return lambda: "never verified: run `keyturn verify ID`"
     seen = s.facts.synced[s.index]
     assert seen is not None
-    return lambda: f"the target refused the current value at {_day(seen[0])}"
+    if sync == "out-of-sync":
+        return lambda: f"the target refused the current value at {_day(seen[0])}"
+    return lambda: f"the last verify ({_day(seen[0])}) found it {sync}"
 
 
 def store_in_sync(s: State) -> Why | None:
@@ -215,9 +219,13 @@ def store_in_sync(s: State) -> Why | None:
         store for store, version, when in s.facts.published if version == number and when <= s.at
     }
     missing = [store for store in s.facts.stores if store not in held]
-    if not missing:
-        return None
-    return lambda: f"store(s) {', '.join(missing)} do not hold version {number}"
+    if missing:
+        return lambda: f"store(s) {', '.join(missing)} do not hold version {number}"
+    if s.sync == "store-drift":
+        seen = s.facts.synced[s.index]
+        assert seen is not None
+        return lambda: f"the last verify ({_day(seen[0])}) found a store out of sync"
+    return None
 
 
 def grace_end(s: State) -> datetime | None:
@@ -332,6 +340,9 @@ def check(state: State) -> list[Finding]:
     return found
 
 
+_TESTS = tuple((rule.id, test) for rule, test in RULES)
+
+
 def failing(state: State) -> tuple[str, ...]:
     """The ids of the rules *state* fails (what the trend counts)."""
-    return tuple(rule.id for rule, test in RULES if test(state) is not None)
+    return tuple([rule for rule, test in _TESTS if test(state) is not None])

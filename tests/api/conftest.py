@@ -76,7 +76,7 @@ class Api:
         headers = dict(kwargs.pop("headers", {}))
         if who is not None:
             headers["Authorization"] = f"Bearer {self.tokens.get(who, who)}"
-        url = path if path.startswith("/api/") else f"/api/v1{path}"
+        url = path if path.startswith(("/api/", "/metrics")) else f"/api/v1{path}"
         response = self.client.request(method, url, headers=headers, **kwargs)
         self.responses.append(response)
         return response

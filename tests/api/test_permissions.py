@@ -38,6 +38,7 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/api/v1/audit/verify"): {"admin", "auditor"},
     ("POST", "/api/v1/audit/verify"): {"admin", "auditor"},
     ("GET", "/api/v1/audit/checkpoint"): {"admin", "auditor"},
+    ("GET", "/metrics"): READ,
     ("POST", "/api/v1/tokens"): ADMIN,
     ("GET", "/api/v1/tokens"): ADMIN,
     ("DELETE", "/api/v1/tokens/{token_id}"): ADMIN,

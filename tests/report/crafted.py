@@ -174,8 +174,10 @@ class Craft:
         with self.app.db.write() as session:
             self._audit(session, cid, "secret.read", at, version=1)
 
-    def verify(self, cid: str, at: datetime, *, ok: bool = True) -> None:
-        status = "in-sync" if ok else "out-of-sync"
+    def verify(self, cid: str, at: datetime, *, ok: bool = True, status: str = "") -> None:
+        """A `keyturn verify` entry as keyturn.engine.service writes it."""
+        status = status or ("in-sync" if ok else "out-of-sync")
+        ok = status == "in-sync"
         with self.app.db.write() as session:
             self._audit(
                 session,
@@ -189,6 +191,11 @@ class Craft:
     def publish(self, cid: str, at: datetime, version: int, stores: list[str]) -> None:
         with self.app.db.write() as session:
             self._audit(session, cid, "rotation.publish", at, version=version, stores=stores)
+
+    def repair(self, cid: str, at: datetime, version: int, store: str) -> None:
+        """`keyturn verify --repair`: the store gets the current version again."""
+        with self.app.db.write() as session:
+            self._audit(session, cid, "store.repair", at, version=version, store=store)
 
     def consumer(
         self, cid: str, name: str, created: datetime, last_seen: datetime | None = None

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from keyturn.report import Report, build
 from tests.report.crafted import Craft, day
 from tests.support.keyturn import Harness
 
 SECOND = timedelta(seconds=1)
+
+# On the PostgreSQL pass too: the report's queries (buckets, JSON, raw times) differ by backend.
+pytestmark = pytest.mark.state_db
 
 
 def fails(kt: Harness, cid: str, rule: str, at: object, **kwargs: object) -> bool:
@@ -207,3 +212,23 @@ def test_the_trend_shortcut_gives_what_checking_every_point_gives(
                     want[rule] += 1
             assert got.summary.findings == want, point
             assert got.summary.credentials == len(present)
+
+
+def test_store_drift_found_by_verify_and_a_repair(kt: Harness, craft: Craft) -> None:
+    craft.credential("acme/d", stores=("env",))
+    craft.publish("acme/d", day(0), 1, ["env"])
+    craft.verify("acme/d", day(5), status="store-drift")  # the target accepts; the store not
+    assert not fails(kt, "acme/d", "store-in-sync", day(5) - SECOND)
+    assert fails(kt, "acme/d", "store-in-sync", day(5))
+    assert not fails(kt, "acme/d", "in-sync", day(5))
+    craft.verify("acme/d", day(7), status="unreachable")
+    assert fails(kt, "acme/d", "in-sync", day(7))
+    report = build(kt.app, at=day(7), trend_weeks=1)
+    assert report.rows[0].sync == "unreachable"
+    assert "found it unreachable" in next(
+        f.detail for f in report.rows[0].findings if f.rule == "in-sync"
+    )
+    craft.credential("acme/r", stores=("env",))  # imported, never published
+    assert fails(kt, "acme/r", "store-in-sync", day(1))
+    craft.repair("acme/r", day(2), 1, "env")
+    assert not fails(kt, "acme/r", "store-in-sync", day(2))
