@@ -12,8 +12,10 @@ from datetime import timedelta
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from keyturn import auth
 from keyturn.db.models import Credential, Rotation, WebSession, utcnow
 from keyturn.web import sessions
+from tests.support.keyturn import Harness
 from tests.web.conftest import CRED, GLOBEX, OTHER, Api, csrf_of, sign_in, wait_for
 
 
@@ -328,3 +330,21 @@ def test_emergency_rotation_by_an_admin(api: Api) -> None:
     wait_for(lambda: 'data-status="done"' in api.client.get(url).text, "the rotation")
     versions = api.call("admin", "GET", f"/credentials/{CRED}/versions").json()
     assert [v["state"] for v in versions] == ["current", "retired"]
+
+
+def test_credential_page_shows_what_each_store_was_given(kt: Harness) -> None:
+    """A dotenv store: the page says which version the last rotation published to it."""
+    from keyturn.api import create_app
+    from keyturn.domain.model import Trigger
+    from keyturn.engine import service
+    from tests.engine.conftest import Setup
+
+    Setup(kt, "single", stores=True)
+    done = service.rotate(kt.app, CRED, trigger=Trigger.MANUAL, actor="test", reason="r")
+    assert done.status == "done"
+    with kt.app.db.write() as session:
+        token = auth.create_token(session, "auditor").token
+    with TestClient(create_app(kt.app)) as client:
+        sign_in(client, token)
+        page = client.get(f"/credentials/{CRED}").text
+    assert re.search(r"<strong>env</strong>: version 2 published \d{4}-\d\d-\d\d", page)
