@@ -94,17 +94,18 @@ def start(
 def rotate(
     app: Keyturn, credential_id: str, *, trigger: Trigger, actor: str, reason: str = ""
 ) -> Outcome:
-    return run(app, start(app, credential_id, trigger=trigger, actor=actor, reason=reason))
+    return Runner(app, start(app, credential_id, trigger=trigger, actor=actor, reason=reason)).run()
 
 
 def run(app: Keyturn, rotation_id: int) -> Outcome:
-    """Run a rotation just started on someone's request (the API, the dashboard).
+    """Run a rotation started by a request to `keyturn serve` (the API, the dashboard).
 
     Its lease holder is a name of its own, not the process's worker id: `serve
     --with-worker` runs a worker in the same process, and a worker that claimed the rotation
     first must not find the request's runner passing as itself (a lease is re-entrant for
     its owner), or both would run the same steps at once. The loser gets
-    RotationInProgress and the worker carries on."""
+    RotationInProgress and the worker carries on. (The CLI keeps the worker id: a `keyturn
+    resume` with the same KEYTURN_WORKER_ID takes a crashed run's lease back at once.)"""
     return Runner(app, rotation_id, owner=f"{app.worker_id}/{secrets.token_hex(4)}").run()
 
 
