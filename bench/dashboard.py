@@ -86,7 +86,7 @@ def populate(app: Keyturn, count: int) -> None:
                     "state": "current",
                     "ciphertext": b"-",
                     "data_key_id": "-",
-                    "fingerprint": "hmac-sha256:" + "0" * 64,
+                    "fingerprint": "0" * 64,
                     "created_at": now - timedelta(days=age),
                     "activated_at": now - timedelta(days=age),
                 }

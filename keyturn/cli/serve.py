@@ -1,4 +1,4 @@
-"""`keyturn serve`: the REST API on uvicorn."""
+"""`keyturn serve`: the dashboard and the REST API on uvicorn."""
 
 from __future__ import annotations
 
@@ -153,7 +153,7 @@ def serve(
         ),
     ] = 1,
 ) -> None:
-    """Serve the REST API (/api/v1, OpenAPI at /api/v1/openapi.json) until interrupted."""
+    """Serve the dashboard (/) and the REST API (/api/v1) until interrupted."""
     instance = open_app(ctx)  # checks the database and keys (and migrates) before serving
     if host not in LOOPBACK:
         output.errors.print(

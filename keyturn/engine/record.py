@@ -56,11 +56,14 @@ class Record:
 
     credential_id: str  # known once `run` has read the row
 
-    def __init__(self, app: Keyturn, rotation_id: int, *, force: bool = False) -> None:
+    def __init__(
+        self, app: Keyturn, rotation_id: int, *, force: bool = False, owner: str | None = None
+    ) -> None:
+        """*owner* names the lease holder (default: the process's worker id)."""
         self.app = app
         self.db = app.db
         self.id = rotation_id
-        self.owner = app.worker_id
+        self.owner = owner or app.worker_id
         self.force = force
         self._target: Target | None = None
         self._strategy: RotationStrategy | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -97,6 +98,18 @@ def rotate(
     app: Keyturn, credential_id: str, *, trigger: Trigger, actor: str, reason: str = ""
 ) -> Outcome:
     return Runner(app, start(app, credential_id, trigger=trigger, actor=actor, reason=reason)).run()
+
+
+def run(app: Keyturn, rotation_id: int) -> Outcome:
+    """Run a rotation started by a request to `keyturn serve` (the API, the dashboard).
+
+    Its lease holder is a name of its own, not the process's worker id: `serve
+    --with-worker` runs a worker in the same process, and a worker that claimed the rotation
+    first must not find the request's runner passing as itself (a lease is re-entrant for
+    its owner), or both would run the same steps at once. The loser gets
+    RotationInProgress and the worker carries on. (The CLI keeps the worker id: a `keyturn
+    resume` with the same KEYTURN_WORKER_ID takes a crashed run's lease back at once.)"""
+    return Runner(app, rotation_id, owner=f"{app.worker_id}/{secrets.token_hex(4)}").run()
 
 
 def active_rotations(app: Keyturn, credential_id: str | None = None) -> Sequence[Rotation]:
@@ -278,7 +291,7 @@ def _verify_one(app: Keyturn, cred: Credential, actor: str) -> VerifyResult:
     return VerifyResult(cred.id, status, detail, stores)
 
 
-__all__ = ["TargetError", "abort", "resume", "rotate", "start", "verify"]
+__all__ = ["TargetError", "abort", "resume", "rotate", "run", "start", "verify"]
 
 
 def report_consumer(

@@ -1,8 +1,8 @@
 """Rotate Credentials Now (and Emergency rotate), with the progress of the rotation.
 
 The rotation goes through the engine's service exactly as the API's rotate route does
-(`service.start`, then the engine's `Runner`), with the same permission checks; only the
-run happens in a background thread, so that the page can show its steps as they are done.
+(`service.start`, then `service.run`), with the same permission checks; only the run
+happens in a background thread, so that the page can show its steps as they are done.
 Should a worker (`serve --with-worker`) claim the rotation's lease first, the worker runs
 it and the page shows the same progress, read from the rotation's row.
 """
@@ -21,7 +21,6 @@ from keyturn.app import Keyturn
 from keyturn.domain.errors import Forbidden, KeyturnError
 from keyturn.domain.model import Trigger
 from keyturn.engine import service
-from keyturn.engine.protocol import Runner
 from keyturn.web import detail
 from keyturn.web.common import HEADERS, Posted, Seen, Viewer, is_fragment, keyturn_of, render
 
@@ -32,7 +31,7 @@ runs = ThreadPoolExecutor(max_workers=4, thread_name_prefix="keyturn-web-rotatio
 
 def _run(app: Keyturn, rotation_id: int) -> None:
     try:
-        Runner(app, rotation_id).run()
+        service.run(app, rotation_id)
     except KeyturnError as exc:  # e.g. a worker holds the lease: it runs the rotation
         log.info("rotation %s not run here: %s", rotation_id, exc.code)
     except Exception as exc:  # the page shows the rotation's row; the log says what broke

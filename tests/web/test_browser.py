@@ -55,6 +55,7 @@ class Seen:
 
     texts: list[str] = field(default_factory=list)
     console: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # console errors (a CSP refusal, a bug)
 
     def response(self, response: Response) -> None:
         self.texts.append("".join(f"{k}: {v}\n" for k, v in response.all_headers().items()))
@@ -63,6 +64,8 @@ class Seen:
 
     def message(self, message: ConsoleMessage) -> None:
         self.console.append(message.text)
+        if message.type == "error":
+            self.errors.append(message.text)
 
 
 @dataclass
@@ -87,7 +90,7 @@ def web(api: Api, browser: Browser, tmp_path: Path) -> Iterator[Session]:
         seen = Seen()
         page.on("response", seen.response)
         page.on("console", seen.message)
-        page.on("pageerror", lambda exc: seen.console.append(str(exc)))
+        page.on("pageerror", lambda exc: seen.errors.append(str(exc)))
         yield Session(page, base, seen, tmp_path)
         context.close()
 
@@ -106,6 +109,7 @@ def no_leaks(api: Api, web: Session) -> None:
     everything = "\n".join(web.seen.texts + web.seen.console)
     assert not [v for v in values if v in everything]
     assert not [t for t in api.tokens.values() if t in everything]
+    assert web.seen.errors == []
 
 
 def test_sign_in_filter_open_rotate_and_see_the_new_version(api: Api, web: Session) -> None:
@@ -264,3 +268,4 @@ def test_screenshots_at_desktop_and_phone_width(
         }
     everything = "\n".join(web.seen.texts + web.seen.console)
     assert len(values) == 4 and not [v for v in values if v in everything]
+    assert web.seen.errors == []

@@ -12,8 +12,10 @@ from datetime import timedelta
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from keyturn import auth
 from keyturn.db.models import Credential, Rotation, WebSession, utcnow
 from keyturn.web import sessions
+from tests.support.keyturn import Harness
 from tests.web.conftest import CRED, GLOBEX, OTHER, Api, csrf_of, sign_in, wait_for
 
 
@@ -328,3 +330,46 @@ def test_emergency_rotation_by_an_admin(api: Api) -> None:
     wait_for(lambda: 'data-status="done"' in api.client.get(url).text, "the rotation")
     versions = api.call("admin", "GET", f"/credentials/{CRED}/versions").json()
     assert [v["state"] for v in versions] == ["current", "retired"]
+
+
+def test_credential_page_shows_what_each_store_was_given(kt: Harness) -> None:
+    """A dotenv store: the page says which version the last rotation published to it."""
+    from keyturn.api import create_app
+    from keyturn.domain.model import Trigger
+    from keyturn.engine import service
+    from tests.engine.conftest import Setup
+
+    Setup(kt, "single", stores=True)
+    done = service.rotate(kt.app, CRED, trigger=Trigger.MANUAL, actor="test", reason="r")
+    assert done.status == "done"
+    with kt.app.db.write() as session:
+        token = auth.create_token(session, "auditor").token
+    with TestClient(create_app(kt.app)) as client:
+        sign_in(client, token)
+        page = client.get(f"/credentials/{CRED}").text
+    assert re.search(r"<strong>env</strong>: version 2 published \d{4}-\d\d-\d\d", page)
+
+
+def test_over_https_the_cookie_is_secure(api: Api) -> None:
+    client = TestClient(api.client.app, base_url="https://keyturn.example")
+    form = client.get("/signin")
+    answer = client.post(
+        "/signin",
+        data={"token": api.tokens["admin"], "csrf": csrf_of(form.text)},
+        follow_redirects=False,
+    )
+    cookie = next(c for c in answer.headers.get_list("set-cookie") if c.startswith(sessions.COOKIE))
+    assert "Secure" in cookie and "HttpOnly" in cookie
+
+
+def test_an_expired_session_leads_back_to_sign_in(api: Api) -> None:
+    sign_in(api.client, api.tokens["admin"])
+    with api.kt.app.db.write() as session:
+        for row in session.execute(select(WebSession)).scalars():
+            row.expires_at = utcnow() - timedelta(seconds=1)
+    answer = api.client.get(f"/credentials/{CRED}", follow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["location"].startswith("/signin")
+    fragment = api.client.get(
+        f"/credentials/{CRED}/rotations/1/progress", headers={"X-Keyturn-Fragment": "1"}
+    )
+    assert fragment.status_code == 401 and "sign in again" in fragment.text

@@ -42,9 +42,10 @@ def rotate(app: App, who: Operator, credential_id: CredentialId, body: s.RotateI
         raise Forbidden(f"a {who.role} token may not start an emergency rotation")
     _check(app, who, credential_id)
     trigger = Trigger.EMERGENCY if body.emergency else Trigger.MANUAL
-    outcome = service.rotate(
+    started = service.start(
         app, credential_id, trigger=trigger, actor=who.actor, reason=body.reason
     )
+    outcome = service.run(app, started)
     return views.outcome(outcome)
 
 
