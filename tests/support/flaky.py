@@ -64,6 +64,16 @@ class FlakyTarget(PasswdFileTarget):
         self._save(".calls", calls)
 
     def set(self, account: Account, new: Secret, current: Secret | None) -> None:
+        self._faults(account, new, current)
+        super().set(account, new, current)
+
+    def add(self, account: Account, new: Secret, current: Secret | None) -> None:
+        """``dual`` writes the new value with `add`: the same faults as `set` (the step is
+        called `set` in the protocol either way)."""
+        self._faults(account, new, current)
+        super().add(account, new, current)
+
+    def _faults(self, account: Account, new: Secret, current: Secret | None) -> None:
         self._count("set")
         modes = self._modes()
         if modes.get("set") == "reject":
@@ -79,7 +89,6 @@ class FlakyTarget(PasswdFileTarget):
             if current is None or _digest(current) not in refused:  # not a restore
                 refused[_digest(new)] = True
                 self._save(".refused", refused)
-        super().set(account, new, current)
 
     def test(self, account: Account, value: Secret) -> bool:
         self._count("test")
