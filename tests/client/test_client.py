@@ -121,3 +121,27 @@ def test_async_twin_falls_back_and_reports(served: Served) -> None:
 
     assert asyncio.run(scenario()) == ["ok"] * 3
     assert _consumer(served, "async-app") == (2, 1)
+
+
+def test_rotations_faster_than_one_try_are_caught_up_with(served: Served) -> None:
+    """A rotation finishes during each of the first two tries: the refreshed value is
+    refused by then too; the client asks again rather than give up."""
+    client = Client(served.url, served.token, watch=False, auth_failure=refused)
+    try:
+        client.get(CRED)
+        versions: list[int | None] = []
+
+        def login(value: object) -> str:
+            versions.append(getattr(value, "version", None))
+            if len(versions) <= 2:  # this try loses the race against a whole rotation
+                runner = served.rotation()
+                steps = (runner._create, runner._set, runner._test, runner._publish)
+                for step in (*steps, runner._finish, runner._wait, runner._revoke):
+                    step()
+                runner.target.close()
+            return served.login(getattr(value, "value", ""))
+
+        assert client.use(CRED, login) == "ok"
+        assert versions == [1, 2, 3]
+    finally:
+        client.close()
