@@ -483,7 +483,9 @@ def measure(kt: Keyturn, kind: str, strategy: str, args: argparse.Namespace) -> 
         with Load(kt, kind, strategy, args.threads) as load:
             time.sleep(args.idle)
             load.rotating.set()
-            for _ in range(args.rotations):
+            for number in range(args.rotations):
+                if number and args.pause:
+                    time.sleep(args.pause)  # real rotations are days apart, not back to back
                 rotate_until_done(app, load.id, load.result)
             time.sleep(1)  # the operations in flight at the last revoke
             load.rotating.clear()
@@ -534,6 +536,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4, help="client threads per credential")
     parser.add_argument("--idle", type=float, default=3.0, help="seconds of idle load first")
     parser.add_argument("--only", default="", help="e.g. postgres:single,redis:dual")
+    parser.add_argument(
+        "--pause", type=float, default=0.0, help="seconds between rotations (0: back to back)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="each result as it ends")
     args = parser.parse_args()
     results = run(args)
