@@ -313,6 +313,7 @@ def keyturn(combos: list[tuple[str, str]]) -> Iterator[Keyturn]:
     environ.update(
         {k: v for k, v in os.environ.items() if k.startswith("KEYTURN_TEST_")},
         KEYTURN_DB=f"sqlite:///{home / 'keyturn.db'}",
+        KEYTURN_RETRY_BASE_SECONDS="1",
         KEYTURN_MASTER_KEY=base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("="),
         BENCH_INITIAL=f"Bench-{secrets.token_urlsafe(18)}",
         BENCH_PG_ADMIN=os.environ.get("KEYTURN_TEST_SCRAM_PG_PASSWORD", ""),
@@ -384,6 +385,7 @@ class Result:
     busy: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     revoke_waits: list[float] = field(default_factory=list)
+    retries: list[str] = field(default_factory=list)  # rotation steps a target failed
 
     @staticmethod
     def p99(latencies: list[float]) -> float:
@@ -443,7 +445,8 @@ class Load:
 
 
 def rotate_until_done(app: Any, credential_id: str, result: Result) -> None:
-    """One rotation, resumed until its revoke (the wait step waits for the consumer)."""
+    """One rotation, resumed until its revoke (the wait step waits for the consumer; a step
+    a target failed temporarily is retried, and counted)."""
     from keyturn.domain.model import RotationStatus, Trigger
     from keyturn.engine import service
 
@@ -451,10 +454,16 @@ def rotate_until_done(app: Any, credential_id: str, result: Result) -> None:
         app, credential_id, trigger=Trigger.MANUAL, actor="bench", reason="bench"
     )
     waited = time.perf_counter()
-    deadline = time.monotonic() + 120
-    while outcome.status == RotationStatus.WAITING and time.monotonic() < deadline:
-        time.sleep(0.1)
-        (outcome,) = [o for o in service.resume(app, credential_id) if not isinstance(o, Exception)]
+    deadline = time.monotonic() + 180
+    while outcome.status != RotationStatus.DONE and time.monotonic() < deadline:
+        if outcome.status not in (RotationStatus.WAITING, RotationStatus.RETRYING):
+            break
+        retrying = outcome.status == RotationStatus.RETRYING
+        if retrying:
+            result.retries.append(outcome.error or "")
+        time.sleep(1.0 if retrying else 0.1)
+        found = service.resume(app, credential_id, force=retrying)
+        outcome = next((o for o in found if not isinstance(o, Exception)), outcome)
     if outcome.status != RotationStatus.DONE:
         raise SystemExit(f"{credential_id}: rotation ended {outcome.status}: {outcome.error}")
     result.revoke_waits.append(time.perf_counter() - waited)
@@ -465,20 +474,26 @@ def measure(kt: Keyturn, kind: str, strategy: str, args: argparse.Namespace) -> 
     from keyturn.app import Keyturn as App
     from keyturn.settings import Settings
 
-    # The rotations run in this process: its environment resolves the admins' env: refs.
-    os.environ.update({k: v for k, v in kt.env.items() if k.startswith(("BENCH_", "KEYTURN_M"))})
+    # The rotations run in this process: its environment resolves the admins' env: refs
+    # (and is put back afterwards: the suite runs this in its own process).
+    saved = dict(os.environ)
+    os.environ.update({k: v for k, v in kt.env.items() if k.startswith(("BENCH_", "KEYTURN_"))})
     app = App.open(Settings.load({"db": kt.env["KEYTURN_DB"]}, None))
     try:
         with Load(kt, kind, strategy, args.threads) as load:
             time.sleep(args.idle)
             load.rotating.set()
-            for _ in range(args.rotations):
+            for number in range(args.rotations):
+                if number and args.pause:
+                    time.sleep(args.pause)  # real rotations are days apart, not back to back
                 rotate_until_done(app, load.id, load.result)
             time.sleep(1)  # the operations in flight at the last revoke
             load.rotating.clear()
         return load.result
     finally:
         app.close()
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def run(args: argparse.Namespace) -> list[Result]:
@@ -486,11 +501,16 @@ def run(args: argparse.Namespace) -> list[Result]:
     if args.only:
         wanted = {tuple(c.split(":", 1)) for c in args.only.split(",")}
         combos = [c for c in combos if c in wanted]
+    results = []
     with keyturn(combos) as kt:
-        return [measure(kt, kind, strategy, args) for kind, strategy in combos]
+        for kind, strategy in combos:
+            results.append(measure(kt, kind, strategy, args))
+            if args.verbose:
+                report(results[-1:], total=False)
+    return results
 
 
-def report(results: list[Result]) -> None:
+def report(results: list[Result], total: bool = True) -> None:
     head = f"{'target':<9} {'strategy':<12} {'rot':>4} {'ops':>7} {'failed':>6} {'fallbk':>6} "
     head += f"{'p99 idle':>9} {'p99 rot':>9} {'ratio':>6} {'revoke wait':>12}"
     print(head)
@@ -504,8 +524,10 @@ def report(results: list[Result]) -> None:
         )
         if r.errors:
             print(f"  failures: {sorted(set(r.errors))}")
-    total = sum(r.failed for r in results)
-    print(f"failed operations in total: {total}")
+        if r.retries:
+            print(f"  rotation steps retried: {len(r.retries)} ({sorted(set(r.retries))[:3]})")
+    if total:
+        print(f"failed operations in total: {sum(r.failed for r in results)}")
 
 
 def main() -> None:
@@ -514,7 +536,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4, help="client threads per credential")
     parser.add_argument("--idle", type=float, default=3.0, help="seconds of idle load first")
     parser.add_argument("--only", default="", help="e.g. postgres:single,redis:dual")
-    results = run(parser.parse_args())
+    parser.add_argument(
+        "--pause", type=float, default=0.0, help="seconds between rotations (0: back to back)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="each result as it ends")
+    args = parser.parse_args()
+    results = run(args)
+    print("\nall targets x strategies:" if args.verbose else "", flush=True)
     report(results)
     sys.exit(1 if any(r.failed for r in results) else 0)
 

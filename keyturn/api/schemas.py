@@ -138,6 +138,11 @@ class SecretValueOut(BaseModel):
     state: str
     username: str | None
     value: str
+    on_target: bool | None = Field(
+        default=None,
+        description="`next` only: the rotation has put it on the target (past `set`), which "
+        "may already refuse the current value: try this one first",
+    )
 
 
 class SecretOut(SecretValueOut):

@@ -9,13 +9,14 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy import select
 
+from keyturn.app import Keyturn
 from keyturn.cli import output, remote
 from keyturn.cli.commands import Json, Reason
 from keyturn.cli.main import actor, app, open_app
-from keyturn.db.models import Credential
+from keyturn.db.models import Credential, utcnow
 from keyturn.domain.errors import KeyturnError, RotationFailed, UsageError
 from keyturn.domain.ids import validate_id
-from keyturn.domain.model import RotationStatus, Trigger
+from keyturn.domain.model import RotationStatus, Step, Trigger
 from keyturn.engine import service
 from keyturn.engine.protocol import Outcome
 
@@ -127,7 +128,9 @@ def resume(
     if api is not None:
         outcomes, problems = _resume_remote(api, credential_id, now)
     else:
-        results = service.resume(open_app(ctx), credential_id, force=now)
+        instance = open_app(ctx)
+        _preview_revokes(ctx, instance, credential_id)
+        results = service.resume(instance, credential_id, force=now)
         outcomes = [as_dict(r) for r in results if isinstance(r, Outcome)]
         problems = [r.message for r in results if isinstance(r, KeyturnError)]
     for problem in problems:
@@ -137,6 +140,15 @@ def resume(
     _report(outcomes, json)
     if problems:
         raise typer.Exit(1)
+
+
+def _preview_revokes(ctx: typer.Context, instance: Keyturn, credential_id: str | None) -> None:
+    """A waiting rotation whose grace is over revokes on this resume: say who would break."""
+    from keyturn.cli.consumers import preview
+
+    for rot in service.active_rotations(instance, credential_id):
+        if rot.step == Step.WAIT and rot.wait_until is not None and rot.wait_until <= utcnow():
+            preview(ctx, rot.credential_id, "revoke")
 
 
 def _resume_remote(

@@ -18,7 +18,7 @@ from typing import Any, Protocol, TypeVar
 
 from keyturn.client import errors
 from keyturn.client.core import FailureBudget, State, identity
-from keyturn.client.sync import LONG_POLL, Source
+from keyturn.client.sync import LONG_POLL, MAX_REFRESHES, Source
 from keyturn.client.values import BudgetExhausted, Bundle, ClientError, Value
 
 log = logging.getLogger("keyturn.client")
@@ -140,10 +140,13 @@ class AsyncClient:
         bundle = await self.get(credential_id, note=False)
         tried: list[Value] = []
         error: BaseException | None = None
-        for refreshed in (False, True):
-            if refreshed:
+        for refreshes in range(MAX_REFRESHES + 1):
+            if refreshes:
                 bundle = await self.refresh(credential_id)
-            for value in self.state.plan(bundle, tried):
+            plan = self.state.plan(bundle, tried)
+            if refreshes and not plan:
+                break  # keyturn knows nothing newer
+            for value in plan:
                 if tried and not self.state.may_fail(credential_id):
                     raise BudgetExhausted(
                         f"{credential_id}: the failed-login budget is spent; "

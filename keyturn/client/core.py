@@ -130,7 +130,7 @@ class State:
                 )
             elif bundle.credential in self._sticky:
                 del self._sticky[bundle.credential]
-            return self._note(bundle.credential, value.version, fallback)
+            return self._note(bundle.credential, value.version)
 
     def fell_back(self, bundle: Bundle, value: Value) -> bool:
         """Record a use of *value* after another one was refused."""
@@ -143,9 +143,9 @@ class State:
     def used(self, credential_id: str, version: int | None) -> bool:
         """The application took this version (a plain `get`)."""
         with self._lock:
-            return self._note(credential_id, version, False)
+            return self._note(credential_id, version)
 
-    def _note(self, credential_id: str, version: int | None, fallback: bool) -> bool:
+    def _note(self, credential_id: str, version: int | None) -> bool:
         usage = self._usage.setdefault(credential_id, _Usage())
         if version is None or version == usage.version:
             return False

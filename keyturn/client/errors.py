@@ -60,8 +60,13 @@ def redis(exc: BaseException) -> bool:
 
 
 def smtplib(exc: BaseException) -> bool:
-    """smtplib: SMTPAuthenticationError (535 and friends)."""
-    return any(type(e).__name__ == "SMTPAuthenticationError" for e in _chain(exc))
+    """smtplib: SMTPAuthenticationError 535 (credentials invalid). A 454 (temporary
+    authentication failure: the server's auth service is down or slow) says nothing about
+    the value, so another value is not tried."""
+    return any(
+        type(e).__name__ == "SMTPAuthenticationError" and getattr(e, "smtp_code", None) == 535
+        for e in _chain(exc)
+    )
 
 
 def http(exc: BaseException) -> bool:

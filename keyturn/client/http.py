@@ -34,6 +34,7 @@ def _value(data: dict[str, Any]) -> Value:
         version=int(data["version"]),
         state=str(data["state"]),
         username=data.get("username"),
+        on_target=data.get("on_target"),
     )
 
 

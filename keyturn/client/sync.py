@@ -24,6 +24,8 @@ from keyturn.client.values import BudgetExhausted, Bundle, ClientError, Value
 log = logging.getLogger("keyturn.client")
 T = TypeVar("T")
 LONG_POLL = 30.0
+# How many times one operation asks keyturn again after every value it held was refused.
+MAX_REFRESHES = 3
 
 
 class Source(Protocol):
@@ -66,14 +68,18 @@ class Attempts:
     def __iter__(self) -> Iterator[Attempt]:
         state = self._client.state
         bundle = self._client.get(self._id, note=False)
-        refreshed = False
+        refreshes = 0
         while not self._done:
             plan = state.plan(bundle, self._tried)
             if not plan:
-                if refreshed:
+                # Every value we held was refused: keyturn may know better (a rotation that
+                # ran meanwhile; several, when they follow each other faster than one try).
+                if refreshes == MAX_REFRESHES:
                     break
-                refreshed = True  # every value we held was refused: keyturn may know better
+                refreshes += 1
                 bundle = self._client.refresh(self._id)
+                if not state.plan(bundle, self._tried):
+                    break
                 continue
             if self._tried and not state.may_fail(self._id):
                 raise BudgetExhausted(

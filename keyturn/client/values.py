@@ -35,6 +35,8 @@ class Value:
     version: int | None
     state: str  # current | previous | pending (offered as `next`)
     username: str | None = None
+    # `next` only: the rotation has put it on the target, which may refuse `current` now.
+    on_target: bool | None = None
 
     def __str__(self) -> str:
         return f"<{self.state} value, version {self.version}>"
@@ -71,9 +73,14 @@ class Bundle:
 
     def candidates(self) -> list[Value]:
         """In the order a client tries them: current, next (a rotation is putting it on the
-        target), previous (still accepted during a grace period)."""
+        target; first once it is there), previous (still accepted during a grace period)."""
         found: list[Value] = []
-        for value in (self.current, self.next, self.previous):
+        order = (self.current, self.next, self.previous)
+        if self.next is not None and self.next.on_target:
+            # Past `set`: a `single` target already refuses the current value; trying it
+            # first would cost a failed login for nothing.
+            order = (self.next, self.current, self.previous)
+        for value in order:
             if value is not None and all(
                 (value.version, value.value) != (v.version, v.value) for v in found
             ):

@@ -31,6 +31,7 @@ def test_same_value_and_entry_as_the_reference(api: Api) -> None:
         "state": "current",
         "username": fast.json()["username"],
         "value": INITIAL,
+        "on_target": None,
         "previous": None,
         "next": None,
     }

@@ -57,8 +57,10 @@ def test_next_is_readable_from_create_until_promotion(single: Api) -> None:
     assert (before_set["version"], before_set["value"]) == (1, INITIAL)
     nxt = before_set["next"]
     assert isinstance(nxt, dict) and nxt["version"] == 2 and nxt["state"] == "pending"
+    assert nxt["on_target"] is False
     runner._set()  # the target now takes only the new value; keyturn still calls it `next`
-    assert _secret(single, version="next")["value"] == nxt["value"]
+    live = _secret(single, version="next")
+    assert (live["value"], live["on_target"]) == (nxt["value"], True)
     for step in (runner._test, runner._publish, runner._finish):
         step()
     after = _secret(single)

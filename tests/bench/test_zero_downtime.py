@@ -28,7 +28,7 @@ def _bench() -> ModuleType:
 @pytest.mark.timeout(900)
 def test_no_operation_fails_through_rotations() -> None:
     bench = _bench()
-    args = argparse.Namespace(rotations=2, threads=2, idle=0.5, only="")
+    args = argparse.Namespace(rotations=2, threads=2, idle=0.5, only="", verbose=False, pause=0.0)
     results = bench.run(args)
     assert {(r.kind, r.strategy) for r in results} == {
         (kind, strategy) for kind, strategies in bench.SUPPORTED.items() for strategy in strategies

@@ -32,3 +32,21 @@ def test_consumers_listing_and_emergency_preview(kt: Harness) -> None:
     assert "cron" in warning and "web" in warning and "SDK refetches" in warning
     bad = kt.cli("consumers", CRED, "--at-risk", "later")
     assert bad.code != 0 and bad.err.startswith("error:")
+
+
+def test_resume_that_revokes_names_the_lagging_consumer_first(kt: Harness) -> None:
+    from keyturn.db.models import utcnow
+    from keyturn.domain.model import RotationStatus, Trigger
+    from keyturn.engine import service
+    from tests.client.conftest import until
+
+    Setup(kt, "dual", grace="1s")
+    consumers.report(kt.app, CRED, "lagger", 1)
+    out = service.rotate(kt.app, CRED, trigger=Trigger.MANUAL, actor="test", reason="drill")
+    assert out.status == RotationStatus.WAITING and out.wait_until is not None
+    assert until(lambda: utcnow() > out.wait_until)
+    resumed = kt.cli("resume", CRED)
+    assert resumed.code == 0, resumed.err
+    warning = next(line for line in resumed.err.splitlines() if line.startswith("warning:"))
+    assert "lagger" in warning and "uses version 1" in warning
+    assert "rotated to version 2" in resumed.out

@@ -29,14 +29,14 @@ def test_get_returns_value_version_and_hides_it_in_repr(served: Served) -> None:
 
 
 def test_fallback_to_next_between_set_and_promotion(served: Served) -> None:
-    client = Client(served.url, served.token, consumer="billing", auth_failure=refused)
+    # No watcher: the cache keeps what it read before `set` (next, not yet on the target).
+    client = Client(served.url, served.token, consumer="billing", auth_failure=refused, watch=False)
     try:
         assert client.use(CRED, lambda v: served.login(v.value)) == "ok"
         assert until(lambda: _consumer(served, "billing") == (1, 0))
         runner = served.rotation()
         runner._create()
-        # The watcher's long poll sees the pending value without being asked.
-        assert until(lambda: client.get(CRED, note=False).next is not None)
+        assert client.refresh(CRED).next is not None
         runner._set()  # the target now refuses the current value
         results = [client.use(CRED, lambda v: served.login(v.value)) for _ in range(5)]
         assert results == ["ok"] * 5
@@ -44,7 +44,7 @@ def test_fallback_to_next_between_set_and_promotion(served: Served) -> None:
         assert until(lambda: _consumer(served, "billing") == (2, 1))
         for step in (runner._test, runner._publish, runner._finish):
             step()
-        assert until(lambda: client.get(CRED, note=False).version == 2)
+        assert client.refresh(CRED).version == 2
         assert client.use(CRED, lambda v: served.login(v.value)) == "ok"
         assert client.state.fallbacks == 1
     finally:
@@ -52,6 +52,23 @@ def test_fallback_to_next_between_set_and_promotion(served: Served) -> None:
     with served.kt.app.db.read() as session:
         consumer = next(c for c in repo.consumers(session, CRED) if c.name == "billing")
     assert consumer.host and consumer.process and consumer.sdk_version
+
+
+def test_watcher_sees_next_on_the_target_and_no_login_fails(served: Served) -> None:
+    client = Client(served.url, served.token, auth_failure=refused)
+    try:
+        client.get(CRED)
+        runner = served.rotation()
+        runner._create()
+        # The watcher's long poll sees the pending value without being asked...
+        assert until(lambda: client.get(CRED, note=False).next is not None)
+        runner._set()
+        # ...and that `set` put it on the target: it is tried first, nothing is refused.
+        assert until(lambda: bool(getattr(client.get(CRED, note=False).next, "on_target", 0)))
+        assert [client.use(CRED, lambda v: served.login(v.value)) for _ in range(3)] == ["ok"] * 3
+        assert client.state.fallbacks == 0
+    finally:
+        client.close()
 
 
 def test_attempts_context_manager_and_refresh_when_all_fail(served: Served) -> None:
@@ -105,11 +122,11 @@ def test_budget_stops_fallbacks(served: Served) -> None:
 def test_async_twin_falls_back_and_reports(served: Served) -> None:
     async def scenario() -> list[str]:
         async with AsyncClient(
-            served.url, served.token, consumer="async-app", auth_failure=refused
+            served.url, served.token, consumer="async-app", auth_failure=refused, watch=False
         ) as client:
-            await client.get(CRED)
             runner = served.rotation()
             await asyncio.to_thread(runner._create)
+            await client.get(CRED)  # next is known, but not yet on the target
             await asyncio.to_thread(runner._set)
 
             async def login(value: object) -> str:
@@ -121,3 +138,27 @@ def test_async_twin_falls_back_and_reports(served: Served) -> None:
 
     assert asyncio.run(scenario()) == ["ok"] * 3
     assert _consumer(served, "async-app") == (2, 1)
+
+
+def test_rotations_faster_than_one_try_are_caught_up_with(served: Served) -> None:
+    """A rotation finishes during each of the first two tries: the refreshed value is
+    refused by then too; the client asks again rather than give up."""
+    client = Client(served.url, served.token, watch=False, auth_failure=refused)
+    try:
+        client.get(CRED)
+        versions: list[int | None] = []
+
+        def login(value: object) -> str:
+            versions.append(getattr(value, "version", None))
+            if len(versions) <= 2:  # this try loses the race against a whole rotation
+                runner = served.rotation()
+                steps = (runner._create, runner._set, runner._test, runner._publish)
+                for step in (*steps, runner._finish, runner._wait, runner._revoke):
+                    step()
+                runner.target.close()
+            return served.login(getattr(value, "value", ""))
+
+        assert client.use(CRED, login) == "ok"
+        assert versions == [1, 2, 3]
+    finally:
+        client.close()

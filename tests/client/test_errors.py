@@ -33,6 +33,7 @@ CASES = [
     (errors.redis, redis.exceptions.ConnectionError("refused"), False),
     (errors.smtplib, smtplib.SMTPAuthenticationError(535, b"5.7.8 failed"), True),
     (errors.smtplib, smtplib.SMTPServerDisconnected("gone"), False),
+    (errors.smtplib, smtplib.SMTPAuthenticationError(454, b"4.7.0 Temporary failure"), False),
     (errors.http, _http(401), True),
     (errors.http, _http(403), True),
     (errors.http, _http(500), False),

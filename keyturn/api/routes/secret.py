@@ -23,16 +23,18 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from keyturn.api import reading
 from keyturn.api import schemas as s
-from keyturn.api.auth import Principal, bearer, bearer_token
+from keyturn.api.auth import Principal, bearer, bearer_token, keyturn_of
 from keyturn.api.routes import errors
 from keyturn.api.schemas import CredentialId
+from keyturn.db.models import Rotation
 from keyturn.db.reads import Held
 from keyturn.domain.errors import NotFound
-from keyturn.domain.model import VersionState
+from keyturn.domain.model import ACTIVE_STATUSES, Step, VersionState
 
 router = APIRouter(prefix="/credentials", tags=["credentials"], responses=errors())
 
@@ -41,6 +43,8 @@ MAX_WAIT = 60
 # How often a held request looks at the versions again: a cheap indexed query, so that a
 # rotation run by another process (a worker) is seen within this delay.
 POLL_SECONDS = 0.2
+# A rotation past these steps has put its pending value on the target.
+_PAST_SET = (Step.TEST, Step.PUBLISH, Step.FINISH)
 _STATES: dict[Which, VersionState] = {
     "current": VersionState.CURRENT,
     "previous": VersionState.PREVIOUS,
@@ -48,10 +52,28 @@ _STATES: dict[Which, VersionState] = {
 }
 
 
-def etag(numbers: dict[str, int], which: Which | None) -> str:
-    """Names the versions a response holds: equal tags, equal responses."""
+def etag(numbers: dict[str, int], which: Which | None, on_target: bool = False) -> str:
+    """Names the versions a response holds (and whether `next` is on the target yet):
+    equal tags, equal responses."""
     parts = [f"{n[0]}{numbers.get(_STATES[n].value, 0)}" for n in ("current", "previous", "next")]
-    return f'"{which or "all"}.{".".join(parts)}"'
+    return f'"{which or "all"}.{".".join(parts)}{"+" if on_target else ""}"'
+
+
+def on_target(request: Request, found: Held) -> bool:
+    """Has the rotation put the pending version on the target (is it past `set`)? Asked
+    only while a rotation holds a pending version."""
+    pending = found.versions.get(VersionState.PENDING.value)
+    if pending is None:
+        return False
+    with keyturn_of(request).db.read() as session:
+        step = session.execute(
+            select(Rotation.step).where(
+                Rotation.credential_id == found.id,
+                Rotation.status.in_(ACTIVE_STATUSES),
+                Rotation.new_version == pending.number,
+            )
+        ).scalar_one_or_none()
+    return step in _PAST_SET
 
 
 def _matches(header: str | None, tag: str) -> bool:
@@ -70,14 +92,20 @@ def _serve(
     """(ETag, body); no body when the tag matches If-None-Match (nothing handed out)."""
     states = _states(which)
     who, found = reading.fetch(request, token, credential_id, states)
-    tag = etag({state: v.number for state, v in found.versions.items()}, which)
+    live = on_target(request, found)
+    tag = etag({state: v.number for state, v in found.versions.items()}, which, live)
     if _matches(if_none_match, tag):
         return tag, None
-    return tag, _body(request, who, found, which, states)
+    return tag, _body(request, who, found, which, states, live)
 
 
 def _body(
-    request: Request, who: Principal, found: Held, which: Which | None, states: list[str]
+    request: Request,
+    who: Principal,
+    found: Held,
+    which: Which | None,
+    states: list[str],
+    live: bool,
 ) -> bytes:
     """Hand out the values *found* holds, each an audit entry of its own (fingerprint, never
     value), committed before this returns."""
@@ -89,6 +117,7 @@ def _body(
             state=h.version.state,
             username=h.version.username,
             value=h.value.reveal(),
+            on_target=live if state == VersionState.PENDING.value else None,
         )
         for state, h in reading.hand_out(request, who, found, states).items()
     }
