@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from servers import bao_server, bao_version, keyturn_home
+from servers import Bao, bao_server, bao_version, keyturn_home
 
 PREFIX = "ktbench_rot_"  # not "kt_": that is how API tokens begin
 CLIENTS = 4
@@ -153,8 +153,8 @@ def raw_config(cluster: Cluster, roles: list[str], clients: int) -> Config:
 # -- OpenBao static roles --------------------------------------------------------------------
 
 
-def bao_configs(cluster: Cluster, roles: list[str], stack: ExitStack) -> list[Config]:
-    bao = stack.enter_context(bao_server())
+def bao_database(bao: Bao, cluster: Cluster, roles: list[str]) -> None:
+    """The database secrets engine on *cluster*, a static role per login in *roles*."""
     bao.call("POST", "sys/mounts/database", {"type": "database"})
     url = f"postgresql://{{{{username}}}}:{{{{password}}}}@{cluster.host}:{cluster.port}/postgres"
     bao.call(
@@ -175,6 +175,11 @@ def bao_configs(cluster: Cluster, roles: list[str], stack: ExitStack) -> list[Co
             f"database/static-roles/{role}",
             {"db_name": "pg", "username": role, "rotation_period": "24h"},
         )
+
+
+def bao_configs(cluster: Cluster, roles: list[str], stack: ExitStack) -> list[Config]:
+    bao = stack.enter_context(bao_server())
+    bao_database(bao, cluster, roles)
     headers = {"X-Vault-Token": bao.root}
     clients = [httpx.Client(base_url=f"{bao.base}/v1", headers=headers) for _ in roles]
 
