@@ -71,7 +71,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "verify": (
         "rotation",
-        "Log in with the current value: is each target still in sync with keyturn?",
+        "Log in with the current value: is each target (and store) in sync with keyturn?",
     ),
     "scan": (
         "scan",
