@@ -9,8 +9,8 @@ its own login roles for a few seconds, rounds interleaved (the order rotates eac
 
 - keyturn: `keyturn.engine.service.rotate` (strategy single, every guarantee on: pending value
   committed first, each step recorded, the verification login, audit entries), state on
-  PostgreSQL (KEYTURN_TEST_PG_URL), with 1 client, 4 clients in one worker process, and 4
-  clients over 2 worker processes;
+  PostgreSQL (KEYTURN_TEST_PG_URL; `--state sqlite` for a SQLite file), with 1 client, 4
+  clients in one worker process, and 4 clients over 2 worker processes;
 - OpenBao: a private `bao server -dev` with the database secrets engine on the same cluster,
   `POST database/rotate-role/NAME` on static roles, 1 and 4 clients;
 - raw: the ceiling of this machine for what keyturn must do at least, through psycopg with
@@ -285,10 +285,10 @@ def child(credential_ids: list[str]) -> None:
 
 
 def keyturn_configs(
-    cluster: Cluster, roles: list[str], initial: str, stack: ExitStack
+    cluster: Cluster, roles: list[str], initial: str, state: str, stack: ExitStack
 ) -> list[Config]:
     values = {"PG_ADMIN_PASSWORD": cluster.password, "INITIAL_PASSWORD": initial}
-    kt = stack.enter_context(keyturn_home("postgres", keyturn_inventory(cluster, roles), values))
+    kt = stack.enter_context(keyturn_home(state, keyturn_inventory(cluster, roles), values))
     env = {**kt.env, **values, "PYTHONPATH": str(Path(__file__).parent)}
     layouts = [("keyturn x1 (1 worker)", roles[:1], 1)]
     layouts += [(f"keyturn x{CLIENTS} (1 worker)", roles[1 : 1 + CLIENTS], 1)]
@@ -305,7 +305,7 @@ def report(configs: list[Config], args: argparse.Namespace) -> None:
     rate = {c.name: statistics.median(c.rates) for c in configs}
     print(
         f"PostgreSQL password rotations (scram-sha-256 cluster), {args.rounds} rounds of "
-        f"{args.seconds:g} s; {bao_version()}"
+        f"{args.seconds:g} s, keyturn's state on {args.state}; {bao_version()}"
     )
     for c in configs:
         spread = f"{min(c.rates):.1f}-{max(c.rates):.1f}"
@@ -325,6 +325,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0, help="per configuration a round")
+    parser.add_argument(
+        "--state", choices=("postgres", "sqlite"), default="postgres", help="keyturn's database"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -339,7 +342,7 @@ def main() -> None:
     create_roles(cluster, everyone, initial)
     try:
         with ExitStack() as stack:
-            configs = keyturn_configs(cluster, roles["k"], initial, stack)
+            configs = keyturn_configs(cluster, roles["k"], initial, args.state, stack)
             configs += bao_configs(cluster, roles["b"], stack)
             configs += [raw_config(cluster, roles["r"], n) for n in (1, CLIENTS)]
             for round_ in range(args.rounds):
