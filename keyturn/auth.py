@@ -7,6 +7,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
@@ -88,7 +89,13 @@ _BY_HASH = select(
 def authenticate(session: Session, token: str) -> Caller:
     """The caller *token* stands for; Forbidden if unknown, expired or revoked."""
     digest = token_hash(token)
-    row = session.connection().execute(_BY_HASH, {"digest": digest}).one_or_none()
+    return caller_of(session.connection().execute(_BY_HASH, {"digest": digest}).first(), digest)
+
+
+def caller_of(row: Any, digest: str) -> Caller:
+    """The caller of the token row found by *digest* (None: no such token); Forbidden if
+    unknown, expired or revoked. Shared with the secret read, whose one statement also
+    reads the token (keyturn.db.reads)."""
     # The lookup is by hash (a timing leak there reveals nothing of the token); compare again
     # in constant time all the same.
     if row is None or not hmac.compare_digest(row.hash, digest):

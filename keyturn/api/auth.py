@@ -99,13 +99,14 @@ def bearer_token(request: Request, credentials: HTTPAuthorizationCredentials | N
     return credentials.credentials
 
 
-def authenticated(request: Request, session: Session, token: str) -> Principal:
-    """The caller of *token*, looked up in *session* (the route's own read transaction, on
-    the secret read's hot path); 401 for a bad token, counted by the failure limiter."""
+def caller(request: Request, token: str, find: Callable[[str], tokens.Caller]) -> Principal:
+    """The caller of *token*, as find(token) looks it up (after the token's shape is checked:
+    the secret read finds it in the statement that also reads the value); 401 for a bad
+    token, counted by the failure limiter."""
     try:
         if not token.startswith(tokens.PREFIX) or len(token) > MAX_TOKEN_LENGTH:
             raise Forbidden("invalid token")
-        row = tokens.authenticate(session, token)
+        row = find(token)
     except Forbidden as exc:
         request.app.state.limiter.failed(_client(request))
         raise ApiError(401, "unauthorized", exc.message, CHALLENGE) from exc
@@ -118,7 +119,7 @@ def principal(
     """The caller; 401 for a missing or bad token, 429 once an address failed too often."""
     token = bearer_token(request, credentials)
     with keyturn_of(request).db.read() as session:
-        return authenticated(request, session, token)
+        return caller(request, token, lambda t: tokens.authenticate(session, t))
 
 
 def require(who: Principal, action: str) -> Principal:

@@ -1,11 +1,11 @@
-"""The secret read, on its hot path: one read transaction, one audit wait.
+"""The secret read, on its hot path: one statement, one audit wait.
 
-Token lookup, scope check and the versions asked for come from one read transaction of two
-Core statements (`keyturn.auth.authenticate`, `keyturn.db.reads.held`); the values are opened
+Token lookup, scope check and the versions asked for come from one Core statement outside any
+transaction (`keyturn.db.reads.read`: one statement is one snapshot); the values are opened
 with the data keys the keyring keeps; their audit entries (one per value handed out, with its
 fingerprint) go to the process's group writer (`keyturn.audit.group`), and the values are
-returned only once those entries are committed. No write transaction, no ORM object.
-`keyturn.runtime.read_secret` is the reference: the same checks, the same entries.
+returned only once those entries are committed. No write transaction, no BEGIN or COMMIT, no
+ORM object. `keyturn.runtime.read_secret` is the reference: the same checks, the same entries.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from keyturn.api.auth import Principal, authenticated, keyturn_of, require
+from keyturn import auth as tokens
+from keyturn.api.auth import Principal, caller, keyturn_of, require
 from keyturn.audit.group import Record
 from keyturn.db import reads
 from keyturn.domain.errors import Conflict, CredentialNotFound
@@ -37,20 +38,29 @@ def fetch(
     request: Request, token: str, credential_id: str, states: Iterable[str]
 ) -> tuple[Principal, reads.Held]:
     """Who asks (401/403 as every route answers them) and what they may read: the credential
-    with its versions in *states*. Outside the token's tenant or scope it does not exist
-    (404); a credential held back by an account dispute is refused (409)."""
+    with its versions in *states*, all from one statement. Outside the token's tenant or
+    scope it does not exist (404); a credential held back by an account dispute is refused
+    (409)."""
     validate_id(credential_id)
-    with keyturn_of(request).db.read() as session:
-        who = require(authenticated(request, session, token), "secret.read")
-        found = reads.held(session, credential_id, states)
-    if not who.sees_id(found.id, found.tenant_id):
+    found: list[reads.Held | None] = []
+
+    def find(checked: str) -> tokens.Caller:
+        digest = tokens.token_hash(checked)
+        with keyturn_of(request).db.single() as conn:
+            row, held = reads.read(conn, digest, credential_id, states)
+        found.append(held)
+        return tokens.caller_of(row, digest)
+
+    who = require(caller(request, token, find), "secret.read")
+    held = found[0]
+    if held is None or not who.sees_id(held.id, held.tenant_id):
         raise CredentialNotFound(f"no credential {credential_id!r}")
-    if found.dispute:
+    if held.dispute:
         raise Conflict(
             f"{credential_id} is held back: its account belongs to another credential "
             "(`keyturn accounts --disputed`); give it an account of its own or delete it"
         )
-    return who, found
+    return who, held
 
 
 def hand_out(

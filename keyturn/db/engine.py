@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event, inspect
-from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
@@ -86,7 +86,8 @@ def _sqlite_setup(engine: Engine, busy_seconds: float) -> None:
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        if mode is not None:  # None: Database.single, one statement in autocommit
+            conn.exec_driver_sql(f"BEGIN {mode}")
 
 
 class Database:
@@ -123,6 +124,12 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False, info=self.session_info)
         reader = self.engine.execution_options(sqlite_begin="DEFERRED")
         self._readers = sessionmaker(reader, expire_on_commit=False, info=self.session_info)
+        # One read statement outside any transaction (keyturn.db.reads): no BEGIN or COMMIT.
+        self._single = (
+            self.engine.execution_options(sqlite_begin=None)
+            if self.is_sqlite
+            else self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
 
     @property
     def sqlite_path(self) -> Path | None:
@@ -141,6 +148,14 @@ class Database:
     def read(self) -> Iterator[Session]:
         with self.guard(), self._readers() as session, session.begin():
             yield session
+
+    @contextlib.contextmanager
+    def single(self) -> Iterator[Connection]:
+        """A connection for one read statement in autocommit: a single statement sees one
+        consistent snapshot by itself, so it needs no transaction and no BEGIN or COMMIT
+        round trips (the secret read's hot path). Never for more than one statement."""
+        with self.guard(), self._single.connect() as conn:
+            yield conn
 
     @contextlib.contextmanager
     def guard(self) -> Iterator[None]:

@@ -16,6 +16,8 @@ PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 INDIRECT = {
     "bcrypt": "passlib (libpass), for MailU's bcrypt hashes in targets/mailu.py",
     "python-multipart": "FastAPI, to read the dashboard's forms (keyturn/web)",
+    "httptools": "uvicorn, its C HTTP parser for keyturn serve",
+    "uvloop": "uvicorn, its event loop for keyturn serve",
 }
 
 

@@ -11,7 +11,7 @@ too it is held until the versions change or N seconds pass: a client learns of a
 once without polling in a loop.
 
 The read is keyturn's hot path (keyturn.api.reading): the token, the scope check and the
-versions come from one read transaction, the audit entries are group-committed before the
+versions come from one statement (one snapshot), the audit entries are group-committed before the
 values are sent, and a request that is not held makes one thread hop.
 """
 

