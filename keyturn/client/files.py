@@ -3,13 +3,15 @@ talk to keyturn.
 
 Layout (what the `file` store writes): `<directory>/<tenant>/<name>` holds the current value,
 where the id `acme/smtp-admin` has tenant `acme` and name `smtp-admin`; `<file>.previous` and
-`<file>.next`, when present, hold the previous and next values. Files carry no version number,
-so a file consumer cannot report one; its change is seen by the files' size and times.
+`<file>.next`, when present, hold the previous and next values, and `<file>.version` the
+current value's version number. A file consumer cannot report back to keyturn; a change is
+seen by the files' size and times.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 import time
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,7 @@ class FileSource:
             main,
             main.with_name(main.name + ".previous"),
             main.with_name(main.name + ".next"),
+            main.with_name(main.name + ".version"),
         ):
             try:
                 st = path.stat()
@@ -73,6 +76,7 @@ class FileSource:
         current = self._read(main, "current")
         if current is None:
             raise Refused(f"{credential_id}: no file {main}")
+        current = replace(current, version=_version(main.with_name(main.name + ".version")))
         return Bundle(
             credential=credential_id,
             current=current,
@@ -86,6 +90,15 @@ class FileSource:
 
     def close(self) -> None:
         pass
+
+
+def _version(path: Path) -> int | None:
+    """The number the `file` store writes beside the value, if it is there and whole."""
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
 
 
 __all__ = ["FileSource"]

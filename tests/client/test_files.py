@@ -44,3 +44,21 @@ def test_file_reader_refuses_paths_outside_its_directory(tmp_path: Path) -> None
 
     with Client.files(tmp_path / "store", watch=False) as client, pytest.raises(ClientError):
         client.get("../../etc/passwd")
+
+
+def test_file_reader_reads_what_the_file_store_writes(tmp_path: Path) -> None:
+    """The SDK's reader and keyturn's `file` store agree on the layout: value, previous and
+    version number, published twice as a rotation does."""
+    from keyturn.domain.model import Secret
+    from keyturn.stores.base import Numbered, PublishView, StoreContext
+    from keyturn.stores.file import FileStore
+
+    store = FileStore.from_settings({"directory": str(tmp_path)}, StoreContext(resolve=Secret))
+    first, second = Numbered(1, Secret("value-one"), "fp1"), Numbered(2, Secret("value-two"), "fp2")
+    with store:
+        mark = store.publish(PublishView("acme/db", "acme", first), None)
+        store.publish(PublishView("acme/db", "acme", second, previous=first), mark)
+    with Client.files(tmp_path, watch=False) as client:
+        got = client.get("acme/db")
+        assert (got.value, got.version) == ("value-two", 2)
+        assert got.previous is not None and got.previous.value == "value-one"
