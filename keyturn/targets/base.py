@@ -196,7 +196,7 @@ class Target:
         raise NotImplementedError(f"{self.name} does not hold two secrets per account")
 
     def generate(self, rules: PasswordRules) -> Secret:
-        """A new value, at the ``create`` step (once per rotation: the value is stored
+        """A new value. When: the ``create`` step, once per rotation (the value is stored
         before any other verb sees it, and a resume reuses it).
 
         *rules* are the policy's password rules over the target's own ``password_rules``.
@@ -258,9 +258,15 @@ class Target:
         raise NotImplementedError
 
     def list_active(self, account: Account) -> list[str]:
-        """Providers that issue secrets: the ids of every key *account* holds now (the
-        ``create`` step's reconciliation). Raises TargetUnreachable."""
+        """Providers that issue secrets: the ids of every key *account* holds now. When: the
+        ``create`` step's reconciliation, before ``create``. Raises TargetUnreachable."""
         raise NotImplementedError
+
+    def findings(self, logins: list[str], account: Account, value: Secret) -> list[str]:
+        """Drift the target can see beyond the login itself, for ``keyturn verify`` (called
+        after ``test`` accepted *value* for *account*; *logins* are the credential's). One
+        sentence per problem, never a value; the default finds nothing."""
+        return []
 
     def close(self) -> None:
         """Release connections. Called once the engine is done with the plugin."""

@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import re
-import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -132,6 +131,10 @@ class _Capture(logging.Handler):
         self.into = into
 
     def emit(self, record: logging.LogRecord) -> None:
+        # keyturn's own records at every level, everyone's from INFO: a driver's DEBUG wire
+        # log (botocore prints response bodies) is not something keyturn or a plugin wrote.
+        if record.levelno < logging.INFO and not record.name.startswith("keyturn"):
+            return
         self.into.append(self.format(record))
         if record.exc_info and record.exc_info[1] is not None:
             self.into.append(repr(record.exc_info[1]))
@@ -139,7 +142,8 @@ class _Capture(logging.Handler):
 
 @contextmanager
 def _captured(seen: _Seen) -> Iterator[None]:
-    """Every log record (at DEBUG) and every exception that escapes, into *seen*."""
+    """Every log record (keyturn's at DEBUG, others' from INFO) and every exception that
+    escapes, into *seen*."""
     root, handler = logging.getLogger(), _Capture(seen.texts)
     level = root.level
     root.addHandler(handler)
@@ -201,7 +205,8 @@ def _rotate_verbs(
     verb = "add" if case.strategy == Strategy.DUAL else "set"
     _replayed(f"{verb}-idempotent", verb, lambda: strategy.set(new_acct, new, current), seen)
     _require(target.test(new_acct, new), "test-accepts-new", f"{new_login} refused the new value")
-    wrong = Secret("kit-wrong-" + secrets.token_urlsafe(12))
+    wrong = target.generate(type(target).password_rules)  # well formed, never set
+    seen.values.append(wrong)
     _require(not target.test(new_acct, wrong), "test-refuses-wrong", "a wrong value was accepted")
     old_now = target.test(old_acct, current)
     if strategy.old_refused_at_test and new_login == login:
@@ -242,6 +247,17 @@ def _issuing_verbs(case: TargetCase, target: Target, seen: _Seen) -> None:
 # -- 2. rotations, killed and resumed -------------------------------------------------------
 
 
+def _toml(value: Any) -> str:
+    """A TOML value: strings, numbers, booleans, arrays and inline tables of them."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value)
+
+
 def _inventory(case: TargetCase, current_login: str, initial: bool) -> str:
     logins = [current_login] + [n for n in case.logins if n != current_login]
     who = (
@@ -249,7 +265,7 @@ def _inventory(case: TargetCase, current_login: str, initial: bool) -> str:
         if case.strategy == Strategy.ALTERNATING
         else f"username = {json.dumps(logins[0])}"
     )
-    settings = "\n".join(f"{k} = {json.dumps(v)}" for k, v in case.settings.items())
+    settings = "\n".join(f"{k} = {_toml(v)}" for k, v in case.settings.items())
     initial_line = 'initial_secret = "env:KEYTURN_KIT_INITIAL"' if initial else ""
     return f"""
 [policies.kit]

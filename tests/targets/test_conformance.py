@@ -25,6 +25,7 @@ from keyturn.domain.model import Secret
 from keyturn.testing import CRASH_POINTS, TargetCase, check_target
 from tests.targets.conftest import MysqlSandbox, PgSandbox, RedisSandbox, Refs, new_password
 from tests.targets.engine_support import MysqlRig, PgRig, RedisRig
+from tests.targets.test_aws_iam import aws  # noqa: F401 (fixture)
 from tests.targets.test_dovecot import Mail, mail, user  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.state_db
@@ -154,3 +155,129 @@ def test_builtin_target_passes_the_kit(
         case = redis_case(request, refs, strategy)
     home = tmp_path / ("kit-" + secrets.token_hex(3))
     check_target(case, home, db_url, points=points_for(CASES.index((kind, strategy))))
+
+
+# -- targets on doubles and application databases ------------------------------------------
+
+DOUBLE_CASES = [
+    ("mailu", "single", ["create:effect", "test:effect"]),
+    ("mailu-token", "dual", ["create:issued", "revoke:before"]),
+    ("encrypted-column", "single", ["set:effect", "finish:after"]),
+    ("http-api-key", "dual", ["create:issued", "finish:effect"]),
+    ("aws-iam-key", "dual", ["create:issued", "wait:before"]),
+]
+MAILU_USER = "admin@acme.example"
+
+
+def mailu_case(request: pytest.FixtureRequest, kind: str, strategy: str) -> TargetCase:
+    """MailU's admin API and SMTP front as tests.support.mailu_double follows them."""
+    from tests.support.mailu_double import MailuDouble
+
+    double = MailuDouble().start(smtp=True)
+    request.addfinalizer(double.stop)
+    initial = new_password()
+    double.add_user(MAILU_USER, initial)
+    settings = {
+        "url": double.url,
+        "api_token": "env:MAILU_API_TOKEN",
+        "smtp_host": "127.0.0.1",
+        "smtp_port": double.smtp_port,
+        "smtp_tls": "none",
+    }
+    return TargetCase(
+        kind,
+        settings,
+        strategy,
+        (MAILU_USER,),
+        None if kind == "mailu-token" else initial,
+        {"MAILU_API_TOKEN": str(double.api_token)},
+        _accepts(double.accepts),
+        kind="smtp",
+    )
+
+
+def encrypted_column_case(tmp_path: Path) -> TargetCase:
+    """An application table of rows encrypted under the key (SQLite)."""
+    from tests.rekey.app_db import AppTable, new_key
+
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    initial = new_key("fernet")
+    AppTable(url, "fernet").create(initial, 20)
+    settings = {
+        "url": "env:APP_DB_URL",
+        "table": "totp_secrets",
+        "value_column": "secret",
+        "batch_size": 7,
+    }
+    return TargetCase(
+        "encrypted-column",
+        settings,
+        "single",
+        ("app",),
+        initial,
+        {"APP_DB_URL": url},
+        kind="encryption-key",
+    )
+
+
+def http_api_key_case(request: pytest.FixtureRequest) -> TargetCase:
+    """A key-issuing SaaS API as tests.support.keyapi_double follows it."""
+    from tests.support.keyapi_double import KeyApi
+    from tests.targets.test_http_api_key import settings
+
+    api = KeyApi().serve()
+    request.addfinalizer(api.close)
+    env = {"KT_KEYAPI_ADMIN": api.admin_token}
+    accepts = _accepts(lambda login, value: api.accepts(value))
+    return TargetCase("http-api-key", settings(api), "dual", ("billing",), None, env, accepts)
+
+
+def aws_iam_case(request: pytest.FixtureRequest) -> TargetCase:
+    """IAM access keys on moto's server behind tests.support.aws_double (stricter than moto:
+    inactive keys and a third key refused); a key is checked with a fresh STS call."""
+    from keyturn.targets.aws_iam import parse_pair
+    from tests.targets.test_aws_iam import Aws
+
+    iam: Aws = request.getfixturevalue("aws")
+    login = f"kte-{secrets.token_hex(4)}"
+    iam.iam.create_user(UserName=login)
+
+    def drop() -> None:
+        for key_id in iam.keys(login):
+            iam.iam.delete_access_key(UserName=login, AccessKeyId=key_id)
+        iam.iam.delete_user(UserName=login)
+
+    request.addfinalizer(drop)
+    env = {"KT_AWS_ADMIN_ID": iam.admin_id, "KT_AWS_ADMIN_SECRET": iam.admin_secret}
+
+    def works(_login: str, value: Secret) -> bool:
+        pair = parse_pair(value, "kit")
+        return iam.works(pair.access_key_id, pair.secret_access_key.reveal())
+
+    return TargetCase(
+        "aws-iam-key", iam.settings(), "dual", (login,), None, env, works, kind="aws-access-key"
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "strategy", "points"), DOUBLE_CASES, ids=[k for k, _, _ in DOUBLE_CASES]
+)
+def test_builtin_target_on_a_double_passes_the_kit(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    db_url: str,
+    kind: str,
+    strategy: str,
+    points: list[str],
+) -> None:
+    if kind.startswith("mailu"):
+        case = mailu_case(request, kind, strategy)
+    elif kind == "http-api-key":
+        case = http_api_key_case(request)
+    elif kind == "aws-iam-key":
+        case = aws_iam_case(request)
+    else:
+        case = encrypted_column_case(tmp_path)
+    if os.environ.get("KEYTURN_TEST_DB") == "postgres":
+        points = points[:1]
+    check_target(case, tmp_path / "kit", db_url, points=points)
