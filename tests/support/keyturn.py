@@ -5,13 +5,18 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
+import logging
 import os
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, NoReturn
 
 import click
 import typer
@@ -68,6 +73,62 @@ def _cached_command(group: typer.Typer) -> click.Command:
     return cached[1]
 
 
+def _run_forked(
+    home: Path, args: tuple[str, ...], env: dict[str, str], out: IO[bytes], err: IO[bytes]
+) -> NoReturn:
+    """In a forked child: `keyturn ARGS` as `python -m tests.support.cli` would run it, its
+    output written straight to *out* and *err* (what it printed before a SIGKILL stays);
+    never returns into pytest."""
+    code = 1
+    try:
+        os.dup2(out.fileno(), 1)
+        os.dup2(err.fileno(), 2)
+        sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=True)
+        sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), write_through=True)
+        logging.getLogger().handlers.clear()  # pytest's capturing handlers
+        os.chdir(home)
+        os.environ.clear()
+        os.environ.update(env)
+        sys.argv = ["keyturn", *args]
+        from keyturn import plugins
+        from keyturn.cli import main as cli_main
+        from keyturn.engine import faults
+        from tests.support.flaky import FlakyTarget
+
+        faults.disarm()  # a fresh process has nothing armed in-process
+        if FlakyTarget.name not in plugins.names("target"):
+            plugins.register("target", FlakyTarget)  # as tests.support.cli does
+        try:
+            cli_main.main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def _wait(pid: int, timeout: float, args: tuple[str, ...]) -> int:
+    """The forked child's exit code, negative for a signal (as Popen.returncode)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise subprocess.TimeoutExpired(["keyturn", *args], timeout)
+        time.sleep(0.01)
+
+
+def _read(file: IO[bytes]) -> str:
+    file.seek(0)
+    return file.read().decode(errors="replace")
+
+
 class Harness:
     def __init__(self, home: Path, db_url: str, master_key: str | None = None) -> None:
         self.home = home
@@ -115,12 +176,24 @@ class Harness:
     # -- subprocess ------------------------------------------------------------------------
 
     def spawn(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Result:
-        """Run keyturn in a child process (for crash and concurrency tests)."""
-        proc = self.popen(*args, env=env)
-        out, err = proc.communicate(timeout=timeout)
-        return Result(proc.returncode, out, err)
+        """Run keyturn in a process of its own (crash tests: it may SIGKILL itself). A fork
+        of this one while it runs no other thread: a fresh interpreter's imports cost about
+        a second, and the crash matrices spawn hundreds. With threads running (a fork would
+        copy their locks held), `python -m tests.support.cli` as `popen` does."""
+        if threading.active_count() > 1:
+            proc = self.popen(*args, env=env)
+            out, err = proc.communicate(timeout=timeout)
+            return Result(proc.returncode, out, err)
+        with tempfile.TemporaryFile() as out_file, tempfile.TemporaryFile() as err_file:
+            pid = os.fork()
+            if pid == 0:
+                _run_forked(self.home, args, self._child_env(env), out_file, err_file)
+            code = _wait(pid, timeout, args)
+            return Result(code, _read(out_file), _read(err_file))
 
-    def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    def _child_env(self, env: dict[str, str] | None) -> dict[str, str]:
+        """What a child keyturn sees: the suite's environment less keyturn's own settings,
+        this harness's, then *env*."""
         full_env = {
             k: v
             for k, v in os.environ.items()
@@ -129,6 +202,10 @@ class Harness:
         full_env.update(self.env)
         full_env.update(env or {})
         full_env["PYTHONPATH"] = str(ROOT)
+        return full_env
+
+    def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        full_env = self._child_env(env)
         return subprocess.Popen(
             [sys.executable, "-m", "tests.support.cli", *args],
             cwd=self.home,
