@@ -11,8 +11,8 @@ seen by the files' size and times.
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
