@@ -384,26 +384,9 @@ class Rekey:
             return resealer.batch(lo, hi, narrow, wide)
 
         def batches() -> Iterator[reseal.Batch]:
-            """In id order. With workers: when the oldest batch is not ready yet, this process
-            makes the next one itself instead of waiting."""
             if pool is None:
-                yield from (here(lo, hi) for lo, hi in ranges())
-                return
-            ahead: collections.deque[Future[reseal.Batch]] = collections.deque()
-            pending = ranges()
-            for lo, hi in pending:
-                ahead.append(pool.submit(reseal.produce, lo, hi))
-                if len(ahead) >= AHEAD * workers:
-                    break
-            while ahead:
-                if ahead[0].done():
-                    yield _result(ahead.popleft())
-                    if (more := next(pending, None)) is not None:
-                        ahead.append(pool.submit(reseal.produce, *more))
-                elif (more := next(pending, None)) is not None:
-                    yield here(*more)
-                else:
-                    yield _result(ahead.popleft())
+                return (here(lo, hi) for lo, hi in ranges())
+            return _in_order(pool, AHEAD * workers, ranges(), here)
 
         def keys_used() -> set[str]:
             """The sweep's scan, split among the workers if there are any."""
@@ -545,3 +528,28 @@ def _result(future: Future[T]) -> T:
         raise StoreUnavailable(
             "a rekey worker process stopped; run `keyturn rekey` again to carry on"
         ) from exc
+
+
+def _in_order(
+    pool: ProcessPoolExecutor,
+    ahead_max: int,
+    pending: Iterator[tuple[int, int]],
+    here: Callable[[int, int], reseal.Batch],
+) -> Iterator[reseal.Batch]:
+    """The batches of *pending* ranges in id order, made by *pool* up to *ahead_max* ahead;
+    when the oldest is not ready yet, this process makes the next one itself (*here*)
+    instead of waiting."""
+    ahead: collections.deque[Future[reseal.Batch]] = collections.deque()
+    for lo, hi in pending:
+        ahead.append(pool.submit(reseal.produce, lo, hi))
+        if len(ahead) >= ahead_max:
+            break
+    while ahead:
+        if ahead[0].done():
+            yield _result(ahead.popleft())
+            if (more := next(pending, None)) is not None:
+                ahead.append(pool.submit(reseal.produce, *more))
+        elif (more := next(pending, None)) is not None:
+            yield here(*more)
+        else:
+            yield _result(ahead.popleft())
