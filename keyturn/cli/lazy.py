@@ -92,7 +92,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "serve": (
         "serve",
-        "Serve the REST API (/api/v1, OpenAPI at /api/v1/openapi.json) until interrupted.",
+        "Serve the dashboard (/) and the REST API (/api/v1) until interrupted.",
     ),
     "show": (
         "show",
