@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import gc
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -19,7 +16,16 @@ from keyturn.domain.model import PasswordRules
 from keyturn.domain.policy import Policy, effective
 from keyturn.report import facts as loader
 from keyturn.report.facts import Facts, Selection
-from keyturn.report.model import AGE_BANDS, NO_VALUE, OVERDUE, Report, Row, Summary, TrendPoint
+from keyturn.report.model import (
+    AGE_BANDS,
+    NO_VALUE,
+    OVERDUE,
+    Report,
+    Row,
+    Summary,
+    TrendPoint,
+    collector_paused,
+)
 from keyturn.report.rules import (
     DEFAULT_UNUSED_DAYS,
     Finding,
@@ -50,7 +56,7 @@ def build(
     moment = check_moment(at, "at") if at else utcnow()
     points = [moment - WEEK * k for k in range(max(trend_weeks, 1) - 1, -1, -1)]
     selection = Selection(tenant, kind, owner)
-    with _collector_paused():
+    with collector_paused():
         with app.db.read() as session:
             history = loader.load(session, points, selection)
             rows = session.execute(select(PolicyRow)).scalars()
@@ -59,19 +65,6 @@ def build(
         states = [_evaluate(f, policies.of(f), points, unused_days, counts) for f in history]
         trend = [TrendPoint(p, Summary.of(c)) for p, c in zip(points, counts, strict=True)]
         return _report(moment, unused_days, selection, states, trend)
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Hundreds of thousands of small objects, none in a cycle: the cyclic garbage
-    collector would walk them again and again (a third of the time) to free nothing."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _evaluate(
