@@ -60,16 +60,18 @@ def _when(value: Any) -> datetime:
     return found
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs a call per field
 class VersionFact:
     number: int
     activated_at: datetime
     retired_at: datetime | None
     valid_from: datetime | None
     expires_at: datetime | None
+    # (policy, when due under it): `rules.due` computes it once per version, not per point.
+    due: tuple[object, datetime] | None = field(default=None, compare=False)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs a call per field
 class RotationFact:
     trigger: str
     status: str
@@ -80,7 +82,7 @@ class RotationFact:
     wait_until: datetime | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs a call per field
 class ConsumerFact:
     name: str
     created_at: datetime

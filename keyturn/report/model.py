@@ -33,7 +33,7 @@ def iso(moment: datetime | None) -> str | None:
     return moment.isoformat().replace("+00:00", "Z") if moment else None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs a call per field
 class Row:
     """One credential at the report's moment. Times are aware UTC; ages in days."""
 
