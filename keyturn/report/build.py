@@ -76,19 +76,22 @@ def _evaluate(
 ) -> tuple[State, list[Finding]]:
     """Count *fact* at every point it existed at; its state and findings at the last one.
 
-    A point reuses the previous point's answers when no moment of `changes` lies between
-    them: the same answers `check` would give (tests/report compares both ways)."""
-    times = changes(fact, policy, unused_days) if len(points) > 1 else []
-    before: tuple[str, ...] | None = None
-    for index, point in enumerate(points[:-1]):
-        if fact.created_at > point:
-            continue
-        if before is None or _changed(times, points[index - 1], point):
-            before = failing(state_at(fact, policy, point, index, unused_days))
-        out[index][before] += 1
-    state = state_at(fact, policy, points[-1], len(points) - 1, unused_days)
+    The last point is checked first (the report needs its findings anyway); walking back, a
+    point reuses the later point's answers when no moment of `changes` lies between them:
+    the same answers `check` would give (tests/report compares both ways)."""
+    last = len(points) - 1
+    state = state_at(fact, policy, points[last], last, unused_days)
     found = check(state)
-    out[-1][tuple(f.rule for f in found)] += 1
+    answers = tuple([f.rule for f in found])
+    out[last][answers] += 1
+    times = changes(fact, policy, unused_days) if last else []
+    for index in range(last - 1, -1, -1):
+        point = points[index]
+        if fact.created_at > point:
+            break
+        if _changed(times, point, points[index + 1]):
+            answers = failing(state_at(fact, policy, point, index, unused_days))
+        out[index][answers] += 1
     return state, found
 
 
