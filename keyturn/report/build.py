@@ -142,10 +142,10 @@ def _row(state: State, found: list[Finding]) -> Row:
     )
 
 
-def _band(row: Row) -> str:
+def _band(row: Row, rules: tuple[str, ...]) -> str:
     if row.age_days is None:
         return NO_VALUE
-    if row.fails("rotated-within-max-age"):
+    if "rotated-within-max-age" in rules:
         return OVERDUE
     ratio = row.age_days / row.max_age_days if row.max_age_days else 1.0
     return next((label for bound, label in AGE_BANDS if ratio < bound), AGE_BANDS[-1][1])
@@ -165,12 +165,12 @@ def _report(
     weeks = [0] * DUE_WEEKS
     overdue = 0
     for row in rows:
-        rules = tuple(f.rule for f in row.findings)
+        rules = tuple([f.rule for f in row.findings])
         total[rules] += 1
         for name, key in (("tenant", row.tenant), ("kind", row.kind), ("owner", row.owner)):
-            groups[name].setdefault(key or "(none)", Counter())[rules] += 1
-        bands[_band(row)] += 1
-        if row.next_rotation is None or row.fails("rotation-enabled"):
+            _count(groups[name], key or "(none)", rules)
+        bands[_band(row, rules)] += 1
+        if row.next_rotation is None or "rotation-enabled" in rules:
             continue
         if row.next_rotation <= moment:
             overdue += 1
@@ -190,6 +190,13 @@ def _report(
         due_per_week=[(moment + WEEK * k, n) for k, n in enumerate(weeks)],
         overdue=overdue,
     )
+
+
+def _count(groups: dict[str, Counter[tuple[str, ...]]], key: str, rules: tuple[str, ...]) -> None:
+    counts = groups.get(key)
+    if counts is None:
+        counts = groups[key] = Counter()
+    counts[rules] += 1
 
 
 def _sorted(groups: dict[str, Counter[tuple[str, ...]]]) -> dict[str, Summary]:
