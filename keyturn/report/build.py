@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import gc
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -19,7 +16,16 @@ from keyturn.domain.model import PasswordRules
 from keyturn.domain.policy import Policy, effective
 from keyturn.report import facts as loader
 from keyturn.report.facts import Facts, Selection
-from keyturn.report.model import AGE_BANDS, NO_VALUE, OVERDUE, Report, Row, Summary, TrendPoint
+from keyturn.report.model import (
+    AGE_BANDS,
+    NO_VALUE,
+    OVERDUE,
+    Report,
+    Row,
+    Summary,
+    TrendPoint,
+    collector_paused,
+)
 from keyturn.report.rules import (
     DEFAULT_UNUSED_DAYS,
     Finding,
@@ -50,7 +56,7 @@ def build(
     moment = check_moment(at, "at") if at else utcnow()
     points = [moment - WEEK * k for k in range(max(trend_weeks, 1) - 1, -1, -1)]
     selection = Selection(tenant, kind, owner)
-    with _collector_paused():
+    with collector_paused():
         with app.db.read() as session:
             history = loader.load(session, points, selection)
             rows = session.execute(select(PolicyRow)).scalars()
@@ -59,19 +65,6 @@ def build(
         states = [_evaluate(f, policies.of(f), points, unused_days, counts) for f in history]
         trend = [TrendPoint(p, Summary.of(c)) for p, c in zip(points, counts, strict=True)]
         return _report(moment, unused_days, selection, states, trend)
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Hundreds of thousands of small objects, none in a cycle: the cyclic garbage
-    collector would walk them again and again (a third of the time) to free nothing."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _evaluate(
@@ -83,19 +76,22 @@ def _evaluate(
 ) -> tuple[State, list[Finding]]:
     """Count *fact* at every point it existed at; its state and findings at the last one.
 
-    A point reuses the previous point's answers when no moment of `changes` lies between
-    them: the same answers `check` would give (tests/report compares both ways)."""
-    times = changes(fact, policy, unused_days) if len(points) > 1 else []
-    before: tuple[str, ...] | None = None
-    for index, point in enumerate(points[:-1]):
-        if fact.created_at > point:
-            continue
-        if before is None or _changed(times, points[index - 1], point):
-            before = failing(state_at(fact, policy, point, index, unused_days))
-        out[index][before] += 1
-    state = state_at(fact, policy, points[-1], len(points) - 1, unused_days)
+    The last point is checked first (the report needs its findings anyway); walking back, a
+    point reuses the later point's answers when no moment of `changes` lies between them:
+    the same answers `check` would give (tests/report compares both ways)."""
+    last = len(points) - 1
+    state = state_at(fact, policy, points[last], last, unused_days)
     found = check(state)
-    out[-1][tuple(f.rule for f in found)] += 1
+    answers = tuple([f.rule for f in found])
+    out[last][answers] += 1
+    times = changes(fact, policy, unused_days) if last else []
+    for index in range(last - 1, -1, -1):
+        point = points[index]
+        if fact.created_at > point:
+            break
+        if _changed(times, point, points[index + 1]):
+            answers = failing(state_at(fact, policy, point, index, unused_days))
+        out[index][answers] += 1
     return state, found
 
 
@@ -146,10 +142,10 @@ def _row(state: State, found: list[Finding]) -> Row:
     )
 
 
-def _band(row: Row) -> str:
+def _band(row: Row, rules: tuple[str, ...]) -> str:
     if row.age_days is None:
         return NO_VALUE
-    if row.fails("rotated-within-max-age"):
+    if "rotated-within-max-age" in rules:
         return OVERDUE
     ratio = row.age_days / row.max_age_days if row.max_age_days else 1.0
     return next((label for bound, label in AGE_BANDS if ratio < bound), AGE_BANDS[-1][1])
@@ -169,12 +165,12 @@ def _report(
     weeks = [0] * DUE_WEEKS
     overdue = 0
     for row in rows:
-        rules = tuple(f.rule for f in row.findings)
+        rules = tuple([f.rule for f in row.findings])
         total[rules] += 1
         for name, key in (("tenant", row.tenant), ("kind", row.kind), ("owner", row.owner)):
-            groups[name].setdefault(key or "(none)", Counter())[rules] += 1
-        bands[_band(row)] += 1
-        if row.next_rotation is None or row.fails("rotation-enabled"):
+            _count(groups[name], key or "(none)", rules)
+        bands[_band(row, rules)] += 1
+        if row.next_rotation is None or "rotation-enabled" in rules:
             continue
         if row.next_rotation <= moment:
             overdue += 1
@@ -194,6 +190,13 @@ def _report(
         due_per_week=[(moment + WEEK * k, n) for k, n in enumerate(weeks)],
         overdue=overdue,
     )
+
+
+def _count(groups: dict[str, Counter[tuple[str, ...]]], key: str, rules: tuple[str, ...]) -> None:
+    counts = groups.get(key)
+    if counts is None:
+        counts = groups[key] = Counter()
+    counts[rules] += 1
 
 
 def _sorted(groups: dict[str, Counter[tuple[str, ...]]]) -> dict[str, Summary]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import gc
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -14,11 +16,31 @@ AGE_BANDS = ((0.25, "0-25%"), (0.5, "25-50%"), (0.75, "50-75%"), (1.0, "75-100%"
 OVERDUE, NO_VALUE = "overdue", "no value"
 
 
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Hundreds of thousands of small objects, none in a cycle: the cyclic garbage
+    collector would walk them again and again (a third of the time) to free nothing.
+
+    On the way out, what survived moves straight to the oldest generation (freeze, then
+    unfreeze: no scan), else the next young collection walks it all once more (a second
+    for 100,000 credentials). Nothing is kept from the collector: a full collection still
+    sees those objects."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.freeze()
+            gc.unfreeze()
+            gc.enable()
+
+
 def iso(moment: datetime | None) -> str | None:
     return moment.isoformat().replace("+00:00", "Z") if moment else None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs a call per field
 class Row:
     """One credential at the report's moment. Times are aware UTC; ages in days."""
 
@@ -130,6 +152,10 @@ class Report:
         return [r for r in self.rows if any(f.rule in wanted for f in r.findings)]
 
     def to_dict(self) -> dict[str, Any]:
+        with collector_paused():
+            return self._as_dict()
+
+    def _as_dict(self) -> dict[str, Any]:
         return {
             "at": iso(self.at),
             "unused_days": self.unused_days,

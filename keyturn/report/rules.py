@@ -44,7 +44,7 @@ class Finding:
     detail: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs a call per field
 class State:
     """One credential as it stood at *at*: what the checks and the report's row show."""
 
@@ -63,8 +63,13 @@ class State:
 
 
 def due(facts: Facts, policy: Policy, version: VersionFact) -> datetime:
+    known = version.due
+    if known is not None and known[0] is policy:
+        return known[1]
     validity = (version.valid_from, version.expires_at)
-    return policy.due_times(version.activated_at, facts.id, validity)[0]
+    when = policy.due_times(version.activated_at, facts.id, validity)[0]
+    version.due = (policy, when)
+    return when
 
 
 def _last_used(facts: Facts, at: datetime, index: int) -> datetime | None:
@@ -120,8 +125,9 @@ def changes(facts: Facts, policy: Policy, unused_days: int) -> list[datetime]:
         times += [c.created_at] + (
             [c.last_seen_at, c.last_seen_at + quiet] if c.last_seen_at else []
         )
-    times += [t for u in facts.used if u is not None for t in (u, u + quiet)]
-    times += [seen[0] for seen in facts.synced if seen is not None]
+    # Each point carries the latest use and sync so far: the same moment repeats.
+    times += [t for u in set(facts.used) if u is not None for t in (u, u + quiet)]
+    times += [seen[0] for seen in set(facts.synced) if seen is not None]
     times += [when for _, _, when in facts.published]
     return sorted(times)
 
