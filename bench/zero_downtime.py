@@ -31,7 +31,6 @@ import os
 import secrets
 import shutil
 import smtplib
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+from servers import free_port, wait_http  # bench/servers.py, beside this file
 
 from keyturn.client import Client, FailureBudget, Value, errors
 
@@ -333,7 +332,7 @@ def keyturn(combos: list[tuple[str, str]]) -> Iterator[Keyturn]:
         grant(kinds)
         issued = kt.cli("token", "create", "--role", "consumer", "--scope", "bench/*", "--json")
         kt.token = json.loads(issued)["token"]
-        port = _free_port()
+        port = free_port()
         serve = subprocess.Popen(
             [*KEYTURN, "serve", "--port", str(port), "--log-level", "warning"],
             env=environ,
@@ -342,7 +341,7 @@ def keyturn(combos: list[tuple[str, str]]) -> Iterator[Keyturn]:
             stderr=subprocess.DEVNULL,
         )
         kt.url = f"http://127.0.0.1:{port}"
-        _wait(f"{kt.url}/api/v1/health")
+        wait_http(f"{kt.url}/api/v1/health", seconds=30)
         yield kt
     finally:
         if serve is not None:
@@ -350,24 +349,6 @@ def keyturn(combos: list[tuple[str, str]]) -> Iterator[Keyturn]:
             serve.wait(30)
         cleanup(kinds)
         shutil.rmtree(home, ignore_errors=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait(url: str, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"{url} did not come up within {seconds:.0f}s")
 
 
 # -- the load ---------------------------------------------------------------------------------

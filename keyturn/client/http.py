@@ -70,6 +70,15 @@ def check(response: httpx.Response, what: str) -> None:
     raise error(f"{what}: {response.status_code} {message}")
 
 
+def endpoint(url: str | None, token: str | None) -> tuple[str, str]:
+    """keyturn's API base and the token, as given or from KEYTURN_URL / KEYTURN_TOKEN."""
+    url = url or os.environ.get("KEYTURN_URL")
+    token = token or os.environ.get("KEYTURN_TOKEN")
+    if not url or not token:
+        raise ClientError("give url and token, or set KEYTURN_URL and KEYTURN_TOKEN")
+    return base_url(url), token
+
+
 def headers(token: str, tag: str | None = None) -> dict[str, str]:
     out = {"Authorization": f"Bearer {token}", "User-Agent": "keyturn-client"}
     if tag:
@@ -83,11 +92,7 @@ class HttpSource:
     reports = True
 
     def __init__(self, url: str | None = None, token: str | None = None, **httpx_args: Any):
-        url = url or os.environ.get("KEYTURN_URL")
-        token = token or os.environ.get("KEYTURN_TOKEN")
-        if not url or not token:
-            raise ClientError("give url and token, or set KEYTURN_URL and KEYTURN_TOKEN")
-        self.url, self.token = base_url(url), token
+        self.url, self.token = endpoint(url, token)
         self._http = httpx.Client(base_url=self.url, timeout=TIMEOUT, **httpx_args)
 
     def fetch(self, credential_id: str, tag: str | None = None, wait: float = 0) -> Bundle | None:
@@ -127,11 +132,7 @@ class AsyncHttpSource:
     reports = True
 
     def __init__(self, url: str | None = None, token: str | None = None, **httpx_args: Any):
-        url = url or os.environ.get("KEYTURN_URL")
-        token = token or os.environ.get("KEYTURN_TOKEN")
-        if not url or not token:
-            raise ClientError("give url and token, or set KEYTURN_URL and KEYTURN_TOKEN")
-        self.url, self.token = base_url(url), token
+        self.url, self.token = endpoint(url, token)
         self._http = httpx.AsyncClient(base_url=self.url, timeout=TIMEOUT, **httpx_args)
 
     async def fetch(
