@@ -124,11 +124,7 @@ def append(
       characters and lone surrogates, so every entry can be exported and shown.
     """
     keys = keys_of(session)
-    head = session.execute(
-        select(AuditHead).where(AuditHead.id == 1).with_for_update()
-    ).scalar_one_or_none()
-    if head is None:
-        raise AuditHeadMissing()
+    head = _locked_head(session)
     entry = AuditEntry(
         seq=head.seq + 1,
         at=at or utcnow(),
@@ -150,6 +146,25 @@ def append(
     head.seq, head.hash = entry.seq, entry.hash
     session.flush()
     return entry
+
+
+_HEAD = "keyturn.audit.head"
+
+
+def _locked_head(session: Session) -> AuditHead:
+    """The head row, locked for the rest of the transaction; a transaction that appends
+    several entries locks (and reads) it once."""
+    transaction = session.get_transaction()
+    held = session.info.get(_HEAD)
+    if held is not None and held[0] is transaction and held[1] in session:
+        return held[1]  # type: ignore[no-any-return]
+    head = session.execute(
+        select(AuditHead).where(AuditHead.id == 1).with_for_update()
+    ).scalar_one_or_none()
+    if head is None:
+        raise AuditHeadMissing()
+    session.info[_HEAD] = (transaction, head)
+    return head
 
 
 def as_dict(entry: AuditEntry) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -19,10 +19,11 @@ from keyturn.domain.policy import Policy, effective
 
 def get_credential(session: Session, credential_id: str, *, lock: bool = False) -> Credential:
     validate_id(credential_id)
-    query = select(Credential).where(Credential.id == credential_id)
     if lock:
-        query = query.with_for_update()
-    found = session.execute(query).scalar_one_or_none()
+        query = select(Credential).where(Credential.id == credential_id).with_for_update()
+        found = session.execute(query).scalar_one_or_none()
+    else:  # from the session's identity map when this transaction already loaded it
+        found = session.get(Credential, credential_id)
     if found is None:
         raise CredentialNotFound(f"no credential {credential_id!r}")
     return found
@@ -103,6 +104,19 @@ def version_in_state(session: Session, credential_id: str, state: VersionState) 
     return session.execute(
         select(Version).where(Version.credential_id == credential_id, Version.state == state)
     ).scalar_one_or_none()
+
+
+def versions_in_states(
+    session: Session, credential_id: str, states: Collection[VersionState]
+) -> dict[VersionState, Version]:
+    """A credential's versions in *states* (at most one per state), by state."""
+    rows = session.execute(
+        select(Version.state, Version).where(
+            Version.credential_id == credential_id, Version.state.in_(states)
+        )
+    )
+    # Keyed by the state as read now (an object already in the session keeps its attributes).
+    return {VersionState(state): version for state, version in rows}
 
 
 def version_number(session: Session, credential_id: str, number: int) -> Version | None:

@@ -56,7 +56,7 @@ class Failures(Record):
 
     def _recover(self) -> Recovery:
         """After a failed set/test: which value does the target accept now?"""
-        with self.db.read() as session:
+        with self._read() as session:
             pending, current = self._values(session)
             cur = self.app.vault.reveal(current) if current else None
             new = self.app.vault.reveal(pending) if pending else None
@@ -72,26 +72,29 @@ class Failures(Record):
     def _abandon(self) -> dict[str, str]:
         """A target that still accepts the pending secret about to be abandoned (an app token
         MailU issued) is told now, not at the next rotation's reconciliation."""
-        with self.db.read() as session:
+        with self._read() as session:
             pending, _ = self._values(session)
             if pending is None:
                 return {}
             value = self.app.vault.reveal(pending)
         return abandon(self.strategy, pending, value)
 
-    def _fail(self, step: Step, exc: KeyturnError) -> None:
+    def _fail(self, step: Step, exc: KeyturnError, resume: Step | None = None) -> None:
+        """Record the failure of *step* (resumed at *resume*: the last committed step, when
+        the failed one was chained behind it)."""
+        self._play = None  # a resumed run reads the values again
         log.warning(
             "rotation %s of %s failed at %s: %s", self.id, self.credential_id, step, exc.message
         )
         state = self._recover() if step in (Step.SET, Step.TEST) else Recovery.UNKNOWN
         revoked = self._abandon() if state == Recovery.CURRENT else {}
         now = utcnow()
-        with self.db.write() as session:
+        with self._write() as session:
             rot, cred = self._load(session)
             pending, _ = self._values(session)
             attempts = rot.attempts + 1
             values: dict[str, Any] = {"attempts": attempts, "error": f"{step}: {exc.message}"}
-            resume_at = _resume_at(step, state)
+            resume_at = resume or _resume_at(step, state)
             abandoned = pending if state == Recovery.CURRENT else None
             if abandoned is not None:  # proven safe: the target still accepts the current value
                 abandoned.state, abandoned.retired_at = VersionState.FAILED, now

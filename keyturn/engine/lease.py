@@ -11,6 +11,7 @@ import threading
 from datetime import timedelta
 
 from sqlalchemy import or_, update
+from sqlalchemy.orm import Session
 
 from keyturn.db.engine import Database
 from keyturn.db.models import Rotation, utcnow
@@ -23,23 +24,28 @@ class LeaseLost(Conflict):
 
 
 def claim(db: Database, rotation_id: int, owner: str, ttl: timedelta) -> bool:
-    now = utcnow()
     with db.write() as session:
-        result = session.execute(
-            update(Rotation)
-            .where(
-                Rotation.id == rotation_id,
-                Rotation.status.in_(ACTIVE_STATUSES),
-                or_(
-                    Rotation.lease_owner.is_(None),
-                    Rotation.lease_expires_at < now,
-                    Rotation.lease_owner == owner,
-                ),
-            )
-            .values(lease_owner=owner, lease_expires_at=now + ttl)
-            .execution_options(synchronize_session=False)
+        return claim_in(session, rotation_id, owner, ttl)
+
+
+def claim_in(session: Session, rotation_id: int, owner: str, ttl: timedelta) -> bool:
+    """Take the lease inside the caller's transaction: free, expired, or already ours."""
+    now = utcnow()
+    result = session.execute(
+        update(Rotation)
+        .where(
+            Rotation.id == rotation_id,
+            Rotation.status.in_(ACTIVE_STATUSES),
+            or_(
+                Rotation.lease_owner.is_(None),
+                Rotation.lease_expires_at < now,
+                Rotation.lease_owner == owner,
+            ),
         )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        .values(lease_owner=owner, lease_expires_at=now + ttl)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def renew(db: Database, rotation_id: int, owner: str, ttl: timedelta) -> bool:
@@ -55,12 +61,16 @@ def renew(db: Database, rotation_id: int, owner: str, ttl: timedelta) -> bool:
 
 def release(db: Database, rotation_id: int, owner: str) -> None:
     with db.write() as session:
-        session.execute(
-            update(Rotation)
-            .where(Rotation.id == rotation_id, Rotation.lease_owner == owner)
-            .values(lease_owner=None, lease_expires_at=None)
-            .execution_options(synchronize_session=False)
-        )
+        release_in(session, rotation_id, owner)
+
+
+def release_in(session: Session, rotation_id: int, owner: str) -> None:
+    session.execute(
+        update(Rotation)
+        .where(Rotation.id == rotation_id, Rotation.lease_owner == owner)
+        .values(lease_owner=None, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
 
 
 class Heartbeat(threading.Thread):

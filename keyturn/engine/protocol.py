@@ -28,7 +28,8 @@ from keyturn.domain.model import ACTIVE_STATUSES, RotationStatus, Step, Trigger,
 from keyturn.engine import lease
 from keyturn.engine.failure import Failures
 from keyturn.engine.faults import checkpoint
-from keyturn.engine.record import Outcome, account, move
+from keyturn.engine.record import Outcome, Value, account, move
+from keyturn.engine.strategies import Single
 from keyturn.notify import outbox, texts
 from keyturn.targets.base import Account
 
@@ -52,33 +53,55 @@ class Runner(Failures):
 
     def run(self) -> Outcome:
         ttl = timedelta(seconds=self.app.settings.lease_seconds)
+        if not self.fresh:  # is it this rotation's turn? (a read: no write lock to find out)
+            with self.db.read() as session:
+                rot = session.get(Rotation, self.id)
+                if rot is None:
+                    raise RotationInProgress(f"no rotation {self.id}")
+                if rot.status in ACTIVE_STATUSES and not self._due(rot):
+                    return self.outcome()
+        with self._write() as session:  # the claim opens the chain: it commits with create
+            claimed = lease.claim_in(session, self.id, self.owner, ttl)
+            rot, cred = self._load(session) if claimed else (None, None)
+            if rot is not None and cred is not None:
+                self.credential_id = rot.credential_id
+                self.step, self.status = Step(rot.step), RotationStatus(rot.status)
+                self._committed = (self.step, self.status)
+                self._stores = tuple(cred.stores)
+        if not claimed:
+            self._rollback()
+            self._not_claimed()
+            return self.outcome()
+        heartbeat = lease.Heartbeat(self.db, self.id, self.owner, ttl)
+        heartbeat.start()
+        try:
+            self._loop(heartbeat)
+            with self._write() as session:  # the release commits with the last steps
+                lease.release_in(session, self.id, self.owner)
+                outcome = self._outcome(session)
+            self._commit()
+        except BaseException:
+            self._rollback()
+            lease.release(self.db, self.id, self.owner)
+            raise
+        finally:
+            heartbeat.stop()
+            if self._target is not None:
+                self._target.close()
+        return outcome
+
+    def _not_claimed(self) -> None:
+        """The lease is someone else's: say whose, unless the rotation is over anyway."""
         with self.db.read() as session:
             rot = session.get(Rotation, self.id)
             if rot is None:
                 raise RotationInProgress(f"no rotation {self.id}")
             self.credential_id = rot.credential_id
-            if rot.status in ACTIVE_STATUSES and not self._due(rot):
-                return self.outcome()
-        if not lease.claim(self.db, self.id, self.owner, ttl):
-            with self.db.read() as session:
-                rot = session.get(Rotation, self.id)
-                assert rot is not None
-                if rot.status not in ACTIVE_STATUSES:
-                    return self.outcome()
+            if rot.status in ACTIVE_STATUSES:
                 raise RotationInProgress(
                     f"rotation {self.id} of {rot.credential_id} is being run by "
                     f"{rot.lease_owner} (lease until {rot.lease_expires_at:%H:%M:%SZ})"
                 )
-        heartbeat = lease.Heartbeat(self.db, self.id, self.owner, ttl)
-        heartbeat.start()
-        try:
-            self._loop(heartbeat)
-        finally:
-            heartbeat.stop()
-            lease.release(self.db, self.id, self.owner)
-            if self._target is not None:
-                self._target.close()
-        return self.outcome()
 
     def _due(self, rot: Rotation) -> bool:
         if self.force or rot.status == RotationStatus.RUNNING:
@@ -86,6 +109,16 @@ class Runner(Failures):
         if rot.status == RotationStatus.WAITING:
             return True  # the wait step decides
         return rot.next_attempt_at is None or rot.next_attempt_at <= utcnow()
+
+    def _outside(self, step: Step) -> bool:
+        """Does *step* talk to a target or a store? The chain commits before it does."""
+        if step == Step.CREATE:
+            return type(self.target).issues_secrets  # the target issues the new value
+        if step == Step.PUBLISH:
+            return bool(self._stores)
+        if step == Step.REVOKE:
+            return not self._refused_at_test
+        return step in (Step.SET, Step.TEST)
 
     def _loop(self, heartbeat: lease.Heartbeat) -> None:
         steps = {
@@ -97,22 +130,19 @@ class Runner(Failures):
             Step.WAIT: self._wait,
             Step.REVOKE: self._revoke,
         }
-        while True:
-            with self.db.read() as session:
-                rot = session.get(Rotation, self.id)
-                assert rot is not None
-                step, status = Step(rot.step), RotationStatus(rot.status)
-            if status not in ACTIVE_STATUSES or step == Step.DONE:
-                return
+        while self.status in ACTIVE_STATUSES and self.step != Step.DONE:
+            step = self.step
             if heartbeat.lost.is_set():
                 raise lease.LeaseLost()
+            if self._outside(step):
+                self._commit()
             checkpoint(f"{step}:before")
             try:
                 keep_going = steps[step]()
             except lease.LeaseLost:
                 raise
             except STEP_FAILURES as exc:
-                self._fail(step, exc)
+                self._failed(step, exc)
                 return
             except KeyturnError:
                 raise  # keyturn's own database is unavailable: the lease runs out, resume later
@@ -125,7 +155,7 @@ class Runner(Failures):
                     step,
                     exc_info=log.isEnabledFor(logging.DEBUG),
                 )
-                self._fail(
+                self._failed(
                     step,
                     PluginError(
                         f"the target plugin failed unexpectedly ({exc.__class__.__name__}); "
@@ -137,11 +167,18 @@ class Runner(Failures):
                 return
             checkpoint(f"{step}:after")
 
+    def _failed(self, step: Step, exc: KeyturnError) -> None:
+        """A step failed: drop what the chain held (a local step may have half-written it),
+        then record the failure at the last committed step, in a transaction of its own."""
+        self._rollback()
+        self._fail(step, exc, resume=self.step if self.step != step else None)
+        self._commit()
+
     # -- steps -----------------------------------------------------------------------------
 
     def _create(self) -> bool:
         strategy = self.strategy
-        with self.db.write() as session:
+        with self._write() as session:
             rot, cred = self._load(session)
             pending, current = self._values(session)
             if pending is not None:
@@ -150,11 +187,15 @@ class Runner(Failures):
                 self._created(session, rot, cred, pending, current, reused=True)
                 return True
             login = strategy.next_login(list(cred.usernames), current.username if current else None)
-            known = {
-                v.key_id
-                for v in repo.versions(session, cred.id)
-                if v.state in (VersionState.CURRENT, VersionState.PREVIOUS)
-            }
+            known = (
+                {  # the keys an issuing target may hold for us (others are orphans)
+                    v.key_id
+                    for v in repo.versions(session, cred.id)
+                    if v.state in (VersionState.CURRENT, VersionState.PREVIOUS)
+                }
+                if type(self.target).issues_secrets
+                else set()
+            )
             value, key_id = strategy.new_value(
                 Account(login),
                 self._policy(session, cred).password,
@@ -189,6 +230,10 @@ class Runner(Failures):
             new_version=pending.number,
             old_version=current.number if current else None,
         )
+        self._play = (
+            Value.of(self.app, pending),
+            Value.of(self.app, current) if current else None,
+        )
         self._audit(
             session,
             "rotation.create",
@@ -200,23 +245,15 @@ class Runner(Failures):
         )
 
     def _set(self) -> bool:
-        with self.db.read() as session:
-            pending, current = self._values(session)
-            assert pending is not None, "set without a pending version"
-            new = self.app.vault.reveal(pending)
-            old = self.app.vault.reveal(current) if current else None
-        self.strategy.set(account(pending), new, old)
+        pending, current = self._in_play()
+        self.strategy.set(pending.account, pending.secret, current.secret if current else None)
         checkpoint("set:effect")
         self._step_done(Step.TEST, "rotation.set", pending, username=pending.username or "")
         return True
 
     def _test(self) -> bool:
-        with self.db.read() as session:
-            pending, current = self._values(session)
-            assert pending is not None
-            new = self.app.vault.reveal(pending)
-            old = self.app.vault.reveal(current) if current else None
-        if not self.target.test(account(pending), new):
+        pending, current = self._in_play()
+        if not self.target.test(pending.account, pending.secret):
             raise _Refused(
                 f"{self.credential_id}: the target refused the new value for "
                 f"{pending.username or 'its account'}"
@@ -225,11 +262,13 @@ class Runner(Failures):
         if (
             self.strategy.old_refused_at_test
             and current is not None
-            and old is not None
             and current.username == pending.username
         ):
             # seed 004: make sure the old value is really refused.
-            old_rejected = not self.target.test(account(current), old)
+            old_rejected = not self.target.test(current.account, current.secret)
+            # Under `single` that is all revoke would check (nothing is left to disable):
+            # this run's revoke does not log in with the old value a second time.
+            self._refused_at_test = old_rejected and isinstance(self.strategy, Single)
         checkpoint("test:effect")
         self._step_done(
             Step.PUBLISH,
@@ -250,7 +289,7 @@ class Runner(Failures):
     def _finish(self) -> bool:
         """Promote in one transaction: previous->retired, current->previous, pending->current."""
         now = utcnow()
-        with self.db.write() as session:
+        with self._write() as session:
             rot, cred = self._load(session)
             pending, current = self._values(session)
             assert pending is not None
@@ -265,7 +304,9 @@ class Runner(Failures):
             grace = timedelta(0) if immediate else self._policy(session, cred).grace
             cred.sync_status, cred.verified_at = "in-sync", now
             session.flush()
-            session.expire_all()  # the promotion above bypassed the identity map
+            for loaded in list(session.identity_map.values()):
+                if isinstance(loaded, Version):  # the promotion above bypassed them
+                    session.expire(loaded)
             repo.refresh_due(session, cred)
             self._advance(session, Step.WAIT, wait_until=now + grace)
             self._audit(
@@ -285,7 +326,7 @@ class Runner(Failures):
 
     def _wait(self) -> bool:
         now = utcnow()
-        with self.db.write() as session:
+        with self._write() as session:
             rot, cred = self._load(session)
             previous = repo.version_in_state(session, cred.id, VersionState.PREVIOUS)
             consumers = repo.consumers(session, cred.id)
@@ -328,11 +369,12 @@ class Runner(Failures):
             )
 
     def _revoke(self) -> bool:
-        with self.db.read() as session:
+        with self._read() as session:
             previous = repo.version_in_state(session, self.credential_id, VersionState.PREVIOUS)
             old = self.app.vault.reveal(previous) if previous else None
         rejected = None
-        if previous is not None and old is not None:
+        proven = self._refused_at_test  # `single`: this run's test saw the old value refused
+        if previous is not None and old is not None and not proven:
             self.strategy.revoke(account(previous), old)
             rejected = not self.target.test(account(previous), old)
             if not rejected:
@@ -341,7 +383,7 @@ class Runner(Failures):
                 )
         checkpoint("revoke:effect")
         now = utcnow()
-        with self.db.write() as session:
+        with self._write() as session:
             rot, cred = self._load(session)
             move(session, cred.id, VersionState.PREVIOUS, VersionState.RETIRED, retired_at=now)
             self._advance(
@@ -354,7 +396,8 @@ class Runner(Failures):
                 rot,
                 fingerprint=previous.fingerprint if previous else None,
                 version=previous.number if previous else None,
-                old_rejected=rejected,
+                old_rejected=True if proven and previous is not None else rejected,
+                **({"proven_at": "test"} if proven and previous is not None else {}),
             )
             self._audit(session, "rotation.done", cred, rot, version=rot.new_version)
         return True

@@ -81,18 +81,19 @@ def _open(app: Keyturn, row: StoreRow) -> Store:
 def run(runner: Runner) -> bool:
     """The protocol's publish step: True when every store holds the pending value."""
     app = runner.app
-    with app.db.read() as session:
+    pending, current = runner._in_play()
+    with runner._read() as session:  # the chain's session when there is no store to call
         cred = repo.get_credential(session, runner.credential_id)
-        pending = repo.version_in_state(session, cred.id, VersionState.PENDING)
-        assert pending is not None
-        view = PublishView(
-            cred.id,
-            cred.tenant_id,
-            numbered(app, pending),  # type: ignore[arg-type]
-            previous=numbered(app, repo.version_in_state(session, cred.id, VersionState.CURRENT)),
-        )
         rows = _stores(session, cred)
         marks = {r.name: m.mark for r in rows if (m := session.get(StoreMark, (r.name, cred.id)))}
+    if rows:
+        runner._commit()  # nothing keyturn holds open while a store is called
+    view = PublishView(
+        cred.id,
+        cred.tenant_id,
+        Numbered(pending.number, pending.secret, pending.fingerprint),
+        previous=Numbered(current.number, current.secret, current.fingerprint) if current else None,
+    )
     for row in rows:
         try:
             with _open(app, row) as store:
@@ -122,7 +123,7 @@ def _wait(runner: Runner, store: str, view: PublishView, exc: Exception) -> None
     conflict = isinstance(exc, StoreConflict)
     log.warning("rotation %s of %s waits at publish: %s", runner.id, view.credential_id, message)
     now = utcnow()
-    with runner.db.write() as session:
+    with runner._write() as session:
         rot, cred = runner._load(session)
         attempts = rot.attempts + 1
         next_at = now + backoff(runner.app.settings.retry_base_seconds, attempts)

@@ -1,22 +1,33 @@
 """A rotation's persisted record, as the protocol sees it: loading it, moving its step
 pointer (fenced by the lease) with an audit entry, the values in play, and the credential's
-target and strategy, opened once per run."""
+target and strategy, opened once per run.
+
+Steps that touch nothing outside keyturn share one transaction, the *chain*: `_write()` and
+`_read()` give the chain's session while one is open, and the protocol commits it before any
+step that talks to a target or a store. So the pending value is still committed before any
+target hears of it, and each outside effect is still recorded by a step of its own, but a
+rotation commits a handful of times instead of once per step. Losing an uncommitted chain
+(a crash, keyturn's database failing) only means replaying local steps, which is harmless.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from keyturn.app import Keyturn
 from keyturn.audit import log as audit
 from keyturn.db import repo
 from keyturn.db.models import Credential, Rotation, TargetRow, Version, utcnow
 from keyturn.domain.errors import PluginError
-from keyturn.domain.model import RotationStatus, Step, Trigger, VersionState
+from keyturn.domain.model import RotationStatus, Secret, Step, Trigger, VersionState
 from keyturn.domain.policy import Policy as EffectivePolicy
 from keyturn.engine import lease, strategies
 from keyturn.engine.strategies import RotationStrategy
@@ -36,8 +47,31 @@ class Outcome:
     wait_until: datetime | None
 
 
-def account(version: Version) -> Account:
+def account(version: Version | Value) -> Account:
+    if isinstance(version, Value):
+        return version.account
     return Account(version.username or "", version.key_id)
+
+
+@dataclass(frozen=True)
+class Value:
+    """A version in play during one run, decrypted once: what set, test and revoke need."""
+
+    number: int
+    fingerprint: str
+    username: str | None
+    account: Account
+    secret: Secret
+
+    @classmethod
+    def of(cls, app: Keyturn, version: Version) -> Value:
+        return cls(
+            version.number,
+            version.fingerprint,
+            version.username,
+            Account(version.username or "", version.key_id),
+            app.vault.reveal(version),
+        )
 
 
 def move(
@@ -57,23 +91,85 @@ class Record:
     credential_id: str  # known once `run` has read the row
 
     def __init__(
-        self, app: Keyturn, rotation_id: int, *, force: bool = False, owner: str | None = None
+        self,
+        app: Keyturn,
+        rotation_id: int,
+        *,
+        force: bool = False,
+        owner: str | None = None,
+        fresh: bool = False,
     ) -> None:
-        """*owner* names the lease holder (default: the process's worker id)."""
+        """*owner* names the lease holder (default: the process's worker id); *fresh*: the
+        rotation was just started, so it is its turn (no read first to find out)."""
         self.app = app
+        self.fresh = fresh
         self.db = app.db
         self.id = rotation_id
         self.owner = owner or app.worker_id
         self.force = force
         self._target: Target | None = None
         self._strategy: RotationStrategy | None = None
+        # The open chain (see the module's docstring), and the pointer as last committed.
+        self._chain: Session | None = None
+        self._chain_stack: ExitStack | None = None
+        self._held: tuple[Rotation, Credential] | None = None
+        self.step = Step.CREATE
+        self.status = RotationStatus.RUNNING
+        self._committed = (self.step, self.status)
+        self._stores: tuple[str, ...] = ()  # the credential's stores, read when a run starts
+        # `single`: this run's test step saw the old value refused, all its revoke checks.
+        self._refused_at_test = False
+        self._who: tuple[str, Trigger, str] | None = None
+        # (pending, current) as this run last read or made them; dropped with a rolled-back
+        # chain and after a failure, so a resumed run reads them again.
+        self._play: tuple[Value, Value | None] | None = None
+
+    # -- the chain -------------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        """A write session: the open chain's (opening one if needed); it commits later."""
+        if self._chain is None:
+            stack = ExitStack()
+            self._chain = stack.enter_context(self.db.write())
+            self._chain_stack = stack
+        yield self._chain
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        """The chain's session while one is open (it sees the chain's writes), else a read."""
+        if self._chain is not None:
+            yield self._chain
+            return
+        with self.db.read() as session:
+            yield session
+
+    def _commit(self) -> None:
+        """Commit the open chain, if any."""
+        stack, self._chain, self._chain_stack, self._held = self._chain_stack, None, None, None
+        if stack is not None:
+            try:
+                stack.close()
+            except BaseException:
+                self.step, self.status, self._play = *self._committed, None
+                raise
+        self._committed = (self.step, self.status)
+
+    def _rollback(self) -> None:
+        """Drop the open chain: the pointer is back where it was last committed."""
+        stack, self._chain, self._chain_stack, self._held = self._chain_stack, None, None, None
+        if stack is not None:
+            # A rollback that fails (the connection is gone) leaves nothing committed either.
+            with suppress(Exception):
+                stack.__exit__(_Rollback, _Rollback(), None)
+        self.step, self.status, self._play = *self._committed, None
 
     # -- plumbing --------------------------------------------------------------------------
 
     @property
     def target(self) -> Target:
         if self._target is None:
-            with self.db.read() as session:
+            with self._read() as session:
                 cred = repo.get_credential(session, self.credential_id)
                 row = session.get(TargetRow, cred.target or "")
                 if row is None:
@@ -90,23 +186,34 @@ class Record:
         return self._strategy
 
     def _load(self, session: Session) -> tuple[Rotation, Credential]:
+        """The rotation and its credential (from the session's identity map when it has them)."""
         rot = session.get(Rotation, self.id)
         assert rot is not None
-        return rot, repo.get_credential(session, rot.credential_id)
+        cred = session.get(Credential, rot.credential_id)
+        cred = cred or repo.get_credential(session, rot.credential_id)
+        if session is self._chain:  # the identity map holds objects weakly: keep these loaded
+            self._held = (rot, cred)
+        return rot, cred
 
     def _advance(self, session: Session, step: Step, **values: Any) -> None:
         """Move the pointer, fenced by our lease; everything else in *session* commits with it."""
         values.setdefault("status", RotationStatus.RUNNING)
+        values.update(step=step, updated_at=utcnow())
         session.flush()
         result = session.execute(
             update(Rotation)
             .where(Rotation.id == self.id, Rotation.lease_owner == self.owner)
-            .values(step=step, updated_at=utcnow(), **values)
+            .values(**values)
             .execution_options(synchronize_session=False)
         )
         if not result.rowcount:  # type: ignore[attr-defined]
             raise lease.LeaseLost()
-        session.expire_all()
+        # The UPDATE bypassed the identity map: a loaded rotation gets the values it wrote.
+        loaded = session.identity_map.get(session.identity_key(Rotation, self.id))
+        if loaded is not None:
+            for name, value in values.items():
+                set_committed_value(loaded, name, value)
+        self.step, self.status = step, RotationStatus(values["status"])
 
     def _audit(
         self,
@@ -118,23 +225,32 @@ class Record:
         fingerprint: str | None = None,
         **details: Any,
     ) -> None:
+        if self._who is None:  # who asked for the rotation, and why: fixed at its start
+            self._who = (rot.actor, Trigger(rot.trigger), rot.reason)
+        actor, trigger, reason = self._who
         audit.append(
             session,
-            actor=rot.actor if rot.trigger != Trigger.SCHEDULE else "scheduler",
+            actor=actor if trigger != Trigger.SCHEDULE else "scheduler",
             action=action,
             outcome=outcome,
             credential_id=cred.id,
             tenant_id=cred.tenant_id,
             fingerprint=fingerprint,
-            reason=rot.reason or None,
-            details={"rotation": rot.id, "trigger": rot.trigger, "worker": self.owner, **details},
+            reason=reason or None,
+            details={"rotation": self.id, "trigger": trigger, "worker": self.owner, **details},
         )
 
     def _step_done(
-        self, step: Step, action: str, version: Version, outcome: str = "ok", **details: Any
+        self,
+        step: Step,
+        action: str,
+        version: Version | Value,
+        outcome: str = "ok",
+        **details: Any,
     ) -> None:
-        """Commit the pointer to *step* with the audit entry of the step just done."""
-        with self.db.write() as session:
+        """Move the pointer to *step* with the audit entry of the step just done (in the
+        chain: it commits before the next step that talks to the outside)."""
+        with self._write() as session:
             rot, cred = self._load(session)
             self._advance(session, step)
             self._audit(
@@ -151,23 +267,43 @@ class Record:
     def _policy(self, session: Session, cred: Credential) -> EffectivePolicy:
         return repo.policy_for(session, cred, type(self.target).password_rules)
 
+    def _in_play(self) -> tuple[Value, Value | None]:
+        """The pending value and the current one, decrypted (read once per run)."""
+        if self._play is None:
+            with self._read() as session:
+                pending, current = self._values(session)
+                assert pending is not None, f"{self.step} without a pending version"
+                self._play = (
+                    Value.of(self.app, pending),
+                    Value.of(self.app, current) if current else None,
+                )
+        return self._play
+
     def _values(self, session: Session) -> tuple[Version | None, Version | None]:
-        return (
-            repo.version_in_state(session, self.credential_id, VersionState.PENDING),
-            repo.version_in_state(session, self.credential_id, VersionState.CURRENT),
+        """The pending and the current version (one query)."""
+        found = repo.versions_in_states(
+            session, self.credential_id, (VersionState.PENDING, VersionState.CURRENT)
         )
+        return found.get(VersionState.PENDING), found.get(VersionState.CURRENT)
 
     def outcome(self) -> Outcome:
         with self.db.read() as session:
-            rot = session.get(Rotation, self.id)
-            assert rot is not None
-            return Outcome(
-                rot.id,
-                rot.credential_id,
-                rot.status,
-                rot.step,
-                rot.new_version,
-                rot.error,
-                rot.next_attempt_at,
-                rot.wait_until,
-            )
+            return self._outcome(session)
+
+    def _outcome(self, session: Session) -> Outcome:
+        rot = session.get(Rotation, self.id)
+        assert rot is not None
+        return Outcome(
+            rot.id,
+            rot.credential_id,
+            rot.status,
+            rot.step,
+            rot.new_version,
+            rot.error,
+            rot.next_attempt_at,
+            rot.wait_until,
+        )
+
+
+class _Rollback(Exception):
+    """Raised into a chain's transaction to roll it back."""

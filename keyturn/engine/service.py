@@ -97,7 +97,8 @@ def start(
 def rotate(
     app: Keyturn, credential_id: str, *, trigger: Trigger, actor: str, reason: str = ""
 ) -> Outcome:
-    return Runner(app, start(app, credential_id, trigger=trigger, actor=actor, reason=reason)).run()
+    rotation_id = start(app, credential_id, trigger=trigger, actor=actor, reason=reason)
+    return Runner(app, rotation_id, fresh=True).run()
 
 
 def run(app: Keyturn, rotation_id: int) -> Outcome:
