@@ -15,7 +15,8 @@ its own login roles for a few seconds, rounds interleaved (the order rotates eac
   `POST database/rotate-role/NAME` on static roles, 1 and 4 clients;
 - raw: the ceiling of this machine for what keyturn must do at least, through psycopg with
   nothing else: the same `ALTER ROLE ... PASSWORD <SCRAM verifier>` on a kept admin
-  connection, then the same verification login with the new password, 1 and 4 clients.
+  connection, then the same verification logins (the new password accepted, the old one
+  refused: seed 004), 1 and 4 clients.
 
 Prints rotations/s (medians over rounds) and the ratios the issue asks for, from this run.
 OpenBao makes no verification login; keyturn must, hence the raw ceiling beside it.
@@ -131,7 +132,9 @@ def threaded(clients: int, one: Callable[[int], None]) -> Callable[[float], int]
 # -- raw psycopg: the ceiling ----------------------------------------------------------------
 
 
-def raw_config(cluster: Cluster, roles: list[str], clients: int) -> Config:
+def raw_config(cluster: Cluster, roles: list[str], clients: int, held: dict[str, str]) -> Config:
+    """*held*: each role's password as the last rotation left it (shared by the configs)."""
+    import psycopg
     from psycopg import sql
 
     from keyturn.targets.postgres import scram_verifier
@@ -139,13 +142,20 @@ def raw_config(cluster: Cluster, roles: list[str], clients: int) -> Config:
     admins = [cluster.connect() for _ in range(clients)]
 
     def one(i: int) -> None:
-        password = secrets.token_urlsafe(24)
+        old, password = held[roles[i]], secrets.token_urlsafe(24)
         statement = sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(
             sql.Identifier(roles[i]), sql.Literal(scram_verifier(password))
         )
         admins[i].execute(statement)  # type: ignore[attr-defined]
+        held[roles[i]] = password
         with cluster.connect(roles[i], password) as login:  # type: ignore[attr-defined]
             login.execute("SELECT 1").fetchone()
+        try:  # the old password must be refused now (keyturn's test checks it too)
+            cluster.connect(roles[i], old).close()  # type: ignore[attr-defined]
+        except psycopg.OperationalError:
+            pass
+        else:
+            raise SystemExit(f"{roles[i]}: the old password still logs in")
 
     return Config(f"raw psycopg x{clients}", threaded(clients, one))
 
@@ -344,7 +354,8 @@ def main() -> None:
         with ExitStack() as stack:
             configs = keyturn_configs(cluster, roles["k"], initial, args.state, stack)
             configs += bao_configs(cluster, roles["b"], stack)
-            configs += [raw_config(cluster, roles["r"], n) for n in (1, CLIENTS)]
+            held = dict.fromkeys(roles["r"], initial)
+            configs += [raw_config(cluster, roles["r"], n, held) for n in (1, CLIENTS)]
             for round_ in range(args.rounds):
                 shift = round_ % len(configs)
                 for c in configs[shift:] + configs[:shift]:

@@ -123,6 +123,13 @@ class Failures(Record):
                 )
                 outbox.enqueue(session, **message.fields())
 
+    def _failed(self, step: Step, exc: KeyturnError) -> None:
+        """A step failed: drop what the chain held (a local step may have half-written it),
+        then record the failure at the last committed step, in a transaction of its own."""
+        self._rollback()
+        self._fail(step, exc, resume=self.step if self.step != step else None)
+        self._commit()
+
     def _retry_values(
         self, exc: KeyturnError, attempts: int, now: datetime, gave_up: bool
     ) -> dict[str, Any]:

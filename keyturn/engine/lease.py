@@ -8,6 +8,7 @@ so a worker that lost its lease (paused too long, then woke up) cannot move the 
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 
 from sqlalchemy import or_, update
@@ -73,25 +74,70 @@ def release_in(session: Session, rotation_id: int, owner: str) -> None:
     )
 
 
-class Heartbeat(threading.Thread):
-    """Renews a lease every third of its length until stopped; notes when it is lost."""
+class Heartbeat:
+    """A lease held by a running rotation, renewed every third of its length (at least every
+    half second) until stopped; `lost` is set when a renewal finds the lease taken over.
+
+    One renewer thread serves every lease of the process: a rotation starts no thread."""
 
     def __init__(self, db: Database, rotation_id: int, owner: str, ttl: timedelta) -> None:
-        super().__init__(daemon=True, name=f"lease-{rotation_id}")
         self.db, self.rotation_id, self.owner, self.ttl = db, rotation_id, owner, ttl
+        self.interval = max(ttl.total_seconds() / 3, 0.5)
         self.lost = threading.Event()
-        self._stop_event = threading.Event()
+        self.due = 0.0
 
-    def run(self) -> None:
-        interval = max(self.ttl.total_seconds() / 3, 0.5)
-        while not self._stop_event.wait(interval):
-            try:
-                if not renew(self.db, self.rotation_id, self.owner, self.ttl):
-                    self.lost.set()
-                    return
-            except KeyturnError:
-                continue  # the database is briefly unavailable: the fence protects us
+    def start(self) -> None:
+        _RENEWER.add(self)
 
     def stop(self) -> None:
-        self._stop_event.set()
-        self.join(timeout=5)
+        _RENEWER.remove(self)
+
+    def beat(self) -> bool:
+        """Renew once; False when the lease is gone (someone else holds it now)."""
+        try:
+            if not renew(self.db, self.rotation_id, self.owner, self.ttl):
+                self.lost.set()
+                return False
+        except KeyturnError:
+            pass  # the database is briefly unavailable: the fence protects us
+        return True
+
+
+class _Renewer:
+    """The process's lease renewer: one daemon thread, started with the first lease."""
+
+    def __init__(self) -> None:
+        self._held: set[Heartbeat] = set()
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def add(self, beat: Heartbeat) -> None:
+        with self._changed:
+            beat.due = time.monotonic() + beat.interval
+            self._held.add(beat)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, daemon=True, name="leases")
+                self._thread.start()
+            self._changed.notify()
+
+    def remove(self, beat: Heartbeat) -> None:
+        with self._changed:
+            self._held.discard(beat)
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                now = time.monotonic()
+                due = [b for b in self._held if b.due <= now]
+                if not due:
+                    soonest = min((b.due for b in self._held), default=now + 60)
+                    self._changed.wait(soonest - now)
+                    continue
+                for beat in due:
+                    beat.due = now + beat.interval
+            for beat in due:  # outside the lock: a renewal waits on the database
+                if beat in self._held and not beat.beat():
+                    self.remove(beat)
+
+
+_RENEWER = _Renewer()

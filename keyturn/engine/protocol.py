@@ -60,6 +60,7 @@ class Runner(Failures):
                     raise RotationInProgress(f"no rotation {self.id}")
                 if rot.status in ACTIVE_STATUSES and not self._due(rot):
                     return self.outcome()
+        self._chaining = True
         with self._write() as session:  # the claim opens the chain: it commits with create
             claimed = lease.claim_in(session, self.id, self.owner, ttl)
             rot, cred = self._load(session) if claimed else (None, None)
@@ -89,26 +90,6 @@ class Runner(Failures):
             if self._target is not None:
                 self._target.close()
         return outcome
-
-    def _not_claimed(self) -> None:
-        """The lease is someone else's: say whose, unless the rotation is over anyway."""
-        with self.db.read() as session:
-            rot = session.get(Rotation, self.id)
-            if rot is None:
-                raise RotationInProgress(f"no rotation {self.id}")
-            self.credential_id = rot.credential_id
-            if rot.status in ACTIVE_STATUSES:
-                raise RotationInProgress(
-                    f"rotation {self.id} of {rot.credential_id} is being run by "
-                    f"{rot.lease_owner} (lease until {rot.lease_expires_at:%H:%M:%SZ})"
-                )
-
-    def _due(self, rot: Rotation) -> bool:
-        if self.force or rot.status == RotationStatus.RUNNING:
-            return True
-        if rot.status == RotationStatus.WAITING:
-            return True  # the wait step decides
-        return rot.next_attempt_at is None or rot.next_attempt_at <= utcnow()
 
     def _outside(self, step: Step) -> bool:
         """Does *step* talk to a target or a store? The chain commits before it does."""
@@ -166,13 +147,6 @@ class Runner(Failures):
             if not keep_going:
                 return
             checkpoint(f"{step}:after")
-
-    def _failed(self, step: Step, exc: KeyturnError) -> None:
-        """A step failed: drop what the chain held (a local step may have half-written it),
-        then record the failure at the last committed step, in a transaction of its own."""
-        self._rollback()
-        self._fail(step, exc, resume=self.step if self.step != step else None)
-        self._commit()
 
     # -- steps -----------------------------------------------------------------------------
 

@@ -26,8 +26,15 @@ from keyturn.app import Keyturn
 from keyturn.audit import log as audit
 from keyturn.db import repo
 from keyturn.db.models import Credential, Rotation, TargetRow, Version, utcnow
-from keyturn.domain.errors import PluginError
-from keyturn.domain.model import RotationStatus, Secret, Step, Trigger, VersionState
+from keyturn.domain.errors import PluginError, RotationInProgress
+from keyturn.domain.model import (
+    ACTIVE_STATUSES,
+    RotationStatus,
+    Secret,
+    Step,
+    Trigger,
+    VersionState,
+)
 from keyturn.domain.policy import Policy as EffectivePolicy
 from keyturn.engine import lease, strategies
 from keyturn.engine.strategies import RotationStrategy
@@ -113,6 +120,7 @@ class Record:
         self._chain: Session | None = None
         self._chain_stack: ExitStack | None = None
         self._held: tuple[Rotation, Credential] | None = None
+        self._chaining = False  # `run` chains local steps; a step called alone commits
         self.step = Step.CREATE
         self.status = RotationStatus.RUNNING
         self._committed = (self.step, self.status)
@@ -128,7 +136,13 @@ class Record:
 
     @contextmanager
     def _write(self) -> Iterator[Session]:
-        """A write session: the open chain's (opening one if needed); it commits later."""
+        """A write session: the open chain's (opening one if needed; it commits later), or,
+        outside `run` (a step called by itself), a transaction that commits at the block's end."""
+        if not self._chaining:
+            with self.db.write() as session:
+                yield session
+            self._committed = (self.step, self.status)
+            return
         if self._chain is None:
             stack = ExitStack()
             self._chain = stack.enter_context(self.db.write())
@@ -163,6 +177,26 @@ class Record:
             with suppress(Exception):
                 stack.__exit__(_Rollback, _Rollback(), None)
         self.step, self.status, self._play = *self._committed, None
+
+    def _not_claimed(self) -> None:
+        """The lease is someone else's: say whose, unless the rotation is over anyway."""
+        with self.db.read() as session:
+            rot = session.get(Rotation, self.id)
+            if rot is None:
+                raise RotationInProgress(f"no rotation {self.id}")
+            self.credential_id = rot.credential_id
+            if rot.status in ACTIVE_STATUSES:
+                raise RotationInProgress(
+                    f"rotation {self.id} of {rot.credential_id} is being run by "
+                    f"{rot.lease_owner} (lease until {rot.lease_expires_at:%H:%M:%SZ})"
+                )
+
+    def _due(self, rot: Rotation) -> bool:
+        if self.force or rot.status == RotationStatus.RUNNING:
+            return True
+        if rot.status == RotationStatus.WAITING:
+            return True  # the wait step decides
+        return rot.next_attempt_at is None or rot.next_attempt_at <= utcnow()
 
     # -- plumbing --------------------------------------------------------------------------
 

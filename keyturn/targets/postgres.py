@@ -187,6 +187,8 @@ class PostgresTarget(Target):
     password_rules = PasswordRules(length=32, alphabet="urlsafe", forbid=DSN_UNSAFE)
     config_model = PostgresConfig
     config: PostgresConfig
+    # May the admin read pg_authid (superusers only)? Learnt at the first look at a role.
+    _authid: bool | None = None
 
     # -- connections ----------------------------------------------------------------------
 
@@ -291,23 +293,33 @@ class PostgresTarget(Target):
     def _role(self, conn: psycopg.Connection[Any], role: str) -> tuple[bool, str | None] | None:
         """(can log in, stored verifier or None when unreadable), or None if no such role."""
         pg = _driver()
+        if self._authid is not False:
+            # Only superusers may read pg_authid; without it, keyturn asks the server instead.
+            try:
+                found = conn.execute(
+                    "SELECT rolcanlogin, rolpassword FROM pg_authid WHERE rolname = %s", (role,)
+                ).fetchone()
+            except pg.errors.InsufficientPrivilege:
+                self._authid = False
+            else:
+                self._authid = True
+                return None if found is None else (bool(found[0]), found[1])
         row = conn.execute(
             "SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", (role,)
         ).fetchone()
-        if row is None:
-            return None
-        try:
-            # Only superusers may read pg_authid; without it, keyturn asks the server instead.
-            found = conn.execute(
-                "SELECT rolpassword FROM pg_authid WHERE rolname = %s", (role,)
-            ).fetchone()
-        except pg.errors.InsufficientPrivilege:
-            return bool(row[0]), None
-        return bool(row[0]), (found[0] if found else None)
+        return None if row is None else (bool(row[0]), None)
 
-    def _accepts(self, conn: psycopg.Connection[Any], account: Account, value: Secret) -> bool:
-        """Does the role exist, may it log in, and is *value* its password?"""
-        role = self._role(conn, account.username)
+    def _accepts(
+        self,
+        conn: psycopg.Connection[Any],
+        account: Account,
+        value: Secret,
+        role: tuple[bool, str | None] | Literal["ask"] | None = "ask",
+    ) -> bool:
+        """Does the role exist, may it log in, and is *value* its password? (*role*: what
+        `_role` found already.)"""
+        if role == "ask":
+            role = self._role(conn, account.username)
         if role is None or not role[0]:
             return False
         if role[1] is not None:
@@ -355,15 +367,15 @@ class PostgresTarget(Target):
         if not self._has_admin(account) and self.test(account, new):
             return
         with self._admin(account, current) as conn:
-            if self._has_admin(account) and self._accepts(conn, account, new):
+            role = self._role(conn, account.username)
+            if self._has_admin(account) and self._accepts(conn, account, new, role):
                 return
-            exists = self._role(conn, account.username) is not None
-            if not exists and not self.config.owner_role:
+            if role is None and not self.config.owner_role:
                 raise TargetRejected(
                     f"{self._where(account.username)} has no such role; create it, or set "
                     "owner_role so keyturn creates alternating logins"
                 )
-            self._set_password(conn, account.username, new, create=not exists)
+            self._set_password(conn, account.username, new, create=role is None)
             self._join_owner(conn, account.username)
 
     def test(self, account: Account, value: Secret) -> bool:
