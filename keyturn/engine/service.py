@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -43,9 +44,18 @@ def _in_progress(rot: Rotation) -> RotationInProgress:
 
 
 def start(
-    app: Keyturn, credential_id: str, *, trigger: Trigger, actor: str, reason: str = ""
+    app: Keyturn,
+    credential_id: str,
+    *,
+    trigger: Trigger,
+    actor: str,
+    reason: str = "",
+    lease_owner: str | None = None,
 ) -> int:
-    """Record a new rotation; the database refuses a second active one for the credential."""
+    """Record a new rotation; the database refuses a second active one for the credential.
+
+    *lease_owner*: who runs it now, holding its lease from the start, so that no worker
+    claims it between this commit and the run."""
     validate_id(credential_id)
     reason = reason.strip()
     if trigger != Trigger.SCHEDULE and not reason:
@@ -73,6 +83,10 @@ def start(
                 step=Step.CREATE,
                 status=RotationStatus.RUNNING,
                 old_version=current.number if current else None,
+                lease_owner=lease_owner,
+                lease_expires_at=utcnow() + timedelta(seconds=app.settings.lease_seconds)
+                if lease_owner
+                else None,
             )
             session.add(rot)
             session.flush()
@@ -97,7 +111,9 @@ def start(
 def rotate(
     app: Keyturn, credential_id: str, *, trigger: Trigger, actor: str, reason: str = ""
 ) -> Outcome:
-    rotation_id = start(app, credential_id, trigger=trigger, actor=actor, reason=reason)
+    rotation_id = start(
+        app, credential_id, trigger=trigger, actor=actor, reason=reason, lease_owner=app.worker_id
+    )
     return Runner(app, rotation_id, fresh=True).run()
 
 
