@@ -56,6 +56,7 @@ def test_help_imports_no_database_layer() -> None:
         "keyturn.cli.lazy",
         "keyturn.cli.main",
         "keyturn.cli.output",
+        "keyturn.cli.params",
         "keyturn.cli.remote",
         "keyturn.domain",
         "keyturn.domain.errors",
