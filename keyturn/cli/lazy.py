@@ -32,7 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "list": ("commands", "The inventory: every credential with its age and due status."),
     "get": (
-        "commands",
+        "secret",
         "Print a credential's current value (the only command that prints a secret).",
     ),
     "delete": (
