@@ -119,9 +119,15 @@ def progress(description: str, total: int | None, *, enabled: bool = True) -> It
         yield Bar(bar, bar.add_task(description, total=total))
 
 
+# What Rich strips from printed text (rich.control.strip_control_codes): BEL, BS, VT, FF, CR.
+_CONTROL = dict.fromkeys((7, 8, 11, 12, 13))
+
+
 def say(text: str) -> None:
-    """A line of plain text on stdout (no Rich markup or highlighting)."""
-    _made("console").print(text, highlight=False, markup=False, soft_wrap=True)
+    """A line of plain text on stdout: no markup, highlighting or wrapping, control codes
+    stripped and tabs expanded as Rich prints it, without loading Rich (a command's last
+    line, `keyturn rotate`'s for one)."""
+    sys.stdout.write(text.translate(_CONTROL).expandtabs(8) + "\n")
 
 
 def warn(message: str) -> None:
