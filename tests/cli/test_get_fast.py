@@ -80,6 +80,7 @@ CASES = [
 ]
 
 
+@pytest.mark.state_db  # one transaction: a row lock on PostgreSQL, BEGIN IMMEDIATE on SQLite
 @pytest.mark.parametrize("args", CASES, ids=[" ".join(c) for c in CASES])
 def test_the_same_answer_and_entry_as_the_reference(
     kt: Harness, args: list[str], short_only: list[str]
@@ -119,6 +120,7 @@ def test_a_disputed_credential_is_held_back_with_the_references_words(
     assert fast.err == _reference(kt, [CRED])[0]
 
 
+@pytest.mark.state_db
 def test_no_value_without_its_audit_entry(kt: Harness, short_only: list[str]) -> None:
     _three_versions(kt)
     with kt.app.db.write() as session:
