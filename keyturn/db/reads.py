@@ -9,7 +9,7 @@ write transaction that appends the read's audit entry (`append`), as the referen
 
 The tables here are Core tables of the columns these statements use, so that neither path
 imports the ORM or builds its mapped classes (a third of `keyturn get`'s start-up):
-tests/core/test_reads_tables.py checks them against keyturn.db.models, which stays the one
+tests/cli/test_get_fast.py checks them against keyturn.db.models, which stays the one
 definition of the schema. `keyturn.runtime.read_secret` (ORM, in the caller's write
 transaction, with `keyturn.audit.log.append`) is the reference this is read against;
 tests/api/test_secret_fast.py and tests/cli/test_get_fast.py compare the two.
