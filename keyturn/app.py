@@ -11,12 +11,14 @@ from typing import TYPE_CHECKING
 from keyturn.crypto.keys import MasterKey, generate_key, load_key, write_key_file
 from keyturn.db import migrate
 from keyturn.db.engine import Database
-from keyturn.db.vault import Vault, create_keys
 from keyturn.domain.errors import KeyturnError, UsageError
 from keyturn.settings import Settings
 
 if TYPE_CHECKING:
+    # The vault (and with it the ORM models) loads when keyturn opens: `keyturn get` reads
+    # the master keys from here without either (keyturn.cli.secret).
     from keyturn.audit.group import GroupWriter
+    from keyturn.db.vault import Vault
 
 
 def master_keys(settings: Settings) -> list[MasterKey]:
@@ -48,6 +50,8 @@ class Keyturn:
 
     @classmethod
     def open(cls, settings: Settings) -> Keyturn:
+        from keyturn.db.vault import Vault
+
         db = Database(settings.db)
         if not db.is_initialised():
             db.dispose()
@@ -86,6 +90,8 @@ class InitResult:
 
 def initialise(settings: Settings) -> InitResult:
     """Create the schema and, when no master key is configured, a key file (mode 0600)."""
+    from keyturn.db.vault import create_keys
+
     db = Database(settings.db)
     try:
         if db.is_initialised():

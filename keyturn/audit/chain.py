@@ -20,13 +20,15 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime
-from typing import Any, Protocol
-
-from sqlalchemy.orm import Session
+from typing import TYPE_CHECKING, Any, Protocol
 
 from keyturn.crypto.keyset import KeySet
-from keyturn.db.engine import Database
 from keyturn.domain.errors import CryptoError
+
+if TYPE_CHECKING:  # for annotations only: `keyturn get` chains its entry on Core alone
+    from sqlalchemy.orm import Session
+
+    from keyturn.db.engine import Database
 
 GENESIS = "0" * 64
 SESSION_KEY = "keyturn.keyset"

@@ -13,14 +13,16 @@ from keyturn.app import Keyturn
 from keyturn.audit import chain, checkpoint
 from keyturn.audit import log as audit
 from keyturn.cli import output
-from keyturn.cli.main import app, open_app
+from keyturn.cli.main import PLAIN, app, open_app
 from keyturn.db.models import AuditEntry, AuditHead
 from keyturn.domain.errors import NotFound, UsageError
 from keyturn.domain.ids import validate_id, validate_name
 from keyturn.domain.inputs import check_text, parse_moment
 from keyturn.scheduler.checkpoints import write as write_checkpoint
 
-audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
+audit_app = typer.Typer(
+    help="The tamper-evident audit log.", no_args_is_help=True, rich_markup_mode=PLAIN
+)
 app.add_typer(audit_app, name="audit")
 
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable output")]

@@ -1,8 +1,7 @@
-"""Inventory and secret commands: init, apply, list, get, delete."""
+"""Inventory commands: init, apply, list, delete (`get` is keyturn.cli.secret's)."""
 
 from __future__ import annotations
 
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -17,10 +16,8 @@ from keyturn.cli import output, remote
 from keyturn.cli.main import actor, app, open_app, settings
 from keyturn.db import repo
 from keyturn.db.models import Credential, utcnow
-from keyturn.domain.errors import UsageError
 from keyturn.domain.ids import validate_id, validate_name
 from keyturn.domain.model import VersionState
-from keyturn.runtime import read_secret
 
 if TYPE_CHECKING:
     # The inventory modules (TOML, plugins, notify) load when `apply` or `delete` runs, not
@@ -212,62 +209,6 @@ def list_(
     output.table(
         None, list(LIST_COLUMNS.values()), [[r.get(k) for k in LIST_COLUMNS] for r in rows]
     )
-
-
-@app.command()
-def get(
-    ctx: typer.Context,
-    credential_id: Annotated[str, typer.Argument(metavar="ID")],
-    previous: Annotated[bool, typer.Option("--previous", help="The previous version")] = False,
-    version: Annotated[
-        int | None,
-        typer.Option("--version", min=1, help="Version N (current, previous or pending)"),
-    ] = None,
-    json: Annotated[
-        bool, typer.Option("--json", help="Value, version, state and username as JSON")
-    ] = False,
-) -> None:
-    """Print a credential's current value (the only command that prints a secret).
-
-    Every read is an audit entry (with the value's fingerprint, never the value)."""
-    validate_id(credential_id)
-    if previous and version is not None:
-        raise UsageError("give --previous or --version N, not both")
-    api = remote.connect(ctx)
-    if api is not None:
-        data = _remote_secret(api, credential_id, previous, version)
-    else:
-        instance = open_app(ctx)
-        with instance.db.write() as session:
-            row, value = read_secret(
-                instance, session, credential_id, actor=actor(), previous=previous, number=version
-            )
-        data = {
-            "credential": credential_id,
-            "version": row.number,
-            "state": row.state,
-            "username": row.username,
-            "value": value.reveal(),
-        }
-    if json:
-        output.emit_json(data)
-    else:
-        sys.stdout.write(str(data["value"]) + "\n")
-
-
-def _remote_secret(
-    api: remote.Remote, credential_id: str, previous: bool, number: int | None
-) -> dict[str, Any]:
-    which = "previous" if previous else "current"
-    if number is not None:  # the API reads by state: find the state of version N
-        states = {v["number"]: v["state"] for v in api.versions(credential_id)}
-        if states.get(number) not in ("current", "previous"):
-            raise UsageError(
-                f"version {number} of {credential_id} is {states.get(number, 'not there')}: "
-                "over the API only the current and previous versions can be read"
-            )
-        which = str(states[number])
-    return api.secret(credential_id, which)
 
 
 @app.command()

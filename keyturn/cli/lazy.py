@@ -16,6 +16,8 @@ from typing import Any
 from typer import _click as click  # the click Typer vendors and builds commands with
 from typer.core import TyperCommand, TyperGroup
 
+from keyturn.cli.params import speed_up
+
 # name -> (module under keyturn.cli, the first paragraph of its help), in `--help` order.
 COMMANDS: dict[str, tuple[str, str]] = {
     "accounts": ("accounts", "Accounts on targets and the credential each belongs to."),
@@ -30,7 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "list": ("commands", "The inventory: every credential with its age and due status."),
     "get": (
-        "commands",
+        "secret",
         "Print a credential's current value (the only command that prints a secret).",
     ),
     "delete": (
@@ -130,6 +132,13 @@ class LazyGroup(TyperGroup):
         super().__init__(*args, **kwargs)
         self._built: set[str] = set()
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # Here, not in __init__: Typer appends its completion options to a built group, and
+        # makes the help option when it parses.
+        self.get_help_option(ctx)
+        speed_up(self, deep=False)
+        return super().parse_args(ctx, args)
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         extra = [name for name in super().list_commands(ctx) if name not in COMMANDS]
         return [*COMMANDS, *extra]
@@ -143,7 +152,7 @@ class LazyGroup(TyperGroup):
         if f"keyturn.cli.{module}" not in sys.modules:
             return TyperCommand(cmd_name, help=help_text)
         if cmd_name not in self._built:
-            self.commands[cmd_name] = _build(cmd_name)
+            self.commands[cmd_name] = speed_up(_build(cmd_name))
             self._built.add(cmd_name)
         return self.commands[cmd_name]
 
@@ -152,7 +161,11 @@ class LazyGroup(TyperGroup):
     ) -> tuple[str | None, click.Command | None, list[str]]:
         if args and args[0] in COMMANDS:
             importlib.import_module(f"keyturn.cli.{COMMANDS[args[0]][0]}")
-        return super().resolve_command(ctx, args)
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None:
+            command.get_help_option(ctx)  # made now, with the names the root's settings give
+            speed_up(command, deep=False)
+        return name, command, rest
 
 
 def _build(name: str) -> click.Command:

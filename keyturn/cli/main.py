@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 import traceback
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Final
 
 import typer
 
@@ -21,19 +21,23 @@ from keyturn.cli import output
 from keyturn.cli.lazy import LazyGroup
 from keyturn.domain.errors import KeyturnError, UsageError
 from keyturn.domain.inputs import text_problem
-from keyturn.settings import Settings
 
 if TYPE_CHECKING:
     from keyturn.app import Keyturn
+    from keyturn.settings import Settings
 
+# Help and usage errors in click's plain layout: Typer's Rich layout imports Rich's markdown,
+# tables and panels, which cost `keyturn --help` more than everything else it does (issue 23).
+PLAIN: Final = None
 app = typer.Typer(
     cls=LazyGroup,
     help="keyturn: inventory, encrypted storage and crash-safe rotation of credentials.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=PLAIN,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens.", no_args_is_help=True, rich_markup_mode=PLAIN)
 app.add_typer(token_app, name="token")
 
 _state: dict[str, object] = {"verbose": False}
@@ -111,6 +115,8 @@ def _refuse_remote(ctx: typer.Context, command: str | None = None) -> None:
 
 
 def settings(ctx: typer.Context) -> Settings:
+    from keyturn.settings import Settings
+
     _refuse_remote(ctx)
     obj = ctx.find_root().obj
     return Settings.load(obj["flags"], obj["config"])

@@ -1,4 +1,8 @@
-"""Printing: Rich tables for people, JSON for machines, one-line errors on stderr."""
+"""Printing: Rich tables for people, JSON for machines, one-line errors on stderr.
+
+Rich loads on first use (issue 23): `keyturn get` prints its value with one write and
+`keyturn --help` prints nothing through Rich, so neither pays for importing it.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +11,35 @@ import json
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.table import Table
-from rich.text import Text
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
 
-# Piped output is not cut to 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 200)
-errors = Console(stderr=True, highlight=False, soft_wrap=True)
+    # Made on first use by __getattr__ below.
+    console: Console
+    errors: Console
+
+
+def _made(name: str) -> Console:
+    """`console` (stdout) or `errors` (stderr), made once, when first used."""
+    found: Console | None = globals().get(name)
+    if found is None:
+        from rich.console import Console
+
+        if name == "console":  # piped output is not cut to 80 columns
+            found = Console(width=None if sys.stdout.isatty() else 200)
+        else:
+            found = Console(stderr=True, highlight=False, soft_wrap=True)
+        globals()[name] = found
+    return found
+
+
+def __getattr__(name: str) -> Any:
+    if name not in ("console", "errors"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return _made(name)
 
 
 def _default(value: Any) -> Any:
@@ -38,13 +54,16 @@ def emit_json(data: Any) -> None:
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     """A table; cells and title are plain text (a reason or an error may hold brackets)."""
+    from rich.table import Table
+    from rich.text import Text
+
     out = Table(title=Text(title) if title else None, title_justify="left", header_style="bold")
     for column in columns:
         out.add_column(column)
     for row in rows:
         # Text, not markup: a stored "[/b]" (an owner, a reason) is shown, not interpreted.
         out.add_row(*(Text("" if v is None else str(v)) for v in row))
-    console.print(out)
+    _made("console").print(out)
 
 
 def when(value: datetime | str | None) -> str:
@@ -54,9 +73,11 @@ def when(value: datetime | str | None) -> str:
 
 
 def fail(message: str) -> None:
+    from rich.text import Text
+
     text = Text("error: ", style="red")
     text.append(" ".join(message.split()))
-    errors.print(text, highlight=False)
+    _made("errors").print(text, highlight=False)
 
 
 class Bar:
@@ -76,6 +97,15 @@ class Bar:
 def progress(description: str, total: int | None, *, enabled: bool = True) -> Iterator[Bar]:
     """A Rich progress bar on stderr (drawn on a terminal only, gone when done). The caller
     prints its own one-line summary afterwards."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    errors = _made("errors")
     bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -89,13 +119,21 @@ def progress(description: str, total: int | None, *, enabled: bool = True) -> It
         yield Bar(bar, bar.add_task(description, total=total))
 
 
+# What Rich strips from printed text (rich.control.strip_control_codes): BEL, BS, VT, FF, CR.
+_CONTROL = dict.fromkeys((7, 8, 11, 12, 13))
+
+
 def say(text: str) -> None:
-    """A line of plain text on stdout (no Rich markup or highlighting)."""
-    console.print(text, highlight=False, markup=False, soft_wrap=True)
+    """A line of plain text on stdout: no markup, highlighting or wrapping, control codes
+    stripped and tabs expanded as Rich prints it, without loading Rich (a command's last
+    line, `keyturn rotate`'s for one)."""
+    sys.stdout.write(text.translate(_CONTROL).expandtabs(8) + "\n")
 
 
 def warn(message: str) -> None:
     """A warning on stderr: something the user should know before it happens."""
+    from rich.text import Text
+
     text = Text("warning: ", style="yellow")
     text.append(" ".join(message.split()))
-    errors.print(text, highlight=False)
+    _made("errors").print(text, highlight=False)

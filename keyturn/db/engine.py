@@ -12,8 +12,9 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import URL, Connection, Engine, make_url
@@ -24,9 +25,11 @@ from sqlalchemy.exc import (
     OperationalError,
     SQLAlchemyError,
 )
-from sqlalchemy.orm import Session, sessionmaker
 
 from keyturn.domain.errors import PluginMissing, StoreUnavailable, UsageError
+
+if TYPE_CHECKING:  # the ORM loads with the first session: `keyturn get` runs on Core alone
+    from sqlalchemy.orm import Session, sessionmaker
 
 DEFAULT_URL = "sqlite:///keyturn.db"
 # How long a SQLite writer waits for another's write lock before giving up.
@@ -121,15 +124,25 @@ class Database:
         # Copied into the `info` of every session made after a change: how the audit log's
         # key set reaches the code that appends to it (keyturn.audit.chain.bind).
         self.session_info: dict[str, Any] = {}
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False, info=self.session_info)
-        reader = self.engine.execution_options(sqlite_begin="DEFERRED")
-        self._readers = sessionmaker(reader, expire_on_commit=False, info=self.session_info)
         # One read statement outside any transaction (keyturn.db.reads): no BEGIN or COMMIT.
         self._single = (
             self.engine.execution_options(sqlite_begin=None)
             if self.is_sqlite
             else self.engine.execution_options(isolation_level="AUTOCOMMIT")
         )
+
+    @cached_property
+    def _sessions(self) -> sessionmaker[Session]:
+        from sqlalchemy.orm import sessionmaker
+
+        return sessionmaker(self.engine, expire_on_commit=False, info=self.session_info)
+
+    @cached_property
+    def _readers(self) -> sessionmaker[Session]:
+        from sqlalchemy.orm import sessionmaker
+
+        reader = self.engine.execution_options(sqlite_begin="DEFERRED")
+        return sessionmaker(reader, expire_on_commit=False, info=self.session_info)
 
     @property
     def sqlite_path(self) -> Path | None:

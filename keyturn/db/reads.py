@@ -1,33 +1,143 @@
-"""The secret read's query, on SQLAlchemy Core: the API's hot path (issue 23).
+"""The secret read on SQLAlchemy Core: the API's hot path and `keyturn get` (issue 23).
 
-One statement answers the whole read: the token (by its hash), the credential, and its
-versions in the asked states, the token left-joined to the credential and the credential to
-the versions. A single statement sees one consistent snapshot by itself, so it runs outside
-any transaction (`Database.single`): no BEGIN or COMMIT round trip, no ORM identity map, no
-object loads. `keyturn.runtime.read_secret` (ORM, one version, in the caller's write
-transaction) is the reference this is read against; tests/api/test_secret_fast.py compares
-the two.
+The API's read is one statement: the token (by its hash), the credential, and its versions
+in the asked states, the token left-joined to the credential and the credential to the
+versions. A single statement sees one consistent snapshot by itself, so it runs outside any
+transaction (`Database.single`): no BEGIN or COMMIT round trip, no ORM identity map, no
+object loads. `keyturn get` reads the credential with its version the same way, inside the
+write transaction that appends the read's audit entry (`append`), as the reference does.
+
+The tables here are Core tables of the columns these statements use, so that neither path
+imports the ORM or builds its mapped classes (a third of `keyturn get`'s start-up):
+tests/cli/test_get_fast.py checks them against keyturn.db.models, which stays the one
+definition of the schema. `keyturn.runtime.read_secret` (ORM, in the caller's write
+transaction, with `keyturn.audit.log.append`) is the reference this is read against;
+tests/api/test_secret_fast.py and tests/cli/test_get_fast.py compare the two.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, select
-from sqlalchemy.engine import Connection
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    and_,
+    bindparam,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection, Dialect
 
-from keyturn.db.models import ApiToken, Credential, Version
-from keyturn.domain.errors import CredentialNotFound
+from keyturn.audit.chain import keyed_hash
+from keyturn.crypto.keyset import KeySet
+from keyturn.domain.errors import AuditHeadMissing, CredentialNotFound
 
-__all__ = ["Held", "Stored", "read"]
+__all__ = ["Entry", "Held", "Stored", "append", "held", "keyset", "now", "read", "wrapped_key"]
 
-_T = ApiToken.__table__
-_C = Credential.__table__
-_V = Version.__table__
+
+class _UtcDateTime(TypeDecorator[datetime]):
+    """keyturn.db.models.UtcDateTime's conversions: aware UTC in Python, naive UTC stored."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+_META = MetaData()
+TOKENS = Table(
+    "api_tokens",
+    _META,
+    Column("id", String(32), primary_key=True),
+    Column("hash", String(64)),
+    Column("role", String(16)),
+    Column("scopes", JSON),
+    Column("tenant_id", String(63)),
+    Column("expires_at", _UtcDateTime()),
+    Column("revoked_at", _UtcDateTime()),
+)
+CREDENTIALS = Table(
+    "credentials",
+    _META,
+    Column("id", String(200), primary_key=True),
+    Column("tenant_id", String(63)),
+    Column("dispute", Text),
+)
+VERSIONS = Table(
+    "versions",
+    _META,
+    Column("credential_id", String(200)),
+    Column("number", Integer),
+    Column("state", String(16)),
+    Column("username", String(200)),
+    Column("ciphertext", LargeBinary),
+    Column("data_key_id", String(32)),
+    Column("fingerprint", String(64)),
+)
+META = Table(
+    "meta",
+    _META,
+    Column("key", String(64), primary_key=True),
+    Column("value", LargeBinary),
+    Column("master_key_id", String(32)),
+)
+DATA_KEYS = Table(
+    "data_keys",
+    _META,
+    Column("id", String(32), primary_key=True),
+    Column("master_key_id", String(32)),
+    Column("wrapped", LargeBinary),
+)
+AUDIT_ENTRIES = Table(
+    "audit_entries",
+    _META,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("at", _UtcDateTime()),
+    Column("actor", String(200)),
+    Column("action", String(64)),
+    Column("credential_id", String(200)),
+    Column("tenant_id", String(63)),
+    Column("fingerprint", String(64)),
+    Column("reason", Text),
+    Column("outcome", String(16)),
+    Column("details", JSON),
+    Column("prev_hash", String(64)),
+    Column("hash", String(64)),
+)
+AUDIT_HEAD = Table(
+    "audit_head",
+    _META,
+    Column("id", Integer, primary_key=True),
+    Column("seq", Integer),
+    Column("hash", String(64)),
+)
+
+_T, _C, _V = TOKENS, CREDENTIALS, VERSIONS
 _CRED = _C.c.id == bindparam("credential_id")
 _STATES = and_(_V.c.credential_id == _C.c.id, _V.c.state.in_(bindparam("states", expanding=True)))
+_NUMBER = and_(_V.c.credential_id == _C.c.id, _V.c.number == bindparam("number"))
 _VALUES = (
     _C.c.id.label("cred_id"),
     _C.c.tenant_id.label("cred_tenant"),
@@ -53,6 +163,8 @@ _READ = (
     .select_from(_T.outerjoin(_C, _CRED).outerjoin(_V, _STATES))
     .where(_T.c.hash == bindparam("digest"))
 )
+_BY_STATE = select(*_VALUES).select_from(_C.outerjoin(_V, _STATES)).where(_CRED)
+_BY_NUMBER = select(*_VALUES).select_from(_C.outerjoin(_V, _NUMBER)).where(_CRED)
 
 
 @dataclass(frozen=True)
@@ -103,3 +215,82 @@ def read(
         return rows[0], _held(credential_id, rows)
     except CredentialNotFound:
         return rows[0], None
+
+
+def held(
+    conn: Connection,
+    credential_id: str,
+    *,
+    states: Iterable[str] = (),
+    number: int | None = None,
+) -> Held:
+    """The credential with its versions in *states*, or with version *number* (keyed by its
+    state), from one statement; CredentialNotFound as keyturn.db.repo says it."""
+    if number is None:
+        params: dict[str, Any] = {"credential_id": credential_id, "states": list(states)}
+        rows = conn.execute(_BY_STATE, params).all()
+    else:
+        rows = conn.execute(_BY_NUMBER, {"credential_id": credential_id, "number": number}).all()
+    return _held(credential_id, rows)
+
+
+def keyset(conn: Connection, name: str) -> tuple[bytes, str | None] | None:
+    """The sealed key set stored as `meta` row *name*, with the id of the key that sealed it."""
+    row = conn.execute(
+        select(META.c.value, META.c.master_key_id).where(META.c.key == name)
+    ).one_or_none()
+    return None if row is None else (row.value, row.master_key_id)
+
+
+def wrapped_key(conn: Connection, key_id: str) -> tuple[str, bytes] | None:
+    """(the id of the master key that wrapped data key *key_id*, the wrapped key)."""
+    row = conn.execute(
+        select(DATA_KEYS.c.master_key_id, DATA_KEYS.c.wrapped).where(DATA_KEYS.c.id == key_id)
+    ).one_or_none()
+    return None if row is None else (row.master_key_id, row.wrapped)
+
+
+def now() -> datetime:
+    """keyturn's now (keyturn.db.models.utcnow): a test's clock lives in that module, so
+    when it is not loaded no clock was installed and the wall clock is keyturn's."""
+    models = sys.modules.get("keyturn.db.models")
+    clock: Callable[[], datetime] | None = getattr(models, "utcnow", None)
+    return clock() if clock is not None else datetime.now(UTC)
+
+
+@dataclass
+class Entry:
+    """One audit entry's columns, already checked and cleaned (keyturn.audit.log.fields),
+    as keyturn.audit.chain.canonical reads them."""
+
+    actor: str
+    action: str
+    outcome: str
+    credential_id: str | None
+    tenant_id: str | None
+    fingerprint: str | None
+    reason: str | None
+    details: dict[str, Any]
+    seq: int = 0
+    at: datetime = field(default_factory=now)
+    prev_hash: str = ""
+    hash: str = ""
+
+
+def append(conn: Connection, keys: KeySet, entries: list[Entry]) -> None:
+    """Chain *entries* after the head and insert them, in the caller's write transaction,
+    as keyturn.audit.log.append does (the head row locked until it commits)."""
+    head = conn.execute(
+        select(AUDIT_HEAD.c.seq, AUDIT_HEAD.c.hash).where(AUDIT_HEAD.c.id == 1).with_for_update()
+    ).one_or_none()
+    if head is None:
+        raise AuditHeadMissing()
+    seq, prev = head
+    rows = []
+    for entry in entries:
+        seq += 1
+        entry.seq, entry.prev_hash = seq, prev
+        entry.hash = prev = keyed_hash(keys, entry)
+        rows.append({column.name: getattr(entry, column.name) for column in AUDIT_ENTRIES.c})
+    conn.execute(insert(AUDIT_ENTRIES), rows)
+    conn.execute(update(AUDIT_HEAD).where(AUDIT_HEAD.c.id == 1).values(seq=seq, hash=prev))

@@ -52,10 +52,13 @@ def test_help_imports_no_database_layer() -> None:
     roots, modules, out = _imported("--help")
     assert "rotate" in out and "serve" in out and "token" in out  # every command is listed
     assert not roots & {"sqlalchemy", "alembic", "psycopg", "fastapi", "httpx", "cryptography"}
+    assert not roots & {"pydantic", "pydantic_core", "rich", "tomllib"}
+    assert "typer.rich_utils" not in modules
     assert not {m for m in modules if m.startswith("keyturn.")} - {
         "keyturn.cli.lazy",
         "keyturn.cli.main",
         "keyturn.cli.output",
+        "keyturn.cli.params",
         "keyturn.cli.remote",
         "keyturn.domain",
         "keyturn.domain.errors",
@@ -72,9 +75,35 @@ def test_get_imports_no_migrations_engine_or_inventory(kt: Harness) -> None:
     roots, modules, out = _imported("get", "app/db", env=kt.env)
     assert "v4lue-of-the-probe" in out
     assert "alembic" not in roots  # the schema is current: one query, no Alembic
-    heavy = ("keyturn.engine", "keyturn.inventory.apply", "keyturn.notify", "keyturn.scan")
+    heavy = ("keyturn.engine", "keyturn.inventory", "keyturn.notify", "keyturn.scan")
     assert not {m for m in modules if m.startswith(heavy)}
-    assert not roots & {"fastapi", "uvicorn", "jinja2"}
+    assert not roots & {"fastapi", "uvicorn", "jinja2", "httpx", "psycopg"}
+    # Core only: no ORM, no mapped classes, no plugins; no Pydantic (Typer's adapters, the
+    # plugins' settings models) and no Rich (nothing is drawn).
+    assert not {m for m in modules if m.startswith("sqlalchemy.orm")}
+    assert not modules & {"keyturn.db.models", "keyturn.db.vault", "keyturn.runtime"}
+    assert not modules & {"keyturn.plugins", "keyturn.audit.log", "keyturn.auth"}
+    assert not roots & {"pydantic", "pydantic_core", "rich"}
+
+
+def test_get_reads_audited_with_no_orm_left_over(kt: Harness) -> None:
+    """The entry `get` appends on Core is one `audit verify` accepts (a fresh process)."""
+    kt.write("inv.toml", '[[credentials]]\nid = "app/db"\ninitial_secret = "env:V"\n')
+    assert kt.cli("apply", "inv.toml", env={"V": "v4lue-of-the-probe"}).code == 0
+    for _ in range(2):
+        _imported("get", "app/db", env=kt.env)
+    verified = kt.cli("audit", "verify", "--json")
+    assert verified.code == 0, verified.err
+    assert kt.cli("audit", "list", "--action", "secret.read", "--json").out.count('"seq"') == 2
+
+
+def test_rotate_imports_no_server_or_migrations() -> None:
+    """What `keyturn rotate` loads before it runs: its command module and what the engine
+    needs, not the API, the dashboard, Alembic, Pydantic's Typer adapters or Rich."""
+    roots, modules, out = _imported("rotate", "--help")
+    assert "--reason" in out
+    assert not roots & {"fastapi", "uvicorn", "jinja2", "alembic", "httpx", "rich"}
+    assert not {m for m in modules if m.startswith(("typer._adapters", "keyturn.api"))}
 
 
 def test_a_subcommand_group_runs_after_lazy_load(kt: Harness) -> None:
