@@ -144,8 +144,7 @@ def append(
     entry.hash = keyed_hash(keys, entry)
     session.add(entry)
     head.seq, head.hash = entry.seq, entry.hash
-    session.flush()
-    return entry
+    return entry  # written with the transaction's next flush: entries of one go in one batch
 
 
 _HEAD = "keyturn.audit.head"

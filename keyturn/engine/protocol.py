@@ -77,8 +77,9 @@ class Runner(Failures):
         heartbeat.start()
         try:
             self._loop(heartbeat)
-            with self._write() as session:  # the release commits with the last steps
-                lease.release_in(session, self.id, self.owner)
+            self._release()  # with the last steps
+            with self._write() as session:
+                self._flush_pointer(session)
                 outcome = self._outcome(session)
             self._commit()
         except BaseException:

@@ -121,6 +121,9 @@ class Record:
         self._chain_stack: ExitStack | None = None
         self._held: tuple[Rotation, Credential] | None = None
         self._chaining = False  # `run` chains local steps; a step called alone commits
+        self._pointer: dict[str, Any] = {}  # the chain's pointer move, written at its commit
+        self._entries: list[dict[str, Any]] = []  # the chain's audit entries, likewise
+        self._effective: EffectivePolicy | None = None  # the policy, read once per run
         self.step = Step.CREATE
         self.status = RotationStatus.RUNNING
         self._committed = (self.step, self.status)
@@ -159,7 +162,13 @@ class Record:
             yield session
 
     def _commit(self) -> None:
-        """Commit the open chain, if any."""
+        """Commit the open chain, if any (its pointer move first, fenced by the lease)."""
+        if self._chain is not None:
+            try:
+                self._flush_pointer(self._chain)
+            except BaseException:
+                self._rollback()
+                raise
         stack, self._chain, self._chain_stack, self._held = self._chain_stack, None, None, None
         if stack is not None:
             try:
@@ -172,6 +181,7 @@ class Record:
     def _rollback(self) -> None:
         """Drop the open chain: the pointer is back where it was last committed."""
         stack, self._chain, self._chain_stack, self._held = self._chain_stack, None, None, None
+        self._pointer, self._entries = {}, []
         if stack is not None:
             # A rollback that fails (the connection is gone) leaves nothing committed either.
             with suppress(Exception):
@@ -230,10 +240,24 @@ class Record:
         return rot, cred
 
     def _advance(self, session: Session, step: Step, **values: Any) -> None:
-        """Move the pointer, fenced by our lease; everything else in *session* commits with it."""
+        """Move the pointer, fenced by our lease; everything else in *session* commits with it.
+
+        In a chain the UPDATE waits for the chain's commit (`_commit`): one fenced statement
+        for all the steps the chain holds, checked before anything of theirs commits."""
         values.setdefault("status", RotationStatus.RUNNING)
         values.update(step=step, updated_at=utcnow())
-        session.flush()
+        if session is self._chain:
+            self._pointer.update(values)
+        else:
+            self._move_pointer(session, values)
+        # The UPDATE bypasses the identity map: a loaded rotation gets the values it writes.
+        loaded = session.identity_map.get(session.identity_key(Rotation, self.id))
+        if loaded is not None:
+            for name, value in values.items():
+                set_committed_value(loaded, name, value)
+        self.step, self.status = step, RotationStatus(values["status"])
+
+    def _move_pointer(self, session: Session, values: dict[str, Any]) -> None:
         result = session.execute(
             update(Rotation)
             .where(Rotation.id == self.id, Rotation.lease_owner == self.owner)
@@ -242,12 +266,24 @@ class Record:
         )
         if not result.rowcount:  # type: ignore[attr-defined]
             raise lease.LeaseLost()
-        # The UPDATE bypassed the identity map: a loaded rotation gets the values it wrote.
-        loaded = session.identity_map.get(session.identity_key(Rotation, self.id))
-        if loaded is not None:
-            for name, value in values.items():
-                set_committed_value(loaded, name, value)
-        self.step, self.status = step, RotationStatus(values["status"])
+
+    def _flush_pointer(self, session: Session) -> None:
+        """Write the chain's pending pointer move now (fenced: LeaseLost if not ours), then
+        its audit entries, in order."""
+        pointer, self._pointer = self._pointer, {}
+        if pointer:
+            self._move_pointer(session, pointer)
+        entries, self._entries = self._entries, []
+        for entry in entries:
+            audit.append(session, **entry)
+
+    def _release(self) -> None:
+        """Give the lease back with the chain's last pointer move (one statement)."""
+        with self._write() as session:
+            if session is self._chain and self._pointer:
+                self._pointer.update(lease_owner=None, lease_expires_at=None)
+            else:
+                lease.release_in(session, self.id, self.owner)
 
     def _audit(
         self,
@@ -262,17 +298,23 @@ class Record:
         if self._who is None:  # who asked for the rotation, and why: fixed at its start
             self._who = (rot.actor, Trigger(rot.trigger), rot.reason)
         actor, trigger, reason = self._who
-        audit.append(
-            session,
-            actor=actor if trigger != Trigger.SCHEDULE else "scheduler",
-            action=action,
-            outcome=outcome,
-            credential_id=cred.id,
-            tenant_id=cred.tenant_id,
-            fingerprint=fingerprint,
-            reason=reason or None,
-            details={"rotation": self.id, "trigger": trigger, "worker": self.owner, **details},
-        )
+        entry: dict[str, Any] = {
+            "actor": actor if trigger != Trigger.SCHEDULE else "scheduler",
+            "action": action,
+            "outcome": outcome,
+            "credential_id": cred.id,
+            "tenant_id": cred.tenant_id,
+            "fingerprint": fingerprint,
+            "reason": reason or None,
+            "details": {"rotation": self.id, "trigger": trigger, "worker": self.owner, **details},
+            "at": utcnow(),
+        }
+        if session is self._chain:
+            # Appended when the chain commits: the audit head (which serialises every
+            # writer of the log) is then locked for the commit only, not for the chain.
+            self._entries.append(entry)
+        else:
+            audit.append(session, **entry)
 
     def _step_done(
         self,
@@ -299,7 +341,9 @@ class Record:
             )
 
     def _policy(self, session: Session, cred: Credential) -> EffectivePolicy:
-        return repo.policy_for(session, cred, type(self.target).password_rules)
+        if self._effective is None:
+            self._effective = repo.policy_for(session, cred, type(self.target).password_rules)
+        return self._effective
 
     def _in_play(self) -> tuple[Value, Value | None]:
         """The pending value and the current one, decrypted (read once per run)."""

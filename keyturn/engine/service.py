@@ -43,6 +43,15 @@ def _in_progress(rot: Rotation) -> RotationInProgress:
     )
 
 
+def _reason(trigger: Trigger, reason: str) -> str:
+    reason = reason.strip()
+    if trigger != Trigger.SCHEDULE and not reason:
+        raise UsageError("a reason is required (--reason TEXT): it goes into the audit log")
+    if len(reason) > MAX_REASON:
+        raise UsageError(f"the reason is longer than {MAX_REASON} characters")
+    return reason
+
+
 def start(
     app: Keyturn,
     credential_id: str,
@@ -57,11 +66,7 @@ def start(
     *lease_owner*: who runs it now, holding its lease from the start, so that no worker
     claims it between this commit and the run."""
     validate_id(credential_id)
-    reason = reason.strip()
-    if trigger != Trigger.SCHEDULE and not reason:
-        raise UsageError("a reason is required (--reason TEXT): it goes into the audit log")
-    if len(reason) > MAX_REASON:
-        raise UsageError(f"the reason is longer than {MAX_REASON} characters")
+    reason = _reason(trigger, reason)
     try:
         with app.db.write() as session:
             cred = repo.get_credential(session, credential_id, lock=True)
