@@ -402,7 +402,7 @@ class Load:
                 self.client.use(self.id, self.work)
                 failed = None
             except Exception as exc:  # a failed operation: what the bench counts
-                failed = type(exc).__name__
+                failed = _failure(exc)
             took = time.perf_counter() - began
             with self.lock:
                 self.result.ops += 1
@@ -423,6 +423,12 @@ class Load:
             thread.join(60)
         self.result.fallbacks = self.client.state.fallbacks
         self.client.close()
+
+
+def _failure(exc: BaseException) -> str:
+    """What failed, with the server's code where the driver gives one (SMTP 535 or 454)."""
+    code = getattr(exc, "smtp_code", None)
+    return type(exc).__name__ + (f" {code}" if code else "")
 
 
 def rotate_until_done(app: Any, credential_id: str, result: Result) -> None:
