@@ -166,6 +166,8 @@ else
     quiet dovecot -c "$DC_CONF"
 fi
 wait_for "Dovecot auth socket" test -S "$PF_SPOOL/private/auth"
+# A Dovecot started by an older version of this script has the penalty socket: reload drops it.
+wait_for "Dovecot without auth penalty" test ! -e "$DC_RUN/anvil-auth-penalty"
 if postfix -c "$PF_CONF" status >>"$OUT" 2>&1; then
     quiet postfix -c "$PF_CONF" reload
 else
