@@ -1,16 +1,22 @@
 """A temporary failure (SMTP 454: the server could not check the value) is tried again with the
 same value, a bounded number of times, and spends no failed-login budget; anything else is as
-before. The values come from the real `file` store reader; the failures are smtplib's own."""
+before. The values come from the real `file` store reader; the failures are smtplib's own,
+and in the last test a real SMTP server's (aiosmtpd on loopback) answers."""
 
 from __future__ import annotations
 
 import asyncio
 import smtplib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 from keyturn.client import AsyncClient, Client, FailureBudget, Retry, Value, errors
+from tests.servers import unused_port
 
 NOW = Retry(times=2, delay=0)  # no pause: the test counts tries, not seconds
 
@@ -104,3 +110,47 @@ def test_the_async_twin_retries_and_stops_as_the_thread_one(tmp_path: Path) -> N
 
 def test_pauses_double() -> None:
     assert [Retry(delay=0.5).pause(n) for n in (1, 2, 3)] == [0.5, 1.0, 2.0]
+
+
+class _Deferring:
+    """An SMTP server's authenticator: 454 for the first *defer* logins, then the password."""
+
+    def __init__(self, defer: int, password: str) -> None:
+        self.defer, self.password, self.seen = defer, password, 0
+
+    def __call__(self, server: SMTP, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
+        self.seen += 1
+        if self.seen <= self.defer:
+            return AuthResult(success=False, handled=False, message="454 4.7.0 Temporary failure")
+        assert isinstance(data, LoginPassword)
+        return AuthResult(success=data.password.decode() == self.password, handled=False)
+
+
+@pytest.fixture
+def deferring() -> Iterator[tuple[int, _Deferring]]:
+    auth = _Deferring(defer=2, password="current-value")
+    port = unused_port()
+    controller = Controller(
+        object(), hostname="127.0.0.1", port=port, authenticator=auth, auth_require_tls=False
+    )
+    controller.start()
+    try:
+        yield port, auth
+    finally:
+        controller.stop()
+
+
+def test_a_real_server_s_454_is_retried_until_it_checks(
+    tmp_path: Path, deferring: tuple[int, _Deferring]
+) -> None:
+    port, auth = deferring
+
+    def login(value: Value) -> int:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as conn:
+            conn.ehlo()
+            conn.user, conn.password = "app@acme.test", value.value
+            return conn.auth("PLAIN", conn.auth_plain)[0]
+
+    with Client.files(_folder(tmp_path), watch=False, retry=NOW) as client:
+        assert client.use("acme/mail", login, errors.smtplib) == 235
+        assert auth.seen == 3 and client.state.retries == 2 and client.state.fallbacks == 0
