@@ -8,19 +8,36 @@ would open a database that is not there.
 from __future__ import annotations
 
 import getpass
+import importlib.util
 import logging
 import os
 import sys
 import traceback
 from typing import TYPE_CHECKING, Annotated, Final
 
-import typer
+# `pip install 'keyturn[client]'` installs the SDK alone: the command line is the server
+# extra's. Without it, say so in one line (no traceback). The libraries the commands import
+# later are looked for too (found, not imported: --help stays fast).
+try:
+    import typer
 
-from keyturn import __version__
-from keyturn.cli import output
-from keyturn.cli.lazy import LazyGroup
-from keyturn.domain.errors import KeyturnError, UsageError
-from keyturn.domain.inputs import text_problem
+    from keyturn import __version__
+    from keyturn.cli import output
+    from keyturn.cli.lazy import LazyGroup
+    from keyturn.domain.errors import KeyturnError, UsageError
+    from keyturn.domain.inputs import text_problem
+
+    for _library in ("sqlalchemy", "alembic", "cryptography", "croniter", "fastapi"):
+        if importlib.util.find_spec(_library) is None:
+            raise ModuleNotFoundError(name=_library)
+except ModuleNotFoundError as _missing:
+    if _missing.name is None or _missing.name.split(".")[0] == "keyturn":
+        raise  # a module of keyturn's own is missing: a broken install, not an extra
+    sys.stderr.write(
+        f"error: keyturn's command line needs the server extra ({_missing.name} is not "
+        "installed): pip install 'keyturn[server]'\n"
+    )
+    raise SystemExit(1) from None
 
 if TYPE_CHECKING:
     from keyturn.app import Keyturn

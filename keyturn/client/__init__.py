@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from keyturn.client import errors
 from keyturn.client.aio import AsyncClient
-from keyturn.client.core import FailureBudget
+from keyturn.client.core import FailureBudget, Retry
 from keyturn.client.sync import Attempt, Attempts, Client
 from keyturn.client.values import (
     BudgetExhausted,
@@ -34,6 +34,7 @@ __all__ = [
     "ClientError",
     "FailureBudget",
     "Refused",
+    "Retry",
     "Unreachable",
     "Value",
     "errors",

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 from keyturn.client import errors
-from keyturn.client.core import FailureBudget, State, identity
+from keyturn.client.core import FailureBudget, Retry, State, identity
 from keyturn.client.sync import LONG_POLL, MAX_REFRESHES, Source
 from keyturn.client.values import BudgetExhausted, Bundle, ClientError, Value
 
@@ -70,13 +70,14 @@ class AsyncClient:
         report_every: float = 60.0,
         budget: FailureBudget | None = FailureBudget(),
         auth_failure: errors.Predicate = errors.ALL,
+        retry: Retry | None = Retry(),
     ) -> None:
         if source is None:
             from keyturn.client.http import AsyncHttpSource
 
             source = AsyncHttpSource(url, token)
         self.source, self.consumer, self.watch = source, consumer, watch
-        self.auth_failure = auth_failure
+        self.auth_failure, self.retry = auth_failure, retry
         self.state = State(ttl, budget, report_every)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._fetching: dict[str, asyncio.Lock] = {}
@@ -135,11 +136,12 @@ class AsyncClient:
         auth_failure: errors.Predicate | None = None,
     ) -> T:
         """`await fn(value)` with the first value that authenticates: current, next,
-        previous, then a refresh (as `Client.use`)."""
+        previous, then a refresh; a temporary failure retried (as `Client.use`)."""
         is_auth = auth_failure or self.auth_failure
         bundle = await self.get(credential_id, note=False)
         tried: list[Value] = []
         error: BaseException | None = None
+        retried = 0
         for refreshes in range(MAX_REFRESHES + 1):
             if refreshes:
                 bundle = await self.refresh(credential_id)
@@ -153,20 +155,32 @@ class AsyncClient:
                         "not trying other values"
                     ) from error
                 tried.append(value)
-                try:
-                    result = fn(value)
-                    if inspect.isawaitable(result):
-                        result = await result
-                except Exception as exc:
-                    if not is_auth(exc):
-                        raise
-                    self.state.failed(credential_id)
-                    error = exc
-                    continue
-                self._succeeded(bundle, value, first=len(tried) == 1)
-                return result
+                while True:
+                    try:
+                        result = fn(value)
+                        if inspect.isawaitable(result):
+                            result = await result
+                    except Exception as exc:
+                        if is_auth(exc):
+                            self.state.failed(credential_id)
+                            error = exc
+                            break
+                        retried = await self._retry_later(exc, retried)
+                        continue
+                    self._succeeded(bundle, value, first=len(tried) == 1)
+                    return result
         assert error is not None
         raise error
+
+    async def _retry_later(self, exc: Exception, retried: int) -> int:
+        """Pause before trying the same value again after a temporary failure (within
+        `retry`), and return the operation's retries so far; raise *exc* otherwise."""
+        retry = self.retry
+        if retry is None or retried >= retry.times or not retry.on(exc):
+            raise exc
+        self.state.retried()
+        await asyncio.sleep(retry.pause(retried + 1))
+        return retried + 1
 
     def _succeeded(self, bundle: Bundle, value: Value, first: bool) -> None:
         if first:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from keyturn import __version__
+from keyturn.client import errors
 from keyturn.client.values import Bundle, Value
 
 # A value that worked after the current one was refused is tried first for this long, or
@@ -37,6 +38,22 @@ class FailureBudget:
 
     limit: int = 20
     seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class Retry:
+    """A temporary failure (*on*: the server could not judge the value, SMTP 454) is tried
+    again with the same value: at most *times* more tries per operation, the first after
+    *delay* seconds, each next one after twice as long. It spends no failed-login budget and
+    moves to no other value; one that outlasts the retries is raised."""
+
+    times: int = 2
+    delay: float = 1.0
+    on: errors.Predicate = errors.TEMPORARY
+
+    def pause(self, retry: int) -> float:
+        """Seconds to wait before retry number *retry* (1, 2, ...)."""
+        return self.delay * 2.0 ** (retry - 1)
 
 
 @dataclass
@@ -66,6 +83,7 @@ class State:
         self._failures: dict[str, deque[float]] = {}
         self._usage: dict[str, _Usage] = {}
         self.fallbacks = 0  # in total, for the application's own metrics
+        self.retries = 0  # temporary failures tried again, in total
 
     # -- cache ---------------------------------------------------------------------------
 
@@ -115,6 +133,10 @@ class State:
             while window and window[0] < horizon:
                 window.popleft()
             return len(window) < self.budget.limit
+
+    def retried(self) -> None:
+        with self._lock:
+            self.retries += 1
 
     def failed(self, credential_id: str) -> None:
         with self._lock:
@@ -192,4 +214,4 @@ class State:
         return max(min(times) + self.report_every - time.monotonic(), 0.0)
 
 
-__all__ = ["FailureBudget", "State", "identity"]
+__all__ = ["FailureBudget", "Retry", "State", "identity"]

@@ -2,8 +2,10 @@
 
 `use()` falls back to another value only on an authentication failure: any other error (a
 network outage, a bad query) is raised at once, so a fallback never hides a real problem and
-never spends a failed login. Each predicate looks at the exception's class name and codes
-only, so none of these drivers has to be installed.
+never spends a failed login. A *temporary* failure (`TEMPORARY`: the server could not judge
+the value, SMTP 454) is retried with the same value a bounded number of times (`Retry`).
+Each predicate looks at the exception's class name and codes only, so none of these drivers
+has to be installed.
 """
 
 from __future__ import annotations
@@ -62,9 +64,19 @@ def redis(exc: BaseException) -> bool:
 def smtplib(exc: BaseException) -> bool:
     """smtplib: SMTPAuthenticationError 535 (credentials invalid). A 454 (temporary
     authentication failure: the server's auth service is down or slow) says nothing about
-    the value, so another value is not tried."""
+    the value, so another value is not tried; `smtplib_temporary` has it retried."""
     return any(
         type(e).__name__ == "SMTPAuthenticationError" and getattr(e, "smtp_code", None) == 535
+        for e in _chain(exc)
+    )
+
+
+def smtplib_temporary(exc: BaseException) -> bool:
+    """smtplib: 454 4.7.0 "Temporary authentication failure" (RFC 4954): the server could not
+    check the value now (Dovecot's auth delayed past Postfix's 10 s wait, its auth service
+    down). Not MailU's 451 4.3.2 rate limit: its window is an hour, a retry cannot help."""
+    return any(
+        type(e).__name__ == "SMTPAuthenticationError" and getattr(e, "smtp_code", None) == 454
         for e in _chain(exc)
     )
 
@@ -90,5 +102,18 @@ def any_of(*predicates: Predicate) -> Predicate:
 
 
 ALL = any_of(psycopg, pymysql, redis, smtplib, http)
+# Failures worth one more try with the same value (the default of `Retry.on`).
+TEMPORARY = any_of(smtplib_temporary)
 
-__all__ = ["ALL", "Predicate", "any_of", "http", "psycopg", "pymysql", "redis", "smtplib"]
+__all__ = [
+    "ALL",
+    "TEMPORARY",
+    "Predicate",
+    "any_of",
+    "http",
+    "psycopg",
+    "pymysql",
+    "redis",
+    "smtplib",
+    "smtplib_temporary",
+]

@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
 from keyturn.client import errors
-from keyturn.client.core import FailureBudget, State, identity
+from keyturn.client.core import FailureBudget, Retry, State, identity
 from keyturn.client.values import BudgetExhausted, Bundle, ClientError, Value
 
 log = logging.getLogger("keyturn.client")
@@ -64,12 +64,19 @@ class Attempts:
         self._tried: list[Value] = []
         self._error: BaseException | None = None
         self._done = False
+        self._again: Value | None = None  # to try once more: it failed temporarily
+        self._retries, self._pause = 0, 0.0
 
     def __iter__(self) -> Iterator[Attempt]:
         state = self._client.state
         bundle = self._client.get(self._id, note=False)
         refreshes = 0
         while not self._done:
+            if self._again is not None:
+                value, self._again = self._again, None
+                self._client.pause(self._pause)
+                yield Attempt(self, bundle, value)
+                continue
             plan = state.plan(bundle, self._tried)
             if not plan:
                 # Every value we held was refused: keyturn may know better (a rotation that
@@ -105,9 +112,19 @@ class Attempts:
                 self._client.wake_reporter()
             return False
         if not self._is_auth(exc):
-            return False
+            return self._retry_later(attempt, exc)
         state.failed(self._id)
         self._error = exc
+        return True
+
+    def _retry_later(self, attempt: Attempt, exc: BaseException | None) -> bool:
+        """A temporary failure within the client's `retry`: the same value, after a pause."""
+        retry = self._client.retry
+        if exc is None or retry is None or self._retries >= retry.times or not retry.on(exc):
+            return False
+        self._retries += 1
+        self._again, self._error, self._pause = attempt.value, exc, retry.pause(self._retries)
+        self._client.state.retried()
         return True
 
 
@@ -126,13 +143,14 @@ class Client:
         report_every: float = 60.0,
         budget: FailureBudget | None = FailureBudget(),
         auth_failure: errors.Predicate = errors.ALL,
+        retry: Retry | None = Retry(),
     ) -> None:
         if source is None:
             from keyturn.client.http import HttpSource
 
             source = HttpSource(url, token)
         self.source, self.consumer, self.watch = source, consumer, watch
-        self.auth_failure = auth_failure
+        self.auth_failure, self.retry = auth_failure, retry
         self.state = State(ttl, budget, report_every)
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -216,8 +234,9 @@ class Client:
                     conn = psycopg.connect(user=value.username, password=value.value)
 
         An authentication failure moves on to the next value (current, next, previous, then
-        a refresh); any other error propagates at once; when all fail, the last failure is
-        raised (or BudgetExhausted, once the failed-login budget is spent)."""
+        a refresh); a temporary one (`retry.on`) tries the same value again after a pause, up
+        to `retry.times` times; any other error propagates at once; when all fail, the last
+        failure is raised (or BudgetExhausted, once the failed-login budget is spent)."""
         return Attempts(self, credential_id, auth_failure or self.auth_failure)
 
     def use(
@@ -260,6 +279,10 @@ class Client:
                 self.state.touch(credential_id)
             else:
                 self.state.store(found)
+
+    def pause(self, seconds: float) -> None:
+        """Wait before a retry (cut short by `close`)."""
+        self._stop.wait(seconds)
 
     def wake_reporter(self) -> None:
         if not self.consumer or not self.source.reports:

@@ -67,6 +67,15 @@ userdb {
   driver = static
   args = uid=$mail_uid gid=$mail_gid home=$MAIL_BOX/%d/%n
 }
+# No auth penalty (docs/targets/postfix-dovecot.md): anvil delays every login from an IP by
+# 4, 8, then 15 s after failed ones, and Postfix answers 454 after 10 s. Here every client
+# is 127.0.0.1 (keyturn's test logins, the SDK's fallbacks, every other test), so one test's
+# refused login would stall the others. Mode 0: the auth process finds no penalty socket.
+service anvil {
+  unix_listener anvil-auth-penalty {
+    mode = 0
+  }
+}
 service auth {
   # keyturn writes the passwd-files as root, mode 0640.
   user = root
@@ -157,6 +166,8 @@ else
     quiet dovecot -c "$DC_CONF"
 fi
 wait_for "Dovecot auth socket" test -S "$PF_SPOOL/private/auth"
+# A Dovecot started by an older version of this script has the penalty socket: reload drops it.
+wait_for "Dovecot without auth penalty" test ! -e "$DC_RUN/anvil-auth-penalty"
 if postfix -c "$PF_CONF" status >>"$OUT" 2>&1; then
     quiet postfix -c "$PF_CONF" reload
 else
