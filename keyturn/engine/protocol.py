@@ -9,6 +9,7 @@ pending value is always in the database before any target or store hears of it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -51,7 +52,9 @@ class Runner(Failures):
 
     # -- the loop --------------------------------------------------------------------------
 
-    def run(self) -> Outcome:
+    def run(self, begin: Callable[[Session], int] | None = None) -> Outcome:
+        """Run the rotation until it is done, waiting, retrying or failed. *begin* records
+        a new rotation in the first transaction (its id; the lease taken with it)."""
         ttl = timedelta(seconds=self.app.settings.lease_seconds)
         if not self.fresh:  # is it this rotation's turn? (a read: no write lock to find out)
             with self.db.read() as session:
@@ -61,14 +64,21 @@ class Runner(Failures):
                 if rot.status in ACTIVE_STATUSES and not self._due(rot):
                     return self.outcome()
         self._chaining = True
-        with self._write() as session:  # the claim opens the chain: it commits with create
-            claimed = lease.claim_in(session, self.id, self.owner, ttl)
-            rot, cred = self._load(session) if claimed else (None, None)
-            if rot is not None and cred is not None:
-                self.credential_id = rot.credential_id
-                self.step, self.status = Step(rot.step), RotationStatus(rot.status)
-                self._committed = (self.step, self.status)
-                self._stores = tuple(cred.stores)
+        try:
+            with self._write() as session:  # the claim opens the chain: it commits with create
+                if begin is not None:
+                    self.id, claimed = begin(session), True  # recorded with our lease
+                else:
+                    claimed = lease.claim_in(session, self.id, self.owner, ttl)
+                if claimed:
+                    rot, cred = self._load(session)
+                    self.credential_id = rot.credential_id
+                    self.step, self.status = Step(rot.step), RotationStatus(rot.status)
+                    self._committed = (self.step, self.status)
+                    self._stores = tuple(cred.stores)
+        except BaseException:
+            self._rollback()
+            raise
         if not claimed:
             self._rollback()
             self._not_claimed()

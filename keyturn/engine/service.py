@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from keyturn.app import Keyturn
 from keyturn.audit import log as audit
@@ -67,59 +68,77 @@ def start(
     claims it between this commit and the run."""
     validate_id(credential_id)
     reason = _reason(trigger, reason)
+    with app.db.write() as session:
+        return _record(session, app, credential_id, trigger, actor, reason, lease_owner)
+
+
+def _record(
+    session: Session,
+    app: Keyturn,
+    credential_id: str,
+    trigger: Trigger,
+    actor: str,
+    reason: str,
+    lease_owner: str | None,
+) -> int:
+    """start()'s work inside the caller's transaction: the new rotation's id."""
+    cred = repo.get_credential(session, credential_id, lock=True)
+    if not cred.target:
+        raise UsageError(
+            f"{credential_id} has no target: keyturn cannot change it; "
+            "declare `target = ...` in the inventory"
+        )
+    active = repo.active_rotation(session, credential_id)
+    if active is not None:
+        raise _in_progress(active)
+    current = repo.version_in_state(session, credential_id, VersionState.CURRENT)
+    rot = Rotation(
+        credential_id=credential_id,
+        trigger=trigger,
+        actor=actor,
+        reason=reason,
+        strategy=cred.strategy,
+        step=Step.CREATE,
+        status=RotationStatus.RUNNING,
+        old_version=current.number if current else None,
+        lease_owner=lease_owner,
+        lease_expires_at=utcnow() + timedelta(seconds=app.settings.lease_seconds)
+        if lease_owner
+        else None,
+    )
+    session.add(rot)
     try:
-        with app.db.write() as session:
-            cred = repo.get_credential(session, credential_id, lock=True)
-            if not cred.target:
-                raise UsageError(
-                    f"{credential_id} has no target: keyturn cannot change it; "
-                    "declare `target = ...` in the inventory"
-                )
-            active = repo.active_rotation(session, credential_id)
-            if active is not None:
-                raise _in_progress(active)
-            current = repo.version_in_state(session, credential_id, VersionState.CURRENT)
-            rot = Rotation(
-                credential_id=credential_id,
-                trigger=trigger,
-                actor=actor,
-                reason=reason,
-                strategy=cred.strategy,
-                step=Step.CREATE,
-                status=RotationStatus.RUNNING,
-                old_version=current.number if current else None,
-                lease_owner=lease_owner,
-                lease_expires_at=utcnow() + timedelta(seconds=app.settings.lease_seconds)
-                if lease_owner
-                else None,
-            )
-            session.add(rot)
-            session.flush()
-            audit.append(
-                session,
-                actor=actor,
-                action="rotation.start",
-                reason=reason or None,
-                credential_id=credential_id,
-                tenant_id=cred.tenant_id,
-                details={"rotation": rot.id, "trigger": trigger, "strategy": cred.strategy},
-            )
-            return rot.id
+        session.flush()
     except IntegrityError as exc:  # another process won the race for this credential
-        with app.db.read() as session:
-            active = repo.active_rotation(session, credential_id)
+        with app.db.read() as other:
+            active = repo.active_rotation(other, credential_id)
         if active is not None:
             raise _in_progress(active) from exc
         raise RotationInProgress() from exc
+    audit.append(
+        session,
+        actor=actor,
+        action="rotation.start",
+        reason=reason or None,
+        credential_id=credential_id,
+        tenant_id=cred.tenant_id,
+        details={"rotation": rot.id, "trigger": trigger, "strategy": cred.strategy},
+    )
+    return rot.id
 
 
 def rotate(
     app: Keyturn, credential_id: str, *, trigger: Trigger, actor: str, reason: str = ""
 ) -> Outcome:
-    rotation_id = start(
-        app, credential_id, trigger=trigger, actor=actor, reason=reason, lease_owner=app.worker_id
+    """Start a rotation and run it now: the start commits with the claim and create."""
+    validate_id(credential_id)
+    reason = _reason(trigger, reason)
+    runner = Runner(app, 0, fresh=True)
+    return runner.run(
+        begin=lambda session: _record(
+            session, app, credential_id, trigger, actor, reason, runner.owner
+        )
     )
-    return Runner(app, rotation_id, fresh=True).run()
 
 
 def run(app: Keyturn, rotation_id: int) -> Outcome:

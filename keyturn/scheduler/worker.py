@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter, deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -80,6 +81,60 @@ class RateLimiter:
             time.sleep(start - now)
 
 
+@dataclass(frozen=True)
+class Lane:
+    """The target a rotation runs against: its name, starts per second, rotations at once."""
+
+    target: str
+    rate: float | None
+    limit: int
+
+
+class Flights:
+    """The rotations a worker holds: queued (claimed, waiting for room on their target) and
+    in flight (running in the pool)."""
+
+    def __init__(self, concurrency: int) -> None:
+        self.concurrency = concurrency
+        self.waiting: deque[tuple[int, Lane]] = deque()
+        self.running: dict[Future[Outcome | KeyturnError], Lane] = {}
+        self.per_target: Counter[str] = Counter()
+
+    def room(self) -> int:
+        """How many more rotations to claim: the pool's free places not already queued."""
+        return max(self.concurrency - len(self.running) - len(self.waiting), 0)
+
+    def queue(self, rotation_id: int, lane: Lane) -> None:
+        self.waiting.append((rotation_id, lane))
+
+    def ready(self) -> list[tuple[int, Lane]]:
+        """The queued rotations that may start now (their target has room), in order."""
+        out: list[tuple[int, Lane]] = []
+        kept: deque[tuple[int, Lane]] = deque()
+        started: Counter[str] = Counter()
+        while self.waiting:
+            rotation_id, lane = self.waiting.popleft()
+            busy = self.per_target[lane.target] + started[lane.target]
+            if len(self.running) + len(out) < self.concurrency and busy < lane.limit:
+                out.append((rotation_id, lane))
+                started[lane.target] += 1
+            else:
+                kept.append((rotation_id, lane))
+        self.waiting = kept
+        return out
+
+    def fly(self, future: Future[Outcome | KeyturnError], lane: Lane) -> None:
+        self.running[future] = lane
+        self.per_target[lane.target] += 1
+
+    def landed(self) -> list[Outcome | KeyturnError]:
+        """Wait for at least one rotation in flight to end; what ended."""
+        done, _ = wait(self.running, return_when=FIRST_COMPLETED)
+        for future in done:
+            self.per_target[self.running.pop(future).target] -= 1
+        return [future.result() for future in done]
+
+
 @dataclass
 class TickResult:
     passes: list[PassResult] = field(default_factory=list)
@@ -96,10 +151,10 @@ class Worker:
         self.owner = app.worker_id
         self.concurrency = max(1, concurrency or app.settings.concurrency)
         self.limiter = RateLimiter()
-        self._rates: dict[int, tuple[str, float | None]] = {}
         self.checkpoints = Exporter(app)
 
-    def _target_of(self, rotation_id: int) -> tuple[str, float | None]:
+    def _target_of(self, rotation_id: int) -> Lane:
+        """The target a rotation talks to, and what its plugin allows at once."""
         with self.app.db.read() as session:
             row = session.execute(
                 select(TargetRow.name, TargetRow.type)
@@ -108,16 +163,16 @@ class Worker:
                 .where(Rotation.id == rotation_id)
             ).first()
         if row is None:
-            return "", None
+            return Lane("", None, self.concurrency)
         try:
-            rate = plugins.load_target(row.type).rate_limit
+            plugin = plugins.load_target(row.type)
         except KeyturnError:
-            rate = None
-        return row.name, rate
+            return Lane(row.name, None, self.concurrency)
+        limit = min(plugin.max_in_flight or self.concurrency, self.concurrency)
+        return Lane(row.name, plugin.rate_limit, limit)
 
-    def _run_one(self, rotation_id: int) -> Outcome | KeyturnError:
-        name, rate = self._target_of(rotation_id)
-        self.limiter.wait(name, rate)
+    def _run_one(self, rotation_id: int, lane: Lane) -> Outcome | KeyturnError:
+        self.limiter.wait(lane.target, lane.rate)
         try:
             return Runner(self.app, rotation_id).run()
         except Conflict as exc:
@@ -142,13 +197,20 @@ class Worker:
         on_done: Callable[[], None] | None = None,
         stop: threading.Event | None = None,
     ) -> None:
-        """Claim and run rotations until none is runnable (or *stop* is set)."""
+        """Claim and run rotations until none is runnable (or *stop* is set): up to
+        `concurrency` in flight, no more on one target than its plugin's `max_in_flight`;
+        a finished rotation's place is taken at once, not when its whole batch is done."""
+        flights = Flights(self.concurrency)
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="rotation") as pool:
-            while not (stop and stop.is_set()):
-                ids = claim_rotations(self.app, self.owner, self.concurrency * 2)
-                if not ids:
+            while True:
+                if not (stop and stop.is_set()) and flights.room():
+                    for rotation_id in claim_rotations(self.app, self.owner, flights.room()):
+                        flights.queue(rotation_id, self._target_of(rotation_id))
+                for rotation_id, lane in flights.ready():
+                    flights.fly(pool.submit(self._run_one, rotation_id, lane), lane)
+                if not flights.running:
                     return
-                for item in pool.map(self._run_one, ids):
+                for item in flights.landed():
                     if isinstance(item, Outcome):
                         result.outcomes.append(item)
                     else:

@@ -154,6 +154,9 @@ class Target:
     issues_secrets: ClassVar[bool] = False
     # At most this many operations per second against one target (None: unlimited).
     rate_limit: ClassVar[float | None] = None
+    # At most this many rotations at once against one target, per worker (None: as many as
+    # the worker's KEYTURN_CONCURRENCY).
+    max_in_flight: ClassVar[int | None] = None
     config_model: ClassVar[type[TargetConfig]] = TargetConfig
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
