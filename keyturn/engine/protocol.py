@@ -76,6 +76,10 @@ class Runner(Failures):
                     self.step, self.status = Step(rot.step), RotationStatus(rot.status)
                     self._committed = (self.step, self.status)
                     self._stores = tuple(cred.stores)
+            if begin is not None:
+                # A rotation asked for is recorded before anything else happens: a crash
+                # from here on leaves one that `resume` finishes.
+                self._commit()
         except BaseException:
             self._rollback()
             raise

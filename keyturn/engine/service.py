@@ -130,7 +130,8 @@ def _record(
 def rotate(
     app: Keyturn, credential_id: str, *, trigger: Trigger, actor: str, reason: str = ""
 ) -> Outcome:
-    """Start a rotation and run it now: the start commits with the claim and create."""
+    """Start a rotation and run it now (its lease held from the start: no worker takes it
+    in between)."""
     validate_id(credential_id)
     reason = _reason(trigger, reason)
     runner = Runner(app, 0, fresh=True)
