@@ -7,6 +7,7 @@ so a worker that lost its lease (paused too long, then woke up) cannot move the 
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from datetime import timedelta
@@ -107,6 +108,11 @@ class _Renewer:
     """The process's lease renewer: one daemon thread, started with the first lease."""
 
     def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        """Empty, with no thread: at start, and in a forked child (whose copy of the lock may
+        have been held by the parent's renewer at the fork)."""
         self._held: set[Heartbeat] = set()
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -141,3 +147,4 @@ class _Renewer:
 
 
 _RENEWER = _Renewer()
+os.register_at_fork(after_in_child=_RENEWER._reset)
