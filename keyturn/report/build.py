@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections import Counter
 from datetime import datetime, timedelta
 
@@ -26,15 +25,8 @@ from keyturn.report.model import (
     TrendPoint,
     collector_paused,
 )
-from keyturn.report.rules import (
-    DEFAULT_UNUSED_DAYS,
-    Finding,
-    State,
-    changes,
-    check,
-    failing,
-    state_at,
-)
+from keyturn.report.rules import DEFAULT_UNUSED_DAYS, Finding, State, check, state_at
+from keyturn.report.trend import Grid, masks, summaries
 
 WEEK = timedelta(days=7)
 TREND_WEEKS = 8
@@ -61,44 +53,16 @@ def build(
             history = loader.load(session, points, selection)
             rows = session.execute(select(PolicyRow)).scalars()
             policies = _Policies({row.name: row.settings for row in rows})
-        counts: list[Counter[tuple[str, ...]]] = [Counter() for _ in points]
-        states = [_evaluate(f, policies.of(f), points, unused_days, counts) for f in history]
-        trend = [TrendPoint(p, Summary.of(c)) for p, c in zip(points, counts, strict=True)]
+        last = len(points) - 1
+        states = []
+        for fact in history:
+            state = state_at(fact, policies.of(fact), moment, last, unused_days)
+            states.append((state, check(state)))
+        quiet = timedelta(days=unused_days)
+        grid = Grid(points)
+        found = [masks(f, policies.of(f), grid, quiet) for f in history]
+        trend = [TrendPoint(p, s) for p, s in zip(points, summaries(points, found), strict=True)]
         return _report(moment, unused_days, selection, states, trend)
-
-
-def _evaluate(
-    fact: Facts,
-    policy: Policy,
-    points: list[datetime],
-    unused_days: int,
-    out: list[Counter[tuple[str, ...]]],
-) -> tuple[State, list[Finding]]:
-    """Count *fact* at every point it existed at; its state and findings at the last one.
-
-    The last point is checked first (the report needs its findings anyway); walking back, a
-    point reuses the later point's answers when no moment of `changes` lies between them:
-    the same answers `check` would give (tests/report compares both ways)."""
-    last = len(points) - 1
-    state = state_at(fact, policy, points[last], last, unused_days)
-    found = check(state)
-    answers = tuple([f.rule for f in found])
-    out[last][answers] += 1
-    times = changes(fact, policy, unused_days) if last else []
-    for index in range(last - 1, -1, -1):
-        point = points[index]
-        if fact.created_at > point:
-            break
-        if _changed(times, point, points[index + 1]):
-            answers = failing(state_at(fact, policy, point, index, unused_days))
-        out[index][answers] += 1
-    return state, found
-
-
-def _changed(times: list[datetime], start: datetime, end: datetime) -> bool:
-    """Does any of the sorted *times* lie in [start, end]?"""
-    i = bisect_left(times, start)
-    return i < len(times) and times[i] <= end
 
 
 class _Policies:

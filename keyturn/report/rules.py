@@ -109,29 +109,6 @@ def state_at(facts: Facts, policy: Policy, at: datetime, index: int, unused_days
     )
 
 
-def changes(facts: Facts, policy: Policy, unused_days: int) -> list[datetime]:
-    """Every moment at which a check of *facts* may change its answer: events and the
-    thresholds they start (due, unused, grace). Between two of them, nothing changes, so the
-    trend reuses a point's answers for the next when none lies between (inclusive)."""
-    quiet = timedelta(days=unused_days)
-    times = [facts.created_at, facts.created_at + quiet]
-    for v in facts.versions:
-        times += [v.activated_at, due(facts, policy, v), v.activated_at + policy.grace]
-        times += [v.retired_at] if v.retired_at else []
-    for r in facts.rotations:
-        times += [r.started_at, r.updated_at]
-        times += [t for t in (r.finished_at, r.wait_until) if t is not None]
-    for c in facts.consumers:
-        times += [c.created_at] + (
-            [c.last_seen_at, c.last_seen_at + quiet] if c.last_seen_at else []
-        )
-    # Each point carries the latest use and sync so far: the same moment repeats.
-    times += [t for u in set(facts.used) if u is not None for t in (u, u + quiet)]
-    times += [seen[0] for seen in set(facts.synced) if seen is not None]
-    times += [when for _, _, when in facts.published]
-    return sorted(times)
-
-
 def _day(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%MZ")
 
