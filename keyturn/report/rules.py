@@ -8,6 +8,7 @@ at exactly its max age, and unused at exactly N days without use.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -110,7 +111,15 @@ def state_at(facts: Facts, policy: Policy, at: datetime, index: int, unused_days
 
 
 def _day(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%MZ")
+    """'%Y-%m-%d %H:%MZ', cut from the ISO form (a third of strftime's cost, and the
+    report writes one for most findings)."""
+    text = moment.isoformat()
+    return f"{text[:10]} {text[11:16]}Z"
+
+
+@functools.lru_cache(maxsize=64)
+def _max_age(delta: timedelta) -> str:
+    return format_duration(delta)
 
 
 def _age(delta: timedelta) -> str:
@@ -141,7 +150,7 @@ def rotated_within_max_age(s: State) -> Why | None:
         return None
     return lambda: (
         f"version {current.number} is {_age(s.at - current.activated_at)} old; max age "
-        f"{format_duration(s.policy.max_age)}, due since {_day(when)}"
+        f"{_max_age(s.policy.max_age)}, due since {_day(when)}"
     )
 
 
