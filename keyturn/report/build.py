@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from datetime import datetime, timedelta
 
@@ -84,6 +85,11 @@ def _days(delta: timedelta) -> float:
     return round(delta.total_seconds() / 86400, 2)
 
 
+@functools.lru_cache(maxsize=64)
+def _max_days(delta: timedelta) -> float:
+    return _days(delta)
+
+
 def _row(state: State, found: list[Finding]) -> Row:
     fact, current = state.facts, state.current
     rotations = state.rotations
@@ -94,12 +100,14 @@ def _row(state: State, found: list[Finding]) -> Row:
         owner=fact.owner,
         purpose=fact.purpose,
         policy=fact.policy,
-        max_age_days=_days(state.policy.max_age),
+        max_age_days=_max_days(state.policy.max_age),
         age_days=_days(state.at - current.activated_at) if current else None,
         last_rotation=current.activated_at if current else None,
         next_rotation=state.due_at,
         last_result=rotations[-1].status if rotations else None,
-        consumers=sum(1 for c in fact.consumers if c.created_at <= state.at),
+        consumers=len([c for c in fact.consumers if c.created_at <= state.at])
+        if fact.consumers
+        else 0,
         last_used=state.last_used,
         sync=state.sync,
         findings=tuple(found),
@@ -123,16 +131,20 @@ def _report(
     trend: list[TrendPoint],
 ) -> Report:
     rows = [_row(state, found) for state, found in states]
+    failed = [tuple([f.rule for f in row.findings]) for row in rows]
     total: Counter[tuple[str, ...]] = Counter()
     groups: dict[str, dict[str, Counter[tuple[str, ...]]]] = {"tenant": {}, "kind": {}, "owner": {}}
+    # Counted once per distinct (tenant, kind, owner, rules), not once per row and group.
+    keys = [(r.tenant, r.kind, r.owner, rules) for r, rules in zip(rows, failed, strict=True)]
+    combos = Counter(keys)
+    for (tenant, kind, owner, rules), n in combos.items():
+        total[rules] += n
+        for name, key in (("tenant", tenant), ("kind", kind), ("owner", owner)):
+            _count(groups[name], key or "(none)", rules, n)
     bands = dict.fromkeys([label for _, label in AGE_BANDS] + [OVERDUE, NO_VALUE], 0)
     weeks = [0] * DUE_WEEKS
     overdue = 0
-    for row in rows:
-        rules = tuple([f.rule for f in row.findings])
-        total[rules] += 1
-        for name, key in (("tenant", row.tenant), ("kind", row.kind), ("owner", row.owner)):
-            _count(groups[name], key or "(none)", rules)
+    for row, rules in zip(rows, failed, strict=True):
         bands[_band(row, rules)] += 1
         if row.next_rotation is None or "rotation-enabled" in rules:
             continue
@@ -156,11 +168,13 @@ def _report(
     )
 
 
-def _count(groups: dict[str, Counter[tuple[str, ...]]], key: str, rules: tuple[str, ...]) -> None:
+def _count(
+    groups: dict[str, Counter[tuple[str, ...]]], key: str, rules: tuple[str, ...], n: int
+) -> None:
     counts = groups.get(key)
     if counts is None:
         counts = groups[key] = Counter()
-    counts[rules] += 1
+    counts[rules] += n
 
 
 def _sorted(groups: dict[str, Counter[tuple[str, ...]]]) -> dict[str, Summary]:

@@ -365,14 +365,29 @@ def _syncs(
 
 
 def _publishes(session: Session, facts: dict[str, Facts], ids: object, last: datetime) -> None:
-    """What each store received: a rotation's publish step (its stores) or a repair (one)."""
-    query = select(AuditEntry.credential_id, AuditEntry.details, AuditEntry.at).where(
-        AuditEntry.action.in_(PUBLISH_ACTIONS), AuditEntry.at <= last
-    )
-    for cred, details, at in _rows(session, scoped(query, AuditEntry.credential_id, ids)):
-        version = details.get("version")
-        if cred not in facts or not isinstance(version, int):
+    """What each store received: a rotation's publish step (its stores) or a repair (one).
+    The fields are picked out in SQL: a few distinct lists of stores are decoded, not every
+    entry's details."""
+    details = AuditEntry.details
+    query = select(
+        AuditEntry.credential_id,
+        details["version"].as_integer(),
+        raw(details["stores"]),
+        details["store"].as_string(),
+        raw(AuditEntry.at),
+    ).where(AuditEntry.action.in_(PUBLISH_ACTIONS), AuditEntry.at <= last)
+    known: dict[str, list[object]] = {}
+    for cred, version, stores, store, at in _rows(
+        session, scoped(query, AuditEntry.credential_id, ids)
+    ):
+        fact = facts.get(cred)
+        if fact is None or not isinstance(version, int):
             continue
-        stores = details.get("stores") or ([details["store"]] if details.get("store") else [])
-        for store in stores:
-            facts[cred].published.append((str(store), version, at))
+        if isinstance(stores, str):  # SQLite: the JSON text; PostgreSQL: already a list
+            found = known.get(stores)
+            if found is None:
+                found = known[stores] = json.loads(stores)
+            stores = found
+        when = _when(at)
+        for name in stores or ([store] if store else []):
+            fact.published.append((str(name), version, when))

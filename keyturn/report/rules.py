@@ -325,10 +325,10 @@ BY_ID = {rule.id: rule for rule, _ in RULES}
 def check(state: State) -> list[Finding]:
     """Every rule *state* fails, in the order of RULES, and why."""
     found = []
-    for rule, test in RULES:
+    for rule, test in _TESTS:
         why = test(state)
         if why is not None:
-            found.append(Finding(rule.id, why()))
+            found.append(Finding(rule, why()))
     return found
 
 
