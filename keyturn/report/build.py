@@ -1,4 +1,5 @@
-"""Building the report: load history once, evaluate the rules at each point of the trend."""
+"""Building the report: load history once; the rules' checks at the report's moment (the
+rows and their findings), bit masks over the trend's points (keyturn.report.trend)."""
 
 from __future__ import annotations
 
@@ -54,14 +55,15 @@ def build(
             history = loader.load(session, points, selection)
             rows = session.execute(select(PolicyRow)).scalars()
             policies = _Policies({row.name: row.settings for row in rows})
-        last = len(points) - 1
-        states = []
+        last, grid, quiet = len(points) - 1, Grid(points), timedelta(days=unused_days)
+        states, found = [], []
         for fact in history:
-            state = state_at(fact, policies.of(fact), moment, last, unused_days)
+            policy = policies.of(fact)
+            # The report's own moment: the rules' checks, with the words of each finding.
+            state = state_at(fact, policy, moment, last, unused_days)
             states.append((state, check(state)))
-        quiet = timedelta(days=unused_days)
-        grid = Grid(points)
-        found = [masks(f, policies.of(f), grid, quiet) for f in history]
+            # Every point of the trend: keyturn.report.trend's masks.
+            found.append(masks(fact, policy, grid, quiet))
         trend = [TrendPoint(p, s) for p, s in zip(points, summaries(points, found), strict=True)]
         return _report(moment, unused_days, selection, states, trend)
 

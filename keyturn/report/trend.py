@@ -170,9 +170,10 @@ def _unused_mask(fact: Facts, grid: Grid, quiet: timedelta) -> int:
     """Quiet for *quiet* since the latest use (or since creation before any)."""
     points, high, low = grid.points, grid.high, grid.low
     times: list[datetime] = _distinct(fact.used)  # type: ignore[assignment]
-    seen = [c.last_seen_at for c in fact.consumers if c.last_seen_at is not None]
-    if seen:
-        times = sorted(set(times + seen))
+    if fact.consumers:
+        seen = [c.last_seen_at for c in fact.consumers if c.last_seen_at is not None]
+        if seen:
+            times = sorted(set(times + seen))
     found = high[bisect_left(points, fact.created_at + quiet)]
     if not times:
         return found
