@@ -63,9 +63,11 @@ def build(
             state = state_at(fact, policy, moment, last, unused_days)
             states.append((state, check(state)))
             # Every point of the trend: keyturn.report.trend's masks.
-            found.append(masks(fact, policy, grid, quiet))
+            if last:
+                found.append(masks(fact, policy, grid, quiet))
+        # A trend of one point is the report's own summary.
         trend = [TrendPoint(p, s) for p, s in zip(points, summaries(points, found), strict=True)]
-        return _report(moment, unused_days, selection, states, trend)
+        return _report(moment, unused_days, selection, states, trend if last else None)
 
 
 class _Policies:
@@ -130,7 +132,7 @@ def _report(
     unused_days: int,
     selection: Selection,
     states: list[tuple[State, list[Finding]]],
-    trend: list[TrendPoint],
+    trend: list[TrendPoint] | None,
 ) -> Report:
     rows = [_row(state, found) for state, found in states]
     failed = [tuple([f.rule for f in row.findings]) for row in rows]
@@ -154,16 +156,17 @@ def _report(
             overdue += 1
         elif (week := int((row.next_rotation - moment) / WEEK)) < DUE_WEEKS:
             weeks[week] += 1
+    summary = Summary.of(total)
     return Report(
         at=moment,
         unused_days=unused_days,
         selection={"tenant": selection.tenant, "kind": selection.kind, "owner": selection.owner},
         rows=rows,
-        total=Summary.of(total),
+        total=summary,
         by_tenant=_sorted(groups["tenant"]),
         by_kind=_sorted(groups["kind"]),
         by_owner=_sorted(groups["owner"]),
-        trend=trend,
+        trend=[TrendPoint(moment, Summary.of(total))] if trend is None else trend,
         age_bands=bands,
         due_per_week=[(moment + WEEK * k, n) for k, n in enumerate(weeks)],
         overdue=overdue,
