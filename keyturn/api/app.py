@@ -24,6 +24,7 @@ from keyturn.api.routes import (
     details,
     health,
     metrics,
+    reports,
     rotation,
     secret,
     tokens,
@@ -63,7 +64,7 @@ def create_app(
     v1.include_router(credentials.router)
     v1.include_router(audit.router)
     v1.include_router(tokens.router)
-    # Compliance reports (issue 8) mount here as routes/reports.py with allow("report.read").
+    v1.include_router(reports.router)  # compliance reports (issue 19), allow("report.read")
     api.include_router(v1)
     api.include_router(metrics.router)  # /metrics, where Prometheus looks by default
     _docs(api)

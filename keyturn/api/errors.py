@@ -115,6 +115,7 @@ def _known_names() -> frozenset[str]:
     names |= {"none", "null", "credential_id", "name", "token_id", "after", "limit", "offset"}
     names |= {"credential", "tenant", "kind", "status", "action", "actor", "since", "until"}
     names |= {"reason", "version", "now"}
+    names |= {"format", "at", "owner", "unused_days", "weeks"}  # GET /report
     for model in vars(schemas).values():
         if isinstance(model, type) and issubclass(model, BaseModel):
             names.add(model.__name__)

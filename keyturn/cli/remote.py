@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # httpx is imported only in remote mode: every local command 
 
 COMMANDS = (
     "list, show, get, consumers, delete, rotate, resume, abort, verify, token create/list/revoke, "
-    "doctor, run"
+    "doctor, run, report, metrics"
 )
 REMOTE = frozenset(
     {
@@ -48,6 +48,8 @@ REMOTE = frozenset(
         "token",
         "doctor",
         "run",
+        "report",
+        "metrics",
     }
 )
 PREFIX = "/api/v1"
@@ -124,6 +126,14 @@ class Remote:
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         """One request; the answer's JSON, or the keyturn error the server reported."""
+        response = self._send(method, path, **kwargs)
+        return None if response.status_code == 204 else response.json()
+
+    def text(self, path: str, **kwargs: Any) -> str:
+        """A GET whose answer is text (CSV, HTML, Prometheus's exposition)."""
+        return self._send("GET", path, **kwargs).text
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self.client.request(method, path, **kwargs)
         except self._transport_error as exc:
@@ -131,10 +141,8 @@ class Remote:
                 f"cannot reach keyturn at {self.url} ({exc.__class__.__name__}): is "
                 "`keyturn serve` running there, and is KEYTURN_URL right?"
             ) from None
-        if response.status_code == 204:
-            return None
         if response.is_success:
-            return response.json()
+            return response
         raise self._error(response)
 
     def _error(self, response: httpx.Response) -> e.KeyturnError:
@@ -224,6 +232,19 @@ class Remote:
 
     def health(self) -> dict[str, Any]:
         return dict(self.call("GET", "/health"))
+
+    # -- compliance ------------------------------------------------------------------------
+
+    def report(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The JSON report (GET /report with *params*: at, tenant, kind, owner, ...)."""
+        return dict(self.call("GET", "/report", params={**params, "format": "json"}))
+
+    def report_text(self, form: str, params: dict[str, Any]) -> str:
+        return self.text("/report", params={**params, "format": form})
+
+    def metrics(self) -> str:
+        """`/metrics`, beside the API's root rather than under it."""
+        return self.text(self.url.removesuffix(PREFIX) + "/metrics")
 
 
 def connect(ctx: typer.Context) -> Remote | None:

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from keyturn.cli import output
+from keyturn.cli import output, remote
 from keyturn.cli.commands import Json
 from keyturn.cli.main import app, open_app
 from keyturn.domain.errors import KeyturnError, UsageError
@@ -44,13 +46,14 @@ def _rules(values: list[str]) -> list[str]:
     return wanted
 
 
-def _table(report: Report) -> None:
-    total = report.total
+def _table(data: dict[str, Any]) -> None:
+    """The report's JSON form as two tables (the same locally and from a server)."""
+    total = data["summary"]
     output.table(
-        f"compliance at {output.when(report.at)}: {total.compliant} of {total.credentials} "
-        f"credentials pass every rule ({total.percent:g}%)",
+        f"compliance at {output.when(data['at'])}: {total['compliant']} of "
+        f"{total['credentials']} credentials pass every rule ({total['compliant_percent']:g}%)",
         ["rule", "failing", "explanation"],
-        [(r, total.findings[r], BY_ID[r].explanation) for r in RULE_IDS],
+        [(r, total["findings"][r], BY_ID[r].explanation) for r in RULE_IDS],
     )
     output.table(
         "credentials",
@@ -69,19 +72,19 @@ def _table(report: Report) -> None:
         ],
         [
             (
-                r.id,
-                r.tenant,
-                r.kind,
-                r.owner or "-",
-                r.age_days,
-                r.max_age_days,
-                output.when(r.next_rotation),
-                r.last_result or "-",
-                r.consumers,
-                output.when(r.last_used),
-                " ".join(f.rule for f in r.findings) or "ok",
+                r["id"],
+                r["tenant"],
+                r["kind"],
+                r["owner"] or "-",
+                r["age_days"],
+                r["max_age_days"],
+                output.when(r["next_rotation"]),
+                r["last_result"] or "-",
+                r["consumers"],
+                output.when(r["last_used"]),
+                " ".join(f["rule"] for f in r["findings"]) or "ok",
             )
-            for r in report.rows
+            for r in data["credentials"]
         ],
     )
 
@@ -105,12 +108,69 @@ def _write(text: str, path: Path | None) -> None:
     output.errors.print(f"wrote {path}", highlight=False)
 
 
-def _gate(report: Report, rules: list[str]) -> None:
-    failing = report.failing(rules) if rules else []
+def _gate(failing: list[str], rules: list[str]) -> None:
+    """Stop with GateFailed when credentials (*failing*: their ids) fail a --fail-on rule."""
     if not failing:
         return
-    names = ", ".join(r.id for r in failing[:5]) + (", ..." if len(failing) > 5 else "")
+    names = ", ".join(failing[:5]) + (", ..." if len(failing) > 5 else "")
     raise GateFailed(f"{len(failing)} credential(s) fail {', '.join(rules)}: {names}")
+
+
+@dataclass(frozen=True)
+class Query:
+    """What `keyturn report` asks, locally or of a server."""
+
+    at: datetime | None
+    tenant: str | None
+    kind: str | None
+    owner: str | None
+    unused_days: int
+    weeks: int
+    gate: list[str]
+
+    def params(self) -> dict[str, Any]:
+        found: dict[str, Any] = {"unused_days": self.unused_days, "weeks": self.weeks}
+        if self.at is not None:
+            found["at"] = self.at.isoformat()
+        for name in ("tenant", "kind", "owner"):
+            if getattr(self, name) is not None:
+                found[name] = getattr(self, name)
+        return found
+
+
+def _local(ctx: typer.Context, query: Query, form: Format, out: Path | None) -> None:
+    report = build(
+        open_app(ctx),
+        at=query.at,
+        tenant=query.tenant,
+        kind=query.kind,
+        owner=query.owner,
+        unused_days=query.unused_days,
+        trend_weeks=query.weeks,
+    )
+    if form == Format.table and out is None:
+        _table(report.to_dict())
+    else:
+        _write(_text(report, form), out)
+    _gate([r.id for r in report.failing(query.gate)] if query.gate else [], query.gate)
+
+
+def _remote(api: remote.Remote, query: Query, form: Format, out: Path | None) -> None:
+    """The same through a server's GET /report: the JSON for the table, JSON output and
+    the gate; the server's own CSV or HTML."""
+    params = query.params()
+    data = api.report(params) if form in (Format.table, Format.json) or query.gate else None
+    if form == Format.table and out is None:
+        assert data is not None
+        _table(data)
+    elif form == Format.json:
+        _write(json.dumps(data, indent=2) + "\n", out)
+    else:
+        _write(api.report_text(form.value, params), out)
+    if query.gate and data is not None:
+        wanted = set(query.gate)
+        rows = [r for r in data["credentials"] if any(f["rule"] in wanted for f in r["findings"])]
+        _gate([r["id"] for r in rows], query.gate)
 
 
 @app.command("report")
@@ -146,29 +206,30 @@ def report_command(
     json: Json = False,
 ) -> None:
     """Compliance of every credential against keyturn's rules (see docs/compliance.md)."""
-    gate = _rules(fail_on or [])
-    moment = parse_moment(at, "--at") if at else None
-    instance = open_app(ctx)
-    report = build(
-        instance,
-        at=moment,
+    query = Query(
+        at=parse_moment(at, "--at") if at else None,
         tenant=tenant,
         kind=kind,
         owner=owner,
         unused_days=unused_days,
-        trend_weeks=weeks,
+        weeks=weeks,
+        gate=_rules(fail_on or []),
     )
     form = Format.json if json else form
-    if form == Format.table and out is None:
-        _table(report)
+    api = remote.connect(ctx)
+    if api is None:
+        _local(ctx, query, form, out)
     else:
-        _write(_text(report, form), out)
-    _gate(report, gate)
+        _remote(api, query, form, out)
 
 
 @app.command("metrics")
 def metrics_command(ctx: typer.Context) -> None:
     """Print keyturn's Prometheus metrics once (text exposition format)."""
+    api = remote.connect(ctx)
+    if api is not None:
+        sys.stdout.write(api.metrics())
+        return
     from keyturn.report.metrics import exposition
 
     sys.stdout.write(exposition(open_app(ctx)).decode())

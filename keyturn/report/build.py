@@ -1,8 +1,9 @@
-"""Building the report: load history once, evaluate the rules at each point of the trend."""
+"""Building the report: load history once; the rules' checks at the report's moment (the
+rows and their findings), bit masks over the trend's points (keyturn.report.trend)."""
 
 from __future__ import annotations
 
-from bisect import bisect_left
+import functools
 from collections import Counter
 from datetime import datetime, timedelta
 
@@ -26,15 +27,8 @@ from keyturn.report.model import (
     TrendPoint,
     collector_paused,
 )
-from keyturn.report.rules import (
-    DEFAULT_UNUSED_DAYS,
-    Finding,
-    State,
-    changes,
-    check,
-    failing,
-    state_at,
-)
+from keyturn.report.rules import DEFAULT_UNUSED_DAYS, Finding, State, check, state_at
+from keyturn.report.trend import Grid, masks, summaries
 
 WEEK = timedelta(days=7)
 TREND_WEEKS = 8
@@ -61,44 +55,19 @@ def build(
             history = loader.load(session, points, selection)
             rows = session.execute(select(PolicyRow)).scalars()
             policies = _Policies({row.name: row.settings for row in rows})
-        counts: list[Counter[tuple[str, ...]]] = [Counter() for _ in points]
-        states = [_evaluate(f, policies.of(f), points, unused_days, counts) for f in history]
-        trend = [TrendPoint(p, Summary.of(c)) for p, c in zip(points, counts, strict=True)]
-        return _report(moment, unused_days, selection, states, trend)
-
-
-def _evaluate(
-    fact: Facts,
-    policy: Policy,
-    points: list[datetime],
-    unused_days: int,
-    out: list[Counter[tuple[str, ...]]],
-) -> tuple[State, list[Finding]]:
-    """Count *fact* at every point it existed at; its state and findings at the last one.
-
-    The last point is checked first (the report needs its findings anyway); walking back, a
-    point reuses the later point's answers when no moment of `changes` lies between them:
-    the same answers `check` would give (tests/report compares both ways)."""
-    last = len(points) - 1
-    state = state_at(fact, policy, points[last], last, unused_days)
-    found = check(state)
-    answers = tuple([f.rule for f in found])
-    out[last][answers] += 1
-    times = changes(fact, policy, unused_days) if last else []
-    for index in range(last - 1, -1, -1):
-        point = points[index]
-        if fact.created_at > point:
-            break
-        if _changed(times, point, points[index + 1]):
-            answers = failing(state_at(fact, policy, point, index, unused_days))
-        out[index][answers] += 1
-    return state, found
-
-
-def _changed(times: list[datetime], start: datetime, end: datetime) -> bool:
-    """Does any of the sorted *times* lie in [start, end]?"""
-    i = bisect_left(times, start)
-    return i < len(times) and times[i] <= end
+        last, grid, quiet = len(points) - 1, Grid(points), timedelta(days=unused_days)
+        states, found = [], []
+        for fact in history:
+            policy = policies.of(fact)
+            # The report's own moment: the rules' checks, with the words of each finding.
+            state = state_at(fact, policy, moment, last, unused_days)
+            states.append((state, check(state)))
+            # Every point of the trend: keyturn.report.trend's masks.
+            if last:
+                found.append(masks(fact, policy, grid, quiet))
+        # A trend of one point is the report's own summary.
+        trend = [TrendPoint(p, s) for p, s in zip(points, summaries(points, found), strict=True)]
+        return _report(moment, unused_days, selection, states, trend if last else None)
 
 
 class _Policies:
@@ -120,6 +89,11 @@ def _days(delta: timedelta) -> float:
     return round(delta.total_seconds() / 86400, 2)
 
 
+@functools.lru_cache(maxsize=64)
+def _max_days(delta: timedelta) -> float:
+    return _days(delta)
+
+
 def _row(state: State, found: list[Finding]) -> Row:
     fact, current = state.facts, state.current
     rotations = state.rotations
@@ -130,12 +104,14 @@ def _row(state: State, found: list[Finding]) -> Row:
         owner=fact.owner,
         purpose=fact.purpose,
         policy=fact.policy,
-        max_age_days=_days(state.policy.max_age),
+        max_age_days=_max_days(state.policy.max_age),
         age_days=_days(state.at - current.activated_at) if current else None,
         last_rotation=current.activated_at if current else None,
         next_rotation=state.due_at,
         last_result=rotations[-1].status if rotations else None,
-        consumers=sum(1 for c in fact.consumers if c.created_at <= state.at),
+        consumers=len([c for c in fact.consumers if c.created_at <= state.at])
+        if fact.consumers
+        else 0,
         last_used=state.last_used,
         sync=state.sync,
         findings=tuple(found),
@@ -156,19 +132,23 @@ def _report(
     unused_days: int,
     selection: Selection,
     states: list[tuple[State, list[Finding]]],
-    trend: list[TrendPoint],
+    trend: list[TrendPoint] | None,
 ) -> Report:
     rows = [_row(state, found) for state, found in states]
+    failed = [tuple([f.rule for f in row.findings]) for row in rows]
     total: Counter[tuple[str, ...]] = Counter()
     groups: dict[str, dict[str, Counter[tuple[str, ...]]]] = {"tenant": {}, "kind": {}, "owner": {}}
+    # Counted once per distinct (tenant, kind, owner, rules), not once per row and group.
+    keys = [(r.tenant, r.kind, r.owner, rules) for r, rules in zip(rows, failed, strict=True)]
+    combos = Counter(keys)
+    for (tenant, kind, owner, rules), n in combos.items():
+        total[rules] += n
+        for name, key in (("tenant", tenant), ("kind", kind), ("owner", owner)):
+            _count(groups[name], key or "(none)", rules, n)
     bands = dict.fromkeys([label for _, label in AGE_BANDS] + [OVERDUE, NO_VALUE], 0)
     weeks = [0] * DUE_WEEKS
     overdue = 0
-    for row in rows:
-        rules = tuple([f.rule for f in row.findings])
-        total[rules] += 1
-        for name, key in (("tenant", row.tenant), ("kind", row.kind), ("owner", row.owner)):
-            _count(groups[name], key or "(none)", rules)
+    for row, rules in zip(rows, failed, strict=True):
         bands[_band(row, rules)] += 1
         if row.next_rotation is None or "rotation-enabled" in rules:
             continue
@@ -176,27 +156,30 @@ def _report(
             overdue += 1
         elif (week := int((row.next_rotation - moment) / WEEK)) < DUE_WEEKS:
             weeks[week] += 1
+    summary = Summary.of(total)
     return Report(
         at=moment,
         unused_days=unused_days,
         selection={"tenant": selection.tenant, "kind": selection.kind, "owner": selection.owner},
         rows=rows,
-        total=Summary.of(total),
+        total=summary,
         by_tenant=_sorted(groups["tenant"]),
         by_kind=_sorted(groups["kind"]),
         by_owner=_sorted(groups["owner"]),
-        trend=trend,
+        trend=[TrendPoint(moment, Summary.of(total))] if trend is None else trend,
         age_bands=bands,
         due_per_week=[(moment + WEEK * k, n) for k, n in enumerate(weeks)],
         overdue=overdue,
     )
 
 
-def _count(groups: dict[str, Counter[tuple[str, ...]]], key: str, rules: tuple[str, ...]) -> None:
+def _count(
+    groups: dict[str, Counter[tuple[str, ...]]], key: str, rules: tuple[str, ...], n: int
+) -> None:
     counts = groups.get(key)
     if counts is None:
         counts = groups[key] = Counter()
-    counts[rules] += 1
+    counts[rules] += n
 
 
 def _sorted(groups: dict[str, Counter[tuple[str, ...]]]) -> dict[str, Summary]:

@@ -11,7 +11,7 @@ The credential's own fields (owner, target, stores) are as they are now.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -55,6 +55,9 @@ def moment(value: Any) -> datetime | None:
 
 
 def _when(value: Any) -> datetime:
+    """`moment` of a time that is never NULL (SQLite's text parsed without a second call)."""
+    if value.__class__ is str:
+        return datetime.fromisoformat(value + "+00:00")
     found = moment(value)
     assert found is not None
     return found
@@ -169,9 +172,13 @@ def _credentials(session: Session, selection: Selection, last: datetime, n: int)
         raw(Credential.created_at),
     )
     rows = _rows(session, selection.where(columns.where(Credential.created_at <= last)))
+    known: dict[str, tuple[str, ...]] = {"[]": ()}  # a few distinct lists of stores
     for cid, tenant, kind, owner, purpose, policy, target, dispute, stores, created in rows:
         if isinstance(stores, str):
-            stores = () if stores == "[]" else json.loads(stores)
+            found = known.get(stores)
+            if found is None:
+                found = known[stores] = tuple(json.loads(stores))
+            stores = found
         yield Facts(
             id=cid,
             tenant=tenant,
@@ -181,7 +188,7 @@ def _credentials(session: Session, selection: Selection, last: datetime, n: int)
             policy=policy,
             target=target,
             dispute=dispute,
-            stores=tuple(stores or ()),
+            stores=stores if stores.__class__ is tuple else tuple(stores or ()),
             created_at=_when(created),
             used=[None] * n,
             synced=[None] * n,
@@ -214,14 +221,14 @@ def _versions(session: Session, facts: dict[str, Facts], ids: object, last: date
         fact = facts.get(cid)
         if fact is None:
             continue
-        retired = moment(retired_at)
+        retired = None if retired_at is None else _when(retired_at)
         fact.versions.append(
             VersionFact(
                 number,
                 _when(activated),
                 retired if retired and retired <= last else None,
-                moment(valid_from),
-                moment(expires_at),
+                None if valid_from is None else _when(valid_from),
+                None if expires_at is None else _when(expires_at),
             )
         )
 
@@ -249,9 +256,9 @@ def _rotations(session: Session, facts: dict[str, Facts], ids: object, last: dat
                     status,
                     _when(started),
                     _when(updated),
-                    moment(finished),
+                    None if finished is None else _when(finished),
                     new,
-                    moment(wait),
+                    None if wait is None else _when(wait),
                 )
             )
 
@@ -269,7 +276,8 @@ def _consumers(session: Session, facts: dict[str, Facts], ids: object, last: dat
     for cid, name, created, seen in _rows(session, query):
         fact = facts.get(cid)
         if fact is not None:
-            fact.consumers.append(ConsumerFact(name, _when(created), moment(seen)))
+            seen_at = None if seen is None else _when(seen)
+            fact.consumers.append(ConsumerFact(name, _when(created), seen_at))
 
 
 def _bucket(points: Sequence[datetime]) -> ColumnElement[int]:
@@ -300,29 +308,38 @@ def _latest(
         yield str(cred), int(index), value, _when(at)
 
 
-def _carry(values: list[object]) -> None:
+def _carry(values: list[Any], time_of: Callable[[Any], datetime]) -> None:
     """Make each point's value the latest of its own and the earlier points'."""
+    before = values[0]
     for i in range(1, len(values)):
-        before, now = values[i - 1], values[i]
-        if before is not None and (now is None or _time_of(before) > _time_of(now)):
+        now = values[i]
+        if before is not None and (now is None or time_of(before) > time_of(now)):
             values[i] = before
+        else:
+            before = now
 
 
-def _time_of(value: object) -> datetime:
-    return value[0] if isinstance(value, tuple) else value  # type: ignore[return-value]
+def _itself(value: datetime) -> datetime:
+    return value
+
+
+def _first(value: tuple[datetime, str]) -> datetime:
+    return value[0]
 
 
 def _uses(
     session: Session, facts: dict[str, Facts], ids: object, points: Sequence[datetime]
 ) -> None:
+    touched = {}
     for cred, index, _flag, at in _latest(session, ids, points, USE_ACTIONS, literal(1)):
-        if cred not in facts:
+        fact = facts.get(cred)
+        if fact is None:
             continue
-        used = facts[cred].used
+        used = touched[cred] = fact.used
         if used[index] is None or at > used[index]:  # type: ignore[operator]
             used[index] = at
-    for fact in facts.values():
-        _carry(fact.used)  # type: ignore[arg-type]
+    for used in touched.values():
+        _carry(used, _itself)
 
 
 def _syncs(
@@ -333,27 +350,44 @@ def _syncs(
         (AuditEntry.action == "rotation.promote", literal("in-sync")),
         else_=AuditEntry.details["status"].as_string(),
     )
+    touched = {}
     for cred, index, found, at in _latest(session, ids, points, SYNC_ACTIONS, status):
-        if cred not in facts:
+        fact = facts.get(cred)
+        if fact is None:
             continue
-        synced = facts[cred].synced
+        synced = touched[cred] = fact.synced
         seen = synced[index]
         # The later evidence wins; at the same instant, a problem wins over in-sync.
         if seen is None or at > seen[0] or (at == seen[0] and found != "in-sync"):
             synced[index] = (at, str(found or "unknown"))
-    for fact in facts.values():
-        _carry(fact.synced)  # type: ignore[arg-type]
+    for synced in touched.values():
+        _carry(synced, _first)
 
 
 def _publishes(session: Session, facts: dict[str, Facts], ids: object, last: datetime) -> None:
-    """What each store received: a rotation's publish step (its stores) or a repair (one)."""
-    query = select(AuditEntry.credential_id, AuditEntry.details, AuditEntry.at).where(
-        AuditEntry.action.in_(PUBLISH_ACTIONS), AuditEntry.at <= last
-    )
-    for cred, details, at in _rows(session, scoped(query, AuditEntry.credential_id, ids)):
-        version = details.get("version")
-        if cred not in facts or not isinstance(version, int):
+    """What each store received: a rotation's publish step (its stores) or a repair (one).
+    The fields are picked out in SQL: a few distinct lists of stores are decoded, not every
+    entry's details."""
+    details = AuditEntry.details
+    query = select(
+        AuditEntry.credential_id,
+        details["version"].as_integer(),
+        raw(details["stores"]),
+        details["store"].as_string(),
+        raw(AuditEntry.at),
+    ).where(AuditEntry.action.in_(PUBLISH_ACTIONS), AuditEntry.at <= last)
+    known: dict[str, list[object]] = {}
+    for cred, version, stores, store, at in _rows(
+        session, scoped(query, AuditEntry.credential_id, ids)
+    ):
+        fact = facts.get(cred)
+        if fact is None or not isinstance(version, int):
             continue
-        stores = details.get("stores") or ([details["store"]] if details.get("store") else [])
-        for store in stores:
-            facts[cred].published.append((str(store), version, at))
+        if isinstance(stores, str):  # SQLite: the JSON text; PostgreSQL: already a list
+            found = known.get(stores)
+            if found is None:
+                found = known[stores] = json.loads(stores)
+            stores = found
+        when = _when(at)
+        for name in stores or ([store] if store else []):
+            fact.published.append((str(name), version, when))

@@ -8,6 +8,7 @@ at exactly its max age, and unused at exactly N days without use.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -109,31 +110,16 @@ def state_at(facts: Facts, policy: Policy, at: datetime, index: int, unused_days
     )
 
 
-def changes(facts: Facts, policy: Policy, unused_days: int) -> list[datetime]:
-    """Every moment at which a check of *facts* may change its answer: events and the
-    thresholds they start (due, unused, grace). Between two of them, nothing changes, so the
-    trend reuses a point's answers for the next when none lies between (inclusive)."""
-    quiet = timedelta(days=unused_days)
-    times = [facts.created_at, facts.created_at + quiet]
-    for v in facts.versions:
-        times += [v.activated_at, due(facts, policy, v), v.activated_at + policy.grace]
-        times += [v.retired_at] if v.retired_at else []
-    for r in facts.rotations:
-        times += [r.started_at, r.updated_at]
-        times += [t for t in (r.finished_at, r.wait_until) if t is not None]
-    for c in facts.consumers:
-        times += [c.created_at] + (
-            [c.last_seen_at, c.last_seen_at + quiet] if c.last_seen_at else []
-        )
-    # Each point carries the latest use and sync so far: the same moment repeats.
-    times += [t for u in set(facts.used) if u is not None for t in (u, u + quiet)]
-    times += [seen[0] for seen in set(facts.synced) if seen is not None]
-    times += [when for _, _, when in facts.published]
-    return sorted(times)
-
-
 def _day(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%MZ")
+    """'%Y-%m-%d %H:%MZ', cut from the ISO form (a third of strftime's cost, and the
+    report writes one for most findings)."""
+    text = moment.isoformat()
+    return f"{text[:10]} {text[11:16]}Z"
+
+
+@functools.lru_cache(maxsize=64)
+def _max_age(delta: timedelta) -> str:
+    return format_duration(delta)
 
 
 def _age(delta: timedelta) -> str:
@@ -164,7 +150,7 @@ def rotated_within_max_age(s: State) -> Why | None:
         return None
     return lambda: (
         f"version {current.number} is {_age(s.at - current.activated_at)} old; max age "
-        f"{format_duration(s.policy.max_age)}, due since {_day(when)}"
+        f"{_max_age(s.policy.max_age)}, due since {_day(when)}"
     )
 
 
@@ -339,10 +325,10 @@ BY_ID = {rule.id: rule for rule, _ in RULES}
 def check(state: State) -> list[Finding]:
     """Every rule *state* fails, in the order of RULES, and why."""
     found = []
-    for rule, test in RULES:
+    for rule, test in _TESTS:
         why = test(state)
         if why is not None:
-            found.append(Finding(rule.id, why()))
+            found.append(Finding(rule, why()))
     return found
 
 

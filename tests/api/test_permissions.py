@@ -39,6 +39,7 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("POST", "/api/v1/audit/verify"): {"admin", "auditor"},
     ("GET", "/api/v1/audit/checkpoint"): {"admin", "auditor"},
     ("GET", "/metrics"): READ,
+    ("GET", "/api/v1/report"): READ,
     ("POST", "/api/v1/tokens"): ADMIN,
     ("GET", "/api/v1/tokens"): ADMIN,
     ("DELETE", "/api/v1/tokens/{token_id}"): ADMIN,
