@@ -102,8 +102,10 @@ def audit_page(
         query = query.where(AuditEntry.seq < before)
     query = query.order_by(AuditEntry.seq.desc()).limit(AUDIT_PAGE + 1)
     with keyturn_of(request).db.read() as session:
-        rows = list(session.execute(query).scalars())
+        # The chain first: verify reads it from one snapshot (REPEATABLE READ on PostgreSQL),
+        # which it can choose only before the transaction's first statement.
         checked = audit.verify(session) if verify else None
+        rows = list(session.execute(query).scalars())
         names = select(AuditEntry.action).distinct().order_by(AuditEntry.action)
         if seen.who.tenant is not None:
             names = names.where(AuditEntry.tenant_id == seen.who.tenant)
