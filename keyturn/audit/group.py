@@ -19,45 +19,23 @@ sequence across threads and processes.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from dataclasses import fields as columns_of
-from datetime import datetime
 from queue import Empty, SimpleQueue
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, insert, select, update
-
-from keyturn.audit.chain import keyed_hash, keys_of
+from keyturn.audit.chain import keys_of
 from keyturn.audit.log import fields
+from keyturn.db import reads
 from keyturn.db.engine import Database
-from keyturn.db.models import AuditEntry, AuditHead, utcnow
-from keyturn.domain.errors import AuditHeadMissing, KeyturnError, StoreUnavailable
+from keyturn.db.models import utcnow
+from keyturn.db.reads import Entry
+from keyturn.domain.errors import KeyturnError, StoreUnavailable
 
 __all__ = ["GroupWriter", "Record"]
 
 # Entries a transaction takes at most: a bound on how long one commit holds the head.
 MAX_BATCH = 500
-# Core statements on the tables: no ORM unit of work on this path.
-_ENTRIES = cast(Table, AuditEntry.__table__)
-_HEAD = cast(Table, AuditHead.__table__)
-
-
-@dataclass
-class _Entry:
-    """One entry's columns, as `keyturn.audit.chain.canonical` reads them."""
-
-    actor: str
-    action: str
-    outcome: str
-    credential_id: str | None
-    tenant_id: str | None
-    fingerprint: str | None
-    reason: str | None
-    details: dict[str, Any]
-    seq: int = 0
-    at: datetime = field(default_factory=utcnow)
-    prev_hash: str = ""
-    hash: str = ""
 
 
 @dataclass(frozen=True)
@@ -77,7 +55,7 @@ class Record:
 class _Request:
     """The entries of one caller, chained one after the other, and its wake-up."""
 
-    def __init__(self, entries: list[_Entry]) -> None:
+    def __init__(self, entries: list[Entry]) -> None:
         self.entries = entries
         self.done = threading.Event()
         self.error: BaseException | None = None
@@ -109,7 +87,7 @@ class GroupWriter:
         TypeError here, in the caller, before anything is queued."""
         if not records:
             return []
-        request = _Request([_Entry(**fields(**_shallow(record))) for record in records])
+        request = _Request([Entry(**fields(**_shallow(record))) for record in records])
         self._put(request)
         request.done.wait()
         if request.error is not None:
@@ -156,21 +134,11 @@ class GroupWriter:
     def _commit(self, batch: list[_Request]) -> None:
         try:
             with self._db.write() as session:
-                keys = keys_of(session)
-                head = session.execute(
-                    select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update()
-                ).one_or_none()
-                if head is None:
-                    raise AuditHeadMissing()
-                seq, prev = head
-                rows = []
-                for entry in (e for request in batch for e in request.entries):
-                    seq += 1
-                    entry.seq, entry.at, entry.prev_hash = seq, utcnow(), prev
-                    entry.hash = prev = keyed_hash(keys, entry)
-                    rows.append(_shallow(entry))
-                session.execute(insert(_ENTRIES), rows)
-                session.execute(update(_HEAD).where(_HEAD.c.id == 1).values(seq=seq, hash=prev))
+                entries = [e for request in batch for e in request.entries]
+                now = utcnow()  # the time they are chained at, in seq order
+                for entry in entries:
+                    entry.at = now
+                reads.append(session.connection(), keys_of(session), entries)
         except BaseException as exc:  # every reader of the batch learns it: fail closed
             for request in batch:
                 request.error = exc
@@ -181,7 +149,7 @@ class GroupWriter:
             request.done.set()
 
 
-def _shallow(value: Record | _Entry) -> dict[str, Any]:
+def _shallow(value: Record) -> dict[str, Any]:
     """A dataclass's fields as a dict, values not copied (`asdict` would deep-copy them)."""
     return {f.name: getattr(value, f.name) for f in columns_of(value)}
 
