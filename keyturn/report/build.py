@@ -3,7 +3,6 @@ rows and their findings), bit masks over the trend's points (keyturn.report.tren
 
 from __future__ import annotations
 
-import functools
 from collections import Counter
 from datetime import datetime, timedelta
 
@@ -22,10 +21,11 @@ from keyturn.report.model import (
     NO_VALUE,
     OVERDUE,
     Report,
-    Row,
     Summary,
     TrendPoint,
     collector_paused,
+    days,
+    max_days,
 )
 from keyturn.report.rules import DEFAULT_UNUSED_DAYS, Finding, State, check, state_at
 from keyturn.report.trend import Grid, masks, summaries
@@ -85,45 +85,12 @@ class _Policies:
         return self.cache[key]
 
 
-def _days(delta: timedelta) -> float:
-    return round(delta.total_seconds() / 86400, 2)
-
-
-@functools.lru_cache(maxsize=64)
-def _max_days(delta: timedelta) -> float:
-    return _days(delta)
-
-
-def _row(state: State, found: list[Finding]) -> Row:
-    fact, current = state.facts, state.current
-    rotations = state.rotations
-    return Row(
-        id=fact.id,
-        tenant=fact.tenant,
-        kind=fact.kind,
-        owner=fact.owner,
-        purpose=fact.purpose,
-        policy=fact.policy,
-        max_age_days=_max_days(state.policy.max_age),
-        age_days=_days(state.at - current.activated_at) if current else None,
-        last_rotation=current.activated_at if current else None,
-        next_rotation=state.due_at,
-        last_result=rotations[-1].status if rotations else None,
-        consumers=len([c for c in fact.consumers if c.created_at <= state.at])
-        if fact.consumers
-        else 0,
-        last_used=state.last_used,
-        sync=state.sync,
-        findings=tuple(found),
-    )
-
-
-def _band(row: Row, rules: tuple[str, ...]) -> str:
-    if row.age_days is None:
+def _band(age: float | None, max_age: float, rules: tuple[str, ...]) -> str:
+    if age is None:
         return NO_VALUE
     if "rotated-within-max-age" in rules:
         return OVERDUE
-    ratio = row.age_days / row.max_age_days if row.max_age_days else 1.0
+    ratio = age / max_age if max_age else 1.0
     return next((label for bound, label in AGE_BANDS if ratio < bound), AGE_BANDS[-1][1])
 
 
@@ -134,12 +101,12 @@ def _report(
     states: list[tuple[State, list[Finding]]],
     trend: list[TrendPoint] | None,
 ) -> Report:
-    rows = [_row(state, found) for state, found in states]
-    failed = [tuple([f.rule for f in row.findings]) for row in rows]
+    failed = [tuple([f.rule for f in found]) for _, found in states]
     total: Counter[tuple[str, ...]] = Counter()
     groups: dict[str, dict[str, Counter[tuple[str, ...]]]] = {"tenant": {}, "kind": {}, "owner": {}}
     # Counted once per distinct (tenant, kind, owner, rules), not once per row and group.
-    keys = [(r.tenant, r.kind, r.owner, rules) for r, rules in zip(rows, failed, strict=True)]
+    facts = [state.facts for state, _ in states]
+    keys = [(f.tenant, f.kind, f.owner, rules) for f, rules in zip(facts, failed, strict=True)]
     combos = Counter(keys)
     for (tenant, kind, owner, rules), n in combos.items():
         total[rules] += n
@@ -148,20 +115,22 @@ def _report(
     bands = dict.fromkeys([label for _, label in AGE_BANDS] + [OVERDUE, NO_VALUE], 0)
     weeks = [0] * DUE_WEEKS
     overdue = 0
-    for row, rules in zip(rows, failed, strict=True):
-        bands[_band(row, rules)] += 1
-        if row.next_rotation is None or "rotation-enabled" in rules:
+    for (state, _), rules in zip(states, failed, strict=True):
+        current, due = state.current, state.due_at
+        age = days(moment - current.activated_at) if current else None
+        bands[_band(age, max_days(state.policy.max_age), rules)] += 1
+        if due is None or "rotation-enabled" in rules:
             continue
-        if row.next_rotation <= moment:
+        if due <= moment:
             overdue += 1
-        elif (week := int((row.next_rotation - moment) / WEEK)) < DUE_WEEKS:
+        elif (week := int((due - moment) / WEEK)) < DUE_WEEKS:
             weeks[week] += 1
     summary = Summary.of(total)
     return Report(
         at=moment,
         unused_days=unused_days,
         selection={"tenant": selection.tenant, "kind": selection.kind, "owner": selection.owner},
-        rows=rows,
+        checked=states,
         total=summary,
         by_tenant=_sorted(groups["tenant"]),
         by_kind=_sorted(groups["kind"]),

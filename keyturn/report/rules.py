@@ -12,6 +12,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from keyturn.domain.durations import format_duration
 from keyturn.domain.policy import Policy
@@ -37,8 +38,7 @@ class Rule:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
+class Finding(NamedTuple):  # a tuple: a frozen dataclass's __init__ costs a call per field
     """A rule the credential fails, and why (never a secret: times, names, numbers)."""
 
     rule: str

@@ -232,3 +232,25 @@ def test_store_drift_found_by_verify_and_a_repair(kt: Harness, craft: Craft) -> 
     assert fails(kt, "acme/r", "store-in-sync", day(1))
     craft.repair("acme/r", day(2), 1, "env")
     assert not fails(kt, "acme/r", "store-in-sync", day(2))
+
+
+def test_the_json_rows_are_the_rows(kt: Harness, craft: Craft) -> None:
+    """`to_dict` writes each credential straight from its state (keyturn.report.model.entry);
+    the rows that CSV, HTML and /metrics use must say the same, in the same order."""
+    craft.policy("month", max_age="30d", notice="7d", grace="2d")
+    craft.credential("acme/a", policy="month", stores=("env",))
+    craft.credential("acme/b", owner="", target=False, created=day(2))
+    craft.consumer("acme/a", "web", created=day(3), last_seen=day(45))
+    craft.consumer("acme/a", "api", created=day(1), last_seen=day(20))
+    craft.verify("acme/a", day(8), ok=False)
+    craft.rotate("acme/a", day(33), wait_until=day(34), revoked=day(38))
+    craft.rotate("acme/a", day(50), revoked=None)
+    craft.publish("acme/a", day(33), 2, ["env"])
+    for at in (day(1), day(36), day(60), day(400)):
+        report = build(kt.app, at=at, trend_weeks=3)
+        rows = [row.to_dict() for row in report.rows]
+        assert report.to_dict()["credentials"] == rows
+        assert [r["id"] for r in rows] == sorted(r["id"] for r in rows)
+    versions = next(r for r in rows if r["id"] == "acme/a")
+    assert versions["last_rotation"] == "2026-02-20T02:00:00Z"  # version 3, of day 50
+    assert versions["consumers"] == 2
