@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from keyturn.report.rules import BY_ID, RULE_IDS, Finding, State
+from keyturn.report.rules import BY_ID, RULE_IDS, Finding, State, naive_utc
 
 # Age against max age, in these bands (upper bounds, fractions of the max age).
 AGE_BANDS = ((0.25, "0-25%"), (0.5, "25-50%"), (0.75, "50-75%"), (1.0, "75-100%"))
@@ -38,10 +38,8 @@ def collector_paused() -> Iterator[None]:
 
 
 def iso(moment: datetime | None) -> str | None:
-    if not moment:
-        return None
-    text = moment.isoformat()  # cut, not replace(): the report writes 300,000 of them
-    return text[:-6] + "Z" if text.endswith("+00:00") else text
+    """An aware time in UTC as ISO 8601 with a Z."""
+    return naive_utc(moment).isoformat() + "Z" if moment else None
 
 
 def days(delta: timedelta) -> float:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 from keyturn.domain.durations import format_duration
@@ -110,10 +110,20 @@ def state_at(facts: Facts, policy: Policy, at: datetime, index: int, unused_days
     )
 
 
+_EPOCH, _NAIVE_EPOCH = datetime(1970, 1, 1, tzinfo=UTC), datetime(1970, 1, 1)
+
+
+def naive_utc(moment: datetime) -> datetime:
+    """An aware time as the naive UTC one, whose isoformat() costs half of an aware one's
+    (no offset to format) and which a subtraction and an addition make faster than
+    replace() or astimezone(); the report writes hundreds of thousands of times."""
+    return _NAIVE_EPOCH + (moment - _EPOCH)
+
+
 def _day(moment: datetime) -> str:
     """'%Y-%m-%d %H:%MZ', cut from the ISO form (a third of strftime's cost, and the
     report writes one for most findings)."""
-    text = moment.isoformat()
+    text = naive_utc(moment).isoformat()
     return f"{text[:10]} {text[11:16]}Z"
 
 
