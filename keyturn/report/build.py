@@ -56,15 +56,20 @@ def build(
             rows = session.execute(select(PolicyRow)).scalars()
             policies = _Policies({row.name: row.settings for row in rows})
         last, grid, quiet = len(points) - 1, Grid(points), timedelta(days=unused_days)
+        bit = 1 << last
         states, found = [], []
         for fact in history:
             policy = policies.of(fact)
             # The report's own moment: the rules' checks, with the words of each finding.
             state = state_at(fact, policy, moment, last, unused_days)
-            states.append((state, check(state)))
-            # Every point of the trend: keyturn.report.trend's masks.
-            if last:
-                found.append(masks(fact, policy, grid, quiet))
+            if not last:
+                states.append((state, check(state)))
+                continue
+            # Every point of the trend: keyturn.report.trend's masks, whose last point is
+            # the report's moment: only the rules they find failing there are checked.
+            marks = masks(fact, policy, grid, quiet)
+            found.append(marks)
+            states.append((state, check(state, marks[2:], bit) if marks[1] & bit else []))
         # A trend of one point is the report's own summary.
         trend = [TrendPoint(p, s) for p, s in zip(points, summaries(points, found), strict=True)]
         return _report(moment, unused_days, selection, states, trend if last else None)

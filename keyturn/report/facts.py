@@ -11,7 +11,7 @@ The credential's own fields (owner, target, stores) are as they are now.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -325,23 +325,16 @@ def _latest(
         yield str(cred), int(index), value, _when(at)
 
 
-def _carry(values: list[Any], time_of: Callable[[Any], datetime]) -> None:
-    """Make each point's value the latest of its own and the earlier points'."""
-    before = values[0]
-    for i in range(1, len(values)):
-        now = values[i]
-        if before is not None and (now is None or time_of(before) > time_of(now)):
+def _carry(values: list[Any]) -> None:
+    """Make each point's value the latest of its own and the earlier points' (values are
+    times, or tuples that start with one: an earlier bucket's time is always before a later
+    one's, so the tuples never compare beyond it)."""
+    before = None
+    for i, now in enumerate(values):
+        if before is not None and (now is None or before > now):
             values[i] = before
         else:
             before = now
-
-
-def _itself(value: datetime) -> datetime:
-    return value
-
-
-def _first(value: tuple[datetime, str]) -> datetime:
-    return value[0]
 
 
 def _uses(
@@ -356,7 +349,7 @@ def _uses(
         if used[index] is None or at > used[index]:  # type: ignore[operator]
             used[index] = at
     for used in touched.values():
-        _carry(used, _itself)
+        _carry(used)
 
 
 def _syncs(
@@ -378,7 +371,7 @@ def _syncs(
         if seen is None or at > seen[0] or (at == seen[0] and found != "in-sync"):
             synced[index] = (at, str(found or "unknown"))
     for synced in touched.values():
-        _carry(synced, _first)
+        _carry(synced)
 
 
 def _publishes(session: Session, facts: dict[str, Facts], ids: object, last: datetime) -> None:

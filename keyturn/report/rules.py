@@ -9,7 +9,7 @@ at exactly its max age, and unused at exactly N days without use.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
@@ -332,10 +332,14 @@ RULE_IDS = tuple(rule.id for rule, _ in RULES)
 BY_ID = {rule.id: rule for rule, _ in RULES}
 
 
-def check(state: State) -> list[Finding]:
-    """Every rule *state* fails, in the order of RULES, and why."""
+def check(state: State, marks: Sequence[int] | None = None, bit: int = 0) -> list[Finding]:
+    """Every rule *state* fails, in the order of RULES, and why. *marks*, when given, are a
+    mask per rule (keyturn.report.trend's) that has *bit* set if the rule fails at *state*'s
+    moment: only those rules are asked (the rest pass; tests/report compares both ways)."""
     found = []
-    for rule, test in _TESTS:
+    for k, (rule, test) in enumerate(_TESTS):
+        if marks is not None and not marks[k] & bit:
+            continue
         why = test(state)
         if why is not None:
             found.append(Finding(rule, why()))

@@ -1,5 +1,7 @@
 """The trend's fast path (keyturn.report.trend: masks over the points) against rebuilding
-the report at each point (`build(at=point)`, whose rows come from the rules' own checks)."""
+the report at each point (`build(at=point)`, whose rows come from the rules' own checks),
+for the trend's counts and for the rows of a report with a trend (checked where the masks
+say a rule fails)."""
 
 from __future__ import annotations
 
@@ -53,6 +55,10 @@ def test_every_trend_point_is_what_a_report_at_that_point_finds(
     for point in report.trend:
         alone = build(kt.app, at=point.at, trend_weeks=1, unused_days=unused_days)
         assert point.summary.to_dict() == alone.total.to_dict(), point.at
+        # With a trend, the rows' checks ask only the rules the masks find failing at the
+        # report's moment: the same rows and words as the rules' checks of every rule.
+        trended = build(kt.app, at=point.at, trend_weeks=4, unused_days=unused_days)
+        assert trended.to_dict()["credentials"] == alone.to_dict()["credentials"], point.at
     # And off the points: a moment between them, its own trend ending there.
     between = build(kt.app, at=day(45), trend_weeks=7, unused_days=unused_days)
     for point in between.trend:
