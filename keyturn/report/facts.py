@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -26,7 +26,9 @@ from sqlalchemy import (
     select,
     type_coerce,
 )
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.functions import FunctionElement
 
 from keyturn.db.models import AuditEntry, Consumer, Credential, Rotation, Version
 
@@ -39,28 +41,37 @@ PUBLISH_ACTIONS = ("rotation.publish", "store.repair")
 
 
 def raw(column: Any) -> Any:
-    """The column as the driver returns it: 100,000 rows read without per-value converters
-    (SQLite: ISO text, parsed by `moment`; PostgreSQL: naive datetimes)."""
+    """The column as the driver returns it, without SQLAlchemy's per-value converters."""
     return type_coerce(column, String)
 
 
-def moment(value: Any) -> datetime | None:
-    """A stored time as an aware UTC datetime (stored times are naive UTC)."""
-    if value is None:
-        return None
-    if isinstance(value, str):  # SQLite's text; parsing with the offset beats replace()
-        return datetime.fromisoformat(value + "+00:00")
-    found: datetime = value
-    return found.replace(tzinfo=UTC) if found.tzinfo is None else found.astimezone(UTC)
+def stamp(column: Any) -> Any:
+    """A stored time (naive UTC) as ISO text with its offset, e.g. `2026-01-01
+    02:00:00.000000+00:00`, which `datetime.fromisoformat` (C) turns into an aware time:
+    600,000 of them at 100,000 credentials, with no Python call between."""
+    return _Stamp(column)
 
 
-def _when(value: Any) -> datetime:
-    """`moment` of a time that is never NULL (SQLite's text parsed without a second call)."""
-    if value.__class__ is str:
-        return datetime.fromisoformat(value + "+00:00")
-    found = moment(value)
-    assert found is not None
-    return found
+class _Stamp(FunctionElement[str]):
+    type = String()
+    inherit_cache = True
+    name = "stamp"
+
+
+@compiles(_Stamp, "sqlite")
+def _stamp_sqlite(element: _Stamp, compiler: Any, **kw: Any) -> str:
+    # SQLite holds SQLAlchemy's text, "YYYY-MM-DD HH:MM:SS.ffffff"; NULL stays NULL.
+    return f"({compiler.process(element.clauses, **kw)} || '+00:00')"
+
+
+@compiles(_Stamp, "postgresql")
+def _stamp_postgresql(element: _Stamp, compiler: Any, **kw: Any) -> str:
+    # timestamp without time zone, naive UTC: written out as it is, to the microsecond.
+    column = compiler.process(element.clauses, **kw)
+    return f"(to_char({column}, 'YYYY-MM-DD HH24:MI:SS.US') || '+00:00')"
+
+
+_parse = datetime.fromisoformat
 
 
 @dataclass(slots=True)  # not frozen: a frozen __init__ costs a call per field
@@ -169,7 +180,7 @@ def _credentials(session: Session, selection: Selection, last: datetime, n: int)
         Credential.target,
         Credential.dispute,
         raw(Credential.stores),
-        raw(Credential.created_at),
+        stamp(Credential.created_at),
     )
     rows = _rows(session, selection.where(columns.where(Credential.created_at <= last)))
     known: dict[str, tuple[str, ...]] = {"[]": ()}  # a few distinct lists of stores
@@ -189,7 +200,7 @@ def _credentials(session: Session, selection: Selection, last: datetime, n: int)
             target=target,
             dispute=dispute,
             stores=stores if stores.__class__ is tuple else tuple(stores or ()),
-            created_at=_when(created),
+            created_at=_parse(created),
             used=[None] * n,
             synced=[None] * n,
         )
@@ -209,10 +220,10 @@ def _versions(session: Session, facts: dict[str, Facts], ids: object, last: date
     query = select(
         Version.credential_id,
         Version.number,
-        raw(Version.activated_at),
-        raw(Version.retired_at),
-        raw(Version.valid_from),
-        raw(Version.expires_at),
+        stamp(Version.activated_at),
+        stamp(Version.retired_at),
+        stamp(Version.valid_from),
+        stamp(Version.expires_at),
     ).where(Version.activated_at.is_not(None), Version.activated_at <= last)
     # In table order: SQL's sort of every row costs more than sorting the few lists of two
     # or more afterwards.
@@ -222,17 +233,17 @@ def _versions(session: Session, facts: dict[str, Facts], ids: object, last: date
         fact = facts.get(cid)
         if fact is None:
             continue
-        retired = None if retired_at is None else _when(retired_at)
+        retired = None if retired_at is None else _parse(retired_at)
         versions = fact.versions
         if len(versions) == 1:  # a second one: this list needs sorting
             several.append(versions)
         versions.append(
             VersionFact(
                 number,
-                _when(activated),
+                _parse(activated),
                 retired if retired and retired <= last else None,
-                None if valid_from is None else _when(valid_from),
-                None if expires_at is None else _when(expires_at),
+                None if valid_from is None else _parse(valid_from),
+                None if expires_at is None else _parse(expires_at),
             )
         )
     for versions in several:
@@ -248,11 +259,11 @@ def _rotations(session: Session, facts: dict[str, Facts], ids: object, last: dat
         Rotation.credential_id,
         Rotation.trigger,
         Rotation.status,
-        raw(Rotation.started_at),
-        raw(Rotation.updated_at),
-        raw(Rotation.finished_at),
+        stamp(Rotation.started_at),
+        stamp(Rotation.updated_at),
+        stamp(Rotation.finished_at),
         Rotation.new_version,
-        raw(Rotation.wait_until),
+        stamp(Rotation.wait_until),
     ).where(Rotation.started_at <= last)
     query = scoped(query, Rotation.credential_id, ids).order_by(
         Rotation.credential_id, Rotation.started_at, Rotation.id
@@ -264,11 +275,11 @@ def _rotations(session: Session, facts: dict[str, Facts], ids: object, last: dat
                 RotationFact(
                     trigger,
                     status,
-                    _when(started),
-                    _when(updated),
-                    None if finished is None else _when(finished),
+                    _parse(started),
+                    _parse(updated),
+                    None if finished is None else _parse(finished),
                     new,
-                    None if wait is None else _when(wait),
+                    None if wait is None else _parse(wait),
                 )
             )
 
@@ -277,18 +288,18 @@ def _consumers(session: Session, facts: dict[str, Facts], ids: object, last: dat
     query = select(
         Consumer.credential_id,
         Consumer.name,
-        raw(Consumer.created_at),
-        raw(Consumer.last_seen_at),
+        stamp(Consumer.created_at),
+        stamp(Consumer.last_seen_at),
     ).where(Consumer.created_at <= last)
     several = []
     for cid, name, created, seen in _rows(session, scoped(query, Consumer.credential_id, ids)):
         fact = facts.get(cid)
         if fact is not None:
-            seen_at = None if seen is None else _when(seen)
+            seen_at = None if seen is None else _parse(seen)
             consumers = fact.consumers
             if len(consumers) == 1:
                 several.append(consumers)
-            consumers.append(ConsumerFact(name, _when(created), seen_at))
+            consumers.append(ConsumerFact(name, _parse(created), seen_at))
     for consumers in several:  # by name, sorted here rather than in SQL (see _versions)
         consumers.sort(key=_by_name)
 
@@ -314,7 +325,7 @@ def _latest(
     label = flag.label("flag")
     query = (
         scoped(
-            select(AuditEntry.credential_id, bucket, label, raw(func.max(AuditEntry.at))),
+            select(AuditEntry.credential_id, bucket, label, stamp(func.max(AuditEntry.at))),
             AuditEntry.credential_id,
             ids,
         )
@@ -322,7 +333,7 @@ def _latest(
         .group_by(AuditEntry.credential_id, bucket, label)
     )
     for cred, index, value, at in _rows(session, query):
-        yield str(cred), int(index), value, _when(at)
+        yield str(cred), int(index), value, _parse(at)
 
 
 def _carry(values: list[Any]) -> None:
@@ -384,7 +395,7 @@ def _publishes(session: Session, facts: dict[str, Facts], ids: object, last: dat
         details["version"].as_integer(),
         raw(details["stores"]),
         details["store"].as_string(),
-        raw(AuditEntry.at),
+        stamp(AuditEntry.at),
     ).where(AuditEntry.action.in_(PUBLISH_ACTIONS), AuditEntry.at <= last)
     known: dict[str, list[object]] = {}
     for cred, version, stores, store, at in _rows(
@@ -398,6 +409,6 @@ def _publishes(session: Session, facts: dict[str, Facts], ids: object, last: dat
             if found is None:
                 found = known[stores] = json.loads(stores)
             stores = found
-        when = _when(at)
+        when = _parse(at)
         for name in stores or ([store] if store else []):
             fact.published.append((str(name), version, when))
