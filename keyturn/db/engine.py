@@ -39,6 +39,13 @@ BUSY_SECONDS = 30.0
 # Pooled PostgreSQL connections older than this are replaced at checkout (no round trip):
 # below the idle timeouts of proxies and load balancers in front of a server.
 RECYCLE_SECONDS = 1800
+# Connections a process keeps open. The API runs its blocking work on AnyIO's thread pool
+# (40 threads): a pool smaller than the requests in flight closes a connection at every
+# check-in above its size and opens one at the next checkout (a SQLite open runs four
+# PRAGMAs; a PostgreSQL one is a login), which under 20 concurrent readers cost a tenth of
+# the server's time. Kept connections are idle file handles (SQLite) or idle backends.
+POOL_SIZE = 20
+POOL_OVERFLOW = 20
 
 
 def parse_url(url: str) -> URL:
@@ -106,12 +113,16 @@ class Database:
         kwargs: dict[str, Any] = {"future": True}
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": busy_seconds, "check_same_thread": False}
+            if sqlite_file(self.url) is not None:  # a file: pooled (memory has its own pool)
+                kwargs.update(pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
         else:
             # No pre-ping: a `SELECT 1` before every checkout is a round trip on every
             # transaction. A connection the server dropped fails its first statement instead;
             # SQLAlchemy then discards it and every pooled connection older than it, so
             # the next transaction connects afresh (tests/core/test_engine_pool.py).
-            kwargs.update(pool_size=10, max_overflow=20, pool_recycle=RECYCLE_SECONDS)
+            kwargs.update(
+                pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW, pool_recycle=RECYCLE_SECONDS
+            )
         try:
             self.engine = create_engine(self.url, **kwargs)
         except ImportError as exc:  # the URL's driver is not installed

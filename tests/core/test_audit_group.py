@@ -4,6 +4,7 @@ writer is read against: `audit verify` accepts what both wrote, interleaved."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -156,3 +157,60 @@ def test_nothing_to_record_writes_nothing(kt: Harness) -> None:
     finally:
         writer.close()
     assert writer.batches == 0 and [e.action for e in _entries(kt)] == ["keyturn.init"]
+
+
+def test_coroutines_await_their_commit_beside_threads(kt: Harness) -> None:
+    """The API's path: coroutines on two event loops and blocking threads share batches; each
+    awaited seq is committed (another connection sees it) and the chain verifies."""
+    writer = GroupWriter(kt.app.db)
+    other = Database(kt.db_url)
+
+    async def reads(loop_no: int) -> list[int]:
+        async def one(i: int) -> int:
+            seq = (await writer.append_all_async([Record(actor=f"loop{loop_no}:{i}", action="r")]))[
+                0
+            ]
+            with other.read() as session:  # committed before the await returned
+                assert session.get(AuditEntry, seq) is not None
+            return seq
+
+        return list(await asyncio.gather(*(one(i) for i in range(30))))
+
+    def blocking(i: int) -> int:
+        return writer.append(Record(actor=f"thread:{i}", action="r"))
+
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            loops = [pool.submit(asyncio.run, reads(n)) for n in range(2)]
+            threads = list(pool.map(blocking, range(20)))
+            seqs = [s for f in loops for s in f.result()] + threads
+    finally:
+        writer.close()
+        other.dispose()
+    assert len(set(seqs)) == 80
+    assert writer.batches < 80
+    with kt.app.db.read() as session:
+        assert audit.verify(session, []).ok
+
+
+def test_a_coroutine_fails_closed_and_a_cancelled_one_is_still_recorded(kt: Harness) -> None:
+    writer = GroupWriter(kt.app.db)
+
+    async def cancelled() -> None:
+        task = asyncio.ensure_future(writer.append_all_async([Record(actor="gone", action="r")]))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    try:
+        asyncio.run(cancelled())
+        writer.append(Record(actor="after", action="r"))  # queued behind the cancelled one
+        assert [e.actor for e in _entries(kt)][-2:] == ["gone", "after"]
+        with kt.app.db.write() as session:
+            session.execute(delete(AuditHead))
+        with pytest.raises(AuditHeadMissing):
+            asyncio.run(writer.append_all_async([Record(actor="x", action="r")]))
+        assert "x" not in [e.actor for e in _entries(kt)]
+    finally:
+        writer.close()
