@@ -23,7 +23,6 @@ from keyturn import auth as tokens
 from keyturn.api.auth import Principal, caller, keyturn_of, require
 from keyturn.audit.group import Record
 from keyturn.db import reads
-from keyturn.db.engine import POOL_SIZE
 from keyturn.domain.errors import Conflict, CredentialNotFound
 from keyturn.domain.ids import validate_id
 from keyturn.domain.model import Secret
@@ -31,14 +30,17 @@ from keyturn.domain.model import Secret
 __all__ = ["Handed", "audit", "fetch", "in_thread", "open_values", "readers"]
 
 T = TypeVar("T")
+READ_THREADS = 4
 
 
 def readers() -> ThreadPoolExecutor:
-    """The threads an API process runs its secret reads' database work on, one per pooled
-    connection (keyturn.db.engine.POOL_SIZE). A plain executor: handing a call to AnyIO's
-    thread pool (its capacity limiter, its queue and wake-up) cost more than the read's own
-    statement. Threads start on first use, so in a forked server process, not before."""
-    return ThreadPoolExecutor(max_workers=POOL_SIZE, thread_name_prefix="keyturn-read")
+    """The threads an API process runs its secret reads' lookups on. A plain executor:
+    handing a call to AnyIO's thread pool (its capacity limiter, its queue and wake-up) cost
+    more than the read's own statement. Few threads: a lookup is one short statement, and
+    more threads only fight over the GIL (measured with bench/api.py's 20 clients: 4 threads
+    used a fifth less CPU per read than 20, on SQLite and on PostgreSQL). Threads start on
+    first use, so in a forked server process, not before."""
+    return ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="keyturn-read")
 
 
 async def in_thread(request: Request, call: Callable[..., T], *args: object) -> T:
