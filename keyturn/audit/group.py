@@ -155,7 +155,7 @@ class GroupWriter:
 
     def _commit(self, batch: list[_Request]) -> None:
         try:
-            with self._db.write() as session:
+            with self._db.queued(), self._db.write() as session:
                 entries = [e for request in batch for e in request.entries]
                 now = utcnow()  # the time they are chained at, in seq order
                 for entry in entries:

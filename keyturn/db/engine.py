@@ -10,6 +10,7 @@ reaches the user.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 from collections.abc import Iterator
 from functools import cached_property
@@ -135,6 +136,7 @@ class Database:
         # Copied into the `info` of every session made after a change: how the audit log's
         # key set reaches the code that appends to it (keyturn.audit.chain.bind).
         self.session_info: dict[str, Any] = {}
+        self._writers: tuple[int, int] = (0, -1)  # (pid, fd) of `queued`'s lock file
         # One read statement outside any transaction (keyturn.db.reads): no BEGIN or COMMIT.
         self._single = (
             self.engine.execution_options(sqlite_begin=None)
@@ -172,6 +174,40 @@ class Database:
     def read(self) -> Iterator[Session]:
         with self.guard(), self._readers() as session, session.begin():
             yield session
+
+    @contextlib.contextmanager
+    def queued(self) -> Iterator[None]:
+        """Around a write transaction that runs often in several processes at once (the audit
+        group writers of `serve --workers N`): on a SQLite file, an exclusive lock on a file
+        beside it (`<database>.writers`, flock), so those writers wait in the kernel's queue
+        and wake as soon as it is released. Without it they poll SQLite's write lock with the
+        busy handler's growing sleeps (1 ms up to 100 ms), under which one process's writer,
+        committing batch after batch, starved the other's readers for tenths of a second.
+        PostgreSQL queues lock waiters itself: there this does nothing."""
+        lock = self._writers_lock()
+        if lock is None:
+            yield
+            return
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _writers_lock(self) -> int | None:
+        """This process's descriptor of the writers' lock file (opened after a fork afresh:
+        a descriptor shared with the parent would share its lock too); None without a file."""
+        path = self.sqlite_path
+        if path is None:
+            return None
+        pid, fd = self._writers
+        if pid != os.getpid():
+            try:
+                fd = os.open(f"{path}.writers", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError:  # a read-only folder: nothing writes here anyway
+                fd = -1
+            self._writers = (os.getpid(), fd)
+        return None if fd < 0 else fd
 
     @contextlib.contextmanager
     def single(self) -> Iterator[Connection]:
@@ -227,6 +263,10 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        pid, fd = self._writers
+        if pid == os.getpid() and fd >= 0:
+            os.close(fd)
+        self._writers = (0, -1)
 
 
 # (what the driver says, what the user reads): the first entry whose words all appear in the

@@ -5,8 +5,12 @@ writer is read against: `audit verify` accepts what both wrote, interleaved."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from sqlalchemy import delete, func, select
@@ -214,3 +218,41 @@ def test_a_coroutine_fails_closed_and_a_cancelled_one_is_still_recorded(kt: Harn
         assert "x" not in [e.actor for e in _entries(kt)]
     finally:
         writer.close()
+
+
+def test_group_writers_of_two_processes_queue_on_one_lock(kt: Harness) -> None:
+    """`serve --workers N` on SQLite: each process's group writer takes the writers' lock
+    (`Database.queued`) around its transaction, so writers of two processes exclude each other
+    in the kernel instead of polling SQLite's write lock. A forked child opens its own
+    descriptor (one shared with the parent would share the lock), and both processes' entries
+    make one chain."""
+    if kt.app.db.sqlite_path is None:
+        pytest.skip("PostgreSQL queues lock waiters itself")
+    writer = GroupWriter(kt.app.db)
+    writer.append(Record(actor="parent", action="r"))  # the parent's descriptor is open
+    read_end, write_end = os.pipe()
+    with kt.app.db.queued():
+        pid = os.fork()
+        if pid == 0:  # the child: its own descriptor, which the parent's lock excludes
+            code = 1
+            try:
+                fd = kt.app.db._writers_lock()
+                assert fd is not None
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.write(write_end, b"held")
+                    GroupWriter(kt.app.db).append(Record(actor="child", action="r"))  # waits
+                    code = 0
+            finally:
+                os._exit(code)
+        assert os.read(read_end, 4) == b"held"
+        time.sleep(0.2)
+        assert "child" not in [e.actor for e in _entries(kt)]  # still queued behind us
+    _, status = os.waitpid(pid, 0)
+    writer.close()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert [e.actor for e in _entries(kt)][-2:] == ["parent", "child"]
+    assert Path(f"{kt.app.db.sqlite_path}.writers").exists()
+    with kt.app.db.read() as session:
+        assert audit.verify(session, []).ok
