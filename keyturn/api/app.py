@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from keyturn import __version__
-from keyturn.api import errors
+from keyturn.api import errors, reading
 from keyturn.api.ratelimit import FailureLimiter
 from keyturn.api.routes import (
     audit,
@@ -52,6 +52,7 @@ def create_app(
     )
     api.state.keyturn = app
     api.state.limiter = limiter or FailureLimiter()
+    api.state.readers = reading.readers()
     errors.install(api)
     api.add_middleware(errors.BodyLimit, limit=max_body)
     api.add_middleware(errors.CatchAll)

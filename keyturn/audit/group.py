@@ -9,6 +9,10 @@ commits, then releases their readers. A reader returns the value only after its 
 committed, and if the commit fails every reader of the batch gets the error instead of the
 value (fail closed, as Vault's audit devices are).
 
+A reader on an event loop (the API's secret read) awaits `append_all_async` instead of
+blocking a thread: the writer settles a batch's futures with one wake-up of each loop, so a
+read costs no thread of the pool while its entry waits for the commit.
+
 `log.append` stays the reference: the same fields, cleaned the same way, chained the same
 way (tests/core/test_audit_group.py checks that `audit verify` accepts what both write).
 Entries that record a change (a rotation step, an apply) still go through `log.append`,
@@ -18,7 +22,10 @@ sequence across threads and processes.
 
 from __future__ import annotations
 
+import asyncio
 import threading
+from collections import defaultdict
+from contextlib import suppress
 from dataclasses import dataclass
 from dataclasses import fields as columns_of
 from queue import Empty, SimpleQueue
@@ -53,11 +60,13 @@ class Record:
 
 
 class _Request:
-    """The entries of one caller, chained one after the other, and its wake-up."""
+    """The entries of one caller, chained one after the other, and its wake-up: an Event
+    for a thread, a future for a coroutine."""
 
-    def __init__(self, entries: list[Entry]) -> None:
+    def __init__(self, entries: list[Entry], future: asyncio.Future[None] | None = None) -> None:
         self.entries = entries
         self.done = threading.Event()
+        self.future = future
         self.error: BaseException | None = None
 
 
@@ -87,9 +96,22 @@ class GroupWriter:
         TypeError here, in the caller, before anything is queued."""
         if not records:
             return []
-        request = _Request([Entry(**fields(**_shallow(record))) for record in records])
+        request = _Request(_entries(records))
         self._put(request)
         request.done.wait()
+        if request.error is not None:
+            raise _failure(request.error) from request.error
+        return [entry.seq for entry in request.entries]
+
+    async def append_all_async(self, records: list[Record]) -> list[int]:
+        """`append_all` for a coroutine: it awaits the commit instead of blocking a thread.
+        A cancelled caller's entries are still committed (they record what was asked)."""
+        if not records:
+            return []
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        request = _Request(_entries(records), future)
+        self._put(request)
+        await asyncio.shield(future)
         if request.error is not None:
             raise _failure(request.error) from request.error
         return [entry.seq for entry in request.entries]
@@ -133,7 +155,7 @@ class GroupWriter:
 
     def _commit(self, batch: list[_Request]) -> None:
         try:
-            with self._db.write() as session:
+            with self._db.queued(), self._db.write() as session:
                 entries = [e for request in batch for e in request.entries]
                 now = utcnow()  # the time they are chained at, in seq order
                 for entry in entries:
@@ -142,11 +164,33 @@ class GroupWriter:
         except BaseException as exc:  # every reader of the batch learns it: fail closed
             for request in batch:
                 request.error = exc
-                request.done.set()
+            _release(batch)
             return
         self.batches += 1
-        for request in batch:
+        _release(batch)
+
+
+def _release(batch: list[_Request]) -> None:
+    """Wake the batch's readers: threads one by one, each event loop once for all its own."""
+    waiting: defaultdict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = defaultdict(list)
+    for request in batch:
+        if request.future is None:
             request.done.set()
+        else:
+            waiting[request.future.get_loop()].append(request.future)
+    for loop, futures in waiting.items():
+        with suppress(RuntimeError):  # a closed loop: nobody waits on those futures any more
+            loop.call_soon_threadsafe(_settle, futures)
+
+
+def _settle(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
+
+
+def _entries(records: list[Record]) -> list[Entry]:
+    return [Entry(**fields(**_shallow(record))) for record in records]
 
 
 def _shallow(value: Record) -> dict[str, Any]:

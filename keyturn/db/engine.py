@@ -10,6 +10,7 @@ reaches the user.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 from collections.abc import Iterator
 from functools import cached_property
@@ -39,6 +40,13 @@ BUSY_SECONDS = 30.0
 # Pooled PostgreSQL connections older than this are replaced at checkout (no round trip):
 # below the idle timeouts of proxies and load balancers in front of a server.
 RECYCLE_SECONDS = 1800
+# Connections a process keeps open. The API runs its blocking work on AnyIO's thread pool
+# (40 threads): a pool smaller than the requests in flight closes a connection at every
+# check-in above its size and opens one at the next checkout (a SQLite open runs four
+# PRAGMAs; a PostgreSQL one is a login), which under 20 concurrent readers cost a tenth of
+# the server's time. Kept connections are idle file handles (SQLite) or idle backends.
+POOL_SIZE = 20
+POOL_OVERFLOW = 20
 
 
 def parse_url(url: str) -> URL:
@@ -106,12 +114,16 @@ class Database:
         kwargs: dict[str, Any] = {"future": True}
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": busy_seconds, "check_same_thread": False}
+            if sqlite_file(self.url) is not None:  # a file: pooled (memory has its own pool)
+                kwargs.update(pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
         else:
             # No pre-ping: a `SELECT 1` before every checkout is a round trip on every
             # transaction. A connection the server dropped fails its first statement instead;
             # SQLAlchemy then discards it and every pooled connection older than it, so
             # the next transaction connects afresh (tests/core/test_engine_pool.py).
-            kwargs.update(pool_size=10, max_overflow=20, pool_recycle=RECYCLE_SECONDS)
+            kwargs.update(
+                pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW, pool_recycle=RECYCLE_SECONDS
+            )
         try:
             self.engine = create_engine(self.url, **kwargs)
         except ImportError as exc:  # the URL's driver is not installed
@@ -124,6 +136,7 @@ class Database:
         # Copied into the `info` of every session made after a change: how the audit log's
         # key set reaches the code that appends to it (keyturn.audit.chain.bind).
         self.session_info: dict[str, Any] = {}
+        self._writers: tuple[int, int] = (0, -1)  # (pid, fd) of `queued`'s lock file
         # One read statement outside any transaction (keyturn.db.reads): no BEGIN or COMMIT.
         self._single = (
             self.engine.execution_options(sqlite_begin=None)
@@ -161,6 +174,40 @@ class Database:
     def read(self) -> Iterator[Session]:
         with self.guard(), self._readers() as session, session.begin():
             yield session
+
+    @contextlib.contextmanager
+    def queued(self) -> Iterator[None]:
+        """Around a write transaction that runs often in several processes at once (the audit
+        group writers of `serve --workers N`): on a SQLite file, an exclusive lock on a file
+        beside it (`<database>.writers`, flock), so those writers wait in the kernel's queue
+        and wake as soon as it is released. Without it they poll SQLite's write lock with the
+        busy handler's growing sleeps (1 ms up to 100 ms), under which one process's writer,
+        committing batch after batch, starved the other's readers for tenths of a second.
+        PostgreSQL queues lock waiters itself: there this does nothing."""
+        lock = self._writers_lock()
+        if lock is None:
+            yield
+            return
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _writers_lock(self) -> int | None:
+        """This process's descriptor of the writers' lock file (opened after a fork afresh:
+        a descriptor shared with the parent would share its lock too); None without a file."""
+        path = self.sqlite_path
+        if path is None:
+            return None
+        pid, fd = self._writers
+        if pid != os.getpid():
+            try:
+                fd = os.open(f"{path}.writers", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError:  # a read-only folder: nothing writes here anyway
+                fd = -1
+            self._writers = (os.getpid(), fd)
+        return None if fd < 0 else fd
 
     @contextlib.contextmanager
     def single(self) -> Iterator[Connection]:
@@ -216,6 +263,10 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        pid, fd = self._writers
+        if pid == os.getpid() and fd >= 0:
+            os.close(fd)
+        self._writers = (0, -1)
 
 
 # (what the driver says, what the user reads): the first entry whose words all appear in the

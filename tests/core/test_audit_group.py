@@ -4,8 +4,13 @@ writer is read against: `audit verify` accepts what both wrote, interleaved."""
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
+import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from sqlalchemy import delete, func, select
@@ -156,3 +161,98 @@ def test_nothing_to_record_writes_nothing(kt: Harness) -> None:
     finally:
         writer.close()
     assert writer.batches == 0 and [e.action for e in _entries(kt)] == ["keyturn.init"]
+
+
+def test_coroutines_await_their_commit_beside_threads(kt: Harness) -> None:
+    """The API's path: coroutines on two event loops and blocking threads share batches; each
+    awaited seq is committed (another connection sees it) and the chain verifies."""
+    writer = GroupWriter(kt.app.db)
+    other = Database(kt.db_url)
+
+    async def reads(loop_no: int) -> list[int]:
+        async def one(i: int) -> int:
+            seq = (await writer.append_all_async([Record(actor=f"loop{loop_no}:{i}", action="r")]))[
+                0
+            ]
+            with other.read() as session:  # committed before the await returned
+                assert session.get(AuditEntry, seq) is not None
+            return seq
+
+        return list(await asyncio.gather(*(one(i) for i in range(30))))
+
+    def blocking(i: int) -> int:
+        return writer.append(Record(actor=f"thread:{i}", action="r"))
+
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            loops = [pool.submit(asyncio.run, reads(n)) for n in range(2)]
+            threads = list(pool.map(blocking, range(20)))
+            seqs = [s for f in loops for s in f.result()] + threads
+    finally:
+        writer.close()
+        other.dispose()
+    assert len(set(seqs)) == 80
+    assert writer.batches < 80
+    with kt.app.db.read() as session:
+        assert audit.verify(session, []).ok
+
+
+def test_a_coroutine_fails_closed_and_a_cancelled_one_is_still_recorded(kt: Harness) -> None:
+    writer = GroupWriter(kt.app.db)
+
+    async def cancelled() -> None:
+        task = asyncio.ensure_future(writer.append_all_async([Record(actor="gone", action="r")]))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    try:
+        asyncio.run(cancelled())
+        writer.append(Record(actor="after", action="r"))  # queued behind the cancelled one
+        assert [e.actor for e in _entries(kt)][-2:] == ["gone", "after"]
+        with kt.app.db.write() as session:
+            session.execute(delete(AuditHead))
+        with pytest.raises(AuditHeadMissing):
+            asyncio.run(writer.append_all_async([Record(actor="x", action="r")]))
+        assert "x" not in [e.actor for e in _entries(kt)]
+    finally:
+        writer.close()
+
+
+def test_group_writers_of_two_processes_queue_on_one_lock(kt: Harness) -> None:
+    """`serve --workers N` on SQLite: each process's group writer takes the writers' lock
+    (`Database.queued`) around its transaction, so writers of two processes exclude each other
+    in the kernel instead of polling SQLite's write lock. A forked child opens its own
+    descriptor (one shared with the parent would share the lock), and both processes' entries
+    make one chain."""
+    if kt.app.db.sqlite_path is None:
+        pytest.skip("PostgreSQL queues lock waiters itself")
+    writer = GroupWriter(kt.app.db)
+    writer.append(Record(actor="parent", action="r"))  # the parent's descriptor is open
+    read_end, write_end = os.pipe()
+    with kt.app.db.queued():
+        pid = os.fork()
+        if pid == 0:  # the child: its own descriptor, which the parent's lock excludes
+            code = 1
+            try:
+                fd = kt.app.db._writers_lock()
+                assert fd is not None
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.write(write_end, b"held")
+                    GroupWriter(kt.app.db).append(Record(actor="child", action="r"))  # waits
+                    code = 0
+            finally:
+                os._exit(code)
+        assert os.read(read_end, 4) == b"held"
+        time.sleep(0.2)
+        assert "child" not in [e.actor for e in _entries(kt)]  # still queued behind us
+    _, status = os.waitpid(pid, 0)
+    writer.close()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert [e.actor for e in _entries(kt)][-2:] == ["parent", "child"]
+    assert Path(f"{kt.app.db.sqlite_path}.writers").exists()
+    with kt.app.db.read() as session:
+        assert audit.verify(session, []).ok
