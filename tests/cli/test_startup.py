@@ -84,6 +84,10 @@ def test_get_imports_no_migrations_engine_or_inventory(kt: Harness) -> None:
     assert not modules & {"keyturn.db.models", "keyturn.db.vault", "keyturn.runtime"}
     assert not modules & {"keyturn.plugins", "keyturn.audit.log", "keyturn.auth"}
     assert not roots & {"pydantic", "pydantic_core", "rich"}
+    # The checkpoint key's Ed25519 (with cryptography's serialization and bcrypt) is for
+    # signing checkpoints, and TOML for a settings file: a read without one needs neither.
+    assert not roots & {"bcrypt", "tomllib"}
+    assert not {m for m in modules if m.startswith("cryptography.hazmat.primitives.asymmetric")}
 
 
 def test_get_reads_audited_with_no_orm_left_over(kt: Harness) -> None:
