@@ -108,6 +108,8 @@ def test_rotate_imports_no_server_or_migrations() -> None:
     assert "--reason" in out
     assert not roots & {"fastapi", "uvicorn", "jinja2", "alembic", "httpx", "rich"}
     assert not {m for m in modules if m.startswith(("typer._adapters", "keyturn.api"))}
+    # Nor the inventory commands' module (tokens, apply) for the options it shares.
+    assert not modules & {"keyturn.cli.commands", "keyturn.auth"}
 
 
 def test_a_subcommand_group_runs_after_lazy_load(kt: Harness) -> None:
