@@ -112,6 +112,32 @@ def test_rotate_imports_no_server_or_migrations() -> None:
     assert not modules & {"keyturn.cli.commands", "keyturn.auth"}
 
 
+def test_models_load_neither_dialect_for_their_partial_indexes() -> None:
+    """keyturn.db.models names both databases' WHERE for its partial unique indexes; neither
+    dialect loads for that (a SQLite command would load PostgreSQL's), and both DDLs still
+    carry it, in a process that loaded neither before."""
+    probe = (
+        "import sys, json\n"
+        "import keyturn.db.models as m\n"
+        "loaded = sorted(n for n in sys.modules if n.startswith('sqlalchemy.dialects.'))\n"
+        "from sqlalchemy.dialects import postgresql, sqlite\n"
+        "from sqlalchemy.schema import CreateIndex\n"
+        "ddl = [str(CreateIndex(i).compile(dialect=d.dialect()))\n"
+        "       for t in m.Base.metadata.sorted_tables for i in t.indexes\n"
+        "       if isinstance(i, m.PartialIndex) for d in (sqlite, postgresql)]\n"
+        "print(json.dumps({'loaded': loaded, 'ddl': ddl}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    found = json.loads(done.stdout)
+    assert found["loaded"] == []
+    assert len(found["ddl"]) == 4
+    assert all(" WHERE " in ddl for ddl in found["ddl"]), found["ddl"]
+    assert any("uq_versions_live_state" in d and "'previous')" in d for d in found["ddl"])
+    assert any("uq_rotations_active" in d and "'retrying')" in d for d in found["ddl"])
+
+
 def test_a_subcommand_group_runs_after_lazy_load(kt: Harness) -> None:
     result = kt.spawn("token", "list", "--json")
     assert result.code == 0, result.err
