@@ -4,11 +4,13 @@ they use. Structural checks on what a fresh process imported, never timings (tho
 
 from __future__ import annotations
 
+import gc
 import inspect
 import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 import typer.main
 from typer.core import TyperGroup
@@ -25,13 +27,15 @@ try:
     main()
 except SystemExit:
     pass
+import gc
 roots = sorted({name.split(".")[0] for name in sys.modules})
-print("\\n" + json.dumps({"roots": roots, "modules": sorted(sys.modules)}))
+collector = {"enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}
+print("\\n" + json.dumps({"roots": roots, "modules": sorted(sys.modules), "gc": collector}))
 """
 
 
-def _imported(*args: str, env: dict[str, str] | None = None) -> tuple[set[str], set[str], str]:
-    """(top-level packages, every module) a fresh `keyturn ARGS` imported, and its output."""
+def _run(*args: str, env: dict[str, str] | None = None) -> tuple[dict[str, Any], str]:
+    """What a fresh `keyturn ARGS` imported and how it left the GC, and its output."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("KEYTURN_")}
     full_env.update(env or {})
     done = subprocess.run(
@@ -44,8 +48,14 @@ def _imported(*args: str, env: dict[str, str] | None = None) -> tuple[set[str], 
         check=True,
     )
     head, _, last = done.stdout.rstrip("\n").rpartition("\n")
-    found = json.loads(last)
-    return set(found["roots"]), set(found["modules"]), head + done.stderr
+    found: dict[str, Any] = json.loads(last)
+    return found, head + done.stderr
+
+
+def _imported(*args: str, env: dict[str, str] | None = None) -> tuple[set[str], set[str], str]:
+    """(top-level packages, every module) a fresh `keyturn ARGS` imported, and its output."""
+    found, out = _run(*args, env=env)
+    return set(found["roots"]), set(found["modules"]), out
 
 
 def test_help_imports_no_database_layer() -> None:
@@ -136,6 +146,26 @@ def test_models_load_neither_dialect_for_their_partial_indexes() -> None:
     assert all(" WHERE " in ddl for ddl in found["ddl"]), found["ddl"]
     assert any("uq_versions_live_state" in d and "'previous')" in d for d in found["ddl"])
     assert any("uq_rotations_active" in d and "'retrying')" in d for d in found["ddl"])
+
+
+def test_the_gc_is_paused_for_start_up_only(kt: Harness) -> None:
+    """A command's start-up runs with the cyclic GC paused and frozen after (cli.lazy); the
+    command itself, and a process that runs commands in-process, keep a working GC."""
+    kt.write("inv.toml", '[[credentials]]\nid = "app/db"\ninitial_secret = "env:V"\n')
+    assert kt.cli("apply", "inv.toml", env={"V": "v4lue-of-the-probe"}).code == 0
+    found, out = _run("get", "app/db", env=kt.env)
+    assert "v4lue-of-the-probe" in out
+    assert found["gc"]["enabled"] and found["gc"]["frozen"] > 10_000
+    found, _ = _run("--help")
+    assert found["gc"] == {"enabled": True, "frozen": 0}
+    # The harness runs main() in this process: once the command's module is loaded, a run
+    # freezes nothing more (at most one freeze per command module and process).
+    assert kt.cli("get", "app/db").code == 0
+    frozen = gc.get_freeze_count()
+    for _ in range(2):
+        assert kt.cli("get", "app/db").out == "v4lue-of-the-probe\n"
+        assert gc.isenabled()
+    assert gc.get_freeze_count() == frozen
 
 
 def test_a_subcommand_group_runs_after_lazy_load(kt: Harness) -> None:
