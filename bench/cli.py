@@ -4,7 +4,9 @@
     python bench/cli.py                        # 7 interleaved runs of each command
     python bench/cli.py --runs 15
 
-Pairs, each command run as a user runs it (a fresh process, warm venv and page cache):
+Pairs, each command run as a user runs it (a fresh process, warm venv and page cache;
+keyturn's bytecode cached, as an installed keyturn's is, whatever PYTHONDONTWRITEBYTECODE
+says):
 
 - `keyturn --help` against `bao --help`;
 - `keyturn get ID` (SQLite state, the value printed, an audit entry committed) against
@@ -86,6 +88,10 @@ def commands(cluster: Cluster, stack: ExitStack) -> list[tuple[Command, Command]
     values = {"PG_ADMIN_PASSWORD": cluster.password, "INITIAL_PASSWORD": initial}
     kt = stack.enter_context(keyturn_home("sqlite", inventory, values))
     k_env = {**kt.env, "PG_ADMIN_PASSWORD": cluster.password}
+    # A warm venv has keyturn's bytecode cached (pip compiles it at install): with
+    # PYTHONDONTWRITEBYTECODE inherited, an editable keyturn would compile its modules from
+    # source in every run. The warm-up run writes the cache (__pycache__, git-ignored).
+    k_env.pop("PYTHONDONTWRITEBYTECODE", None)
     bao = stack.enter_context(bao_server())
     bao.call("POST", "secret/data/bench/app", {"data": {"value": initial}})
     bao_database(bao, cluster, [b_role])

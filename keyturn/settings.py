@@ -7,7 +7,6 @@ would put them on a command line.
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -130,6 +129,8 @@ class Settings:
 
 
 def _from_file(path: Path) -> dict[str, Any]:
+    import tomllib  # here: most commands run without a settings file
+
     try:
         data = tomllib.loads(path.read_text())
     except OSError as exc:

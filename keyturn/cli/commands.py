@@ -14,6 +14,7 @@ from keyturn.app import initialise
 from keyturn.audit import log as audit
 from keyturn.cli import output, remote
 from keyturn.cli.main import actor, app, open_app, settings
+from keyturn.cli.options import Json, Reason
 from keyturn.db import repo
 from keyturn.db.models import Credential, utcnow
 from keyturn.domain.ids import validate_id, validate_name
@@ -23,9 +24,6 @@ if TYPE_CHECKING:
     # The inventory modules (TOML, plugins, notify) load when `apply` or `delete` runs, not
     # for every command of this module (`get` must start fast).
     from keyturn.inventory import apply as applier
-
-Json = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
-Reason = Annotated[str, typer.Option("--reason", help="Why (required; goes into the audit log)")]
 
 
 @app.command()

@@ -9,8 +9,8 @@ from typing import Annotated, Any
 import typer
 
 from keyturn.cli import output, remote
-from keyturn.cli.commands import Json
 from keyturn.cli.main import app, open_app
+from keyturn.cli.options import Json
 from keyturn.db import repo
 from keyturn.domain.errors import UsageError
 from keyturn.domain.ids import validate_id

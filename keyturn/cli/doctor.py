@@ -32,8 +32,8 @@ from sqlalchemy import func, select, text
 from keyturn.app import Keyturn
 from keyturn.audit import log as audit
 from keyturn.cli import output, remote
-from keyturn.cli.commands import Json
 from keyturn.cli.main import app, settings
+from keyturn.cli.options import Json
 from keyturn.db import migrate, repo
 from keyturn.db.models import Credential, Notice, Rotation, StoreRow, TargetRow
 from keyturn.domain.errors import KeyturnError

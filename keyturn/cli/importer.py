@@ -30,8 +30,8 @@ import typer
 
 from keyturn import plugins
 from keyturn.cli import output
-from keyturn.cli.commands import Json
 from keyturn.cli.main import actor, app, open_app
+from keyturn.cli.options import Json
 from keyturn.db.models import StoreRow
 from keyturn.domain.errors import ConfigInvalid, UsageError
 from keyturn.domain.ids import validate_name

@@ -9,6 +9,7 @@ commands the modules define (names, order and first help paragraph).
 
 from __future__ import annotations
 
+import gc
 import importlib
 import sys
 from typing import Any
@@ -119,6 +120,37 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+_paused = False
+
+
+def pause_gc() -> None:
+    """Pause the cyclic GC while a command starts (`keyturn.cli.main.main`).
+
+    Start-up makes a few hundred thousand objects (modules, classes, SQLAlchemy's and
+    Pydantic's tables) that live until exit, and the collector walks them again and again
+    while they load, and once more after: a fifth of `keyturn get`'s and `keyturn rotate`'s
+    CPU (bench/cli.py). `resume_gc` moves them out of its reach (`gc.freeze`, which also
+    keeps a forked `serve` worker's pages shared) and the GC runs as usual for the command.
+    """
+    global _paused
+    if gc.isenabled():
+        gc.disable()
+        _paused = True
+
+
+def resume_gc(*, freeze: bool = False) -> None:
+    """End `pause_gc`; *freeze*: the pause covered the import of a command's module, and
+    what exists now is kept for good. A process that runs commands in-process (the tests'
+    harness) freezes at most once per command module: a run of a loaded command freezes
+    nothing, and its garbage stays collectable."""
+    global _paused
+    if _paused:
+        _paused = False
+        if freeze:
+            gc.freeze()
+        gc.enable()
+
+
 def load_all() -> None:
     """Import every command module (what the tests and the table check need)."""
     for module, _ in COMMANDS.values():
@@ -159,12 +191,16 @@ class LazyGroup(TyperGroup):
     def resolve_command(
         self, ctx: click.Context, args: list[str]
     ) -> tuple[str | None, click.Command | None, list[str]]:
+        fresh = False
         if args and args[0] in COMMANDS:
-            importlib.import_module(f"keyturn.cli.{COMMANDS[args[0]][0]}")
+            module = f"keyturn.cli.{COMMANDS[args[0]][0]}"
+            fresh = module not in sys.modules
+            importlib.import_module(module)
         name, command, rest = super().resolve_command(ctx, args)
         if command is not None:
             command.get_help_option(ctx)  # made now, with the names the root's settings give
             speed_up(command, deep=False)
+        resume_gc(freeze=fresh)  # the command is built: it runs with the GC on
         return name, command, rest
 
 

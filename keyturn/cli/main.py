@@ -23,7 +23,7 @@ try:
 
     from keyturn import __version__
     from keyturn.cli import output
-    from keyturn.cli.lazy import LazyGroup
+    from keyturn.cli.lazy import LazyGroup, pause_gc, resume_gc
     from keyturn.domain.errors import KeyturnError, UsageError
     from keyturn.domain.inputs import text_problem
 
@@ -160,7 +160,9 @@ def check_argv(argv: list[str]) -> None:
 
 
 def main() -> None:
-    # Commands register themselves when their module is imported, on first use (cli.lazy).
+    # Commands register themselves when their module is imported, on first use (cli.lazy),
+    # with the cyclic GC paused until then (cli.lazy.pause_gc).
+    pause_gc()
     try:
         check_argv(sys.argv[1:])
         app()
@@ -177,6 +179,8 @@ def main() -> None:
             traceback.print_exc()
         output.fail(f"internal error ({exc.__class__.__name__}); run with -v for details")
         sys.exit(1)
+    finally:
+        resume_gc()
 
 
 if __name__ == "__main__":

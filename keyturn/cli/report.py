@@ -14,8 +14,8 @@ from typing import Annotated, Any
 import typer
 
 from keyturn.cli import output, remote
-from keyturn.cli.commands import Json
 from keyturn.cli.main import app, open_app
+from keyturn.cli.options import Json
 from keyturn.domain.errors import KeyturnError, UsageError
 from keyturn.domain.inputs import parse_moment
 from keyturn.report import BY_ID, RULE_IDS, Report, build, render

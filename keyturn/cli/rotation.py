@@ -11,8 +11,8 @@ from sqlalchemy import select
 
 from keyturn.app import Keyturn
 from keyturn.cli import output, remote
-from keyturn.cli.commands import Json, Reason
 from keyturn.cli.main import actor, app, open_app
+from keyturn.cli.options import Json, Reason
 from keyturn.db.models import Credential, utcnow
 from keyturn.domain.errors import KeyturnError, RotationFailed, UsageError
 from keyturn.domain.ids import validate_id

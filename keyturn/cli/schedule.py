@@ -16,8 +16,8 @@ from typing import Annotated
 import typer
 
 from keyturn.cli import output
-from keyturn.cli.commands import Json
 from keyturn.cli.main import app, open_app
+from keyturn.cli.options import Json
 from keyturn.db.models import utcnow
 from keyturn.domain.errors import UsageError
 from keyturn.domain.inputs import parse_moment

@@ -88,8 +88,10 @@ def _short(
 ) -> dict[str, Any]:
     """The read in one Core write transaction; _Elsewhere before anything is written when
     the reference must do it. Checks come in the reference's order, with its messages."""
-    if not db.is_initialised() or not migrate.is_current(db):
-        raise _Elsewhere  # the reference says what to do, or migrates first
+    # One query: a schema at HEAD is an initialised one. Anything else (no file, no table,
+    # an older schema, a database that cannot be read) is the reference's to say or migrate.
+    if not db.exists() or not migrate.is_current(db):
+        raise _Elsewhere
     masters = master_keys(config)
     if len(masters) != 1:
         raise _Elsewhere  # none (the reference's error) or a rekey under way

@@ -17,8 +17,9 @@ from sqlalchemy import select
 
 from keyturn.audit import log as audit
 from keyturn.cli import output, remote
-from keyturn.cli.commands import Json, status_row
+from keyturn.cli.commands import status_row
 from keyturn.cli.main import app, open_app
+from keyturn.cli.options import Json
 from keyturn.db import repo
 from keyturn.db.models import ApiToken, AuditEntry, Rotation, utcnow
 from keyturn.domain.errors import Forbidden

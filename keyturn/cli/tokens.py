@@ -11,8 +11,8 @@ import typer
 from keyturn import auth
 from keyturn.audit import log as audit
 from keyturn.cli import output, remote
-from keyturn.cli.commands import Json
 from keyturn.cli.main import actor, open_app, token_app
+from keyturn.cli.options import Json
 from keyturn.db.models import ApiToken, utcnow
 from keyturn.domain.durations import parse_duration
 from keyturn.domain.errors import UsageError

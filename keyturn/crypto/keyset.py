@@ -23,14 +23,18 @@ import hmac
 import json
 import secrets
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from keyturn.crypto import envelope
 from keyturn.crypto.keys import MasterKey
 from keyturn.domain.errors import CryptoError, WrongMasterKey
+
+if TYPE_CHECKING:
+    # Imported where checkpoints are signed or verified: Ed25519 brings cryptography's
+    # serialization (and bcrypt), which a read that only chains an HMAC does not need.
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 AAD = b"keyturn:keyset"
 FORMAT = 1
@@ -84,6 +88,8 @@ class KeySet:
     # -- checkpoints -----------------------------------------------------------------------
 
     def _signer(self) -> Ed25519PrivateKey:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         return Ed25519PrivateKey.from_private_bytes(self.checkpoint)
 
     def sign(self, message: bytes) -> bytes:
@@ -92,6 +98,8 @@ class KeySet:
     @property
     def public_key(self) -> str:
         """The checkpoint key's public half, base64 of the 32 raw bytes."""
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
         raw = self._signer().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         return _b64(raw)
 
@@ -141,6 +149,8 @@ def open_keyset(master: MasterKey, sealed: bytes) -> KeySet:
 
 def verify_signature(public_key: str, signature: str, message: bytes) -> bool:
     """Whether *signature* (base64) is an Ed25519 signature of *message* under *public_key*."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         raw_key = base64.b64decode(public_key, validate=True)
         raw_sig = base64.b64decode(signature, validate=True)

@@ -34,6 +34,36 @@ ACTIVE_ROTATION = "status IN ('running', 'waiting', 'retrying')"
 LIVE_VERSION = "state IN ('pending', 'current', 'previous')"
 
 
+class _CheckedOnFirstUse:
+    """`Index.dialect_options`, made by SQLAlchemy on first use, with the index's declared
+    dialect keywords checked then (see PartialIndex)."""
+
+    def __get__(self, index: Index | None, owner: type | None = None) -> Any:
+        if index is None:
+            return self
+        # SQLAlchemy's memoized property keeps the mapping in the instance's __dict__, where
+        # later reads find it: this runs once per index.
+        options = Index.dialect_options.__get__(index, owner)
+        Index._validate_dialect_kwargs(index, index.__dict__.pop("_unchecked", {}))
+        return options
+
+
+class PartialIndex(Index):
+    """An index whose dialect keywords (`sqlite_where=`, `postgresql_where=`) are checked
+    when its options are first read (its DDL, Alembic), not where it is declared.
+
+    SQLAlchemy checks dialect keywords against each named dialect's declared arguments,
+    which imports that dialect: PostgreSQL's package with its four drivers' modules, ~30 ms
+    of every SQLite command that loads the models (issue 23), and SQLite's on PostgreSQL.
+    The keywords and the checks are SQLAlchemy's; only the moment moves.
+    """
+
+    dialect_options = _CheckedOnFirstUse()
+
+    def _validate_dialect_kwargs(self, kwargs: dict[str, Any]) -> None:
+        self.__dict__["_unchecked"] = dict(kwargs)
+
+
 class UtcDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC datetimes on every backend (SQLite stores naive text)."""
 
@@ -209,7 +239,7 @@ class Version(Base):
     __table_args__ = (
         UniqueConstraint("credential_id", "number"),
         # At most one pending, one current and one previous version per credential.
-        Index(
+        PartialIndex(
             "uq_versions_live_state",
             "credential_id",
             "state",
@@ -263,7 +293,7 @@ class Rotation(Base):
     __tablename__ = "rotations"
     __table_args__ = (
         # One active rotation per credential, whatever the number of workers.
-        Index(
+        PartialIndex(
             "uq_rotations_active",
             "credential_id",
             unique=True,

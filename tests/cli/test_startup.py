@@ -4,11 +4,13 @@ they use. Structural checks on what a fresh process imported, never timings (tho
 
 from __future__ import annotations
 
+import gc
 import inspect
 import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 import typer.main
 from typer.core import TyperGroup
@@ -25,13 +27,15 @@ try:
     main()
 except SystemExit:
     pass
+import gc
 roots = sorted({name.split(".")[0] for name in sys.modules})
-print("\\n" + json.dumps({"roots": roots, "modules": sorted(sys.modules)}))
+collector = {"enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}
+print("\\n" + json.dumps({"roots": roots, "modules": sorted(sys.modules), "gc": collector}))
 """
 
 
-def _imported(*args: str, env: dict[str, str] | None = None) -> tuple[set[str], set[str], str]:
-    """(top-level packages, every module) a fresh `keyturn ARGS` imported, and its output."""
+def _run(*args: str, env: dict[str, str] | None = None) -> tuple[dict[str, Any], str]:
+    """What a fresh `keyturn ARGS` imported and how it left the GC, and its output."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("KEYTURN_")}
     full_env.update(env or {})
     done = subprocess.run(
@@ -44,8 +48,14 @@ def _imported(*args: str, env: dict[str, str] | None = None) -> tuple[set[str], 
         check=True,
     )
     head, _, last = done.stdout.rstrip("\n").rpartition("\n")
-    found = json.loads(last)
-    return set(found["roots"]), set(found["modules"]), head + done.stderr
+    found: dict[str, Any] = json.loads(last)
+    return found, head + done.stderr
+
+
+def _imported(*args: str, env: dict[str, str] | None = None) -> tuple[set[str], set[str], str]:
+    """(top-level packages, every module) a fresh `keyturn ARGS` imported, and its output."""
+    found, out = _run(*args, env=env)
+    return set(found["roots"]), set(found["modules"]), out
 
 
 def test_help_imports_no_database_layer() -> None:
@@ -84,6 +94,10 @@ def test_get_imports_no_migrations_engine_or_inventory(kt: Harness) -> None:
     assert not modules & {"keyturn.db.models", "keyturn.db.vault", "keyturn.runtime"}
     assert not modules & {"keyturn.plugins", "keyturn.audit.log", "keyturn.auth"}
     assert not roots & {"pydantic", "pydantic_core", "rich"}
+    # The checkpoint key's Ed25519 (with cryptography's serialization and bcrypt) is for
+    # signing checkpoints, and TOML for a settings file: a read without one needs neither.
+    assert not roots & {"bcrypt", "tomllib"}
+    assert not {m for m in modules if m.startswith("cryptography.hazmat.primitives.asymmetric")}
 
 
 def test_get_reads_audited_with_no_orm_left_over(kt: Harness) -> None:
@@ -104,6 +118,54 @@ def test_rotate_imports_no_server_or_migrations() -> None:
     assert "--reason" in out
     assert not roots & {"fastapi", "uvicorn", "jinja2", "alembic", "httpx", "rich"}
     assert not {m for m in modules if m.startswith(("typer._adapters", "keyturn.api"))}
+    # Nor the inventory commands' module (tokens, apply) for the options it shares.
+    assert not modules & {"keyturn.cli.commands", "keyturn.auth"}
+
+
+def test_models_load_neither_dialect_for_their_partial_indexes() -> None:
+    """keyturn.db.models names both databases' WHERE for its partial unique indexes; neither
+    dialect loads for that (a SQLite command would load PostgreSQL's), and both DDLs still
+    carry it, in a process that loaded neither before."""
+    probe = (
+        "import sys, json\n"
+        "import keyturn.db.models as m\n"
+        "loaded = sorted(n for n in sys.modules if n.startswith('sqlalchemy.dialects.'))\n"
+        "from sqlalchemy.dialects import postgresql, sqlite\n"
+        "from sqlalchemy.schema import CreateIndex\n"
+        "ddl = [str(CreateIndex(i).compile(dialect=d.dialect()))\n"
+        "       for t in m.Base.metadata.sorted_tables for i in t.indexes\n"
+        "       if isinstance(i, m.PartialIndex) for d in (sqlite, postgresql)]\n"
+        "print(json.dumps({'loaded': loaded, 'ddl': ddl}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    found = json.loads(done.stdout)
+    assert found["loaded"] == []
+    assert len(found["ddl"]) == 4
+    assert all(" WHERE " in ddl for ddl in found["ddl"]), found["ddl"]
+    assert any("uq_versions_live_state" in d and "'previous')" in d for d in found["ddl"])
+    assert any("uq_rotations_active" in d and "'retrying')" in d for d in found["ddl"])
+
+
+def test_the_gc_is_paused_for_start_up_only(kt: Harness) -> None:
+    """A command's start-up runs with the cyclic GC paused and frozen after (cli.lazy); the
+    command itself, and a process that runs commands in-process, keep a working GC."""
+    kt.write("inv.toml", '[[credentials]]\nid = "app/db"\ninitial_secret = "env:V"\n')
+    assert kt.cli("apply", "inv.toml", env={"V": "v4lue-of-the-probe"}).code == 0
+    found, out = _run("get", "app/db", env=kt.env)
+    assert "v4lue-of-the-probe" in out
+    assert found["gc"]["enabled"] and found["gc"]["frozen"] > 10_000
+    found, _ = _run("--help")
+    assert found["gc"] == {"enabled": True, "frozen": 0}
+    # The harness runs main() in this process: once the command's module is loaded, a run
+    # freezes nothing more (at most one freeze per command module and process).
+    assert kt.cli("get", "app/db").code == 0
+    frozen = gc.get_freeze_count()
+    for _ in range(2):
+        assert kt.cli("get", "app/db").out == "v4lue-of-the-probe\n"
+        assert gc.isenabled()
+    assert gc.get_freeze_count() == frozen
 
 
 def test_a_subcommand_group_runs_after_lazy_load(kt: Harness) -> None:
