@@ -23,10 +23,14 @@ def test_migrations_match_models(db_url: str) -> None:
         db.dispose()
 
 
-def test_sqlite_runs_in_wal_mode(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_sqlite_runs_in_wal_mode_and_syncs_every_commit(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """WAL, and synchronous=FULL (2): a committed pending value survives a power cut, not
+    only a crash of keyturn (store-before-change, DESIGN.md invariant 1)."""
     db = Database(f"sqlite:///{tmp_path / 'k.db'}")
     try:
         with db.read() as session:
-            assert session.connection().exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            conn = session.connection()
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2
     finally:
         db.dispose()
