@@ -37,10 +37,16 @@ ASSETS = f"{PREFIX}/docs/assets"
 
 
 def create_app(
-    app: Keyturn, *, max_body: int = MAX_BODY, limiter: FailureLimiter | None = None
+    app: Keyturn,
+    *,
+    max_body: int = MAX_BODY,
+    limiter: FailureLimiter | None = None,
+    fast_reads: bool = True,
 ) -> FastAPI:
     """The API for one keyturn installation. *limiter* counts failed authentications
-    (default: 10 per minute per client address)."""
+    (default: 10 per minute per client address). *fast_reads*: plain secret reads are
+    answered ahead of the router (secret.FastRead); off, the route answers them all (the
+    reference the tests compare it with)."""
     api = FastAPI(
         title="keyturn",
         version=__version__,
@@ -55,6 +61,8 @@ def create_app(
     api.state.readers = reading.readers()
     errors.install(api)
     api.add_middleware(errors.BodyLimit, limit=max_body)
+    if fast_reads:  # inside CatchAll, outside BodyLimit (it takes no request with a body)
+        api.add_middleware(secret.FastRead, prefix=f"{PREFIX}/credentials/")
     api.add_middleware(errors.CatchAll)
     v1 = APIRouter(prefix=PREFIX)
     v1.include_router(health.router)
