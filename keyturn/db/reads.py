@@ -136,7 +136,12 @@ AUDIT_HEAD = Table(
 
 _T, _C, _V = TOKENS, CREDENTIALS, VERSIONS
 _CRED = _C.c.id == bindparam("credential_id")
-_STATES = and_(_V.c.credential_id == _C.c.id, _V.c.state.in_(bindparam("states", expanding=True)))
+# The states asked for, in three plain parameters (one state asked: the same one thrice): an
+# expanding IN is rewritten at every execution, a tenth of the secret read's own CPU.
+_STATE_PARAMS = ("state_a", "state_b", "state_c")
+_STATES = and_(
+    _V.c.credential_id == _C.c.id, _V.c.state.in_([bindparam(name) for name in _STATE_PARAMS])
+)
 _NUMBER = and_(_V.c.credential_id == _C.c.id, _V.c.number == bindparam("number"))
 _VALUES = (
     _C.c.id.label("cred_id"),
@@ -202,12 +207,20 @@ def _held(credential_id: str, rows: Sequence[Any]) -> Held:
     return Held(credential_id, rows[0].cred_tenant, rows[0].dispute, versions)
 
 
+def _asked(states: Iterable[str]) -> dict[str, str]:
+    """The statement's state parameters for *states* (at most three; none matches nothing)."""
+    asked = list(states) or [""]
+    if len(asked) > len(_STATE_PARAMS):
+        raise ValueError(f"at most {len(_STATE_PARAMS)} states at once, not {len(asked)}")
+    return {name: asked[i % len(asked)] for i, name in enumerate(_STATE_PARAMS)}
+
+
 def read(
     conn: Connection, digest: str, credential_id: str, states: Iterable[str]
 ) -> tuple[Any, Held | None]:
     """(the token row for *digest* or None, the credential or None when either is missing),
     from one statement. The caller checks the token first (keyturn.auth.caller_of)."""
-    params = {"digest": digest, "credential_id": credential_id, "states": list(states)}
+    params = {"digest": digest, "credential_id": credential_id, **_asked(states)}
     rows = conn.execute(_READ, params).all()
     if not rows:
         return None, None
@@ -227,7 +240,7 @@ def held(
     """The credential with its versions in *states*, or with version *number* (keyed by its
     state), from one statement; CredentialNotFound as keyturn.db.repo says it."""
     if number is None:
-        params: dict[str, Any] = {"credential_id": credential_id, "states": list(states)}
+        params: dict[str, Any] = {"credential_id": credential_id, **_asked(states)}
         rows = conn.execute(_BY_STATE, params).all()
     else:
         rows = conn.execute(_BY_NUMBER, {"credential_id": credential_id, "number": number}).all()
