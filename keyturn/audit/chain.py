@@ -97,7 +97,16 @@ def bind_session(session: Session, keys: KeySet) -> None:
 
 
 def keys_of(session: Session) -> KeySet:
-    keys = session.info.get(SESSION_KEY)
+    return _keys(session.info)
+
+
+def bound_keys(db: Database) -> KeySet:
+    """The audit keys `bind` gave *db*'s sessions, for a Core transaction on its engine."""
+    return _keys(db.session_info)
+
+
+def _keys(info: dict[str, Any]) -> KeySet:
+    keys = info.get(SESSION_KEY)
     if not isinstance(keys, KeySet):
         raise CryptoError(
             "the audit key is not open in this session: open keyturn with its master key "
