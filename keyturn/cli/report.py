@@ -171,7 +171,7 @@ def _local(ctx: typer.Context, query: Query, form: Format, out: Path | None) -> 
         _table(report.to_dict())
     else:
         _write(_text(report, form, out), out)
-    _gate([r.id for r in report.failing(query.gate)] if query.gate else [], query.gate)
+    _gate(report.failing_ids(query.gate) if query.gate else [], query.gate)
 
 
 def _remote(api: remote.Remote, query: Query, form: Format, out: Path | None) -> None:

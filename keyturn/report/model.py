@@ -224,6 +224,13 @@ class Report:
         wanted = set(rules or RULE_IDS)
         return [r for r in self.rows if any(f.rule in wanted for f in r.findings)]
 
+    def failing_ids(self, rules: list[str]) -> list[str]:
+        """The ids of `failing(rules)`, without making the rows (the CLI's --fail-on)."""
+        wanted = set(rules or RULE_IDS)
+        return [
+            state.facts.id for state, found in self.checked if any(f.rule in wanted for f in found)
+        ]
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON form, whole; `json_chunks` writes the same text piece by piece."""
         with collector_paused():

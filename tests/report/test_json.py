@@ -52,3 +52,12 @@ def test_the_command_writes_the_same_bytes(kt: Harness, craft: Craft) -> None:
     result = kt.cli("report", "--at", AT, "--format", "json", "-o", "r.json")
     assert result.code == 0, result.err
     assert (kt.home / "r.json").read_text(encoding="utf-8") == want
+
+
+def test_failing_ids_are_the_failing_rows(kt: Harness, craft: Craft) -> None:
+    """--fail-on asks `failing_ids`, which makes no row: the ids of `failing`, in order."""
+    crafted(craft)
+    report = build(kt.app, at=day(36), trend_weeks=3)
+    for rules in ([], ["rotation-enabled"], ["has-owner", "in-sync"], ["unused"]):
+        assert report.failing_ids(rules) == [r.id for r in report.failing(rules)], rules
+    assert report.failing_ids(["has-owner", "in-sync"]) == ["acme/b", "globex/c"]
