@@ -11,19 +11,29 @@ entries: a secret read for 60%, a verify for 80%, a publish for the rotated ones
 entries carry placeholder hashes: the report reads the log, it does not verify the chain.
 
 Then times, best of --repeat runs, in wall-clock and CPU seconds: the JSON report as
-`keyturn report --format json` makes it (build with its weekly trend, to_dict, json.dumps),
-the build at one point (no trend), and, as the reference, one plain read of the rows it
-needs (credentials, versions, audit reads) without any rule. Goal: JSON < 5 s. On a shared
+`keyturn report --format json` makes it in process (build with its weekly trend, then
+`Report.json_chunks` written to a file piece by piece), the whole command as a user runs it
+(a subprocess, stdout to a file: startup, imports, opening the app, build, writing, freeing
+and exit; its user and system seconds, peak RSS and minor page faults from os.wait4), the
+build at one point (no trend), and, as the reference, one plain read of the rows it needs
+(credentials, versions, audit reads) without any rule. Goal: the command < 5 s. On a shared
 machine the CPU time and the ratio to the reference say more than the wall clock.
-The CLI writes this same compact dump to a file or a pipe, as GET /api/v1/report answers it;
-only at a terminal does it indent (json's pure-Python encoder: about 2.5 s more at 100,000).
+The CLI writes this same compact text to a file or a pipe, as GET /api/v1/report streams it,
+byte for byte `json.dumps(report.to_dict())` (tests/report/test_json.py); only at a terminal
+does it indent (the whole dict tree and json's pure-Python encoder: about 2.5 s more).
 
-Last measured (2026-12-01, 2 CPUs shared, load average 5-7), best of 3, against the code
-before that session in the same minutes: JSON report 4.5 s CPU (before: 5.0-5.3 s), build
-without trend 2.6-2.7 s CPU (before: 3.2-3.5 s), reference 0.7-0.8 s CPU: about 6.5x, where
-the goal wants about 3x. Of the 4.5 s: SQL 0.65 s (about the reference), the loader's
-Python 0.7 s, the report's moment (state, checks, words) 0.8 s, the trend's masks 0.6 s,
-the JSON's rows 0.6 s, json.dumps 0.5 s, freeing it all 0.3 s.
+Measured 2026-12-01 (2 CPUs shared, load average 1-6), against the code before that session
+in the same minutes: the whole command before, 5.0-5.2 s wall (4.5 user, 0.5-0.6 sys),
+564 MB peak RSS, 200,000-220,000 minor faults: the whole report as one dict tree (400,000
+dicts and lists), then one 60 MB string; after, written piece by piece, 4.6-4.7 s wall
+when the machine is quiet (4.4-4.6 user, 0.2-0.3 sys), 300-312 MB peak RSS, 81,000 minor
+faults (under a load average of 6 the wall clock doubles; user+sys: 5.1-5.5 s before, 4.8-4.9
+after). Of the command's CPU: imports and
+startup 0.45 s (SQLAlchemy 0.1, keyturn.db.models 0.07, typer 0.07), build 3.0 s (SQL 0.65 s,
+the loader's Python 0.7 s, the report's moment 0.8 s, the trend's masks 0.6 s), the JSON's
+entries 0.55 s and json.dumps 0.45 s, freeing the report's 3 million objects 0.27 s, the
+interpreter's own teardown 0.1-0.15 s. The peak (300 MB) is now the report itself: its facts
+and states, kept for --fail-on and the summaries.
 """
 
 from __future__ import annotations
