@@ -184,6 +184,10 @@ def _credentials(session: Session, selection: Selection, last: datetime, n: int)
     )
     rows = _rows(session, selection.where(columns.where(Credential.created_at <= last)))
     known: dict[str, tuple[str, ...]] = {"[]": ()}  # a few distinct lists of stores
+    # A few distinct tenants, kinds, owners, purposes: one string each, not one per row
+    # (400,000 fewer objects to make and free at 100,000 credentials).
+    same: dict[str, str] = {}
+    one = same.setdefault
     for cid, tenant, kind, owner, purpose, policy, target, dispute, stores, created in rows:
         if isinstance(stores, str):
             found = known.get(stores)
@@ -192,12 +196,12 @@ def _credentials(session: Session, selection: Selection, last: datetime, n: int)
             stores = found
         yield Facts(
             id=cid,
-            tenant=tenant,
-            kind=kind,
-            owner=owner or "",
-            purpose=purpose or "",
-            policy=policy,
-            target=target,
+            tenant=one(tenant, tenant),
+            kind=one(kind, kind),
+            owner=one(owner, owner) if owner else "",
+            purpose=one(purpose, purpose) if purpose else "",
+            policy=one(policy, policy) if policy else policy,
+            target=one(target, target) if target else target,
             dispute=dispute,
             stores=stores if stores.__class__ is tuple else tuple(stores or ()),
             created_at=_parse(created),
@@ -372,6 +376,7 @@ def _syncs(
         else_=AuditEntry.details["status"].as_string(),
     )
     touched = {}
+    words: dict[str, str] = {}  # one string per status, not one per row
     for cred, index, found, at in _latest(session, ids, points, SYNC_ACTIONS, status):
         fact = facts.get(cred)
         if fact is None:
@@ -380,7 +385,8 @@ def _syncs(
         seen = synced[index]
         # The later evidence wins; at the same instant, a problem wins over in-sync.
         if seen is None or at > seen[0] or (at == seen[0] and found != "in-sync"):
-            synced[index] = (at, str(found or "unknown"))
+            word = str(found or "unknown")
+            synced[index] = (at, words.setdefault(word, word))
     for synced in touched.values():
         _carry(synced)
 
