@@ -26,6 +26,7 @@ from keyturn.domain.errors import (
     TargetError,
 )
 from keyturn.domain.model import ACTIVE_STATUSES, RotationStatus, Step, Trigger, VersionState
+from keyturn.domain.policy import Policy as EffectivePolicy
 from keyturn.engine import lease
 from keyturn.engine.failure import Failures
 from keyturn.engine.faults import checkpoint
@@ -76,6 +77,7 @@ class Runner(Failures):
                     self.step, self.status = Step(rot.step), RotationStatus(rot.status)
                     self._committed = (self.step, self.status)
                     self._stores = tuple(cred.stores)
+                    self._open_target()  # its row read in this transaction, not one more
             if begin is not None:
                 # A rotation asked for is recorded before anything else happens: a crash
                 # from here on leaves one that `resume` finishes.
@@ -105,6 +107,13 @@ class Runner(Failures):
             if self._target is not None:
                 self._target.close()
         return outcome
+
+    def _open_target(self) -> None:
+        """Open the target now if it can be; if not, the step that needs it says why."""
+        try:
+            self.target  # noqa: B018
+        except KeyturnError:
+            self._target = self._strategy = None
 
     def _outside(self, step: Step) -> bool:
         """Does *step* talk to a target or a store? The chain commits before it does."""
@@ -280,8 +289,7 @@ class Runner(Failures):
         now = utcnow()
         with self._write() as session:
             rot, cred = self._load(session)
-            pending, current = self._values(session)
-            assert pending is not None
+            pending, current = self._in_play()  # read in this transaction when not known
             for old_state, new_state, extra in (
                 (VersionState.PREVIOUS, VersionState.RETIRED, {"retired_at": now}),
                 (VersionState.CURRENT, VersionState.PREVIOUS, {}),
@@ -289,14 +297,14 @@ class Runner(Failures):
             ):
                 move(session, cred.id, old_state, new_state, **extra)
             checkpoint("finish:effect")
-            immediate = self.strategy.immediate or rot.trigger in (Trigger.EMERGENCY, Trigger.LEAK)
-            grace = timedelta(0) if immediate else self._policy(session, cred).grace
-            cred.sync_status, cred.verified_at = "in-sync", now
-            session.flush()
             for loaded in list(session.identity_map.values()):
                 if isinstance(loaded, Version):  # the promotion above bypassed them
                     session.expire(loaded)
-            repo.refresh_due(session, cred)
+            self._previous = (current,)
+            immediate = self.strategy.immediate or rot.trigger in (Trigger.EMERGENCY, Trigger.LEAK)
+            policy = self._policy(session, cred)
+            grace = timedelta(0) if immediate else policy.grace
+            self._promoted(cred, policy, pending, now)
             self._advance(session, Step.WAIT, wait_until=now + grace)
             self._audit(
                 session,
@@ -313,11 +321,22 @@ class Runner(Failures):
             outbox.enqueue(session, **message.fields())
         return True
 
+    @staticmethod
+    def _promoted(cred: Credential, policy: EffectivePolicy, pending: Value, now: datetime) -> None:
+        """The credential as the promotion leaves it: in sync, due again from *now*
+        (what repo.refresh_due computes, from the version just made current; one UPDATE)."""
+        cred.sync_status, cred.verified_at = "in-sync", now
+        cred.schedule = policy.schedule
+        if not cred.target:
+            cred.due_at = cred.notice_at = None
+            return
+        cred.due_at, cred.notice_at = policy.due_times(now, cred.id, pending.validity)
+
     def _wait(self) -> bool:
         now = utcnow()
         with self._write() as session:
             rot, cred = self._load(session)
-            previous = repo.version_in_state(session, cred.id, VersionState.PREVIOUS)
+            previous = self._previous_of(session)
             consumers = repo.consumers(session, cred.id)
             lagging = [
                 c.name for c in consumers if c.version is None or c.version < (rot.new_version or 0)
@@ -357,10 +376,17 @@ class Runner(Failures):
                 session, "rotation.wait", cred, rot, waiting_for=lagging, until=until.isoformat()
             )
 
+    def _previous_of(self, session: Session) -> Value | None:
+        """The previous version, decrypted: as this run's finish left it, else as stored."""
+        if self._previous is None:
+            row = repo.version_in_state(session, self.credential_id, VersionState.PREVIOUS)
+            self._previous = (Value.of(self.app, row) if row else None,)
+        return self._previous[0]
+
     def _revoke(self) -> bool:
         with self._read() as session:
-            previous = repo.version_in_state(session, self.credential_id, VersionState.PREVIOUS)
-            old = self.app.vault.reveal(previous) if previous else None
+            previous = self._previous_of(session)
+            old = previous.secret if previous else None
         rejected = None
         proven = self._refused_at_test  # `single`: this run's test saw the old value refused
         if previous is not None and old is not None and not proven:

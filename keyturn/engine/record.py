@@ -26,6 +26,7 @@ from keyturn.app import Keyturn
 from keyturn.audit import log as audit
 from keyturn.db import repo
 from keyturn.db.models import Credential, Rotation, TargetRow, Version, utcnow
+from keyturn.db.models import Policy as PolicyRow
 from keyturn.domain.errors import PluginError, RotationInProgress
 from keyturn.domain.model import (
     ACTIVE_STATUSES,
@@ -69,6 +70,7 @@ class Value:
     username: str | None
     account: Account
     secret: Secret
+    validity: tuple[datetime | None, datetime | None] = (None, None)
 
     @classmethod
     def of(cls, app: Keyturn, version: Version) -> Value:
@@ -78,6 +80,7 @@ class Value:
             version.username,
             Account(version.username or "", version.key_id),
             app.vault.reveal(version),
+            (version.valid_from, version.expires_at),
         )
 
 
@@ -120,6 +123,10 @@ class Record:
         self._chain: Session | None = None
         self._chain_stack: ExitStack | None = None
         self._held: tuple[Rotation, Credential] | None = None
+        # The rows a committed chain loaded (the rotation, its credential, its policy), kept
+        # for the next chain: nobody else writes them while our lease holds (detached, no
+        # query to put them back). Dropped with a rolled-back chain.
+        self._kept: list[Any] = []
         self._chaining = False  # `run` chains local steps; a step called alone commits
         self._pointer: dict[str, Any] = {}  # the chain's pointer move, written at its commit
         self._entries: list[dict[str, Any]] = []  # the chain's audit entries, likewise
@@ -134,6 +141,13 @@ class Record:
         # (pending, current) as this run last read or made them; dropped with a rolled-back
         # chain and after a failure, so a resumed run reads them again.
         self._play: tuple[Value, Value | None] | None = None
+        # The previous version as this run's finish left it ((None,) when there is none),
+        # for wait and revoke; None: not known, read it.
+        self._previous: tuple[Value | None] | None = None
+        # (pending, current) as the transaction that recorded this rotation read them, for
+        # its create step (the same transaction or the next chain, under our lease).
+        self._seeded: tuple[Version | None, Version | None] | None = None
+        self._policy_row: PolicyRow | None = None  # held: the identity map holds it weakly
 
     # -- the chain -------------------------------------------------------------------------
 
@@ -162,26 +176,53 @@ class Record:
             yield session
 
     def _commit(self) -> None:
-        """Commit the open chain, if any (its pointer move first, fenced by the lease)."""
-        if self._chain is not None:
-            try:
-                self._flush_pointer(self._chain)
-            except BaseException:
-                self._rollback()
-                raise
+        """Commit the open chain, if any (its pointer move first, fenced by the lease).
+
+        Without one, pointer moves and audit entries recorded without a session (an outside
+        step whose replay is harmless: `_step_done`) wait for the next chain."""
+        if self._chain is None:
+            if not (self._pointer or self._entries):
+                self._committed = (self.step, self.status)
+            return
+        try:
+            self._flush_pointer(self._chain)
+            kept = self._keepable(self._chain)
+        except BaseException:
+            self._rollback()
+            raise
         stack, self._chain, self._chain_stack, self._held = self._chain_stack, None, None, None
         if stack is not None:
             try:
                 stack.close()
             except BaseException:
                 self.step, self.status, self._play = *self._committed, None
+                self._kept, self._previous = [], None
                 raise
+        self._kept = kept
         self._committed = (self.step, self.status)
 
-    def _rollback(self) -> None:
-        """Drop the open chain: the pointer is back where it was last committed."""
+    def _keepable(self, session: Session) -> list[Any]:
+        """What the next chain may reuse of this one's rows (see `_kept`)."""
+        if self._held is None:
+            return []
+        rot, cred = self._held
+        policy = (
+            session.identity_map.get(session.identity_key(PolicyRow, cred.policy))
+            if cred.policy
+            else None
+        )
+        return [rot, cred] + ([policy] if policy is not None else [])
+
+    def _rollback(self, *, keep_unsessioned: bool = False) -> None:
+        """Drop the open chain: the pointer is back where it was last committed.
+
+        *keep_unsessioned*: with no chain open, keep what `_step_done` recorded without a
+        session (outside effects that did happen; nothing of theirs was half-written)."""
+        if keep_unsessioned and self._chain is None:
+            return
         stack, self._chain, self._chain_stack, self._held = self._chain_stack, None, None, None
         self._pointer, self._entries = {}, []
+        self._kept, self._previous, self._seeded = [], None, None
         if stack is not None:
             # A rollback that fails (the connection is gone) leaves nothing committed either.
             with suppress(Exception):
@@ -230,7 +271,12 @@ class Record:
         return self._strategy
 
     def _load(self, session: Session) -> tuple[Rotation, Credential]:
-        """The rotation and its credential (from the session's identity map when it has them)."""
+        """The rotation and its credential (from the session's identity map when it has them,
+        or as the last chain left them)."""
+        if session is self._chain:
+            if self._held is not None:
+                return self._held
+            self._reattach(session)
         rot = session.get(Rotation, self.id)
         assert rot is not None
         cred = session.get(Credential, rot.credential_id)
@@ -239,19 +285,33 @@ class Record:
             self._held = (rot, cred)
         return rot, cred
 
-    def _advance(self, session: Session, step: Step, **values: Any) -> None:
+    def seed(self, rot: Rotation, cred: Credential, versions: dict[VersionState, Version]) -> None:
+        """The rows `run`'s *begin* read and made in the chain's session: no reading back."""
+        self._held = (rot, cred)
+        self._seeded = (versions.get(VersionState.PENDING), versions.get(VersionState.CURRENT))
+
+    def _reattach(self, session: Session) -> None:
+        """Put the rows the last chain kept into *session* (no query; none it loaded itself)."""
+        for row in self._kept:
+            if session.identity_map.get(session.identity_key(instance=row)) is None:
+                session.add(row)
+
+    def _advance(self, session: Session | None, step: Step, **values: Any) -> None:
         """Move the pointer, fenced by our lease; everything else in *session* commits with it.
 
         In a chain the UPDATE waits for the chain's commit (`_commit`): one fenced statement
         for all the steps the chain holds, checked before anything of theirs commits."""
         values.setdefault("status", RotationStatus.RUNNING)
         values.update(step=step, updated_at=utcnow())
-        if session is self._chain:
+        if session is None or session is self._chain:  # None: a chain's, with no session yet
             self._pointer.update(values)
         else:
             self._move_pointer(session, values)
         # The UPDATE bypasses the identity map: a loaded rotation gets the values it writes.
-        loaded = session.identity_map.get(session.identity_key(Rotation, self.id))
+        if session is None:
+            loaded = self._kept[0] if self._kept else None
+        else:
+            loaded = session.identity_map.get(session.identity_key(Rotation, self.id))
         if loaded is not None:
             for name, value in values.items():
                 set_committed_value(loaded, name, value)
@@ -287,7 +347,7 @@ class Record:
 
     def _audit(
         self,
-        session: Session,
+        session: Session | None,
         action: str,
         cred: Credential,
         rot: Rotation,
@@ -309,7 +369,7 @@ class Record:
             "details": {"rotation": self.id, "trigger": trigger, "worker": self.owner, **details},
             "at": utcnow(),
         }
-        if session is self._chain:
+        if session is None or session is self._chain:
             # Appended when the chain commits: the audit head (which serialises every
             # writer of the log) is then locked for the commit only, not for the chain.
             self._entries.append(entry)
@@ -324,24 +384,46 @@ class Record:
         outcome: str = "ok",
         **details: Any,
     ) -> None:
-        """Move the pointer to *step* with the audit entry of the step just done (in the
-        chain: it commits before the next step that talks to the outside)."""
+        """Move the pointer to *step* with the audit entry of the step just done.
+
+        In a run whose last chain committed, without a session: both wait in memory for the
+        next chain (a crash before it replays this step, which is harmless: every step is),
+        so a step that talks to a target does not cost a transaction of its own."""
+        if self._chaining and self._chain is None and self._kept:
+            rot, cred = self._kept[0], self._kept[1]
+            self._record_done(None, rot, cred, step, action, version, outcome, details)
+            return
         with self._write() as session:
             rot, cred = self._load(session)
-            self._advance(session, step)
-            self._audit(
-                session,
-                action,
-                cred,
-                rot,
-                outcome=outcome,
-                fingerprint=version.fingerprint,
-                version=version.number,
-                **details,
-            )
+            self._record_done(session, rot, cred, step, action, version, outcome, details)
+
+    def _record_done(
+        self,
+        session: Session | None,
+        rot: Rotation,
+        cred: Credential,
+        step: Step,
+        action: str,
+        version: Version | Value,
+        outcome: str,
+        details: dict[str, Any],
+    ) -> None:
+        self._advance(session, step)
+        self._audit(
+            session,
+            action,
+            cred,
+            rot,
+            outcome=outcome,
+            fingerprint=version.fingerprint,
+            version=version.number,
+            **details,
+        )
 
     def _policy(self, session: Session, cred: Credential) -> EffectivePolicy:
         if self._effective is None:
+            if cred.policy:  # held, so that the next chain finds it (`_keepable`)
+                self._policy_row = session.get(PolicyRow, cred.policy)
             self._effective = repo.policy_for(session, cred, type(self.target).password_rules)
         return self._effective
 
@@ -358,7 +440,10 @@ class Record:
         return self._play
 
     def _values(self, session: Session) -> tuple[Version | None, Version | None]:
-        """The pending and the current version (one query)."""
+        """The pending and the current version (one query, or none when just recorded)."""
+        if self._seeded is not None:
+            seeded, self._seeded = self._seeded, None
+            return seeded
         found = repo.versions_in_states(
             session, self.credential_id, (VersionState.PENDING, VersionState.CURRENT)
         )

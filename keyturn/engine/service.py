@@ -82,6 +82,28 @@ def _record(
     lease_owner: str | None,
 ) -> int:
     """start()'s work inside the caller's transaction: the new rotation's id."""
+    return _recorded(session, app, credential_id, trigger, actor, reason, lease_owner).rotation.id
+
+
+@dataclass(frozen=True)
+class _Recorded:
+    """A rotation just recorded, with the rows read to record it (its runner reuses them)."""
+
+    rotation: Rotation
+    credential: Credential
+    versions: dict[VersionState, Version]
+
+
+def _recorded(
+    session: Session,
+    app: Keyturn,
+    credential_id: str,
+    trigger: Trigger,
+    actor: str,
+    reason: str,
+    lease_owner: str | None,
+) -> _Recorded:
+    """_record, with the rows it read and made."""
     cred = repo.get_credential(session, credential_id, lock=True)
     if not cred.target:
         raise UsageError(
@@ -91,7 +113,10 @@ def _record(
     active = repo.active_rotation(session, credential_id)
     if active is not None:
         raise _in_progress(active)
-    current = repo.version_in_state(session, credential_id, VersionState.CURRENT)
+    found = repo.versions_in_states(
+        session, credential_id, (VersionState.PENDING, VersionState.CURRENT)
+    )
+    current = found.get(VersionState.CURRENT)
     rot = Rotation(
         credential_id=credential_id,
         trigger=trigger,
@@ -124,7 +149,7 @@ def _record(
         tenant_id=cred.tenant_id,
         details={"rotation": rot.id, "trigger": trigger, "strategy": cred.strategy},
     )
-    return rot.id
+    return _Recorded(rot, cred, found)
 
 
 def rotate(
@@ -135,11 +160,13 @@ def rotate(
     validate_id(credential_id)
     reason = _reason(trigger, reason)
     runner = Runner(app, 0, fresh=True)
-    return runner.run(
-        begin=lambda session: _record(
-            session, app, credential_id, trigger, actor, reason, runner.owner
-        )
-    )
+
+    def begin(session: Session) -> int:
+        made = _recorded(session, app, credential_id, trigger, actor, reason, runner.owner)
+        runner.seed(made.rotation, made.credential, made.versions)
+        return made.rotation.id
+
+    return runner.run(begin=begin)
 
 
 def run(app: Keyturn, rotation_id: int) -> Outcome:
