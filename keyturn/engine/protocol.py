@@ -26,7 +26,6 @@ from keyturn.domain.errors import (
     TargetError,
 )
 from keyturn.domain.model import ACTIVE_STATUSES, RotationStatus, Step, Trigger, VersionState
-from keyturn.domain.policy import Policy as EffectivePolicy
 from keyturn.engine import lease
 from keyturn.engine.failure import Failures
 from keyturn.engine.faults import checkpoint
@@ -107,13 +106,6 @@ class Runner(Failures):
             if self._target is not None:
                 self._target.close()
         return outcome
-
-    def _open_target(self) -> None:
-        """Open the target now if it can be; if not, the step that needs it says why."""
-        try:
-            self.target  # noqa: B018
-        except KeyturnError:
-            self._target = self._strategy = None
 
     def _outside(self, step: Step) -> bool:
         """Does *step* talk to a target or a store? The chain commits before it does."""
@@ -321,17 +313,6 @@ class Runner(Failures):
             outbox.enqueue(session, **message.fields())
         return True
 
-    @staticmethod
-    def _promoted(cred: Credential, policy: EffectivePolicy, pending: Value, now: datetime) -> None:
-        """The credential as the promotion leaves it: in sync, due again from *now*
-        (what repo.refresh_due computes, from the version just made current; one UPDATE)."""
-        cred.sync_status, cred.verified_at = "in-sync", now
-        cred.schedule = policy.schedule
-        if not cred.target:
-            cred.due_at = cred.notice_at = None
-            return
-        cred.due_at, cred.notice_at = policy.due_times(now, cred.id, pending.validity)
-
     def _wait(self) -> bool:
         now = utcnow()
         with self._write() as session:
@@ -375,13 +356,6 @@ class Runner(Failures):
             self._audit(
                 session, "rotation.wait", cred, rot, waiting_for=lagging, until=until.isoformat()
             )
-
-    def _previous_of(self, session: Session) -> Value | None:
-        """The previous version, decrypted: as this run's finish left it, else as stored."""
-        if self._previous is None:
-            row = repo.version_in_state(session, self.credential_id, VersionState.PREVIOUS)
-            self._previous = (Value.of(self.app, row) if row else None,)
-        return self._previous[0]
 
     def _revoke(self) -> bool:
         with self._read() as session:

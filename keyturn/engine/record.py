@@ -24,10 +24,12 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from keyturn.app import Keyturn
 from keyturn.audit import log as audit
-from keyturn.db import repo
+from keyturn.audit.chain import keys_of
+from keyturn.db import repo, rotation
 from keyturn.db.models import Credential, Rotation, TargetRow, Version, utcnow
 from keyturn.db.models import Policy as PolicyRow
-from keyturn.domain.errors import PluginError, RotationInProgress
+from keyturn.db.reads import Entry
+from keyturn.domain.errors import KeyturnError, PluginError, RotationInProgress
 from keyturn.domain.model import (
     ACTIVE_STATUSES,
     RotationStatus,
@@ -263,6 +265,13 @@ class Record:
             self._strategy = strategies.for_target(self._target, cred.strategy)
         return self._target
 
+    def _open_target(self) -> None:
+        """Open the target now if it can be; if not, the step that needs it says why."""
+        try:
+            self.target  # noqa: B018
+        except KeyturnError:
+            self._target = self._strategy = None
+
     @property
     def strategy(self) -> RotationStrategy:
         if self._strategy is None:
@@ -284,6 +293,10 @@ class Record:
         if session is self._chain:  # the identity map holds objects weakly: keep these loaded
             self._held = (rot, cred)
         return rot, cred
+
+    def defer(self, _session: Session, **entry: Any) -> None:
+        """An audit entry for the chain's commit (as `keyturn.audit.log.append` takes it)."""
+        self._entries.append({"at": utcnow(), **entry})
 
     def seed(self, rot: Rotation, cred: Credential, versions: dict[VersionState, Version]) -> None:
         """The rows `run`'s *begin* read and made in the chain's session: no reading back."""
@@ -334,8 +347,8 @@ class Record:
         if pointer:
             self._move_pointer(session, pointer)
         entries, self._entries = self._entries, []
-        for entry in entries:
-            audit.append(session, **entry)
+        if entries:
+            _append(session, entries)
 
     def _release(self) -> None:
         """Give the lease back with the chain's last pointer move (one statement)."""
@@ -427,6 +440,24 @@ class Record:
             self._effective = repo.policy_for(session, cred, type(self.target).password_rules)
         return self._effective
 
+    def _previous_of(self, session: Session) -> Value | None:
+        """The previous version, decrypted: as this run's finish left it, else as stored."""
+        if self._previous is None:
+            row = repo.version_in_state(session, self.credential_id, VersionState.PREVIOUS)
+            self._previous = (Value.of(self.app, row) if row else None,)
+        return self._previous[0]
+
+    @staticmethod
+    def _promoted(cred: Credential, policy: EffectivePolicy, pending: Value, now: datetime) -> None:
+        """The credential as the promotion leaves it: in sync, due again from *now*
+        (what repo.refresh_due computes, from the version just made current; one UPDATE)."""
+        cred.sync_status, cred.verified_at = "in-sync", now
+        cred.schedule = policy.schedule
+        if not cred.target:
+            cred.due_at = cred.notice_at = None
+            return
+        cred.due_at, cred.notice_at = policy.due_times(now, cred.id, pending.validity)
+
     def _in_play(self) -> tuple[Value, Value | None]:
         """The pending value and the current one, decrypted (read once per run)."""
         if self._play is None:
@@ -466,6 +497,24 @@ class Record:
             rot.next_attempt_at,
             rot.wait_until,
         )
+
+
+# What `keyturn.audit.log.append` assumes of an entry that does not say.
+_UNSAID: dict[str, Any] = dict.fromkeys(
+    ("credential_id", "tenant_id", "fingerprint", "reason", "details")
+) | {"outcome": "ok"}
+
+
+def _append(session: Session, entries: list[dict[str, Any]]) -> None:
+    """A chain's audit entries, chained and inserted on Core (keyturn.db.rotation: one
+    statement on PostgreSQL), after whatever the session holds (flushed first)."""
+    session.flush()
+    audit.forget_head(session)
+    rows = []
+    for entry in entries:
+        given = {k: v for k, v in entry.items() if k != "at"}
+        rows.append(Entry(**audit.fields(**(_UNSAID | given)), at=entry["at"]))
+    rotation.append(session.connection(), keys_of(session), rows)
 
 
 class _Rollback(Exception):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -102,8 +102,9 @@ def _recorded(
     actor: str,
     reason: str,
     lease_owner: str | None,
+    append: Callable[..., object] = audit.append,
 ) -> _Recorded:
-    """_record, with the rows it read and made."""
+    """_record, with the rows it read and made (its audit entry through *append*)."""
     cred = repo.get_credential(session, credential_id, lock=True)
     if not cred.target:
         raise UsageError(
@@ -140,7 +141,7 @@ def _recorded(
         if active is not None:
             raise _in_progress(active) from exc
         raise RotationInProgress() from exc
-    audit.append(
+    append(
         session,
         actor=actor,
         action="rotation.start",
@@ -162,7 +163,9 @@ def rotate(
     runner = Runner(app, 0, fresh=True)
 
     def begin(session: Session) -> int:
-        made = _recorded(session, app, credential_id, trigger, actor, reason, runner.owner)
+        made = _recorded(
+            session, app, credential_id, trigger, actor, reason, runner.owner, runner.defer
+        )
         runner.seed(made.rotation, made.credential, made.versions)
         return made.rotation.id
 
