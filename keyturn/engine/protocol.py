@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from keyturn.db import repo
+from keyturn.db import repo, rotation
 from keyturn.db.models import Credential, Rotation, Version, utcnow
 from keyturn.domain.errors import (
     ConfigInvalid,
@@ -93,10 +93,11 @@ class Runner(Failures):
         try:
             self._loop(heartbeat)
             self._release()  # with the last steps
-            with self._write() as session:
-                self._flush_pointer(session)
-                outcome = self._outcome(session)
-            self._commit()
+            with rotation.turn(self.db.engine):  # the audit entries go in: until the commit
+                with self._write() as session:
+                    self._flush_pointer(session)
+                    outcome = self._outcome(session)
+                self._commit()
         except BaseException:
             self._rollback()
             lease.release(self.db, self.id, self.owner)

@@ -186,20 +186,22 @@ class Record:
             if not (self._pointer or self._entries):
                 self._committed = (self.step, self.status)
             return
-        try:
-            self._flush_pointer(self._chain)
-            kept = self._keepable(self._chain)
-        except BaseException:
-            self._rollback()
-            raise
-        stack, self._chain, self._chain_stack, self._held = self._chain_stack, None, None, None
-        if stack is not None:
+        with rotation.turn(self.db.engine):  # the audit entries go in last: lock to commit
             try:
-                stack.close()
+                self._flush_pointer(self._chain)
+                kept = self._keepable(self._chain)
             except BaseException:
-                self.step, self.status, self._play = *self._committed, None
-                self._kept, self._previous = [], None
+                self._rollback()
                 raise
+            stack, self._chain, self._chain_stack = self._chain_stack, None, None
+            self._held = None
+            if stack is not None:
+                try:
+                    stack.close()
+                except BaseException:
+                    self.step, self.status, self._play = *self._committed, None
+                    self._kept, self._previous = [], None
+                    raise
         self._kept = kept
         self._committed = (self.step, self.status)
 
