@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import update
+from sqlalchemy import Table, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -89,11 +89,13 @@ class Value:
 def move(
     session: Session, credential_id: str, old: VersionState, new: VersionState, **extra: Any
 ) -> None:
+    # On the table, not the mapped class: a Core statement, without the ORM's bulk-update
+    # machinery (loaded versions are not synchronised either way: callers expire them).
+    versions = cast(Table, Version.__table__)
     session.execute(
-        update(Version)
-        .where(Version.credential_id == credential_id, Version.state == old)
+        update(versions)
+        .where(versions.c.credential_id == credential_id, versions.c.state == old)
         .values(state=new, **extra)
-        .execution_options(synchronize_session=False)
     )
 
 
@@ -333,11 +335,11 @@ class Record:
         self.step, self.status = step, RotationStatus(values["status"])
 
     def _move_pointer(self, session: Session, values: dict[str, Any]) -> None:
+        rotations = cast(Table, Rotation.__table__)  # Core, as `move`
         result = session.execute(
-            update(Rotation)
-            .where(Rotation.id == self.id, Rotation.lease_owner == self.owner)
+            update(rotations)
+            .where(rotations.c.id == self.id, rotations.c.lease_owner == self.owner)
             .values(**values)
-            .execution_options(synchronize_session=False)
         )
         if not result.rowcount:  # type: ignore[attr-defined]
             raise lease.LeaseLost()

@@ -111,9 +111,8 @@ def _recorded(
             f"{credential_id} has no target: keyturn cannot change it; "
             "declare `target = ...` in the inventory"
         )
-    active = repo.active_rotation(session, credential_id)
-    if active is not None:
-        raise _in_progress(active)
+    # A rotation already active is refused by the database (uq_rotations_active) at the
+    # INSERT below, and said so there: no query to ask first.
     found = repo.versions_in_states(
         session, credential_id, (VersionState.PENDING, VersionState.CURRENT)
     )
