@@ -8,6 +8,14 @@ step that talks to a target or a store. So the pending value is still committed 
 target hears of it, and each outside effect is still recorded by a step of its own, but a
 rotation commits a handful of times instead of once per step. Losing an uncommitted chain
 (a crash, keyturn's database failing) only means replaying local steps, which is harmless.
+
+An outside step that follows a committed chain (set, test) records its pointer move and
+audit entry without a transaction: they wait in memory for the next chain, which commits
+them first, in order (a crash before it replays those steps, harmless as every step is).
+The rows a committed chain loaded (the rotation, its credential and policy) are kept for the
+next one: nobody else writes them while the lease is ours. On PostgreSQL (issue 23) a
+fresh rotation is three commits: recorded; the pending value stored; everything after the
+verification logins.
 """
 
 from __future__ import annotations
