@@ -34,7 +34,7 @@ from keyturn.app import Keyturn
 from keyturn.audit import log as audit
 from keyturn.audit.chain import keys_of
 from keyturn.db import repo, rotation
-from keyturn.db.models import Credential, Rotation, TargetRow, Version, utcnow
+from keyturn.db.models import Credential, Rotation, TargetRow, Tenant, Version, utcnow
 from keyturn.db.models import Policy as PolicyRow
 from keyturn.db.reads import Entry
 from keyturn.domain.errors import KeyturnError, PluginError, RotationInProgress
@@ -159,7 +159,9 @@ class Record:
         # (pending, current) as the transaction that recorded this rotation read them, for
         # its create step (the same transaction or the next chain, under our lease).
         self._seeded: tuple[Version | None, Version | None] | None = None
-        self._policy_row: PolicyRow | None = None  # held: the identity map holds it weakly
+        # Held: the identity map holds rows weakly, and `_keepable` looks for them there.
+        self._policy_row: PolicyRow | None = None
+        self._tenant_row: Tenant | None = None
 
     # -- the chain -------------------------------------------------------------------------
 
@@ -225,7 +227,10 @@ class Record:
             if cred.policy
             else None
         )
-        return [rot, cred] + ([policy] if policy is not None else [])
+        # The tenant (its recipients, for the promotion's notice): loaded by the create
+        # step's sealing, which no later chain of the run repeats.
+        tenant = session.identity_map.get(session.identity_key(Tenant, cred.tenant_id))
+        return [rot, cred] + [row for row in (policy, tenant) if row is not None]
 
     def _rollback(self, *, keep_unsessioned: bool = False) -> None:
         """Drop the open chain: the pointer is back where it was last committed.
@@ -449,6 +454,8 @@ class Record:
         if self._effective is None:
             if cred.policy:  # held, so that the next chain finds it (`_keepable`)
                 self._policy_row = session.get(PolicyRow, cred.policy)
+            # Likewise the tenant, which sealing the new value (create) loads anyway.
+            self._tenant_row = session.get(Tenant, cred.tenant_id)
             self._effective = repo.policy_for(session, cred, type(self.target).password_rules)
         return self._effective
 

@@ -57,7 +57,7 @@ def test_a_rotation_is_three_commits_and_few_statements(kt: Harness, setup) -> N
     # per transaction where PostgreSQL takes one (keyturn.db.rotation), and begins each one
     # with a statement of its own.
     assert counts["commits"] == 3
-    bound = 22 if kt.app.db.engine.dialect.name == "postgresql" else 31  # + BEGIN IMMEDIATE
+    bound = 21 if kt.app.db.engine.dialect.name == "postgresql" else 30  # + BEGIN IMMEDIATE
     assert counts["statements"] <= bound, counts
 
 
