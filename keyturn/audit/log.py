@@ -33,6 +33,7 @@ __all__ = [
     "begin",
     "export",
     "fields",
+    "forget_head",
     "iter_entries",
     "select_entries",
     "shown",
@@ -164,6 +165,14 @@ def _locked_head(session: Session) -> AuditHead:
         raise AuditHeadMissing()
     session.info[_HEAD] = (transaction, head)
     return head
+
+
+def forget_head(session: Session) -> None:
+    """Before entries are appended on Core in this transaction (keyturn.db.rotation): the
+    head this session may hold goes stale, so a later `append` locks and reads it again."""
+    held = session.info.pop(_HEAD, None)
+    if held is not None and held[1] in session:
+        session.expire(held[1])
 
 
 def as_dict(entry: AuditEntry) -> dict[str, Any]:

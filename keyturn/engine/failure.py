@@ -125,8 +125,9 @@ class Failures(Record):
 
     def _failed(self, step: Step, exc: KeyturnError) -> None:
         """A step failed: drop what the chain held (a local step may have half-written it),
-        then record the failure at the last committed step, in a transaction of its own."""
-        self._rollback()
+        then record the failure at the last committed step, in a transaction of its own
+        (after what outside steps before it recorded without a session: they did happen)."""
+        self._rollback(keep_unsessioned=True)
         self._fail(step, exc, resume=self.step if self.step != step else None)
         self._commit()
 

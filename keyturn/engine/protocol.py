@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from keyturn.db import repo
+from keyturn.db import repo, rotation
 from keyturn.db.models import Credential, Rotation, Version, utcnow
 from keyturn.domain.errors import (
     ConfigInvalid,
@@ -76,6 +76,7 @@ class Runner(Failures):
                     self.step, self.status = Step(rot.step), RotationStatus(rot.status)
                     self._committed = (self.step, self.status)
                     self._stores = tuple(cred.stores)
+                    self._open_target()  # its row read in this transaction, not one more
             if begin is not None:
                 # A rotation asked for is recorded before anything else happens: a crash
                 # from here on leaves one that `resume` finishes.
@@ -92,10 +93,11 @@ class Runner(Failures):
         try:
             self._loop(heartbeat)
             self._release()  # with the last steps
-            with self._write() as session:
-                self._flush_pointer(session)
-                outcome = self._outcome(session)
-            self._commit()
+            with rotation.turn(self.db.engine):  # the audit entries go in: until the commit
+                with self._write() as session:
+                    self._flush_pointer(session)
+                    outcome = self._outcome(session)
+                self._commit()
         except BaseException:
             self._rollback()
             lease.release(self.db, self.id, self.owner)
@@ -280,8 +282,7 @@ class Runner(Failures):
         now = utcnow()
         with self._write() as session:
             rot, cred = self._load(session)
-            pending, current = self._values(session)
-            assert pending is not None
+            pending, current = self._in_play()  # read in this transaction when not known
             for old_state, new_state, extra in (
                 (VersionState.PREVIOUS, VersionState.RETIRED, {"retired_at": now}),
                 (VersionState.CURRENT, VersionState.PREVIOUS, {}),
@@ -289,14 +290,14 @@ class Runner(Failures):
             ):
                 move(session, cred.id, old_state, new_state, **extra)
             checkpoint("finish:effect")
-            immediate = self.strategy.immediate or rot.trigger in (Trigger.EMERGENCY, Trigger.LEAK)
-            grace = timedelta(0) if immediate else self._policy(session, cred).grace
-            cred.sync_status, cred.verified_at = "in-sync", now
-            session.flush()
             for loaded in list(session.identity_map.values()):
                 if isinstance(loaded, Version):  # the promotion above bypassed them
                     session.expire(loaded)
-            repo.refresh_due(session, cred)
+            self._previous = (current,)
+            immediate = self.strategy.immediate or rot.trigger in (Trigger.EMERGENCY, Trigger.LEAK)
+            policy = self._policy(session, cred)
+            grace = timedelta(0) if immediate else policy.grace
+            self._promoted(cred, policy, pending, now)
             self._advance(session, Step.WAIT, wait_until=now + grace)
             self._audit(
                 session,
@@ -317,7 +318,7 @@ class Runner(Failures):
         now = utcnow()
         with self._write() as session:
             rot, cred = self._load(session)
-            previous = repo.version_in_state(session, cred.id, VersionState.PREVIOUS)
+            previous = self._previous_of(session)
             consumers = repo.consumers(session, cred.id)
             lagging = [
                 c.name for c in consumers if c.version is None or c.version < (rot.new_version or 0)
@@ -359,8 +360,8 @@ class Runner(Failures):
 
     def _revoke(self) -> bool:
         with self._read() as session:
-            previous = repo.version_in_state(session, self.credential_id, VersionState.PREVIOUS)
-            old = self.app.vault.reveal(previous) if previous else None
+            previous = self._previous_of(session)
+            old = previous.secret if previous else None
         rejected = None
         proven = self._refused_at_test  # `single`: this run's test saw the old value refused
         if previous is not None and old is not None and not proven:

@@ -82,6 +82,10 @@ def run(runner: Runner) -> bool:
     """The protocol's publish step: True when every store holds the pending value."""
     app = runner.app
     pending, current = runner._in_play()
+    if runner._chaining and not runner._stores:  # as the run read the credential at its start
+        checkpoint("publish:effect")
+        runner._step_done(Step.FINISH, "rotation.publish", pending, stores=[])
+        return True
     with runner._read() as session:  # the chain's session when there is no store to call
         cred = repo.get_credential(session, runner.credential_id)
         rows = _stores(session, cred)

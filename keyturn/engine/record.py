@@ -8,6 +8,14 @@ step that talks to a target or a store. So the pending value is still committed 
 target hears of it, and each outside effect is still recorded by a step of its own, but a
 rotation commits a handful of times instead of once per step. Losing an uncommitted chain
 (a crash, keyturn's database failing) only means replaying local steps, which is harmless.
+
+An outside step that follows a committed chain (set, test) records its pointer move and
+audit entry without a transaction: they wait in memory for the next chain, which commits
+them first, in order (a crash before it replays those steps, harmless as every step is).
+The rows a committed chain loaded (the rotation, its credential and policy) are kept for the
+next one: nobody else writes them while the lease is ours. On PostgreSQL (issue 23) a
+fresh rotation is three commits: recorded; the pending value stored; everything after the
+verification logins.
 """
 
 from __future__ import annotations
@@ -16,17 +24,20 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import update
+from sqlalchemy import Table, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from keyturn.app import Keyturn
 from keyturn.audit import log as audit
-from keyturn.db import repo
-from keyturn.db.models import Credential, Rotation, TargetRow, Version, utcnow
-from keyturn.domain.errors import PluginError, RotationInProgress
+from keyturn.audit.chain import keys_of
+from keyturn.db import repo, rotation
+from keyturn.db.models import Credential, Rotation, TargetRow, Tenant, Version, utcnow
+from keyturn.db.models import Policy as PolicyRow
+from keyturn.db.reads import Entry
+from keyturn.domain.errors import KeyturnError, PluginError, RotationInProgress
 from keyturn.domain.model import (
     ACTIVE_STATUSES,
     RotationStatus,
@@ -69,6 +80,7 @@ class Value:
     username: str | None
     account: Account
     secret: Secret
+    validity: tuple[datetime | None, datetime | None] = (None, None)
 
     @classmethod
     def of(cls, app: Keyturn, version: Version) -> Value:
@@ -78,17 +90,20 @@ class Value:
             version.username,
             Account(version.username or "", version.key_id),
             app.vault.reveal(version),
+            (version.valid_from, version.expires_at),
         )
 
 
 def move(
     session: Session, credential_id: str, old: VersionState, new: VersionState, **extra: Any
 ) -> None:
+    # On the table, not the mapped class: a Core statement, without the ORM's bulk-update
+    # machinery (loaded versions are not synchronised either way: callers expire them).
+    versions = cast(Table, Version.__table__)
     session.execute(
-        update(Version)
-        .where(Version.credential_id == credential_id, Version.state == old)
+        update(versions)
+        .where(versions.c.credential_id == credential_id, versions.c.state == old)
         .values(state=new, **extra)
-        .execution_options(synchronize_session=False)
     )
 
 
@@ -120,6 +135,10 @@ class Record:
         self._chain: Session | None = None
         self._chain_stack: ExitStack | None = None
         self._held: tuple[Rotation, Credential] | None = None
+        # The rows a committed chain loaded (the rotation, its credential, its policy), kept
+        # for the next chain: nobody else writes them while our lease holds (detached, no
+        # query to put them back). Dropped with a rolled-back chain.
+        self._kept: list[Any] = []
         self._chaining = False  # `run` chains local steps; a step called alone commits
         self._pointer: dict[str, Any] = {}  # the chain's pointer move, written at its commit
         self._entries: list[dict[str, Any]] = []  # the chain's audit entries, likewise
@@ -134,6 +153,15 @@ class Record:
         # (pending, current) as this run last read or made them; dropped with a rolled-back
         # chain and after a failure, so a resumed run reads them again.
         self._play: tuple[Value, Value | None] | None = None
+        # The previous version as this run's finish left it ((None,) when there is none),
+        # for wait and revoke; None: not known, read it.
+        self._previous: tuple[Value | None] | None = None
+        # (pending, current) as the transaction that recorded this rotation read them, for
+        # its create step (the same transaction or the next chain, under our lease).
+        self._seeded: tuple[Version | None, Version | None] | None = None
+        # Held: the identity map holds rows weakly, and `_keepable` looks for them there.
+        self._policy_row: PolicyRow | None = None
+        self._tenant_row: Tenant | None = None
 
     # -- the chain -------------------------------------------------------------------------
 
@@ -162,26 +190,58 @@ class Record:
             yield session
 
     def _commit(self) -> None:
-        """Commit the open chain, if any (its pointer move first, fenced by the lease)."""
-        if self._chain is not None:
+        """Commit the open chain, if any (its pointer move first, fenced by the lease).
+
+        Without one, pointer moves and audit entries recorded without a session (an outside
+        step whose replay is harmless: `_step_done`) wait for the next chain."""
+        if self._chain is None:
+            if not (self._pointer or self._entries):
+                self._committed = (self.step, self.status)
+            return
+        with rotation.turn(self.db.engine):  # the audit entries go in last: lock to commit
             try:
                 self._flush_pointer(self._chain)
+                kept = self._keepable(self._chain)
             except BaseException:
                 self._rollback()
                 raise
-        stack, self._chain, self._chain_stack, self._held = self._chain_stack, None, None, None
-        if stack is not None:
-            try:
-                stack.close()
-            except BaseException:
-                self.step, self.status, self._play = *self._committed, None
-                raise
+            stack, self._chain, self._chain_stack = self._chain_stack, None, None
+            self._held = None
+            if stack is not None:
+                try:
+                    stack.close()
+                except BaseException:
+                    self.step, self.status, self._play = *self._committed, None
+                    self._kept, self._previous = [], None
+                    raise
+        self._kept = kept
         self._committed = (self.step, self.status)
 
-    def _rollback(self) -> None:
-        """Drop the open chain: the pointer is back where it was last committed."""
+    def _keepable(self, session: Session) -> list[Any]:
+        """What the next chain may reuse of this one's rows (see `_kept`)."""
+        if self._held is None:
+            return []
+        rot, cred = self._held
+        policy = (
+            session.identity_map.get(session.identity_key(PolicyRow, cred.policy))
+            if cred.policy
+            else None
+        )
+        # The tenant (its recipients, for the promotion's notice): loaded by the create
+        # step's sealing, which no later chain of the run repeats.
+        tenant = session.identity_map.get(session.identity_key(Tenant, cred.tenant_id))
+        return [rot, cred] + [row for row in (policy, tenant) if row is not None]
+
+    def _rollback(self, *, keep_unsessioned: bool = False) -> None:
+        """Drop the open chain: the pointer is back where it was last committed.
+
+        *keep_unsessioned*: with no chain open, keep what `_step_done` recorded without a
+        session (outside effects that did happen; nothing of theirs was half-written)."""
+        if keep_unsessioned and self._chain is None:
+            return
         stack, self._chain, self._chain_stack, self._held = self._chain_stack, None, None, None
         self._pointer, self._entries = {}, []
+        self._kept, self._previous, self._seeded = [], None, None
         if stack is not None:
             # A rollback that fails (the connection is gone) leaves nothing committed either.
             with suppress(Exception):
@@ -222,6 +282,13 @@ class Record:
             self._strategy = strategies.for_target(self._target, cred.strategy)
         return self._target
 
+    def _open_target(self) -> None:
+        """Open the target now if it can be; if not, the step that needs it says why."""
+        try:
+            self.target  # noqa: B018
+        except KeyturnError:
+            self._target = self._strategy = None
+
     @property
     def strategy(self) -> RotationStrategy:
         if self._strategy is None:
@@ -230,7 +297,12 @@ class Record:
         return self._strategy
 
     def _load(self, session: Session) -> tuple[Rotation, Credential]:
-        """The rotation and its credential (from the session's identity map when it has them)."""
+        """The rotation and its credential (from the session's identity map when it has them,
+        or as the last chain left them)."""
+        if session is self._chain:
+            if self._held is not None:
+                return self._held
+            self._reattach(session)
         rot = session.get(Rotation, self.id)
         assert rot is not None
         cred = session.get(Credential, rot.credential_id)
@@ -239,30 +311,48 @@ class Record:
             self._held = (rot, cred)
         return rot, cred
 
-    def _advance(self, session: Session, step: Step, **values: Any) -> None:
+    def defer(self, _session: Session, **entry: Any) -> None:
+        """An audit entry for the chain's commit (as `keyturn.audit.log.append` takes it)."""
+        self._entries.append({"at": utcnow(), **entry})
+
+    def seed(self, rot: Rotation, cred: Credential, versions: dict[VersionState, Version]) -> None:
+        """The rows `run`'s *begin* read and made in the chain's session: no reading back."""
+        self._held = (rot, cred)
+        self._seeded = (versions.get(VersionState.PENDING), versions.get(VersionState.CURRENT))
+
+    def _reattach(self, session: Session) -> None:
+        """Put the rows the last chain kept into *session* (no query; none it loaded itself)."""
+        for row in self._kept:
+            if session.identity_map.get(session.identity_key(instance=row)) is None:
+                session.add(row)
+
+    def _advance(self, session: Session | None, step: Step, **values: Any) -> None:
         """Move the pointer, fenced by our lease; everything else in *session* commits with it.
 
         In a chain the UPDATE waits for the chain's commit (`_commit`): one fenced statement
         for all the steps the chain holds, checked before anything of theirs commits."""
         values.setdefault("status", RotationStatus.RUNNING)
         values.update(step=step, updated_at=utcnow())
-        if session is self._chain:
+        if session is None or session is self._chain:  # None: a chain's, with no session yet
             self._pointer.update(values)
         else:
             self._move_pointer(session, values)
         # The UPDATE bypasses the identity map: a loaded rotation gets the values it writes.
-        loaded = session.identity_map.get(session.identity_key(Rotation, self.id))
+        if session is None:
+            loaded = self._kept[0] if self._kept else None
+        else:
+            loaded = session.identity_map.get(session.identity_key(Rotation, self.id))
         if loaded is not None:
             for name, value in values.items():
                 set_committed_value(loaded, name, value)
         self.step, self.status = step, RotationStatus(values["status"])
 
     def _move_pointer(self, session: Session, values: dict[str, Any]) -> None:
+        rotations = cast(Table, Rotation.__table__)  # Core, as `move`
         result = session.execute(
-            update(Rotation)
-            .where(Rotation.id == self.id, Rotation.lease_owner == self.owner)
+            update(rotations)
+            .where(rotations.c.id == self.id, rotations.c.lease_owner == self.owner)
             .values(**values)
-            .execution_options(synchronize_session=False)
         )
         if not result.rowcount:  # type: ignore[attr-defined]
             raise lease.LeaseLost()
@@ -274,8 +364,8 @@ class Record:
         if pointer:
             self._move_pointer(session, pointer)
         entries, self._entries = self._entries, []
-        for entry in entries:
-            audit.append(session, **entry)
+        if entries:
+            _append(session, entries)
 
     def _release(self) -> None:
         """Give the lease back with the chain's last pointer move (one statement)."""
@@ -287,7 +377,7 @@ class Record:
 
     def _audit(
         self,
-        session: Session,
+        session: Session | None,
         action: str,
         cred: Credential,
         rot: Rotation,
@@ -309,7 +399,7 @@ class Record:
             "details": {"rotation": self.id, "trigger": trigger, "worker": self.owner, **details},
             "at": utcnow(),
         }
-        if session is self._chain:
+        if session is None or session is self._chain:
             # Appended when the chain commits: the audit head (which serialises every
             # writer of the log) is then locked for the commit only, not for the chain.
             self._entries.append(entry)
@@ -324,26 +414,68 @@ class Record:
         outcome: str = "ok",
         **details: Any,
     ) -> None:
-        """Move the pointer to *step* with the audit entry of the step just done (in the
-        chain: it commits before the next step that talks to the outside)."""
+        """Move the pointer to *step* with the audit entry of the step just done.
+
+        In a run whose last chain committed, without a session: both wait in memory for the
+        next chain (a crash before it replays this step, which is harmless: every step is),
+        so a step that talks to a target does not cost a transaction of its own."""
+        if self._chaining and self._chain is None and self._kept:
+            rot, cred = self._kept[0], self._kept[1]
+            self._record_done(None, rot, cred, step, action, version, outcome, details)
+            return
         with self._write() as session:
             rot, cred = self._load(session)
-            self._advance(session, step)
-            self._audit(
-                session,
-                action,
-                cred,
-                rot,
-                outcome=outcome,
-                fingerprint=version.fingerprint,
-                version=version.number,
-                **details,
-            )
+            self._record_done(session, rot, cred, step, action, version, outcome, details)
+
+    def _record_done(
+        self,
+        session: Session | None,
+        rot: Rotation,
+        cred: Credential,
+        step: Step,
+        action: str,
+        version: Version | Value,
+        outcome: str,
+        details: dict[str, Any],
+    ) -> None:
+        self._advance(session, step)
+        self._audit(
+            session,
+            action,
+            cred,
+            rot,
+            outcome=outcome,
+            fingerprint=version.fingerprint,
+            version=version.number,
+            **details,
+        )
 
     def _policy(self, session: Session, cred: Credential) -> EffectivePolicy:
         if self._effective is None:
+            if cred.policy:  # held, so that the next chain finds it (`_keepable`)
+                self._policy_row = session.get(PolicyRow, cred.policy)
+            # Likewise the tenant, which sealing the new value (create) loads anyway.
+            self._tenant_row = session.get(Tenant, cred.tenant_id)
             self._effective = repo.policy_for(session, cred, type(self.target).password_rules)
         return self._effective
+
+    def _previous_of(self, session: Session) -> Value | None:
+        """The previous version, decrypted: as this run's finish left it, else as stored."""
+        if self._previous is None:
+            row = repo.version_in_state(session, self.credential_id, VersionState.PREVIOUS)
+            self._previous = (Value.of(self.app, row) if row else None,)
+        return self._previous[0]
+
+    @staticmethod
+    def _promoted(cred: Credential, policy: EffectivePolicy, pending: Value, now: datetime) -> None:
+        """The credential as the promotion leaves it: in sync, due again from *now*
+        (what repo.refresh_due computes, from the version just made current; one UPDATE)."""
+        cred.sync_status, cred.verified_at = "in-sync", now
+        cred.schedule = policy.schedule
+        if not cred.target:
+            cred.due_at = cred.notice_at = None
+            return
+        cred.due_at, cred.notice_at = policy.due_times(now, cred.id, pending.validity)
 
     def _in_play(self) -> tuple[Value, Value | None]:
         """The pending value and the current one, decrypted (read once per run)."""
@@ -358,7 +490,10 @@ class Record:
         return self._play
 
     def _values(self, session: Session) -> tuple[Version | None, Version | None]:
-        """The pending and the current version (one query)."""
+        """The pending and the current version (one query, or none when just recorded)."""
+        if self._seeded is not None:
+            seeded, self._seeded = self._seeded, None
+            return seeded
         found = repo.versions_in_states(
             session, self.credential_id, (VersionState.PENDING, VersionState.CURRENT)
         )
@@ -381,6 +516,24 @@ class Record:
             rot.next_attempt_at,
             rot.wait_until,
         )
+
+
+# What `keyturn.audit.log.append` assumes of an entry that does not say.
+_UNSAID: dict[str, Any] = dict.fromkeys(
+    ("credential_id", "tenant_id", "fingerprint", "reason", "details")
+) | {"outcome": "ok"}
+
+
+def _append(session: Session, entries: list[dict[str, Any]]) -> None:
+    """A chain's audit entries, chained and inserted on Core (keyturn.db.rotation: one
+    statement on PostgreSQL), after whatever the session holds (flushed first)."""
+    session.flush()
+    audit.forget_head(session)
+    rows = []
+    for entry in entries:
+        given = {k: v for k, v in entry.items() if k != "at"}
+        rows.append(Entry(**audit.fields(**(_UNSAID | given)), at=entry["at"]))
+    rotation.append(session.connection(), keys_of(session), rows)
 
 
 class _Rollback(Exception):

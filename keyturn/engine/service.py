@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -82,16 +82,41 @@ def _record(
     lease_owner: str | None,
 ) -> int:
     """start()'s work inside the caller's transaction: the new rotation's id."""
+    return _recorded(session, app, credential_id, trigger, actor, reason, lease_owner).rotation.id
+
+
+@dataclass(frozen=True)
+class _Recorded:
+    """A rotation just recorded, with the rows read to record it (its runner reuses them)."""
+
+    rotation: Rotation
+    credential: Credential
+    versions: dict[VersionState, Version]
+
+
+def _recorded(
+    session: Session,
+    app: Keyturn,
+    credential_id: str,
+    trigger: Trigger,
+    actor: str,
+    reason: str,
+    lease_owner: str | None,
+    append: Callable[..., object] = audit.append,
+) -> _Recorded:
+    """_record, with the rows it read and made (its audit entry through *append*)."""
     cred = repo.get_credential(session, credential_id, lock=True)
     if not cred.target:
         raise UsageError(
             f"{credential_id} has no target: keyturn cannot change it; "
             "declare `target = ...` in the inventory"
         )
-    active = repo.active_rotation(session, credential_id)
-    if active is not None:
-        raise _in_progress(active)
-    current = repo.version_in_state(session, credential_id, VersionState.CURRENT)
+    # A rotation already active is refused by the database (uq_rotations_active) at the
+    # INSERT below, and said so there: no query to ask first.
+    found = repo.versions_in_states(
+        session, credential_id, (VersionState.PENDING, VersionState.CURRENT)
+    )
+    current = found.get(VersionState.CURRENT)
     rot = Rotation(
         credential_id=credential_id,
         trigger=trigger,
@@ -115,7 +140,7 @@ def _record(
         if active is not None:
             raise _in_progress(active) from exc
         raise RotationInProgress() from exc
-    audit.append(
+    append(
         session,
         actor=actor,
         action="rotation.start",
@@ -124,7 +149,7 @@ def _record(
         tenant_id=cred.tenant_id,
         details={"rotation": rot.id, "trigger": trigger, "strategy": cred.strategy},
     )
-    return rot.id
+    return _Recorded(rot, cred, found)
 
 
 def rotate(
@@ -135,11 +160,15 @@ def rotate(
     validate_id(credential_id)
     reason = _reason(trigger, reason)
     runner = Runner(app, 0, fresh=True)
-    return runner.run(
-        begin=lambda session: _record(
-            session, app, credential_id, trigger, actor, reason, runner.owner
+
+    def begin(session: Session) -> int:
+        made = _recorded(
+            session, app, credential_id, trigger, actor, reason, runner.owner, runner.defer
         )
-    )
+        runner.seed(made.rotation, made.credential, made.versions)
+        return made.rotation.id
+
+    return runner.run(begin=begin)
 
 
 def run(app: Keyturn, rotation_id: int) -> Outcome:

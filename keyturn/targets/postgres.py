@@ -76,6 +76,10 @@ class PostgresConfig(TargetConfig):
 
 def saslprep(password: str) -> str:
     """RFC 4013 SASLprep as PostgreSQL applies it: on a prohibited input, use it unchanged."""
+    if password.isascii() and password.isprintable():
+        # Printable ASCII is mapped to itself, NFKC leaves it so, and none of it is
+        # prohibited or bidirectional: the tables below would return it unchanged.
+        return password
     mapped = "".join(
         " " if stringprep.in_table_c12(ch) else ch
         for ch in password

@@ -21,6 +21,7 @@ from keyturn.domain.errors import (
     TargetUnreachable,
 )
 from keyturn.domain.model import Secret
+from keyturn.targets import postgres
 from keyturn.targets.base import Account
 from keyturn.targets.postgres import PostgresTarget, scram_matches, scram_verifier
 from tests.servers import unused_port
@@ -326,3 +327,17 @@ def test_an_admin_connection_the_server_dropped_is_not_reused(pg: PgSandbox, ref
     time.sleep(0.2)  # the termination notice reaches the idle socket
     plugin.set(app, Secret(second), Secret(first))  # a fresh connection, not a failure
     assert plugin.test(app, Secret(second))
+
+
+@pytest.mark.parametrize(
+    "password",
+    ["".join(chr(c) for c in range(0x20, 0x7F)), "plain-Password_123", " spaced out ", "~"],
+)
+def test_saslprep_passes_printable_ascii_through_as_the_tables_do(password: str) -> None:
+    """The fast path for printable ASCII (every generated password) gives what the
+    stringprep tables give: the password unchanged."""
+    assert postgres.saslprep(password) == password
+    # One character outside printable ASCII still takes the tables (a mapped-to-nothing
+    # soft hyphen disappears; a control character is prohibited, so kept as it was).
+    assert postgres.saslprep(password + "\u00ad") == password
+    assert postgres.saslprep(password + "\x07") == password + "\x07"

@@ -1,0 +1,78 @@
+"""What one rotation costs keyturn's database, in statements and commits (issue 23), and the
+audit chain staying whole when rotations append behind other writers.
+
+Counts, not timings: a rotation that starts issuing more statements (an ORM reload, a
+transaction of its own for a step) fails here, on any machine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event, select
+
+from keyturn.audit import log as audit
+from keyturn.db.models import AuditEntry, AuditHead
+from keyturn.domain.model import Trigger
+from keyturn.engine import service
+from tests.support.keyturn import Harness
+
+CRED = "acme/smtp-admin"
+
+
+@contextmanager
+def counted(kt: Harness) -> Iterator[dict[str, int]]:
+    counts = {"statements": 0, "commits": 0}
+
+    def statement(*_: Any) -> None:
+        counts["statements"] += 1
+
+    def commit(*_: Any) -> None:
+        counts["commits"] += 1
+
+    engine = kt.app.db.engine
+    event.listen(engine, "before_cursor_execute", statement)
+    event.listen(engine, "commit", commit)
+    try:
+        yield counts
+    finally:
+        event.remove(engine, "before_cursor_execute", statement)
+        event.remove(engine, "commit", commit)
+
+
+def rotate(kt: Harness) -> str:
+    outcome = service.rotate(kt.app, CRED, trigger=Trigger.MANUAL, actor="test", reason="count")
+    return outcome.status
+
+
+def test_a_rotation_is_three_commits_and_few_statements(kt: Harness, setup) -> None:  # type: ignore[no-untyped-def]
+    setup("single")
+    assert rotate(kt) == "done"  # the first one opens connections and reads keys
+    with counted(kt) as counts:
+        assert rotate(kt) == "done"
+    # Recorded; the pending value stored before the target hears of it; everything after
+    # the verification in one transaction. SQLite appends audit entries in three statements
+    # per transaction where PostgreSQL takes one (keyturn.db.rotation), and begins each one
+    # with a statement of its own.
+    assert counts["commits"] == 3
+    bound = 21 if kt.app.db.engine.dialect.name == "postgresql" else 30  # + BEGIN IMMEDIATE
+    assert counts["statements"] <= bound, counts
+
+
+def test_rotations_chain_after_other_writers(kt: Harness, setup) -> None:  # type: ignore[no-untyped-def]
+    """A rotation whose guess of the audit head is stale (another writer appended since)
+    chains after the real head: the log verifies, numbered without gaps."""
+    setup("single")
+    for i in range(3):
+        assert rotate(kt) == "done"
+        with kt.app.db.write() as session:  # another writer moves the head in between
+            audit.append(session, actor="other", action="test.between", details={"i": i})
+    assert rotate(kt) == "done"
+    with kt.app.db.read() as session:
+        seqs = session.execute(select(AuditEntry.seq).order_by(AuditEntry.seq)).scalars().all()
+        head = session.execute(select(AuditHead)).scalar_one()
+    assert list(seqs) == list(range(seqs[0], seqs[0] + len(seqs)))
+    assert head.seq == seqs[-1]
+    assert kt.cli("audit", "verify").code == 0
