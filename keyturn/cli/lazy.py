@@ -151,6 +151,22 @@ def resume_gc(*, freeze: bool = False) -> None:
         gc.enable()
 
 
+def load(name: str) -> None:
+    """Import module *name* where a command first needs it (the engine, for a command that
+    runs locally and not over the API), as start-up imports: with the GC paused, and what it
+    made frozen after. Loaded already: nothing to do (an in-process run freezes nothing)."""
+    if name in sys.modules:
+        return
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        importlib.import_module(name)
+    finally:
+        if paused:
+            gc.freeze()
+            gc.enable()
+
+
 def load_all() -> None:
     """Import every command module (what the tests and the table check need)."""
     for module, _ in COMMANDS.values():

@@ -4,21 +4,25 @@ mode, with the same output)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from sqlalchemy import select
 
-from keyturn.app import Keyturn
-from keyturn.cli import output, remote
+from keyturn.cli import lazy, output, remote
 from keyturn.cli.main import actor, app, open_app
 from keyturn.cli.options import Json, Reason
-from keyturn.db.models import Credential, utcnow
 from keyturn.domain.errors import KeyturnError, RotationFailed, UsageError
 from keyturn.domain.ids import validate_id
 from keyturn.domain.model import RotationStatus, Step, Trigger
-from keyturn.engine import service
-from keyturn.engine.protocol import Outcome
+
+if TYPE_CHECKING:
+    from keyturn.app import Keyturn
+    from keyturn.engine.protocol import Outcome
+
+# The engine (SQLAlchemy, the models, the plugins) is imported where a command runs locally
+# (`lazy.load`): in remote mode these commands are an API call, and start with httpx and
+# Typer alone.
+ENGINE = "keyturn.engine.service"
 
 
 def _when(value: datetime | str | None, fmt: str) -> str:
@@ -108,6 +112,9 @@ def rotate(
             raise KeyturnError("--leak is not served by the API: use --emergency remotely")
         _report([api.rotate(credential_id, reason, emergency)], json)
         return
+    lazy.load(ENGINE)
+    from keyturn.engine import service
+
     instance = open_app(ctx)
     trigger = Trigger.LEAK if leak else Trigger.EMERGENCY if emergency else Trigger.MANUAL
     outcome = service.rotate(instance, credential_id, trigger=trigger, actor=actor(), reason=reason)
@@ -128,6 +135,10 @@ def resume(
     if api is not None:
         outcomes, problems = _resume_remote(api, credential_id, now)
     else:
+        lazy.load(ENGINE)
+        from keyturn.engine import service
+        from keyturn.engine.protocol import Outcome
+
         instance = open_app(ctx)
         _preview_revokes(ctx, instance, credential_id)
         results = service.resume(instance, credential_id, force=now)
@@ -145,6 +156,8 @@ def resume(
 def _preview_revokes(ctx: typer.Context, instance: Keyturn, credential_id: str | None) -> None:
     """A waiting rotation whose grace is over revokes on this resume: say who would break."""
     from keyturn.cli.consumers import preview
+    from keyturn.db.models import utcnow
+    from keyturn.engine import service
 
     for rot in service.active_rotations(instance, credential_id):
         if rot.step == Step.WAIT and rot.wait_until is not None and rot.wait_until <= utcnow():
@@ -181,6 +194,9 @@ def abort(
     if api is not None:
         rotation_id = int(api.abort(credential_id, reason)["rotation"])
     else:
+        lazy.load(ENGINE)
+        from keyturn.engine import service
+
         rotation_id = service.abort(open_app(ctx), credential_id, actor=actor(), reason=reason)
     if json:
         output.emit_json(
@@ -243,6 +259,12 @@ def _repair(ctx: typer.Context, api: remote.Remote | None, credential_id: str | 
 def _verify_local(
     ctx: typer.Context, credential_id: str | None, json: bool
 ) -> list[dict[str, Any]]:
+    lazy.load(ENGINE)
+    from sqlalchemy import select
+
+    from keyturn.db.models import Credential
+    from keyturn.engine import service
+
     instance = open_app(ctx)
     if credential_id:
         ids = [credential_id]

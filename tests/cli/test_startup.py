@@ -8,6 +8,7 @@ import gc
 import inspect
 import json
 import os
+import socket
 import subprocess
 import sys
 from typing import Any
@@ -120,6 +121,21 @@ def test_rotate_imports_no_server_or_migrations() -> None:
     assert not {m for m in modules if m.startswith(("typer._adapters", "keyturn.api"))}
     # Nor the inventory commands' module (tokens, apply) for the options it shares.
     assert not modules & {"keyturn.cli.commands", "keyturn.auth"}
+
+
+def test_remote_rotate_imports_no_engine_or_database() -> None:
+    """In remote mode `keyturn rotate` is one API call (as `bao write` is one to its server):
+    httpx and Typer, not SQLAlchemy, the models, the plugins or a database driver. The
+    server here is a closed port: the command fails with one line, after its imports."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {"KEYTURN_URL": f"http://127.0.0.1:{port}", "KEYTURN_TOKEN": "kt_" + "x" * 40}
+    roots, modules, out = _imported("rotate", "acme/db", "--reason", "r", env=env)
+    assert "127.0.0.1" in out and "Traceback" not in out
+    assert "httpx" in roots
+    assert not roots & {"sqlalchemy", "psycopg", "pydantic", "alembic", "cryptography"}
+    assert "keyturn.engine.service" not in modules
 
 
 def test_models_load_neither_dialect_for_their_partial_indexes() -> None:
