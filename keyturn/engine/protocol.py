@@ -1,10 +1,9 @@
 """The rotation protocol: create -> set -> test -> publish -> finish -> wait -> revoke -> done.
 
-Each step is a method that does its outside work (idempotently: the plugins first ask "is it
-already so?") and then commits the next step in one fenced transaction together with its
-audit entry. A crash anywhere leaves the pointer at a step whose replay is harmless, and the
-pending value is always in the database before any target or store hears of it.
-"""
+Each step does its outside work (idempotently: plugins first ask "is it already so?"), then
+moves the pointer, fenced by the lease, with its audit entry (local steps share a commit:
+keyturn.engine.record). A crash leaves the pointer at a step whose replay is harmless, and the
+pending value is always in the database before any target or store hears of it."""
 
 from __future__ import annotations
 
@@ -239,7 +238,8 @@ class Runner(Failures):
         pending, current = self._in_play()
         self.strategy.set(pending.account, pending.secret, current.secret if current else None)
         checkpoint("set:effect")
-        self._step_done(Step.TEST, "rotation.set", pending, username=pending.username or "")
+        user = pending.username or ""  # not held: the step tells consumers `next` is on it
+        self._step_done(Step.TEST, "rotation.set", pending, hold=False, username=user)
         return True
 
     def _test(self) -> bool:

@@ -9,13 +9,14 @@ target hears of it, and each outside effect is still recorded by a step of its o
 rotation commits a handful of times instead of once per step. Losing an uncommitted chain
 (a crash, keyturn's database failing) only means replaying local steps, which is harmless.
 
-An outside step that follows a committed chain (set, test) records its pointer move and
-audit entry without a transaction: they wait in memory for the next chain, which commits
-them first, in order (a crash before it replays those steps, harmless as every step is).
+An outside step that follows a committed chain (test; publish without stores) records its
+pointer move and audit entry without a transaction: they wait in memory for the next chain,
+which commits them first, in order (a crash before it replays those steps, harmless as every
+step is). `set` does not wait: its move is how readers learn that `next` is on the target.
 The rows a committed chain loaded (the rotation, its credential and policy) are kept for the
 next one: nobody else writes them while the lease is ours. On PostgreSQL (issue 23) a
-fresh rotation is three commits: recorded; the pending value stored; everything after the
-verification logins.
+fresh rotation is four commits: recorded; the pending value stored; `set` done; everything
+after the verification logins.
 """
 
 from __future__ import annotations
@@ -412,14 +413,17 @@ class Record:
         action: str,
         version: Version | Value,
         outcome: str = "ok",
+        hold: bool = True,
         **details: Any,
     ) -> None:
         """Move the pointer to *step* with the audit entry of the step just done.
 
         In a run whose last chain committed, without a session: both wait in memory for the
         next chain (a crash before it replays this step, which is harmless: every step is),
-        so a step that talks to a target does not cost a transaction of its own."""
-        if self._chaining and self._chain is None and self._kept:
+        so a step that talks to a target does not cost a transaction of its own. *hold*
+        False: a chain of its own, committed before the next outside step (a move others
+        must see as it happens)."""
+        if hold and self._chaining and self._chain is None and self._kept:
             rot, cred = self._kept[0], self._kept[1]
             self._record_done(None, rot, cred, step, action, version, outcome, details)
             return

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from keyturn.api import create_app
 from keyturn.api.ratelimit import FailureLimiter
 from keyturn.domain.model import Trigger
-from keyturn.engine import consumers, lease, service
+from keyturn.engine import consumers, lease, protocol, service
 from keyturn.engine.protocol import Runner
 from tests.api.conftest import CRED, EXTRA, GLOBEX_PW, OTHER_PW, Api
 from tests.engine.conftest import INITIAL, inventory
@@ -71,6 +71,30 @@ def test_next_is_readable_from_create_until_promotion(single: Api) -> None:
     states = [e["details"]["state"] for e in trail["entries"]]
     assert states.count("pending") == 2  # every read of `next` is an audit entry
     assert all(nxt["value"] not in str(e) for e in trail["entries"])
+
+
+def test_next_is_on_target_from_set_in_a_real_run(
+    single: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a whole run (worker, `keyturn rotate`), where local steps share commits: once `set`
+    has put the value on the target, readers see `next.on_target` and the ETag's `+` at
+    every later step, before promotion (a single rotation's consumers switch on it)."""
+    seen: dict[str, tuple[object, str]] = {}
+    real = protocol.checkpoint
+
+    def probe(point: str) -> None:
+        if point in ("set:before", "test:before", "publish:before", "finish:before"):
+            response = single.call("consumer", "GET", f"/credentials/{CRED}/secret")
+            nxt = response.json()["next"]
+            seen[point] = (nxt and nxt["on_target"], response.headers["etag"])
+        real(point)
+
+    monkeypatch.setattr(protocol, "checkpoint", probe)
+    outcome = service.rotate(single.kt.app, CRED, trigger=Trigger.MANUAL, actor="t", reason="r")
+    assert outcome.status == "done"
+    assert seen["set:before"][0] is False and not seen["set:before"][1].endswith('+"')
+    for point in ("test:before", "publish:before", "finish:before"):
+        assert seen[point][0] is True and seen[point][1].endswith('+"'), (point, seen)
 
 
 def test_next_needs_the_scope_of_the_credential(single: Api) -> None:
