@@ -115,3 +115,17 @@ def test_fast_path_refusals_are_the_routes(api: Api, twin: TestClient, taken: li
         headers={"Authorization": f"Bearer {api.tokens['consumer']}"},
     )
     assert response.status_code == 200 and len(taken) == 6
+
+
+def test_under_a_root_path_the_route_answers(api: Api) -> None:
+    """Mounted under a prefix (ASGI root_path), paths are the router's to strip: the fast
+    path stands aside, and both apps answer alike."""
+    headers = {"Authorization": f"Bearer {api.tokens['consumer']}"}
+    answers = []
+    for fast in (True, False):
+        app = create_app(api.kt.app, limiter=FailureLimiter(limit=10, window=60), fast_reads=fast)
+        with TestClient(app, root_path="/api", raise_server_exceptions=False) as client:
+            for url in (f"/api/v1/credentials/{CRED}/secret", f"/v1/credentials/{CRED}/secret"):
+                response = client.get(url, headers=headers)
+                answers.append((fast, url, response.status_code, response.content))
+    assert [a[2:] for a in answers[:2]] == [a[2:] for a in answers[2:]]

@@ -197,7 +197,12 @@ class FastRead:
         self.pattern = re.compile(re.escape(prefix) + r"(.+)/secret")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET" and scope["query_string"] in _PLAIN:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "GET"
+            and scope["query_string"] in _PLAIN
+            and not scope.get("root_path")  # mounted under a prefix: the router strips it
+        ):
             found = self.pattern.fullmatch(scope["path"])
             if found is not None and not _has_body(scope["headers"]):
                 await _fast(scope, receive, send, found[1], _PLAIN[scope["query_string"]])
