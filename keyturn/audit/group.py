@@ -43,6 +43,7 @@ __all__ = ["GroupWriter", "Record"]
 
 # Entries a transaction takes at most: a bound on how long one commit holds the head.
 MAX_BATCH = 500
+PATIENCE_MARGIN = 5.0  # seconds beyond the database's busy timeout (GroupWriter._patience)
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,10 @@ class GroupWriter:
     def __init__(self, db: Database, max_batch: int = MAX_BATCH) -> None:
         self._db = db
         self._max_batch = max_batch
+        # How long a reader waits for its entry's commit before failing closed: a writer
+        # stuck behind a lock that is never released (a stopped process holding SQLite's
+        # writers' lock) must not hang every read. A SQLite writer's own wait, plus a margin.
+        self._patience = db.busy_seconds + PATIENCE_MARGIN
         self._queue: SimpleQueue[Any] = SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -98,7 +103,8 @@ class GroupWriter:
             return []
         request = _Request(_entries(records))
         self._put(request)
-        request.done.wait()
+        if not request.done.wait(self._patience):
+            raise _late()
         if request.error is not None:
             raise _failure(request.error) from request.error
         return [entry.seq for entry in request.entries]
@@ -111,7 +117,10 @@ class GroupWriter:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         request = _Request(_entries(records), future)
         self._put(request)
-        await asyncio.shield(future)
+        try:
+            await asyncio.wait_for(asyncio.shield(future), self._patience)
+        except TimeoutError:
+            raise _late() from None
         if request.error is not None:
             raise _failure(request.error) from request.error
         return [entry.seq for entry in request.entries]
@@ -123,7 +132,7 @@ class GroupWriter:
             thread, self._thread = self._thread, None
         if thread is not None:
             self._queue.put(_STOP)
-            thread.join()
+            thread.join(self._patience)  # a writer stuck behind a lock is a daemon thread
 
     def _put(self, request: _Request) -> None:
         with self._lock:
@@ -197,6 +206,15 @@ def _entries(records: list[Record]) -> list[Entry]:
 def _shallow(value: Record) -> dict[str, Any]:
     """A dataclass's fields as a dict, values not copied (`asdict` would deep-copy them)."""
     return {f.name: getattr(value, f.name) for f in columns_of(value)}
+
+
+def _late() -> StoreUnavailable:
+    """What a reader raises when its entry was not committed in time: nothing is handed out
+    (the entry may still be committed later, recording a read that returned no value)."""
+    return StoreUnavailable(
+        "the audit entry could not be committed in time (keyturn's database is locked), so "
+        "the value is not handed out; check for a stopped or hung keyturn process and retry"
+    )
 
 
 def _failure(exc: BaseException) -> KeyturnError:

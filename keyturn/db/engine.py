@@ -192,7 +192,7 @@ class Database:
         if lock is None:
             yield
             return
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        fcntl.flock(lock, fcntl.LOCK_EX)  # blocking: woken as it is released, in turn
         try:
             yield
         finally:

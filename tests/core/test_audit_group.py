@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, func, select
 
+from keyturn.audit import group
 from keyturn.audit import log as audit
+from keyturn.audit.chain import bind, bound_keys
 from keyturn.audit.group import GroupWriter, Record
 from keyturn.db.engine import Database
 from keyturn.db.models import AuditEntry, AuditHead
@@ -254,5 +256,35 @@ def test_group_writers_of_two_processes_queue_on_one_lock(kt: Harness) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     assert [e.actor for e in _entries(kt)][-2:] == ["parent", "child"]
     assert Path(f"{kt.app.db.sqlite_path}.writers").exists()
+    with kt.app.db.read() as session:
+        assert audit.verify(session, []).ok
+
+
+def test_readers_fail_closed_when_the_writer_is_stuck(
+    kt: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer that cannot get the database (here: the SQLite writers' lock held by another
+    descriptor, as by a stopped process) makes its readers fail after the database's busy
+    timeout plus a margin, threads and coroutines alike, instead of hanging; once the lock is
+    free the queued entries are committed and the chain verifies."""
+    if kt.app.db.sqlite_path is None:
+        pytest.skip("the writers' lock is SQLite's")
+    monkeypatch.setattr(group, "PATIENCE_MARGIN", 0.0)
+    db = Database(kt.db_url, busy_seconds=0.3)
+    holder = Database(kt.db_url)
+    bind(db, bound_keys(kt.app.db))
+    writer = GroupWriter(db)
+    try:
+        with holder.queued():
+            with pytest.raises(StoreUnavailable, match="not handed out"):
+                writer.append(Record(actor="thread", action="r"))
+            with pytest.raises(StoreUnavailable, match="not handed out"):
+                asyncio.run(writer.append_all_async([Record(actor="loop", action="r")]))
+        writer.append(Record(actor="after", action="r"))
+    finally:
+        writer.close()
+        db.dispose()
+        holder.dispose()
+    assert [e.actor for e in _entries(kt)][-3:] == ["thread", "loop", "after"]
     with kt.app.db.read() as session:
         assert audit.verify(session, []).ok
