@@ -146,7 +146,7 @@ def test_concurrent_rotation_is_a_conflict(api: Api) -> None:
         time.sleep(0.05)
     second = api.call("operator", "POST", f"/credentials/{CRED}/rotate", json={"reason": "b"})
     thread.join(30)
-    assert second.status_code == 409 and is_envelope(second)
+    assert second.status_code == 409 and is_envelope(second), second.text
     assert second.json()["error"]["code"] == "rotation_in_progress"
     assert first["response"].json()["status"] == "done"
 
