@@ -111,13 +111,9 @@ def _recorded(
             f"{credential_id} has no target: keyturn cannot change it; "
             "declare `target = ...` in the inventory"
         )
-    # Asked first, though uq_rotations_active refuses a second one at the INSERT anyway: an
-    # INSERT that meets the active rotation's row while a chain of that rotation updates it
-    # waits for that chain, holding this credential's row lock, which the chain may need
-    # next (a deadlock on PostgreSQL, seen as a 503). The query sees the committed row and
-    # answers at once; the INSERT stays the guard against a race.
-    active = repo.active_rotation(session, credential_id)
-    if active is not None:
+    # Asked first (the INSERT stays the guard against a race): an INSERT meeting the active
+    # rotation's row mid-update waits holding this credential's lock, a PostgreSQL deadlock.
+    if (active := repo.active_rotation(session, credential_id)) is not None:
         raise _in_progress(active)
     found = repo.versions_in_states(
         session, credential_id, (VersionState.PENDING, VersionState.CURRENT)
