@@ -299,11 +299,19 @@ def append(conn: Connection, keys: KeySet, entries: list[Entry]) -> None:
     if head is None:
         raise AuditHeadMissing()
     seq, prev = head
+    rows = chain(keys, entries, seq, prev)
+    if entries:
+        seq, prev = entries[-1].seq, entries[-1].hash
+    conn.execute(insert(AUDIT_ENTRIES), rows)
+    conn.execute(update(AUDIT_HEAD).where(AUDIT_HEAD.c.id == 1).values(seq=seq, hash=prev))
+
+
+def chain(keys: KeySet, entries: list[Entry], seq: int, prev: str) -> list[dict[str, Any]]:
+    """Number and hash *entries* after the head (seq, hash), in order; their rows."""
     rows = []
     for entry in entries:
         seq += 1
         entry.seq, entry.prev_hash = seq, prev
         entry.hash = prev = keyed_hash(keys, entry)
         rows.append({column.name: getattr(entry, column.name) for column in AUDIT_ENTRIES.c})
-    conn.execute(insert(AUDIT_ENTRIES), rows)
-    conn.execute(update(AUDIT_HEAD).where(AUDIT_HEAD.c.id == 1).values(seq=seq, hash=prev))
+    return rows

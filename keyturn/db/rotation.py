@@ -26,7 +26,6 @@ from weakref import WeakKeyDictionary
 from sqlalchemy import TextClause, bindparam, select, text
 from sqlalchemy.engine import Connection, Dialect, Engine
 
-from keyturn.audit.chain import keyed_hash
 from keyturn.crypto.keyset import KeySet
 from keyturn.db import reads
 from keyturn.db.reads import AUDIT_ENTRIES, AUDIT_HEAD, Entry
@@ -87,23 +86,13 @@ def _remember(engine: Engine, last: Entry) -> None:
         _LAST[engine] = (last.seq, last.hash)
 
 
-def _chain(keys: KeySet, entries: list[Entry], seq: int, prev: str) -> list[dict[str, Any]]:
-    rows = []
-    for entry in entries:
-        seq += 1
-        entry.seq, entry.prev_hash = seq, prev
-        entry.hash = prev = keyed_hash(keys, entry)
-        rows.append({c.name: getattr(entry, c.name) for c in AUDIT_ENTRIES.c})
-    return rows
-
-
 def _append_after(
     conn: Connection, keys: KeySet, entries: list[Entry], head: tuple[int, str]
 ) -> bool:
     """One statement: move the head from *head* to the last entry and insert the entries,
     or do nothing when the head is no longer *head*. True when the entries went in."""
     seq, prev = head
-    rows = _chain(keys, entries, seq, prev)
+    rows = reads.chain(keys, entries, seq, prev)
     params: dict[str, Any] = {
         "old_seq": seq,
         "old_hash": prev,

@@ -271,20 +271,5 @@ class Report:
         }
 
     def _as_dict(self) -> dict[str, Any]:
-        return {
-            "at": iso(self.at),
-            "unused_days": self.unused_days,
-            "selection": self.selection,
-            "rules": [BY_ID[rule].as_dict() for rule in RULE_IDS],
-            "summary": self.total.to_dict(),
-            "by_tenant": {k: v.to_dict() for k, v in self.by_tenant.items()},
-            "by_kind": {k: v.to_dict() for k, v in self.by_kind.items()},
-            "by_owner": {k: v.to_dict() for k, v in self.by_owner.items()},
-            "trend": [p.to_dict() for p in self.trend],
-            "charts": {
-                "age_bands": dict(self.age_bands),
-                "due_per_week": [{"week": iso(w), "due": n} for w, n in self.due_per_week],
-                "overdue": self.overdue,
-            },
-            "credentials": [entry(state, found) for state, found in self.checked],
-        }
+        credentials = [entry(state, found) for state, found in self.checked]
+        return {**self._head(), "credentials": credentials}
