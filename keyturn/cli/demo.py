@@ -99,10 +99,14 @@ def _report(instance: Keyturn, result: DemoResult, say: Callable[[str], None]) -
 
 def _serve(instance: Keyturn, port: int, say: Callable[[str], None]) -> None:
     """Serve the demo's keyturn on loopback until Ctrl-C, and say where to look."""
+    from keyturn.cli.prefork import listen
     from keyturn.cli.serve import build_server
     from keyturn.web import sessions
 
-    web = build_server(instance, "127.0.0.1", port, "warning")
+    # Listening before the links are printed: a browser that follows one at once connects
+    # (its request waits in the backlog until uvicorn accepts it).
+    sock = listen("127.0.0.1", port)
+    web = build_server(instance, "127.0.0.1", port, "warning", check=False)
     with instance.db.write() as session:
         token = auth.create_token(session, "admin", name="demo")
         code = sessions.create_link(session, token.id)
@@ -113,4 +117,4 @@ def _serve(instance: Keyturn, port: int, say: Callable[[str], None]) -> None:
     say(f"admin token (shown once): {token.token}")
     say(f"try: curl -H 'Authorization: Bearer {token.token}' {base}/api/v1/credentials")
     say("Ctrl-C to stop")
-    web.run()
+    web.run(sockets=[sock])
