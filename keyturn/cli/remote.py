@@ -14,8 +14,10 @@ the same code, so the CLI prints them as it prints its own.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
+import sys
 from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -100,24 +102,51 @@ def _error_classes() -> dict[str, type[e.KeyturnError]]:
 _CLASSES = _error_classes()
 
 
+# Loaded with httpx for what a sync client never runs: httpcore imports trio when it is
+# installed (its async locks under trio), and httpx imports its own command line (`httpx._main`,
+# with Rich and Pygments) when click and Rich are installed, as they are beside keyturn.
+# Together 100-150 ms of a remote command's start.
+_UNUSED = ("trio", "httpx._main")
+
+
+@contextlib.contextmanager
+def _lean_httpx() -> Iterator[None]:
+    """While httpx loads and builds the client, those imports fail as if the packages were
+    absent (both libraries expect that and carry on without them); afterwards they import
+    normally again. httpx's own `main` then says it needs httpx[cli], and httpcore refuses to
+    run under trio: nothing in the CLI does either."""
+    hidden = [name for name in _UNUSED if name not in sys.modules]
+    if "httpcore" in sys.modules:  # loaded already: nothing left to save
+        hidden = []
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        for name in hidden:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
+
+
 class Remote:
     """A client of one keyturn server's API, with the CLI's token."""
 
     def __init__(self, url: str, token: str, transport: httpx.BaseTransport | None = None):
-        import httpx
+        with _lean_httpx():
+            import httpx
 
-        self.url = base_url(url)
-        self._transport_error = httpx.TransportError
-        self.client = httpx.Client(
-            base_url=self.url,
-            headers={
-                "Authorization": f"Bearer {token}",
-                "User-Agent": f"keyturn-cli/{__version__}",
-            },
-            timeout=httpx.Timeout(CONNECT_SECONDS, read=READ_SECONDS),
-            transport=transport,
-            follow_redirects=False,
-        )
+            self.url = base_url(url)
+            self._transport_error = httpx.TransportError
+            self.client = httpx.Client(
+                base_url=self.url,
+                headers={
+                    "Authorization": f"Bearer {token}",
+                    "User-Agent": f"keyturn-cli/{__version__}",
+                },
+                timeout=httpx.Timeout(CONNECT_SECONDS, read=READ_SECONDS),
+                transport=transport,
+                follow_redirects=False,
+            )
 
     def close(self) -> None:
         self.client.close()

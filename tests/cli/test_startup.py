@@ -136,6 +136,33 @@ def test_remote_rotate_imports_no_engine_or_database() -> None:
     assert "httpx" in roots
     assert not roots & {"sqlalchemy", "psycopg", "pydantic", "alembic", "cryptography"}
     assert "keyturn.engine.service" not in modules
+    # httpcore imports trio when it is installed, and httpx its command line (with Rich):
+    # the CLI's sync client hides both (100-150 ms).
+    assert not roots & {"trio", "pygments"}
+    assert "httpx._main" not in modules
+
+
+def test_remote_client_leaves_trio_importable() -> None:
+    """Hiding trio and httpx's command line lasts while the client is built: afterwards both
+    import again where they are installed, and the client still talks (a fresh process)."""
+    probe = (
+        "import importlib.util, sys\n"
+        "from keyturn.cli.remote import Remote\n"
+        "import httpx\n"
+        "def answer(request): return httpx.Response(200, json={'ok': True})\n"
+        "remote = Remote('http://127.0.0.1:9', 'kt_x', transport=httpx.MockTransport(answer))\n"
+        "assert remote.call('GET', '/health') == {'ok': True}\n"
+        "assert 'trio' not in sys.modules\n"
+        "if importlib.util.find_spec('trio') is not None:\n"
+        "    import trio  # noqa: F401\n"
+        "if importlib.util.find_spec('click') and importlib.util.find_spec('rich'):\n"
+        "    from httpx._main import main  # noqa: F401\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert done.stdout.strip() == "ok", done.stderr
 
 
 def test_models_load_neither_dialect_for_their_partial_indexes() -> None:
