@@ -74,6 +74,21 @@ def test_verifier_is_byte_for_byte_what_libpq_computes(pg: PgSandbox, password: 
     assert not scram_matches(theirs, password + "x")
 
 
+@pytest.mark.parametrize("password", ["plain-ascii-123", "pässwörd", "\uff46\uff55\uff4c\uff4c"])
+def test_a_verifier_made_here_matches_as_the_full_check_does(password: str) -> None:
+    """scram_matches answers from what scram_verifier remembered (no PBKDF2): the same
+    answer as recomputing, SASLprep equivalence included."""
+    ours = scram_verifier(password)
+    iterations, salt = ours.split("$")[1].split(":")
+    fresh = postgres._Made()  # nothing remembered: the full check
+    for candidate in (password, password + "x", postgres.saslprep(password), ""):
+        full = fresh.matches(ours, candidate) is None and postgres._stored_and_server_key(
+            candidate, base64.b64decode(salt), int(iterations)
+        ) == postgres._stored_and_server_key(password, base64.b64decode(salt), int(iterations))
+        assert scram_matches(ours, candidate) is full
+        assert postgres._MADE.matches(ours, candidate) is full
+
+
 @pytest.mark.parametrize("password", ["pässwörd", "no\u00a0break space"])
 def test_server_accepts_a_non_ascii_password(pg: PgSandbox, refs: Refs, password: str) -> None:
     plugin, app = target(pg, refs), Account(pg.role("app"))
