@@ -114,13 +114,18 @@ class GroupWriter:
         A cancelled caller's entries are still committed (they record what was asked)."""
         if not records:
             return []
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
         request = _Request(_entries(records), future)
         self._put(request)
+        # One timer on the future itself, not wait_for(shield(...)): two futures, a task's
+        # worth of callbacks less a read. A cancelled caller cancels only its own wake-up
+        # (the writer settles futures not done yet); its entries stay queued.
+        timer = loop.call_later(self._patience, _expire, future)
         try:
-            await asyncio.wait_for(asyncio.shield(future), self._patience)
-        except TimeoutError:
-            raise _late() from None
+            await future
+        finally:
+            timer.cancel()
         if request.error is not None:
             raise _failure(request.error) from request.error
         return [entry.seq for entry in request.entries]
@@ -197,6 +202,12 @@ def _settle(futures: list[asyncio.Future[None]]) -> None:
     for future in futures:
         if not future.done():
             future.set_result(None)
+
+
+def _expire(future: asyncio.Future[None]) -> None:
+    """The reader waited its patience out: it fails closed (see `_late`)."""
+    if not future.done():
+        future.set_exception(_late())
 
 
 def _entries(records: list[Record]) -> list[Entry]:

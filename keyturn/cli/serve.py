@@ -50,6 +50,9 @@ def build_server(
         port=port,
         log_level=log_level,
         server_header=False,
+        # Above info the access log drops every line anyway; off, uvicorn does not even
+        # format the client address and path of each request.
+        access_log=log_level.lower() in ("trace", "debug", "info"),
         # Client addresses feed the failed-login limiter: trust no forwarded headers.
         proxy_headers=False,
         # SDK watchers hold requests open (a long poll of up to a minute): a stop does not

@@ -132,8 +132,21 @@ async def _body(
         for state, h in handed.items()
     }
     main = out[_STATES[which or "current"].value]
+    # Built from the fields themselves (not main.model_dump() read back): one model less.
     extra = {} if which else {"previous": out.get("previous"), "next": out.get("pending")}
-    return s.SecretOut(credential=found.id, **main.model_dump(), **extra).model_dump_json().encode()
+    return (
+        s.SecretOut(
+            credential=found.id,
+            version=main.version,
+            state=main.state,
+            username=main.username,
+            value=main.value,
+            on_target=main.on_target,
+            **extra,
+        )
+        .model_dump_json()
+        .encode()
+    )
 
 
 @router.get(
@@ -221,19 +234,36 @@ async def _fast(
     scope: Scope, receive: Receive, send: Send, credential_id: str, which: Which | None
 ) -> None:
     request = Request(scope, receive, send)
-    response: Response
     try:
         token = bearer_token(request, await bearer(request))
         tag, body = await _serve(
             request, token, credential_id, which, request.headers.get("if-none-match")
         )
-        response = _response(tag, body)
     except Exception as exc:
         handler = _handler(request, exc)
         if handler is None:
             raise  # to CatchAll, as from the route
-        response = await handler(request, exc)
-    await response(scope, receive, send)
+        response: Response = await handler(request, exc)
+        await response(scope, receive, send)
+        return
+    await _send(send, tag, body)
+
+
+async def _send(send: Send, tag: str, body: bytes | None) -> None:
+    """What `_response(tag, body)` sends, without building a Response: the same headers in
+    the same order (Starlette's: the given ones, then content-length and content-type)."""
+    headers = [(b"etag", tag.encode("latin-1")), _NO_STORE]
+    if body is None:
+        await send({"type": "http.response.start", "status": 304, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    headers += [(b"content-length", str(len(body)).encode("latin-1")), _JSON]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+_NO_STORE = (b"cache-control", b"no-store")
+_JSON = (b"content-type", b"application/json")
 
 
 def _handler(request: Request, exc: Exception) -> Any:
