@@ -126,6 +126,10 @@ class GroupWriter:
             await future
         finally:
             timer.cancel()
+            if future.done() and not future.cancelled():
+                # Cancelled in the turn the timer fired: the expiry is read here, so asyncio
+                # does not log it as never retrieved.
+                future.exception()
         if request.error is not None:
             raise _failure(request.error) from request.error
         return [entry.seq for entry in request.entries]

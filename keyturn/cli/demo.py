@@ -106,10 +106,14 @@ def _serve(instance: Keyturn, port: int, say: Callable[[str], None]) -> None:
     # Listening before the links are printed: a browser that follows one at once connects
     # (its request waits in the backlog until uvicorn accepts it).
     sock = listen("127.0.0.1", port)
-    web = build_server(instance, "127.0.0.1", port, "warning", check=False)
-    with instance.db.write() as session:
-        token = auth.create_token(session, "admin", name="demo")
-        code = sessions.create_link(session, token.id)
+    try:
+        web = build_server(instance, "127.0.0.1", port, "warning", check=False)
+        with instance.db.write() as session:
+            token = auth.create_token(session, "admin", name="demo")
+            code = sessions.create_link(session, token.id)
+    except BaseException:
+        sock.close()
+        raise
     base = f"http://127.0.0.1:{port}"
     say(f"dashboard on {base}/: open {base}/signin/link?code={code} to sign in")
     say("  (that link works once, for 15 minutes; or sign in with the token printed next)")

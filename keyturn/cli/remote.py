@@ -112,9 +112,11 @@ _UNUSED = ("trio", "httpx._main")
 @contextlib.contextmanager
 def _lean_httpx() -> Iterator[None]:
     """While httpx loads and builds the client, those imports fail as if the packages were
-    absent (both libraries expect that and carry on without them); afterwards they import
-    normally again. httpx's own `main` then says it needs httpx[cli], and httpcore refuses to
-    run under trio: nothing in the CLI does either."""
+    absent (both libraries expect that and carry on without them). Afterwards `import trio`
+    and `import httpx._main` work again, but httpx and httpcore keep what they found: httpx's
+    own `main` says it needs httpx[cli], and httpcore refuses to run under trio, for the rest
+    of the process. Nothing in the CLI does either (the SDK in keyturn.client is asyncio only).
+    """
     hidden = [name for name in _UNUSED if name not in sys.modules]
     if "httpcore" in sys.modules:  # loaded already: nothing left to save
         hidden = []

@@ -123,7 +123,8 @@ class _Made:
     tags, not another PBKDF2 (~2 ms of CPU): a rotation's `set` reads the verifier of the
     value before (made by the rotation before) and `revoke` the one `set` just made. The
     answer is the same: a SCRAM StoredKey matches exactly when the SASLprep'd passwords are
-    equal. The tag key is random per process and never leaves it; a verifier not made here
+    equal (PBKDF2 would also take a password with trailing NULs, which no PostgreSQL password
+    carries). The tag key is random per process and never leaves it; a verifier not made here
     is checked the full way."""
 
     LIMIT = 4096
