@@ -117,16 +117,16 @@ def _lean_httpx() -> Iterator[None]:
     own `main` says it needs httpx[cli], and httpcore refuses to run under trio, for the rest
     of the process. Nothing in the CLI does either (the SDK in keyturn.client is asyncio only).
     """
-    hidden = [name for name in _UNUSED if name not in sys.modules]
-    if "httpcore" in sys.modules:  # loaded already: nothing left to save
-        hidden = []
+    # With httpcore loaded already there is nothing left to save.
+    loaded = "httpcore" in sys.modules
+    hidden = [] if loaded else [name for name in _UNUSED if name not in sys.modules]
     for name in hidden:
         sys.modules[name] = None  # type: ignore[assignment]
     try:
         yield
     finally:
         for name in hidden:
-            if name in sys.modules and sys.modules[name] is None:
+            if sys.modules.get(name, ...) is None:  # still our placeholder
                 del sys.modules[name]
 
 
