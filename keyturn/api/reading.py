@@ -1,7 +1,8 @@
 """The secret read, on its hot path: one statement, one audit wait.
 
 Token lookup, scope check and the versions asked for come from one Core statement outside any
-transaction (`keyturn.db.reads.read`: one statement is one snapshot); the values are opened
+transaction (`keyturn.db.reads.read_direct`: one statement is one snapshot), run on the
+reading thread's own DBAPI connection (keyturn.db.direct); the values are opened
 with the data keys the keyring keeps; their audit entries (one per value handed out, with its
 fingerprint) go to the process's group writer (`keyturn.audit.group`), awaited on the event
 loop, and the values are returned only once those entries are committed. No write
@@ -69,8 +70,9 @@ def fetch(
 
     def find(checked: str) -> tokens.Caller:
         digest = tokens.token_hash(checked)
-        with keyturn_of(request).db.single() as conn:
-            row, held = reads.read(conn, digest, credential_id, states)
+        db = keyturn_of(request).db
+        with db.guard():
+            row, held = reads.read_direct(db, digest, credential_id, states)
         found.append(held)
         return tokens.caller_of(row, digest)
 

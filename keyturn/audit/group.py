@@ -173,13 +173,14 @@ class GroupWriter:
 
     def _commit(self, batch: list[_Request]) -> None:
         try:
-            # Core on the engine, no ORM session: this runs once a batch, under load often.
-            with self._db.queued(), self._db.guard(), self._db.engine.begin() as conn:
+            # Straight on the writer's own connection (keyturn.db.direct): this runs once a
+            # batch, under load often.
+            with self._db.queued(), self._db.guard():
                 entries = [e for request in batch for e in request.entries]
                 now = utcnow()  # the time they are chained at, in seq order
                 for entry in entries:
                     entry.at = now
-                reads.append(conn, bound_keys(self._db), entries)
+                reads.append_direct(self._db, bound_keys(self._db), entries)
         except BaseException as exc:  # every reader of the batch learns it: fail closed
             for request in batch:
                 request.error = exc

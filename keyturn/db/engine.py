@@ -32,6 +32,8 @@ from keyturn.domain.errors import PluginMissing, StoreUnavailable, UsageError
 if TYPE_CHECKING:  # the ORM loads with the first session: `keyturn get` runs on Core alone
     from sqlalchemy.orm import Session, sessionmaker
 
+    from keyturn.db.direct import Direct
+
 DEFAULT_URL = "sqlite:///keyturn.db"
 # How long a SQLite writer waits for another's write lock before giving up.
 BUSY_SECONDS = 30.0
@@ -161,6 +163,21 @@ class Database:
         reader = self.engine.execution_options(sqlite_begin="DEFERRED")
         return sessionmaker(reader, expire_on_commit=False, info=self.session_info)
 
+    @cached_property
+    def direct(self) -> Direct:
+        """Single statements on connections the reading threads keep, in autocommit
+        (keyturn.db.direct: the secret read's lookup)."""
+        from keyturn.db.direct import Direct
+
+        return Direct(self, transactions=False, max_age=RECYCLE_SECONDS)
+
+    @cached_property
+    def direct_writes(self) -> Direct:
+        """Transactions on a connection the writing thread keeps (the audit group writer)."""
+        from keyturn.db.direct import Direct
+
+        return Direct(self, transactions=True, max_age=RECYCLE_SECONDS)
+
     @property
     def sqlite_path(self) -> Path | None:
         return sqlite_file(self.url)
@@ -266,6 +283,9 @@ class Database:
             )
 
     def dispose(self) -> None:
+        for name in ("direct", "direct_writes"):
+            if name in self.__dict__:
+                self.__dict__.pop(name).close()
         self.engine.dispose()
         pid, fd = self._writers
         if pid == os.getpid() and fd >= 0:

@@ -3,8 +3,10 @@
 The API's read is one statement: the token (by its hash), the credential, and its versions
 in the asked states, the token left-joined to the credential and the credential to the
 versions. A single statement sees one consistent snapshot by itself, so it runs outside any
-transaction (`Database.single`): no BEGIN or COMMIT round trip, no ORM identity map, no
-object loads. `keyturn get` reads the credential with its version the same way, inside the
+transaction: no BEGIN or COMMIT round trip, no ORM identity map, no object loads. The API
+runs it and the audit group writer's append on the thread's own DBAPI connection
+(`read_direct`, `append_direct`: keyturn.db.direct), without SQLAlchemy's execution around
+them; `read` and `append` run the same statements through SQLAlchemy. `keyturn get` reads the credential with its version the same way, inside the
 write transaction that appends the read's audit entry (`append`), as the reference does.
 
 The tables here are Core tables of the columns these statements use, so that neither path
@@ -21,7 +23,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     JSON,
@@ -46,7 +48,23 @@ from keyturn.audit.chain import keyed_hash
 from keyturn.crypto.keyset import KeySet
 from keyturn.domain.errors import AuditHeadMissing, CredentialNotFound
 
-__all__ = ["Entry", "Held", "Stored", "append", "held", "keyset", "now", "read", "wrapped_key"]
+if TYPE_CHECKING:
+    from keyturn.db.direct import Run
+    from keyturn.db.engine import Database
+
+__all__ = [
+    "Entry",
+    "Held",
+    "Stored",
+    "append",
+    "append_direct",
+    "held",
+    "keyset",
+    "now",
+    "read",
+    "read_direct",
+    "wrapped_key",
+]
 
 
 class _UtcDateTime(TypeDecorator[datetime]):
@@ -221,7 +239,21 @@ def read(
     """(the token row for *digest* or None, the credential or None when either is missing),
     from one statement. The caller checks the token first (keyturn.auth.caller_of)."""
     params = {"digest": digest, "credential_id": credential_id, **_asked(states)}
-    rows = conn.execute(_READ, params).all()
+    return _found(credential_id, conn.execute(_READ, params).all())
+
+
+def read_direct(
+    db: Database, digest: str, credential_id: str, states: Iterable[str]
+) -> tuple[Any, Held | None]:
+    """`read` on the calling thread's own connection (keyturn.db.direct), without
+    SQLAlchemy's execution around the statement: the API's hot path. The same statement,
+    the same rows (tests/db/test_direct.py)."""
+    params = {"digest": digest, "credential_id": credential_id, **_asked(states)}
+    direct = db.direct
+    return _found(credential_id, direct.fetch(direct.prepare(_READ), params))
+
+
+def _found(credential_id: str, rows: Sequence[Any]) -> tuple[Any, Held | None]:
     if not rows:
         return None, None
     try:
@@ -293,17 +325,49 @@ class Entry:
 def append(conn: Connection, keys: KeySet, entries: list[Entry]) -> None:
     """Chain *entries* after the head and insert them, in the caller's write transaction,
     as keyturn.audit.log.append does (the head row locked until it commits)."""
-    head = conn.execute(
-        select(AUDIT_HEAD.c.seq, AUDIT_HEAD.c.hash).where(AUDIT_HEAD.c.id == 1).with_for_update()
-    ).one_or_none()
+    head = conn.execute(_HEAD).one_or_none()
     if head is None:
         raise AuditHeadMissing()
+    rows, moved = _chained(keys, entries, head)
+    conn.execute(_INSERT, rows)
+    conn.execute(_MOVE_HEAD, moved)
+
+
+def append_direct(db: Database, keys: KeySet, entries: list[Entry]) -> None:
+    """`append` in a transaction of its own on the calling thread's connection
+    (keyturn.db.direct), committed when this returns: the audit group writer's. The same
+    statements; on SQLite the transaction begins IMMEDIATE, as keyturn's writes do."""
+    direct = db.direct_writes
+
+    def work(run: Run) -> None:
+        heads = run(direct.prepare(_HEAD), {})
+        if not heads:
+            raise AuditHeadMissing()
+        rows, moved = _chained(keys, entries, heads[0])
+        run(direct.prepare(_INSERT), rows, many=True)
+        run(direct.prepare(_MOVE_HEAD), moved)
+
+    direct.transaction("BEGIN IMMEDIATE" if db.is_sqlite else None, work)
+
+
+_HEAD = select(AUDIT_HEAD.c.seq, AUDIT_HEAD.c.hash).where(AUDIT_HEAD.c.id == 1).with_for_update()
+_INSERT = insert(AUDIT_ENTRIES)
+_MOVE_HEAD = (
+    update(AUDIT_HEAD)
+    .where(AUDIT_HEAD.c.id == 1)
+    .values(seq=bindparam("head_seq"), hash=bindparam("head_hash"))
+)
+
+
+def _chained(
+    keys: KeySet, entries: list[Entry], head: Any
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """*entries*' rows chained after *head* (seq, hash), and the head's new parameters."""
     seq, prev = head
     rows = chain(keys, entries, seq, prev)
     if entries:
         seq, prev = entries[-1].seq, entries[-1].hash
-    conn.execute(insert(AUDIT_ENTRIES), rows)
-    conn.execute(update(AUDIT_HEAD).where(AUDIT_HEAD.c.id == 1).values(seq=seq, hash=prev))
+    return rows, {"head_seq": seq, "head_hash": prev}
 
 
 def chain(keys: KeySet, entries: list[Entry], seq: int, prev: str) -> list[dict[str, Any]]:

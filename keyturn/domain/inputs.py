@@ -76,7 +76,7 @@ def clean(value: str) -> str:
     (``\\x1b``, ``\\ud800``). For text keyturn records but did not get from a person (a
     server's error message), where refusing it would lose the record, and for stored text
     written before these rules (a lone surrogate in an old row must not break a listing)."""
-    if not any(ord(c) < 0x20 or ord(c) >= 0x7F for c in value):
+    if value.isascii() and value.isprintable():  # only 0x20-0x7E: nothing to escape
         return value
     out = []
     for char in value:

@@ -1,0 +1,254 @@
+"""Core statements run straight on a DBAPI connection: the secret read's hot path (issue 23).
+
+SQLAlchemy's `Connection.execute` of an already compiled, cached statement still costs more
+than the statement: a pool checkout and its reset on return (a ROLLBACK round trip on
+PostgreSQL), event dispatch, an execution context, a result object. For the two statements
+every secret read runs (the lookup, keyturn.db.reads.read, and the audit group writer's
+append) that was most of their time: on SQLite 75 µs against 9 µs for the lookup and
+90 against 16 µs a read for the append, measured in one process.
+
+So these statements are compiled once per dialect by SQLAlchemy itself (`Prepared`: the same
+SQL, the same parameter order, the column types' own bind and result conversions) and run
+on a DBAPI connection that a thread keeps (`Direct`), taken out of the engine's pool for good
+(so it went through the same connect-time setup: SQLite's WAL, busy timeout, full sync). A
+driver error is raised as SQLAlchemy's DBAPIError would be, so `Database.guard` turns it into
+the same one line; the connection is then dropped, and a read on a connection that had served
+before is tried once more on a fresh one (a server that closed an idle connection costs no
+request). Everything else in keyturn keeps SQLAlchemy's own execution.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import namedtuple
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql import ClauseElement, Select
+from sqlalchemy.sql.compiler import SQLCompiler
+
+if TYPE_CHECKING:
+    from keyturn.db.engine import Database
+
+__all__ = ["Direct", "Prepared"]
+
+
+class Prepared:
+    """*statement* compiled for *dialect*: its SQL, how its parameters are passed, and the
+    conversions SQLAlchemy would apply to them and (for a SELECT) to its rows."""
+
+    def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        assert isinstance(compiled, SQLCompiler)
+        self.sql = str(compiled)
+        self._order: Sequence[str] | None = compiled.positiontup  # None: named parameters
+        self._defaults: dict[str, Any] = {  # the values written in the statement (id = 1)
+            name: bind.value for name, bind in compiled.binds.items() if not bind.required
+        }
+        self._binds: dict[str, Callable[[Any], Any]] = {}
+        for name, bind in compiled.binds.items():
+            convert = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if convert is not None:
+                self._binds[name] = convert
+        self._results: list[Callable[[Any], Any] | None] = []
+        self.row: type | None = None
+        if isinstance(statement, Select):
+            columns = list(statement.selected_columns)
+            self._results = [
+                c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
+            ]
+            self.row = namedtuple("Row", [c.key for c in columns])  # type: ignore[misc]
+
+    def parameters(self, values: dict[str, Any]) -> Any:
+        """*values* (by bind name) converted and in the form the driver takes."""
+        values = {**self._defaults, **values}
+        if self._binds:
+            values = {
+                name: (convert(values[name]) if (convert := self._binds.get(name)) else value)
+                for name, value in values.items()
+            }
+        if self._order is None:
+            return values
+        return tuple(values[name] for name in self._order)
+
+    def rows(self, raw: Sequence[Sequence[Any]]) -> list[Any]:
+        """The driver's rows as named rows, each value converted as SQLAlchemy would."""
+        assert self.row is not None, "not a SELECT"
+        results, make = self._results, self.row
+        return [
+            make(*(v if f is None or v is None else f(v) for f, v in zip(results, r, strict=True)))
+            for r in raw
+        ]
+
+
+class Direct:
+    """A DBAPI connection per thread over *db*, in autocommit (*transactions* False: each
+    statement stands alone, as a single read needs) or not (the caller commits)."""
+
+    def __init__(self, db: Database, *, transactions: bool, max_age: float) -> None:
+        self._db = db
+        self._transactions = transactions
+        self._max_age = max_age
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._open: set[Any] = set()
+        dialect = db.engine.dialect
+        self._dialect = dialect
+        self._error: type[Exception] = dialect.loaded_dbapi.Error
+        self._prepared: dict[int, tuple[ClauseElement, Prepared]] = {}
+
+    def prepare(self, statement: ClauseElement) -> Prepared:
+        """*statement* compiled for this database, once (statements here are constants)."""
+        known = self._prepared.get(id(statement))
+        if known is None or known[0] is not statement:
+            known = (statement, Prepared(statement, self._dialect))
+            self._prepared[id(statement)] = known
+        return known[1]
+
+    def fetch(self, prepared: Prepared, values: dict[str, Any]) -> list[Any]:
+        """The rows of *prepared* with *values*; one retry on a fresh connection if a kept
+        one fails (it may have been closed by the server while idle)."""
+        params = prepared.parameters(values)
+        for attempt in (1, 2):
+            conn, fresh = self._connection()
+            try:
+                cursor = conn.cursor()
+                try:
+                    cursor.execute(prepared.sql, params)
+                    raw = cursor.fetchall()
+                finally:
+                    cursor.close()
+                return prepared.rows(raw)
+            except self._error as exc:
+                self._drop(conn)
+                if fresh or attempt == 2:
+                    raise self._wrapped(prepared.sql, params, exc) from exc
+        raise AssertionError("unreachable")
+
+    def transaction(self, begin: str | None, work: Callable[[Run], T]) -> T:
+        """work(run) in a transaction on this thread's connection (opened by the SQL *begin*
+        if given: SQLite's `BEGIN IMMEDIATE`), committed when it returns, rolled back if it
+        raises; `run(prepared, values, many=False)` returns a SELECT's rows. If the first
+        statement fails on a kept connection (one the server may have closed while idle),
+        nothing was written: the work is done once more on a fresh connection. A failure
+        after that, the commit's included, is raised and never retried."""
+        assert self._transactions
+        while True:
+            conn, fresh = self._connection()
+            try:
+                cursor = conn.cursor()
+            except self._error as exc:  # closed under us
+                self._drop(conn)
+                if fresh:
+                    raise self._wrapped("BEGIN", None, exc) from exc
+                continue
+            steps = _Steps(self, cursor, fresh)
+            try:
+                if begin is not None:
+                    steps.execute(begin)
+                result = work(steps.run)
+                try:
+                    conn.commit()
+                except self._error as exc:
+                    raise self._wrapped("COMMIT", None, exc) from exc
+                return result
+            except _Stale:
+                self._drop(conn)  # and once more, on a fresh connection
+            except BaseException:
+                self._rollback(conn)
+                raise
+            finally:
+                _quietly(steps.cursor.close)
+
+    def close(self) -> None:
+        """Close every connection this holds (any thread's); later calls open new ones."""
+        with self._lock:
+            held, self._open = self._open, set()
+        for conn in held:
+            _quietly(conn.close)
+        self._local = threading.local()
+
+    def _connection(self) -> tuple[Any, bool]:
+        """(this thread's connection, whether it was just opened)."""
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is not None and local.pid == os.getpid():
+            if time.monotonic() - local.since < self._max_age:
+                return conn, False
+            self._drop(conn)
+        fairy = self._db.engine.raw_connection()
+        fairy.detach()  # ours now: never back to the pool, which may open another
+        dbapi = fairy.dbapi_connection
+        assert dbapi is not None
+        if not self._transactions and not self._db.is_sqlite:
+            dbapi.autocommit = True  # psycopg: no transaction left open between reads
+        local.conn, local.pid, local.since = dbapi, os.getpid(), time.monotonic()
+        with self._lock:
+            self._open.add(dbapi)
+        return dbapi, True
+
+    def _drop(self, conn: Any) -> None:
+        with self._lock:
+            self._open.discard(conn)
+        if getattr(self._local, "conn", None) is conn:
+            self._local.conn = None
+        _quietly(conn.close)
+
+    def _rollback(self, conn: Any) -> None:
+        try:
+            conn.rollback()
+        except Exception:  # a broken connection: the next transaction opens another
+            self._drop(conn)
+
+    def _wrapped(self, sql: str, params: Any, exc: Exception) -> Exception:
+        """*exc* as SQLAlchemy raises a driver's error (what `Database.guard` reads); the
+        parameters are never shown (a token's hash, an entry's fields)."""
+        return DBAPIError.instance(
+            sql, params, exc, self._error, hide_parameters=True, dialect=self._dialect
+        )
+
+
+class _Stale(Exception):
+    """The first statement of a transaction failed on a kept connection."""
+
+
+class _Steps:
+    """The statements of one transaction on *cursor*; a failure of the first one on a kept
+    (not *fresh*) connection is `_Stale`."""
+
+    def __init__(self, direct: Direct, cursor: Any, fresh: bool) -> None:
+        self.direct, self.cursor, self.fresh, self.sent = direct, cursor, fresh, 0
+
+    def execute(self, sql: str, params: Any = None, many: bool = False) -> None:
+        try:
+            if many:
+                self.cursor.executemany(sql, params)
+            elif params is None:
+                self.cursor.execute(sql)
+            else:
+                self.cursor.execute(sql, params)
+        except self.direct._error as exc:
+            error = self.direct._wrapped(sql, None, exc)
+            raise (_Stale() if self.sent == 0 and not self.fresh else error) from exc
+        self.sent += 1
+
+    def run(self, prepared: Prepared, values: Any, many: bool = False) -> list[Any] | None:
+        if many:
+            self.execute(prepared.sql, [prepared.parameters(v) for v in values], many=True)
+            return None
+        self.execute(prepared.sql, prepared.parameters(values))
+        return prepared.rows(self.cursor.fetchall()) if prepared.row is not None else None
+
+
+Run = Callable[..., "list[Any] | None"]
+T = TypeVar("T")
+
+
+def _quietly(call: Callable[[], object]) -> None:
+    with suppress(Exception):  # closing a connection that is already broken
+        call()
