@@ -185,17 +185,25 @@ class CatchAll:
         try:
             await self.app(scope, receive, tracking)
         except Exception as exc:
-            frames = "".join(traceback.format_tb(exc.__traceback__))
-            log.error(
-                "unexpected %s in %s %s\n%s",
-                exc.__class__.__name__,
-                scope.get("method"),
-                _route(scope),
-                frames,
-            )
-            if not started:
-                response = envelope(500, "internal", "internal error; the server log has details")
-                await response(scope, receive, send)
+            await unexpected(exc, scope, receive, send, started=started)
+
+
+async def unexpected(
+    exc: Exception, scope: Scope, receive: Receive, send: Send, *, started: bool
+) -> None:
+    """Log *exc* with its class and frames only (its message could hold a value) and, if no
+    response has *started*, send the generic 500 envelope."""
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    log.error(
+        "unexpected %s in %s %s\n%s",
+        exc.__class__.__name__,
+        scope.get("method"),
+        _route(scope),
+        frames,
+    )
+    if not started:
+        response = envelope(500, "internal", "internal error; the server log has details")
+        await response(scope, receive, send)
 
 
 class BodyLimit:

@@ -6,8 +6,9 @@ versions. A single statement sees one consistent snapshot by itself, so it runs 
 transaction: no BEGIN or COMMIT round trip, no ORM identity map, no object loads. The API
 runs it and the audit group writer's append on the thread's own DBAPI connection
 (`read_direct`, `append_direct`: keyturn.db.direct), without SQLAlchemy's execution around
-them; `read` and `append` run the same statements through SQLAlchemy. `keyturn get` reads the credential with its version the same way, inside the
-write transaction that appends the read's audit entry (`append`), as the reference does.
+them; `read` and `append` run the same statements through SQLAlchemy. `keyturn get` reads
+the credential with its version the same way, inside the write transaction that appends the
+read's audit entry (`append`), as the reference does.
 
 The tables here are Core tables of the columns these statements use, so that neither path
 imports the ORM or builds its mapped classes (a third of `keyturn get`'s start-up):

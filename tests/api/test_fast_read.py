@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from keyturn.api import create_app
+from keyturn.api import create_app, reading
 from keyturn.api.ratelimit import FailureLimiter
 from keyturn.api.routes import secret
 from keyturn.db.models import AuditEntry
@@ -129,3 +129,23 @@ def test_under_a_root_path_the_route_answers(api: Api) -> None:
                 response = client.get(url, headers=headers)
                 answers.append((fast, url, response.status_code, response.content))
     assert [a[2:] for a in answers[:2]] == [a[2:] for a in answers[2:]]
+
+
+def test_an_unexpected_failure_is_the_routes_500(
+    api: Api,
+    twin: TestClient,
+    taken: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A bug under the fast path (which runs ahead of errors.CatchAll) is the same generic
+    500 as under the route, logged with its class and never its message."""
+
+    def broken(*_args: Any) -> None:
+        raise RuntimeError("-".join(("message", "that", "could", "hold", "a", "value")))
+
+    monkeypatch.setattr(reading, "fetch", broken)
+    response = _same(api, twin, "consumer", f"/api/v1/credentials/{CRED}/secret", "", {})
+    assert response.status_code == 500 and response.json()["error"]["code"] == "internal"
+    assert len(taken) == 1
+    assert "RuntimeError" in caplog.text and "message-that" not in caplog.text

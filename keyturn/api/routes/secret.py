@@ -24,8 +24,9 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from sqlalchemy import select
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
+from keyturn.api import errors as api_errors
 from keyturn.api import reading
 from keyturn.api import schemas as s
 from keyturn.api.auth import Principal, bearer, bearer_token, keyturn_of
@@ -197,19 +198,22 @@ _PLAIN: dict[bytes, Which | None] = {
 
 
 class FastRead:
-    """`GET {prefix}{id}/secret` answered ahead of FastAPI's router: the read above, without
-    the routing, dependency solving and parameter validation that were two fifths of a read's
-    CPU under load (bench/api.py). It takes only what needs none of them (no body, no query
-    or a plain `version=`); everything else goes on to `read_secret`, the documented route.
-    The path is matched as the route's `{credential_id:path}` matches it (greedy), and no
-    earlier GET route can end in `/secret`; errors become responses through the app's own
-    exception handlers, so both paths answer alike (tests/api/test_fast_read.py)."""
+    """`GET {prefix}{id}/secret` answered ahead of FastAPI: the read above, without the
+    middleware layers, routing, dependency solving and parameter validation around it, which
+    were most of a read's CPU under load (bench/api.py). `keyturn.api.app.API` asks it first
+    of every request (`answer`). It takes only what needs none of them (no body, no query or
+    a plain `version=`); everything else goes on to `read_secret`, the documented route. The
+    path is matched as the route's `{credential_id:path}` matches it (greedy), and no earlier
+    GET route can end in `/secret`; errors become responses through the app's own exception
+    handlers, and an unexpected one the generic 500 of `errors.CatchAll`, so both paths answer
+    alike (tests/api/test_fast_read.py)."""
 
-    def __init__(self, app: ASGIApp, prefix: str) -> None:
-        self.app = app
+    def __init__(self, app: Any, prefix: str) -> None:
+        self.app = app  # the FastAPI application (its state and exception handlers)
         self.pattern = re.compile(re.escape(prefix) + r"(.+)/secret")
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def answer(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        """Answer *scope* if it is a plain secret read; False: it is not, nothing was sent."""
         if (
             scope["type"] == "http"
             and scope["method"] == "GET"
@@ -218,9 +222,11 @@ class FastRead:
         ):
             found = self.pattern.fullmatch(scope["path"])
             if found is not None and not _has_body(scope["headers"]):
-                await _fast(scope, receive, send, found[1], _PLAIN[scope["query_string"]])
-                return
-        await self.app(scope, receive, send)
+                scope["app"] = self.app  # as Starlette sets it: Request.app
+                which = _PLAIN[scope["query_string"]]
+                await _fast(scope, receive, send, found[1], which)
+                return True
+        return False
 
 
 def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
@@ -241,8 +247,9 @@ async def _fast(
         )
     except Exception as exc:
         handler = _handler(request, exc)
-        if handler is None:
-            raise  # to CatchAll, as from the route
+        if handler is None:  # as errors.CatchAll answers the route's
+            await api_errors.unexpected(exc, scope, receive, send, started=False)
+            return
         response: Response = await handler(request, exc)
         await response(scope, receive, send)
         return
