@@ -112,7 +112,7 @@ class Direct:
 
     def fetch(self, prepared: Prepared, values: dict[str, Any]) -> list[Any]:
         """The rows of *prepared* with *values*; one retry on a fresh connection if a kept
-        one fails (it may have been closed by the server while idle)."""
+        one turns out lost (closed by the server while idle, say)."""
         params = prepared.parameters(values)
         for attempt in (1, 2):
             conn, fresh = self._connection()
@@ -126,7 +126,7 @@ class Direct:
                 return prepared.rows(raw)
             except self._error as exc:
                 self._drop(conn)
-                if fresh or attempt == 2:
+                if fresh or attempt == 2 or not self._lost(exc, conn):
                     raise self._wrapped(prepared.sql, params, exc) from exc
         raise AssertionError("unreachable")
 
@@ -134,7 +134,7 @@ class Direct:
         """work(run) in a transaction on this thread's connection (opened by the SQL *begin*
         if given: SQLite's `BEGIN IMMEDIATE`), committed when it returns, rolled back if it
         raises; `run(prepared, values, many=False)` returns a SELECT's rows. If the first
-        statement fails on a kept connection (one the server may have closed while idle),
+        statement finds a kept connection lost (the server closed it while idle, say),
         nothing was written: the work is done once more on a fresh connection. A failure
         after that, the commit's included, is raised and never retried."""
         assert self._transactions
@@ -144,10 +144,10 @@ class Direct:
                 cursor = conn.cursor()
             except self._error as exc:  # closed under us
                 self._drop(conn)
-                if fresh:
+                if fresh or not self._lost(exc, conn):
                     raise self._wrapped("BEGIN", None, exc) from exc
                 continue
-            steps = _Steps(self, cursor, fresh)
+            steps = _Steps(self, conn, cursor, fresh)
             try:
                 if begin is not None:
                     steps.execute(begin)
@@ -205,6 +205,11 @@ class Direct:
         except Exception:  # a broken connection: the next transaction opens another
             self._drop(conn)
 
+    def _lost(self, exc: Exception, conn: Any) -> bool:
+        """Is *exc* the connection's loss (closed, or ended by the server), as SQLAlchemy
+        tells it, rather than a refusal a new connection would meet too (a lock held)?"""
+        return bool(self._dialect.is_disconnect(exc, conn, None))  # type: ignore[arg-type]
+
     def _wrapped(self, sql: str, params: Any, exc: Exception) -> Exception:
         """*exc* as SQLAlchemy raises a driver's error (what `Database.guard` reads); the
         parameters are never shown (a token's hash, an entry's fields)."""
@@ -221,8 +226,8 @@ class _Steps:
     """The statements of one transaction on *cursor*; a failure of the first one on a kept
     (not *fresh*) connection is `_Stale`."""
 
-    def __init__(self, direct: Direct, cursor: Any, fresh: bool) -> None:
-        self.direct, self.cursor, self.fresh, self.sent = direct, cursor, fresh, 0
+    def __init__(self, direct: Direct, conn: Any, cursor: Any, fresh: bool) -> None:
+        self.direct, self.conn, self.cursor, self.fresh, self.sent = direct, conn, cursor, fresh, 0
 
     def execute(self, sql: str, params: Any = None, many: bool = False) -> None:
         try:
@@ -233,8 +238,8 @@ class _Steps:
             else:
                 self.cursor.execute(sql, params)
         except self.direct._error as exc:
-            error = self.direct._wrapped(sql, None, exc)
-            raise (_Stale() if self.sent == 0 and not self.fresh else error) from exc
+            stale = self.sent == 0 and not self.fresh and self.direct._lost(exc, self.conn)
+            raise (_Stale() if stale else self.direct._wrapped(sql, None, exc)) from exc
         self.sent += 1
 
     def run(self, prepared: Prepared, values: Any, many: bool = False) -> list[Any] | None:
