@@ -14,8 +14,9 @@ not the bottleneck the way Python clients are, installed from Debian when missin
 and uvicorn closes an HTTP/1.0 connection after every response where OpenBao keeps it open:
 with ab keyturn pays a new TCP connection per read and OpenBao does not, which is why wrk is
 the default. Each round drives every server once, in an order rotated each round, so that a
-noisy machine weighs on all of them alike. Prints medians over the rounds (req/s, p50, p99)
-and keyturn/OpenBao ratios from the same run.
+noisy machine weighs on all of them alike. Prints medians over the rounds (req/s, p50, p99,
+and the CPU time the server's processes spent a request, read from /proc) and
+keyturn/OpenBao ratios from the same run.
 
 Like for like: every keyturn read is an audit entry committed to its database before the
 value is sent, and a decryption under a per-tenant data key; "OpenBao audited" logs every
@@ -46,7 +47,16 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import httpx
-from servers import KEYTURN, bao_server, bao_version, free_port, keyturn_home, process, wait_http
+from servers import (
+    KEYTURN,
+    bao_server,
+    bao_version,
+    cpu_seconds,
+    free_port,
+    keyturn_home,
+    process,
+    wait_http,
+)
 
 CRED = "bench/app"
 
@@ -56,9 +66,11 @@ class Target:
     name: str
     url: str
     header: str  # "Name: value"
+    pid: int = 0  # the server's process: its CPU time per request is measured too
     rates: list[float] = field(default_factory=list)
     p50s: list[float] = field(default_factory=list)
     p99s: list[float] = field(default_factory=list)
+    cpus: list[float] = field(default_factory=list)  # server CPU µs a request
 
     def value(self) -> str:
         name, _, token = self.header.partition(": ")
@@ -90,8 +102,8 @@ def _ms(text: str) -> float:
 
 def wrk(
     binary: str, target: Target, seconds: float, concurrency: int
-) -> tuple[float, float, float]:
-    """(req/s, p50 ms, p99 ms) of one wrk run: HTTP/1.1 keep-alive connections."""
+) -> tuple[float, float, float, int]:
+    """(req/s, p50 ms, p99 ms, requests) of one wrk run: HTTP/1.1 keep-alive connections."""
     done = subprocess.run(
         [
             binary,
@@ -113,12 +125,15 @@ def wrk(
     rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
     p50 = re.search(r"50%\s+([\d.]+[a-z]+)", out)
     p99 = re.search(r"99%\s+([\d.]+[a-z]+)", out)
-    assert rate and p50 and p99, out
-    return float(rate[1]), _ms(p50[1]), _ms(p99[1])
+    count = re.search(r"(\d+) requests in", out)
+    assert rate and p50 and p99 and count, out
+    return float(rate[1]), _ms(p50[1]), _ms(p99[1]), int(count[1])
 
 
-def ab(binary: str, target: Target, requests: int, concurrency: int) -> tuple[float, float, float]:
-    """(req/s, p50 ms, p99 ms) of one ApacheBench run. ab speaks HTTP/1.0: uvicorn closes
+def ab(
+    binary: str, target: Target, requests: int, concurrency: int
+) -> tuple[float, float, float, int]:
+    """(req/s, p50 ms, p99 ms, requests) of one ApacheBench run. ab speaks HTTP/1.0: uvicorn closes
     such a connection after each response (OpenBao keeps it), so keyturn pays a TCP
     connection per request here and not with wrk."""
     with tempfile.NamedTemporaryFile(suffix=".csv") as percentiles:
@@ -141,7 +156,7 @@ def ab(binary: str, target: Target, requests: int, concurrency: int) -> tuple[fl
             rows = {int(r[0]): float(r[1]) for r in csv.reader(table) if r[0].isdigit()}
     rate = re.search(r"Requests per second:\s+([\d.]+)", out)
     assert rate, out
-    return float(rate[1]), rows[50], rows[99]
+    return float(rate[1]), rows[50], rows[99], requests
 
 
 def keyturn_targets(
@@ -156,11 +171,13 @@ def keyturn_targets(
         for n in workers:
             port = free_port()
             args = [*KEYTURN, "serve", "--port", str(port), "--workers", str(n)]
-            stack.enter_context(process([*args, "--log-level", "warning"], kt.env, kt.home))
+            server = process([*args, "--log-level", "warning"], kt.env, kt.home)
+            pid = stack.enter_context(server).pid
             base = f"http://127.0.0.1:{port}/api/v1"
             wait_http(f"{base}/health")
             url = f"{base}/credentials/{CRED}/secret"
-            targets.append(Target(f"keyturn {db} x{n}", url, f"Authorization: Bearer {token}"))
+            auth = f"Authorization: Bearer {token}"
+            targets.append(Target(f"keyturn {db} x{n}", url, auth, pid))
     return targets
 
 
@@ -177,7 +194,8 @@ def bao_targets(value: str, stack: ExitStack) -> list[Target]:
                 "reader", f'path "secret/data/{CRED}" {{ capabilities = ["read"] }}'
             )
         name = "OpenBao audited" if audited else "OpenBao"
-        out.append(Target(name, f"{bao.base}/v1/secret/data/{CRED}", f"X-Vault-Token: {token}"))
+        url = f"{bao.base}/v1/secret/data/{CRED}"
+        out.append(Target(name, url, f"X-Vault-Token: {token}", bao.pid))
     return out
 
 
@@ -186,13 +204,17 @@ def report(targets: list[Target], args: argparse.Namespace) -> None:
         f"GET secret: {args.rounds} rounds, {args.concurrency} connections ({args.client}), "
         f"loopback; {bao_version()}"
     )
-    print(f"{'':22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}   (medians over rounds)")
+    print(
+        f"{'':22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'CPU µs/req':>12}"
+        "   (medians over rounds; CPU: the server's processes)"
+    )
     for t in targets:
-        rate, p50, p99 = (statistics.median(x) for x in (t.rates, t.p50s, t.p99s))
-        print(f"{t.name:22}{rate:10.0f}{p50:10.2f}{p99:10.2f}")
+        rate, p50, p99, cpu = (statistics.median(x) for x in (t.rates, t.p50s, t.p99s, t.cpus))
+        print(f"{t.name:22}{rate:10.0f}{p50:10.2f}{p99:10.2f}{cpu:12.0f}")
     refs = [t for t in targets if t.name.startswith("OpenBao")]
     print(
-        f"\n{'ratio (x OpenBao)':22}" + "".join(f"{r.name + ' req/s':>24}{'p99':>8}" for r in refs)
+        f"\n{'ratio (x OpenBao)':22}"
+        + "".join(f"{r.name + ' req/s':>24}{'p99':>8}{'CPU':>8}" for r in refs)
     )
     for t in targets:
         if t.name.startswith("OpenBao"):
@@ -201,9 +223,14 @@ def report(targets: list[Target], args: argparse.Namespace) -> None:
         for ref in refs:
             rate = statistics.median(t.rates) / statistics.median(ref.rates)
             p99 = statistics.median(t.p99s) / statistics.median(ref.p99s)
-            cells += f"{rate:23.2f}x{p99:7.2f}x"
+            cpu = statistics.median(t.cpus) / statistics.median(ref.cpus)
+            cells += f"{rate:23.2f}x{p99:7.2f}x{cpu:7.2f}x"
         print(f"{t.name:22}{cells}")
-    print("(req/s above 1x: keyturn serves more; p99 below 1x: keyturn's slowest reads are faster)")
+    print(
+        "(req/s above 1x: keyturn serves more; p99 below 1x: keyturn's slowest reads are faster;"
+        " CPU below 1x: keyturn's server spends less CPU a read, the steadier figure on a busy"
+        " machine)"
+    )
 
 
 def main() -> None:
@@ -219,12 +246,12 @@ def main() -> None:
     if args.client == "wrk":
         binary = ensure("wrk", "wrk")
 
-        def load(t: Target, warm: bool = False) -> tuple[float, float, float]:
+        def load(t: Target, warm: bool = False) -> tuple[float, float, float, int]:
             return wrk(binary, t, 1 if warm else args.seconds, args.concurrency)
     else:
         binary = ensure("ab", "apache2-utils")
 
-        def load(t: Target, warm: bool = False) -> tuple[float, float, float]:
+        def load(t: Target, warm: bool = False) -> tuple[float, float, float, int]:
             return ab(binary, t, 500 if warm else args.requests, args.concurrency)
 
     value = secrets.token_urlsafe(24)
@@ -239,7 +266,9 @@ def main() -> None:
         for round_ in range(args.rounds):
             shift = round_ % len(targets)
             for t in targets[shift:] + targets[:shift]:
-                rate, p50, p99 = load(t)
+                used = cpu_seconds(t.pid)
+                rate, p50, p99, count = load(t)
+                t.cpus.append((cpu_seconds(t.pid) - used) / count * 1e6)
                 t.rates.append(rate)
                 t.p50s.append(p50)
                 t.p99s.append(p99)

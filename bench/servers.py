@@ -62,6 +62,24 @@ def process(args: list[str], env: dict[str, str], cwd: Path) -> Iterator[subproc
             proc.wait()
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) that process *pid* and its live children (the forked
+    servers of `keyturn serve --workers N`) have used so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # it ended meanwhile
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
 def pg_database(admin_url: str) -> tuple[str, str]:
     """A fresh database on the PostgreSQL of KEYTURN_TEST_PG_URL: (its URL, its name)."""
     import psycopg
@@ -150,6 +168,7 @@ class Bao:
     root: str
     home: Path
     headers: dict[str, str] = field(default_factory=dict)
+    pid: int = 0  # the server process (bench/api.py reads its CPU time)
 
     def call(self, method: str, path: str, body: object = None) -> httpx.Response:
         response = httpx.request(
@@ -201,9 +220,9 @@ def bao_server(audited: bool = False) -> Iterator[Bao]:
         args.append(f"-config={home / 'audit.hcl'}")
     env = {**os.environ, "HOME": str(home)}
     try:
-        with process(args, env, home):
+        with process(args, env, home) as proc:
             base = f"http://127.0.0.1:{port}"
             wait_http(f"{base}/v1/sys/health")
-            yield Bao(base, root, home)
+            yield Bao(base, root, home, pid=proc.pid)
     finally:
         shutil.rmtree(home, ignore_errors=True)
