@@ -13,10 +13,12 @@ reference: the same checks, the same entries.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
-from typing import TypeVar
+from queue import SimpleQueue
+from typing import Any, TypeVar
 
 from fastapi import Request
 
@@ -28,26 +30,88 @@ from keyturn.domain.errors import Conflict, CredentialNotFound
 from keyturn.domain.ids import validate_id
 from keyturn.domain.model import Secret
 
-__all__ = ["Handed", "audit", "fetch", "in_thread", "open_values", "readers"]
+__all__ = ["Handed", "Readers", "audit", "fetch", "in_thread", "open_values", "readers"]
 
 T = TypeVar("T")
 READ_THREADS = 4
 
 
-def readers() -> ThreadPoolExecutor:
-    """The threads an API process runs its secret reads' lookups on. A plain executor:
-    handing a call to AnyIO's thread pool (its capacity limiter, its queue and wake-up) cost
-    more than the read's own statement. Few threads: a lookup is one short statement, and
-    more threads only fight over the GIL (measured with bench/api.py's 20 clients: 4 threads
-    used a fifth less CPU per read than 20, on SQLite and on PostgreSQL). Threads start on
-    first use, so in a forked server process, not before."""
-    return ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="keyturn-read")
+class Readers:
+    """The threads an API process runs its secret reads' lookups on. Not an executor: a
+    call handed to `loop.run_in_executor` costs two futures chained across threads (a
+    concurrent one, an asyncio one, and their callbacks), and AnyIO's thread pool adds a
+    capacity limiter; here a call goes on a queue with the coroutine's own future, and the
+    thread settles that future on its loop. Few threads: a lookup is one short statement,
+    and more threads only fight over the GIL (measured with bench/api.py's 20 clients: 4
+    threads used a fifth less CPU per read than 20, on SQLite and on PostgreSQL). Threads
+    start on first use, so in a forked server process, not before; they are daemons, idle on
+    the queue when there is nothing to read."""
+
+    def __init__(self, threads: int = READ_THREADS) -> None:
+        self._threads = threads
+        self._queue: SimpleQueue[_Call] = SimpleQueue()
+        self._lock = threading.Lock()
+        self._started = False
+
+    async def run(self, call: Callable[..., T], *args: object) -> T:
+        """call(*args) on one of the threads, awaited. A cancelled caller's call still runs
+        (a lookup changes nothing); its answer is dropped."""
+        if not self._started:
+            self._start()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put((call, args, future, loop))
+        return await future
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._started:
+                return
+            for n in range(self._threads):
+                name = f"keyturn-read_{n}"
+                threading.Thread(target=self._work, name=name, daemon=True).start()
+            self._started = True
+
+    def _work(self) -> None:
+        while True:
+            call, args, future, loop = self._queue.get()
+            try:
+                result = call(*args)
+            except BaseException as exc:  # the caller's to raise, not this thread's
+                _settle_soon(loop, _failed, future, exc)
+            else:
+                _settle_soon(loop, _done, future, result)
+
+
+_Call = tuple[
+    Callable[..., Any], tuple[object, ...], "asyncio.Future[Any]", asyncio.AbstractEventLoop
+]
+
+
+def _settle_soon(loop: asyncio.AbstractEventLoop, settle: Callable[..., None], *args: Any) -> None:
+    with suppress(RuntimeError):  # the loop closed: nobody waits for the answer any more
+        loop.call_soon_threadsafe(settle, *args)
+
+
+def _done(future: asyncio.Future[Any], result: Any) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def _failed(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
+def readers() -> Readers:
+    """The read threads of one API (started on first use)."""
+    return Readers()
 
 
 async def in_thread(request: Request, call: Callable[..., T], *args: object) -> T:
     """call(*args) on the API's read threads, awaited."""
-    pool: ThreadPoolExecutor = request.app.state.readers
-    return await asyncio.get_running_loop().run_in_executor(pool, call, *args)
+    pool: Readers = request.app.state.readers
+    return await pool.run(call, *args)
 
 
 @dataclass(frozen=True)
