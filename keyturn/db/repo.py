@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from keyturn.db.models import Consumer, Credential, Rotation, Version
+from keyturn.db.models import Consumer, Credential, Rotation, TargetRow, Tenant, Version
 from keyturn.db.models import Policy as PolicyRow
 from keyturn.domain.errors import CredentialNotFound
 from keyturn.domain.ids import validate_id
@@ -27,6 +27,28 @@ def get_credential(session: Session, credential_id: str, *, lock: bool = False) 
     if found is None:
         raise CredentialNotFound(f"no credential {credential_id!r}")
     return found
+
+
+def locked_credential_with(
+    session: Session, credential_id: str
+) -> tuple[Credential, tuple[PolicyRow | None, Tenant | None, TargetRow | None]]:
+    """`get_credential(lock=True)` with the rows a rotation reads next (its policy, tenant
+    and target), loaded by the same statement: in the session's identity map, `session.get`
+    finds them without a query for as long as the caller holds them (the map holds rows
+    weakly). The lock is on the credential's row only."""
+    validate_id(credential_id)
+    query = (
+        select(Credential, PolicyRow, Tenant, TargetRow)
+        .outerjoin(PolicyRow, PolicyRow.name == Credential.policy)
+        .outerjoin(Tenant, Tenant.id == Credential.tenant_id)
+        .outerjoin(TargetRow, TargetRow.name == Credential.target)
+        .where(Credential.id == credential_id)
+        .with_for_update(of=Credential)
+    )
+    found = session.execute(query).one_or_none()
+    if found is None:
+        raise CredentialNotFound(f"no credential {credential_id!r}")
+    return found[0], (found[1], found[2], found[3])
 
 
 def list_credentials(

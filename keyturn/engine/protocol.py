@@ -309,7 +309,7 @@ class Runner(Failures):
             message = texts.rotated(
                 cred.id, cred.tenant_id, pending.number, rot.trigger, rot.actor, pending.fingerprint
             )
-            outbox.enqueue(session, **message.fields())
+            outbox.enqueue(session, **message.fields(), recipients=self._recipients(policy))
         return True
 
     def _wait(self) -> bool:

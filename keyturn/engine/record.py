@@ -163,6 +163,7 @@ class Record:
         # Held: the identity map holds rows weakly, and `_keepable` looks for them there.
         self._policy_row: PolicyRow | None = None
         self._tenant_row: Tenant | None = None
+        self._seeded_rows: tuple[object, ...] = ()
 
     # -- the chain -------------------------------------------------------------------------
 
@@ -316,9 +317,17 @@ class Record:
         """An audit entry for the chain's commit (as `keyturn.audit.log.append` takes it)."""
         self._entries.append({"at": utcnow(), **entry})
 
-    def seed(self, rot: Rotation, cred: Credential, versions: dict[VersionState, Version]) -> None:
-        """The rows `run`'s *begin* read and made in the chain's session: no reading back."""
+    def seed(
+        self,
+        rot: Rotation,
+        cred: Credential,
+        versions: dict[VersionState, Version],
+        rows: tuple[object, ...] = (),
+    ) -> None:
+        """The rows `run`'s *begin* read and made in the chain's session: no reading back.
+        *rows*: others it read (policy, tenant, target), held for this run's `session.get`."""
         self._held = (rot, cred)
+        self._seeded_rows = rows
         self._seeded = (versions.get(VersionState.PENDING), versions.get(VersionState.CURRENT))
 
     def _reattach(self, session: Session) -> None:
@@ -462,6 +471,12 @@ class Record:
             self._tenant_row = session.get(Tenant, cred.tenant_id)
             self._effective = repo.policy_for(session, cred, type(self.target).password_rules)
         return self._effective
+
+    def _recipients(self, policy: EffectivePolicy) -> list[str]:
+        """Who hears of this credential (`keyturn.notify.outbox.recipients_for`, from the
+        policy and the tenant `_policy` read)."""
+        tenant = self._tenant_row.recipients if self._tenant_row is not None else []
+        return list(dict.fromkeys([*policy.recipients, *tenant]))
 
     def _previous_of(self, session: Session) -> Value | None:
         """The previous version, decrypted: as this run's finish left it, else as stored."""

@@ -92,6 +92,8 @@ class _Recorded:
     rotation: Rotation
     credential: Credential
     versions: dict[VersionState, Version]
+    # Its policy, tenant and target rows, read with the credential (the runner holds them).
+    rows: tuple[object, ...] = ()
 
 
 def _recorded(
@@ -105,7 +107,7 @@ def _recorded(
     append: Callable[..., object] = audit.append,
 ) -> _Recorded:
     """_record, with the rows it read and made (its audit entry through *append*)."""
-    cred = repo.get_credential(session, credential_id, lock=True)
+    cred, rows = repo.locked_credential_with(session, credential_id)
     if not cred.target:
         raise UsageError(
             f"{credential_id} has no target: keyturn cannot change it; "
@@ -151,7 +153,7 @@ def _recorded(
         tenant_id=cred.tenant_id,
         details={"rotation": rot.id, "trigger": trigger, "strategy": cred.strategy},
     )
-    return _Recorded(rot, cred, found)
+    return _Recorded(rot, cred, found, rows)
 
 
 def rotate(
@@ -167,7 +169,7 @@ def rotate(
         made = _recorded(
             session, app, credential_id, trigger, actor, reason, runner.owner, runner.defer
         )
-        runner.seed(made.rotation, made.credential, made.versions)
+        runner.seed(made.rotation, made.credential, made.versions, made.rows)
         return made.rotation.id
 
     return runner.run(begin=begin)
