@@ -6,8 +6,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, aliased
 
 from keyturn.db.models import Consumer, Credential, Rotation, TargetRow, Tenant, Version
 from keyturn.db.models import Policy as PolicyRow
@@ -139,6 +139,24 @@ def versions_in_states(
     )
     # Keyed by the state as read now (an object already in the session keeps its attributes).
     return {VersionState(state): version for state, version in rows}
+
+
+def versions_and_last(
+    session: Session, credential_id: str, states: Collection[VersionState]
+) -> tuple[dict[VersionState, Version], int | None]:
+    """`versions_in_states`, and the credential's last version number (`last_version_number`)
+    read by the same statement: None when no version is in *states* (then nothing says)."""
+    other = aliased(Version)
+    last = (
+        select(func.max(other.number)).where(other.credential_id == credential_id)
+    ).scalar_subquery()
+    rows = session.execute(
+        select(Version.state, Version, last).where(
+            Version.credential_id == credential_id, Version.state.in_(states)
+        )
+    ).all()
+    found = {VersionState(state): version for state, version, _ in rows}
+    return found, (rows[0][2] if rows else None)
 
 
 def version_number(session: Session, credential_id: str, number: int) -> Version | None:

@@ -200,6 +200,7 @@ class Runner(Failures):
                 username=login,
                 key_id=key_id,
                 validity=type(self.target).validity(value),
+                last=self._last_number(),
             )
             self._created(session, rot, cred, pending, current, username=login)
             checkpoint("create:effect")

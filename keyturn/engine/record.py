@@ -164,6 +164,7 @@ class Record:
         self._policy_row: PolicyRow | None = None
         self._tenant_row: Tenant | None = None
         self._seeded_rows: tuple[object, ...] = ()
+        self._seeded_last: int | None = None  # the last version number, read with _seeded
 
     # -- the chain -------------------------------------------------------------------------
 
@@ -243,7 +244,7 @@ class Record:
             return
         stack, self._chain, self._chain_stack, self._held = self._chain_stack, None, None, None
         self._pointer, self._entries = {}, []
-        self._kept, self._previous, self._seeded = [], None, None
+        self._kept, self._previous, self._seeded, self._seeded_last = [], None, None, None
         if stack is not None:
             # A rollback that fails (the connection is gone) leaves nothing committed either.
             with suppress(Exception):
@@ -323,11 +324,15 @@ class Record:
         cred: Credential,
         versions: dict[VersionState, Version],
         rows: tuple[object, ...] = (),
+        last: int | None = None,
     ) -> None:
         """The rows `run`'s *begin* read and made in the chain's session: no reading back.
-        *rows*: others it read (policy, tenant, target), held for this run's `session.get`."""
+        *rows*: others it read (policy, tenant, target), held for this run's `session.get`;
+        *last*: the last version number then (no version is made but by a rotation once
+        the credential has one, and this one holds the lease)."""
         self._held = (rot, cred)
         self._seeded_rows = rows
+        self._seeded_last = last
         self._seeded = (versions.get(VersionState.PENDING), versions.get(VersionState.CURRENT))
 
     def _reattach(self, session: Session) -> None:
@@ -508,11 +513,18 @@ class Record:
                 )
         return self._play
 
+    def _last_number(self) -> int | None:
+        """The last version number as the transaction that recorded this rotation read it
+        (once; None: `Vault.new_version` reads it)."""
+        last, self._seeded_last = self._seeded_last, None
+        return last
+
     def _values(self, session: Session) -> tuple[Version | None, Version | None]:
         """The pending and the current version (one query, or none when just recorded)."""
         if self._seeded is not None:
             seeded, self._seeded = self._seeded, None
             return seeded
+        self._seeded_last = None  # read with what is read now, if needed
         found = repo.versions_in_states(
             session, self.credential_id, (VersionState.PENDING, VersionState.CURRENT)
         )

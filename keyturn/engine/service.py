@@ -94,6 +94,8 @@ class _Recorded:
     versions: dict[VersionState, Version]
     # Its policy, tenant and target rows, read with the credential (the runner holds them).
     rows: tuple[object, ...] = ()
+    # The credential's last version number (None: not known), for the create step.
+    last: int | None = None
 
 
 def _recorded(
@@ -117,7 +119,7 @@ def _recorded(
     # rotation's row mid-update waits holding this credential's lock, a PostgreSQL deadlock.
     if (active := repo.active_rotation(session, credential_id)) is not None:
         raise _in_progress(active)
-    found = repo.versions_in_states(
+    found, last = repo.versions_and_last(
         session, credential_id, (VersionState.PENDING, VersionState.CURRENT)
     )
     current = found.get(VersionState.CURRENT)
@@ -153,7 +155,7 @@ def _recorded(
         tenant_id=cred.tenant_id,
         details={"rotation": rot.id, "trigger": trigger, "strategy": cred.strategy},
     )
-    return _Recorded(rot, cred, found, rows)
+    return _Recorded(rot, cred, found, rows, last)
 
 
 def rotate(
@@ -169,7 +171,7 @@ def rotate(
         made = _recorded(
             session, app, credential_id, trigger, actor, reason, runner.owner, runner.defer
         )
-        runner.seed(made.rotation, made.credential, made.versions, made.rows)
+        runner.seed(made.rotation, made.credential, made.versions, made.rows, made.last)
         return made.rotation.id
 
     return runner.run(begin=begin)
