@@ -21,13 +21,13 @@ after the verification logins.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, update
+from sqlalchemy import Table, Update, bindparam, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -100,12 +100,30 @@ def move(
 ) -> None:
     # On the table, not the mapped class: a Core statement, without the ORM's bulk-update
     # machinery (loaded versions are not synchronised either way: callers expire them).
-    versions = cast(Table, Version.__table__)
-    session.execute(
-        update(versions)
-        .where(versions.c.credential_id == credential_id, versions.c.state == old)
-        .values(state=new, **extra)
-    )
+    statement = _update(cast(Table, Version.__table__), ("credential_id", "state"), extra)
+    given = {"w_credential_id": credential_id, "w_state": old, "v_state": new}
+    session.execute(statement, given | {f"v_{name}": value for name, value in extra.items()})
+
+
+_UPDATES: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Update] = {}
+
+
+def _update(table: Table, where: tuple[str, ...], values: Iterable[str]) -> Update:
+    """UPDATE *table* SET *values* (plus `state` for versions) WHERE *where* are equal, built
+    once per shape (construction and cache key cost more CPU than the round trip): bound
+    as ``w_NAME`` and ``v_NAME``."""
+    names = tuple(sorted({*values, "state"} if table.name == "versions" else set(values)))
+    key = (table.name, where, names)
+    statement = _UPDATES.get(key)
+    if statement is None:
+        c = table.c
+        statement = (
+            update(table)
+            .where(*(c[n] == bindparam(f"w_{n}", type_=c[n].type) for n in where))
+            .values({n: bindparam(f"v_{n}", type_=c[n].type) for n in names})
+        )
+        _UPDATES[key] = statement
+    return statement
 
 
 class Record:
@@ -363,12 +381,9 @@ class Record:
         self.step, self.status = step, RotationStatus(values["status"])
 
     def _move_pointer(self, session: Session, values: dict[str, Any]) -> None:
-        rotations = cast(Table, Rotation.__table__)  # Core, as `move`
-        result = session.execute(
-            update(rotations)
-            .where(rotations.c.id == self.id, rotations.c.lease_owner == self.owner)
-            .values(**values)
-        )
+        statement = _update(cast(Table, Rotation.__table__), ("id", "lease_owner"), values)
+        given = {"w_id": self.id, "w_lease_owner": self.owner}
+        result = session.execute(statement, given | {f"v_{k}": v for k, v in values.items()})
         if not result.rowcount:  # type: ignore[attr-defined]
             raise lease.LeaseLost()
 
