@@ -11,12 +11,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 from sqlalchemy import event, select
 
 from keyturn.audit import log as audit
-from keyturn.db.models import AuditEntry, AuditHead
+from keyturn.db import rotation
+from keyturn.db.models import AuditEntry, AuditHead, utcnow
 from keyturn.domain.model import Trigger
 from keyturn.engine import service
+from keyturn.engine.record import _append
 from tests.support.keyturn import Harness
 
 CRED = "acme/smtp-admin"
@@ -79,4 +82,40 @@ def test_rotations_chain_after_other_writers(kt: Harness, setup) -> None:  # typ
         head = session.execute(select(AuditHead)).scalar_one()
     assert list(seqs) == list(range(seqs[0], seqs[0] + len(seqs)))
     assert head.seq == seqs[-1]
+    assert kt.cli("audit", "verify").code == 0
+
+
+def test_after_another_writer_the_next_append_reads_the_head_first(kt: Harness) -> None:
+    """PostgreSQL: an append that found the head moved (another process wrote) makes the
+    next one read the head instead of guessing, until it finds the head as it left it."""
+    if kt.app.db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite appends the reference way (no guess)")
+    statements: list[str] = []
+
+    def statement(_conn: Any, _cursor: Any, sql: str, *_: Any) -> None:
+        if "audit_head" in sql:
+            statements.append(sql)
+
+    def other() -> None:  # the reference appender: this process's guess goes stale
+        with kt.app.db.write() as session:
+            audit.append(session, actor="other", action="test.between")
+
+    def ours() -> int:
+        statements.clear()
+        with rotation.turn(kt.app.db.engine), kt.app.db.write() as session:
+            _append(session, [{"actor": "test", "action": "test.ours", "at": utcnow()}])
+        return len(statements)
+
+    event.listen(kt.app.db.engine, "before_cursor_execute", statement)
+    try:
+        ours(), ours()  # whatever this process knew before, then the head as it left it
+        assert ours() == 1  # the guess holds
+        other()
+        assert ours() == 3  # the guess misses; the head read; the append
+        other()
+        assert ours() == 2  # no guess: the head read first
+        assert ours() == 2  # the head as we left it: guessing again from the next one
+        assert ours() == 1
+    finally:
+        event.remove(kt.app.db.engine, "before_cursor_execute", statement)
     assert kt.cli("audit", "verify").code == 0
