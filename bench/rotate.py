@@ -299,7 +299,10 @@ def keyturn_configs(
 ) -> list[Config]:
     values = {"PG_ADMIN_PASSWORD": cluster.password, "INITIAL_PASSWORD": initial}
     kt = stack.enter_context(keyturn_home(state, keyturn_inventory(cluster, roles), values))
-    env = {**kt.env, **values, "PYTHONPATH": str(Path(__file__).parent)}
+    # The workers import the keyturn this process imports (a worktree's, by PYTHONPATH), not
+    # whichever one is installed.
+    path = [str(Path(__file__).parent), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**kt.env, **values, "PYTHONPATH": os.pathsep.join(path)}
     layouts = [("keyturn x1 (1 worker)", roles[:1], 1)]
     layouts += [(f"keyturn x{CLIENTS} (1 worker)", roles[1 : 1 + CLIENTS], 1)]
     layouts += [(f"keyturn x{CLIENTS} (2 workers)", roles[1 + CLIENTS :], 2)]

@@ -6,10 +6,10 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import String, bindparam, func, select
+from sqlalchemy.orm import Session, aliased
 
-from keyturn.db.models import Consumer, Credential, Rotation, Version
+from keyturn.db.models import Consumer, Credential, Rotation, TargetRow, Tenant, Version
 from keyturn.db.models import Policy as PolicyRow
 from keyturn.domain.errors import CredentialNotFound
 from keyturn.domain.ids import validate_id
@@ -27,6 +27,20 @@ def get_credential(session: Session, credential_id: str, *, lock: bool = False) 
     if found is None:
         raise CredentialNotFound(f"no credential {credential_id!r}")
     return found
+
+
+def locked_credential_with(
+    session: Session, credential_id: str
+) -> tuple[Credential, tuple[PolicyRow | None, Tenant | None, TargetRow | None]]:
+    """`get_credential(lock=True)` with the rows a rotation reads next (its policy, tenant
+    and target), loaded by the same statement: in the session's identity map, `session.get`
+    finds them without a query for as long as the caller holds them (the map holds rows
+    weakly). The lock is on the credential's row only."""
+    validate_id(credential_id)
+    found = session.execute(_CREDENTIAL_WITH, {"cid": credential_id}).one_or_none()
+    if found is None:
+        raise CredentialNotFound(f"no credential {credential_id!r}")
+    return found[0], (found[1], found[2], found[3])
 
 
 def list_credentials(
@@ -119,6 +133,16 @@ def versions_in_states(
     return {VersionState(state): version for state, version in rows}
 
 
+def versions_and_last(
+    session: Session, credential_id: str, states: Collection[VersionState]
+) -> tuple[dict[VersionState, Version], int | None]:
+    """`versions_in_states`, and the credential's last version number (`last_version_number`)
+    read by the same statement: None when no version is in *states* (then nothing says)."""
+    rows = session.execute(_VERSIONS_AND_LAST, {"cid": credential_id, "states": list(states)}).all()
+    found = {VersionState(state): version for state, version, _ in rows}
+    return found, (rows[0][2] if rows else None)
+
+
 def version_number(session: Session, credential_id: str, number: int) -> Version | None:
     return session.execute(
         select(Version).where(Version.credential_id == credential_id, Version.number == number)
@@ -136,11 +160,7 @@ def last_version_number(session: Session, credential_id: str) -> int:
 
 
 def active_rotation(session: Session, credential_id: str) -> Rotation | None:
-    return session.execute(
-        select(Rotation).where(
-            Rotation.credential_id == credential_id, Rotation.status.in_(ACTIVE_STATUSES)
-        )
-    ).scalar_one_or_none()
+    return session.execute(_ACTIVE_ROTATION, {"cid": credential_id}).scalar_one_or_none()
 
 
 def rotations(session: Session, credential_id: str, limit: int = 20) -> Sequence[Rotation]:
@@ -157,10 +177,27 @@ def rotations(session: Session, credential_id: str, limit: int = 20) -> Sequence
 
 
 def consumers(session: Session, credential_id: str) -> Sequence[Consumer]:
-    return (
-        session.execute(
-            select(Consumer).where(Consumer.credential_id == credential_id).order_by(Consumer.name)
-        )
-        .scalars()
-        .all()
-    )
+    return session.execute(_CONSUMERS, {"cid": credential_id}).scalars().all()
+
+
+# Statements a rotation runs, built once (their construction and cache key cost more CPU
+# than their round trip on a quiet server); the values are bound at execution.
+_CID = bindparam("cid", type_=String())
+_CREDENTIAL_WITH = (
+    select(Credential, PolicyRow, Tenant, TargetRow)
+    .outerjoin(PolicyRow, PolicyRow.name == Credential.policy)
+    .outerjoin(Tenant, Tenant.id == Credential.tenant_id)
+    .outerjoin(TargetRow, TargetRow.name == Credential.target)
+    .where(Credential.id == _CID)
+    .with_for_update(of=Credential)
+)
+_OTHER = aliased(Version)
+_VERSIONS_AND_LAST = select(
+    Version.state,
+    Version,
+    select(func.max(_OTHER.number)).where(_OTHER.credential_id == _CID).scalar_subquery(),
+).where(Version.credential_id == _CID, Version.state.in_(bindparam("states", expanding=True)))
+_ACTIVE_ROTATION = select(Rotation).where(
+    Rotation.credential_id == _CID, Rotation.status.in_(ACTIVE_STATUSES)
+)
+_CONSUMERS = select(Consumer).where(Consumer.credential_id == _CID).order_by(Consumer.name)

@@ -8,7 +8,9 @@ appends at the end of each of its transactions, so on PostgreSQL `append` first 
 statement instead: the entries chained after the head as this process last left it, inserted
 only if the head is still exactly that (a data-modifying CTE moves it, compared on seq and
 hash). The head moved meanwhile (another process) is the fallback: lock and read the head,
-then the same statement after the head as it really is. Threads of one process take turns
+then the same statement after the head as it really is; after such a miss the next append
+goes straight to the fallback (two statements, not three, while another process keeps
+appending), until it finds the head as it left it. Threads of one process take turns
 (`turn`) from their append to their commit, so their guesses hold. Either way the entries
 are chained to the head they follow, under the same lock, in the caller's transaction; only
 the round trips differ. SQLite (one writer at a time, no round trips) takes the reference
@@ -21,7 +23,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-from weakref import WeakKeyDictionary
+from weakref import WeakKeyDictionary, WeakSet
 
 from sqlalchemy import TextClause, bindparam, select, text
 from sqlalchemy.engine import Connection, Dialect, Engine
@@ -35,6 +37,8 @@ __all__ = ["append", "turn"]
 # The head (seq, hash) as this process's last append left it, per engine. A stale guess
 # costs one statement that inserts nothing; it never chains an entry wrongly.
 _LAST: WeakKeyDictionary[Engine, tuple[int, str]] = WeakKeyDictionary()
+# Engines whose last append found the head moved by another process (WeakSet-like).
+_MISSED: WeakSet[Engine] = WeakSet()
 _TURNS: WeakKeyDictionary[Engine, threading.RLock] = WeakKeyDictionary()
 _LOCK = threading.Lock()
 
@@ -47,8 +51,8 @@ def append(conn: Connection, keys: KeySet, entries: list[Entry]) -> None:
     engine = conn.engine
     if engine.dialect.name == "postgresql":
         with _LOCK:
-            guess = _LAST.get(engine)
-        if guess is not None and _append_after(conn, keys, entries, guess):
+            guess, missed = _LAST.get(engine), engine in _MISSED
+        if guess is not None and not missed and _append_after(conn, keys, entries, guess):
             _remember(engine, entries[-1])
             return
         head = conn.execute(
@@ -56,6 +60,14 @@ def append(conn: Connection, keys: KeySet, entries: list[Entry]) -> None:
             .where(AUDIT_HEAD.c.id == 1)
             .with_for_update()
         ).one_or_none()
+        # Another process appended since our last append: it likely will again (workers
+        # take turns), so the next append reads the head first instead of guessing (one
+        # statement a miss fewer) until the head is found as we left it again.
+        with _LOCK:
+            if head is None or (head.seq, head.hash) != guess:
+                _MISSED.add(engine)
+            else:
+                _MISSED.discard(engine)
         if head is not None and _append_after(conn, keys, entries, (head.seq, head.hash)):
             _remember(engine, entries[-1])
             return

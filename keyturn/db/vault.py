@@ -211,9 +211,14 @@ class Vault:
         username: str | None,
         key_id: str | None = None,
         validity: tuple[datetime, datetime] | None = None,
+        last: int | None = None,
     ) -> Version:
-        """The one way a version is made: numbered after the last, sealed, fingerprinted."""
-        number = repo.last_version_number(session, cred.id) + 1
+        """The one way a version is made: numbered after the last, sealed, fingerprinted.
+
+        *last*: the credential's last version number, when the caller read it already under
+        a guard that no version was made since (a rotation's lease; the unique number is the
+        database's own guard)."""
+        number = (repo.last_version_number(session, cred.id) if last is None else last) + 1
         ciphertext, data_key = self.seal(session, cred.tenant_id, cred.id, number, value)
         valid_from, expires_at = validity or (None, None)
         version = Version(

@@ -200,6 +200,7 @@ class Runner(Failures):
                 username=login,
                 key_id=key_id,
                 validity=type(self.target).validity(value),
+                last=self._last_number(),
             )
             self._created(session, rot, cred, pending, current, username=login)
             checkpoint("create:effect")
@@ -244,19 +245,17 @@ class Runner(Failures):
 
     def _test(self) -> bool:
         pending, current = self._in_play()
-        if not self.target.test(pending.account, pending.secret):
+        old = None  # seed 004: the old value must be refused (test_pair may try both at once)
+        if self.strategy.old_refused_at_test and current and current.username == pending.username:
+            old = (current.account, current.secret)
+        accepted, old_accepted = self.target.test_pair((pending.account, pending.secret), old)
+        if not accepted:
             raise _Refused(
                 f"{self.credential_id}: the target refused the new value for "
                 f"{pending.username or 'its account'}"
             )
-        old_rejected = None
-        if (
-            self.strategy.old_refused_at_test
-            and current is not None
-            and current.username == pending.username
-        ):
-            # seed 004: make sure the old value is really refused.
-            old_rejected = not self.target.test(current.account, current.secret)
+        old_rejected = None if old_accepted is None else not old_accepted
+        if old_rejected is not None:
             # Under `single` that is all revoke would check (nothing is left to disable):
             # this run's revoke does not log in with the old value a second time.
             self._refused_at_test = old_rejected and isinstance(self.strategy, Single)
@@ -311,7 +310,7 @@ class Runner(Failures):
             message = texts.rotated(
                 cred.id, cred.tenant_id, pending.number, rot.trigger, rot.actor, pending.fingerprint
             )
-            outbox.enqueue(session, **message.fields())
+            outbox.enqueue(session, **message.fields(), recipients=self._recipients(policy))
         return True
 
     def _wait(self) -> bool:

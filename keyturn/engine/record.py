@@ -21,13 +21,13 @@ after the verification logins.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, update
+from sqlalchemy import Table, Update, bindparam, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -100,12 +100,30 @@ def move(
 ) -> None:
     # On the table, not the mapped class: a Core statement, without the ORM's bulk-update
     # machinery (loaded versions are not synchronised either way: callers expire them).
-    versions = cast(Table, Version.__table__)
-    session.execute(
-        update(versions)
-        .where(versions.c.credential_id == credential_id, versions.c.state == old)
-        .values(state=new, **extra)
-    )
+    statement = _update(cast(Table, Version.__table__), ("credential_id", "state"), extra)
+    given = {"w_credential_id": credential_id, "w_state": old, "v_state": new}
+    session.execute(statement, given | {f"v_{name}": value for name, value in extra.items()})
+
+
+_UPDATES: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Update] = {}
+
+
+def _update(table: Table, where: tuple[str, ...], values: Iterable[str]) -> Update:
+    """UPDATE *table* SET *values* (plus `state` for versions) WHERE *where* are equal, built
+    once per shape (construction and cache key cost more CPU than the round trip): bound
+    as ``w_NAME`` and ``v_NAME``."""
+    names = tuple(sorted({*values, "state"} if table.name == "versions" else set(values)))
+    key = (table.name, where, names)
+    statement = _UPDATES.get(key)
+    if statement is None:
+        c = table.c
+        statement = (
+            update(table)
+            .where(*(c[n] == bindparam(f"w_{n}", type_=c[n].type) for n in where))
+            .values({n: bindparam(f"v_{n}", type_=c[n].type) for n in names})
+        )
+        _UPDATES[key] = statement
+    return statement
 
 
 class Record:
@@ -163,6 +181,8 @@ class Record:
         # Held: the identity map holds rows weakly, and `_keepable` looks for them there.
         self._policy_row: PolicyRow | None = None
         self._tenant_row: Tenant | None = None
+        self._seeded_rows: tuple[object, ...] = ()
+        self._seeded_last: int | None = None  # the last version number, read with _seeded
 
     # -- the chain -------------------------------------------------------------------------
 
@@ -242,7 +262,7 @@ class Record:
             return
         stack, self._chain, self._chain_stack, self._held = self._chain_stack, None, None, None
         self._pointer, self._entries = {}, []
-        self._kept, self._previous, self._seeded = [], None, None
+        self._kept, self._previous, self._seeded, self._seeded_last = [], None, None, None
         if stack is not None:
             # A rollback that fails (the connection is gone) leaves nothing committed either.
             with suppress(Exception):
@@ -316,9 +336,21 @@ class Record:
         """An audit entry for the chain's commit (as `keyturn.audit.log.append` takes it)."""
         self._entries.append({"at": utcnow(), **entry})
 
-    def seed(self, rot: Rotation, cred: Credential, versions: dict[VersionState, Version]) -> None:
-        """The rows `run`'s *begin* read and made in the chain's session: no reading back."""
+    def seed(
+        self,
+        rot: Rotation,
+        cred: Credential,
+        versions: dict[VersionState, Version],
+        rows: tuple[object, ...] = (),
+        last: int | None = None,
+    ) -> None:
+        """The rows `run`'s *begin* read and made in the chain's session: no reading back.
+        *rows*: others it read (policy, tenant, target), held for this run's `session.get`;
+        *last*: the last version number then (no version is made but by a rotation once
+        the credential has one, and this one holds the lease)."""
         self._held = (rot, cred)
+        self._seeded_rows = rows
+        self._seeded_last = last
         self._seeded = (versions.get(VersionState.PENDING), versions.get(VersionState.CURRENT))
 
     def _reattach(self, session: Session) -> None:
@@ -349,12 +381,9 @@ class Record:
         self.step, self.status = step, RotationStatus(values["status"])
 
     def _move_pointer(self, session: Session, values: dict[str, Any]) -> None:
-        rotations = cast(Table, Rotation.__table__)  # Core, as `move`
-        result = session.execute(
-            update(rotations)
-            .where(rotations.c.id == self.id, rotations.c.lease_owner == self.owner)
-            .values(**values)
-        )
+        statement = _update(cast(Table, Rotation.__table__), ("id", "lease_owner"), values)
+        given = {"w_id": self.id, "w_lease_owner": self.owner}
+        result = session.execute(statement, given | {f"v_{k}": v for k, v in values.items()})
         if not result.rowcount:  # type: ignore[attr-defined]
             raise lease.LeaseLost()
 
@@ -463,6 +492,12 @@ class Record:
             self._effective = repo.policy_for(session, cred, type(self.target).password_rules)
         return self._effective
 
+    def _recipients(self, policy: EffectivePolicy) -> list[str]:
+        """Who hears of this credential (`keyturn.notify.outbox.recipients_for`, from the
+        policy and the tenant `_policy` read)."""
+        tenant = self._tenant_row.recipients if self._tenant_row is not None else []
+        return list(dict.fromkeys([*policy.recipients, *tenant]))
+
     def _previous_of(self, session: Session) -> Value | None:
         """The previous version, decrypted: as this run's finish left it, else as stored."""
         if self._previous is None:
@@ -493,11 +528,18 @@ class Record:
                 )
         return self._play
 
+    def _last_number(self) -> int | None:
+        """The last version number as the transaction that recorded this rotation read it
+        (once; None: `Vault.new_version` reads it)."""
+        last, self._seeded_last = self._seeded_last, None
+        return last
+
     def _values(self, session: Session) -> tuple[Version | None, Version | None]:
         """The pending and the current version (one query, or none when just recorded)."""
         if self._seeded is not None:
             seeded, self._seeded = self._seeded, None
             return seeded
+        self._seeded_last = None  # read with what is read now, if needed
         found = repo.versions_in_states(
             session, self.credential_id, (VersionState.PENDING, VersionState.CURRENT)
         )

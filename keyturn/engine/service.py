@@ -92,6 +92,10 @@ class _Recorded:
     rotation: Rotation
     credential: Credential
     versions: dict[VersionState, Version]
+    # Its policy, tenant and target rows, read with the credential (the runner holds them).
+    rows: tuple[object, ...] = ()
+    # The credential's last version number (None: not known), for the create step.
+    last: int | None = None
 
 
 def _recorded(
@@ -105,7 +109,7 @@ def _recorded(
     append: Callable[..., object] = audit.append,
 ) -> _Recorded:
     """_record, with the rows it read and made (its audit entry through *append*)."""
-    cred = repo.get_credential(session, credential_id, lock=True)
+    cred, rows = repo.locked_credential_with(session, credential_id)
     if not cred.target:
         raise UsageError(
             f"{credential_id} has no target: keyturn cannot change it; "
@@ -115,7 +119,7 @@ def _recorded(
     # rotation's row mid-update waits holding this credential's lock, a PostgreSQL deadlock.
     if (active := repo.active_rotation(session, credential_id)) is not None:
         raise _in_progress(active)
-    found = repo.versions_in_states(
+    found, last = repo.versions_and_last(
         session, credential_id, (VersionState.PENDING, VersionState.CURRENT)
     )
     current = found.get(VersionState.CURRENT)
@@ -151,7 +155,7 @@ def _recorded(
         tenant_id=cred.tenant_id,
         details={"rotation": rot.id, "trigger": trigger, "strategy": cred.strategy},
     )
-    return _Recorded(rot, cred, found)
+    return _Recorded(rot, cred, found, rows, last)
 
 
 def rotate(
@@ -167,7 +171,7 @@ def rotate(
         made = _recorded(
             session, app, credential_id, trigger, actor, reason, runner.owner, runner.defer
         )
-        runner.seed(made.rotation, made.credential, made.versions)
+        runner.seed(made.rotation, made.credential, made.versions, made.rows, made.last)
         return made.rotation.id
 
     return runner.run(begin=begin)

@@ -8,9 +8,12 @@ every day for a week as in seed 000's sample code.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from keyturn.db import repo
@@ -43,29 +46,51 @@ def enqueue(
     credential_id: str | None = None,
     tenant_id: str | None = None,
     data: dict[str, Any] | None = None,
+    recipients: list[str] | None = None,
 ) -> int:
-    """Add the message for each recipient that does not have it yet; returns how many."""
+    """Add the message for each recipient that does not have it yet; returns how many.
+
+    *recipients*: what `recipients_for` answers, when the caller has it already (the
+    rotation's promotion holds the policy and the tenant). On PostgreSQL and SQLite one
+    INSERT that skips the rows whose dedupe key is there already (ON CONFLICT DO NOTHING)."""
     if kind not in KINDS:
         raise ValueError(f"unknown notice kind {kind!r}")
+    if recipients is None:
+        recipients = recipients_for(session, credential_id, tenant_id)
+    now = utcnow()
+    rows = [
+        {
+            "kind": kind,
+            "dedupe_key": f"{dedupe_key}|{recipient}",
+            "subject": subject,
+            "body": body,
+            "recipient": recipient,
+            "credential_id": credential_id,
+            "tenant_id": tenant_id,
+            "data": data or {},
+            "status": "pending" if recipient else NO_RECIPIENT,
+            "next_attempt_at": now,
+        }
+        for recipient in dict.fromkeys(recipients or [""])
+    ]
+    insert = _INSERTS.get(session.get_bind().dialect.name)
+    if insert is None:  # another backend: one row at a time, asked first
+        return _enqueue_each(session, rows)
+    session.flush()  # what the session holds goes first, as the ORM's autoflush did
+    notices = cast(Table, Notice.__table__)
+    statement = insert(notices).values(rows).on_conflict_do_nothing(index_elements=["dedupe_key"])
+    return len(session.execute(statement.returning(notices.c.id)).all())
+
+
+_INSERTS: dict[str, Callable[[Table], Any]] = {"postgresql": pg_insert, "sqlite": sqlite_insert}
+
+
+def _enqueue_each(session: Session, rows: list[dict[str, Any]]) -> int:
     added = 0
-    for recipient in recipients_for(session, credential_id, tenant_id) or [""]:
-        key = f"{dedupe_key}|{recipient}"
-        if session.execute(select(Notice.id).where(Notice.dedupe_key == key)).first():
+    for row in rows:
+        if session.execute(select(Notice.id).where(Notice.dedupe_key == row["dedupe_key"])).first():
             continue
-        session.add(
-            Notice(
-                kind=kind,
-                dedupe_key=key,
-                subject=subject,
-                body=body,
-                recipient=recipient,
-                credential_id=credential_id,
-                tenant_id=tenant_id,
-                data=data or {},
-                status="pending" if recipient else NO_RECIPIENT,
-                next_attempt_at=utcnow(),
-            )
-        )
+        session.add(Notice(**row))
         added += 1
     session.flush()
     return added

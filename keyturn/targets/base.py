@@ -220,6 +220,23 @@ class Target:
         """
         raise NotImplementedError
 
+    def test_pair(
+        self, new: tuple[Account, Secret], old: tuple[Account, Secret] | None
+    ) -> tuple[bool, bool | None]:
+        """The ``test`` step's logins: *new* (account, value) must be accepted and, when
+        given, *old* must then be refused. Returns (new accepted, old accepted), the second
+        None when *old* was not tried: not given, or *new* refused.
+
+        The default calls ``test`` for *new*, then for *old* once *new* is accepted. A target
+        whose ``test`` may run on two threads at once may try both at once (the two answers
+        do not depend on each other) if it keeps this contract: the same answers and the
+        same errors as the default, *new*'s first (*old*'s answer and error are dropped when
+        *new* is refused).
+        """
+        if not self.test(*new):
+            return False, None
+        return True, (None if old is None else self.test(*old))
+
     def revoke(self, account: Account, old: Secret) -> None:
         """Make the target refuse *old* for *account*.
 

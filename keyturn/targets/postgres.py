@@ -448,6 +448,34 @@ class PostgresTarget(Target):
             )
         return True
 
+    def test_pair(
+        self, new: tuple[Account, Secret], old: tuple[Account, Secret] | None
+    ) -> tuple[bool, bool | None]:
+        """Both logins at once: each is a fresh connection of its own (``test`` shares
+        nothing between calls), and most of a login is waiting on the server's SCRAM work.
+        Answers and errors as `Target.test_pair`'s, *new*'s first."""
+        if old is None:
+            return super().test_pair(new, old)
+        found: list[bool | BaseException] = []
+
+        def try_old() -> None:
+            try:
+                found.append(self.test(*old))
+            except BaseException as exc:  # given back below, after *new*'s answer
+                found.append(exc)
+
+        thread = threading.Thread(target=try_old, name="keyturn-pg-test", daemon=True)
+        thread.start()
+        try:
+            accepted = self.test(*new)
+        finally:
+            thread.join()
+        if not accepted:
+            return False, None
+        if isinstance(found[0], BaseException):
+            raise found[0]
+        return True, found[0]
+
     def revoke(self, account: Account, old: Secret) -> None:
         """Disable the login if it still accepts *old* (``alternating``: ``NOLOGIN``).
 

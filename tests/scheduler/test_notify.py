@@ -176,3 +176,31 @@ def test_failure_alerts_name_the_next_retry(
     assert "Next attempt at" in failed[0].body
     deliver.drain(kt.app)
     assert [m["Subject"] for m in mail.messages("admins@acme.example")] == [failed[0].subject]
+
+
+@pytest.mark.state_db
+def test_a_message_is_queued_once_per_recipient(kt: Harness) -> None:
+    """The outbox's one INSERT skips the dedupe keys already there, in this transaction or
+    an earlier one, and a recipient named twice gets one row."""
+    from keyturn.notify import outbox
+
+    def enqueue(key: str, recipients: list[str] | None) -> int:
+        with kt.app.db.write() as session:
+            return outbox.enqueue(
+                session, kind="notice", dedupe_key=key, subject="s", body="b", recipients=recipients
+            )
+
+    assert enqueue("t1", ["a@x.example", "b@x.example", "a@x.example"]) == 2
+    assert enqueue("t1", ["b@x.example", "c@x.example"]) == 1
+    assert enqueue("t2", []) == 1  # nobody to tell: one row that says so
+    assert enqueue("t2", None) == 0  # recipients_for: nobody either
+    with kt.app.db.read() as session:
+        rows = session.execute(
+            select(Notice.dedupe_key, Notice.status).where(Notice.dedupe_key.like("t_|%"))
+        ).all()
+    assert sorted(rows) == [
+        ("t1|a@x.example", "pending"),
+        ("t1|b@x.example", "pending"),
+        ("t1|c@x.example", "pending"),
+        ("t2|", outbox.NO_RECIPIENT),
+    ]

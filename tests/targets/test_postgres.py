@@ -119,6 +119,38 @@ def test_single_rotation(pg: PgSandbox, refs: Refs, server_log: list[str]) -> No
     assert not plugin.test(app, Secret(old))
 
 
+def test_test_pair_answers_as_two_tests_one_after_the_other(pg: PgSandbox, refs: Refs) -> None:
+    """The two logins of the test step run at once, with the sequential contract's answers
+    and errors: *new*'s refusal or error first, *old*'s dropped when *new* is refused."""
+    plugin, app = target(pg, refs), Account(pg.role("app"))
+    old, new = Secret(new_password()), Secret(new_password())
+    plugin.ensure(app, old)
+    plugin.set(app, new, old)
+    assert plugin.test_pair((app, new), (app, old)) == (True, False)
+    assert plugin.test_pair((app, old), (app, new)) == (False, None)
+    assert plugin.test_pair((app, new), (app, new)) == (True, True)
+    assert plugin.test_pair((app, new), None) == (True, None)
+
+    def answers(given: dict[str, bool | str]) -> object:
+        def test(_account: Account, value: Secret) -> bool:
+            answer = given[value.reveal()]
+            if isinstance(answer, str):
+                raise TargetUnreachable(answer)
+            return answer
+
+        return test
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(plugin, "test", answers({"n": True, "o": "old's outage"}))
+        with pytest.raises(TargetUnreachable, match="old's outage"):
+            plugin.test_pair((app, Secret("n")), (app, Secret("o")))
+        patch.setattr(plugin, "test", answers({"n": False, "o": "old's outage"}))
+        assert plugin.test_pair((app, Secret("n")), (app, Secret("o"))) == (False, None)
+        patch.setattr(plugin, "test", answers({"n": "new's outage", "o": "old's outage"}))
+        with pytest.raises(TargetUnreachable, match="new's outage"):
+            plugin.test_pair((app, Secret("n")), (app, Secret("o")))
+
+
 def test_single_without_admin_uses_the_current_password(pg: PgSandbox, refs: Refs) -> None:
     admin = target(pg, refs)
     app = Account(pg.role("app"))
