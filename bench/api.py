@@ -22,14 +22,14 @@ Like for like: every keyturn read is an audit entry committed to its database be
 value is sent, and a decryption under a per-tenant data key; "OpenBao audited" logs every
 request and response to its file device before answering, and checks an ACL policy.
 
-Measured 2026-12-01 on 2 shared cores, `python bench/api.py --rounds 3 --seconds 5 --db
-sqlite,postgres --workers 1,2` (req/s, p99; x OpenBao audited of the same run):
-quiet (load 2): OpenBao audited 3013 req/s, p99 55 ms; keyturn SQLite x1 1437 (0.48x, p99
-0.63x), x2 2134 (0.71x, p99 0.37x); PostgreSQL x1 1102 (0.37x), x2 1387 (0.46x, p99 0.53x).
-Under a load average of 4-6 (other work on the cores): OpenBao audited 1611; keyturn SQLite
-x1 1658 (1.03x, p99 0.43x), PostgreSQL x1 1207 (0.75x, p99 0.41x). A keyturn read costs about
-0.5 ms of CPU in its server process; on two cores with the load generator beside them,
-OpenBao's Go serves about 1.4x keyturn's best when the machine is otherwise idle.
+Measured 2026-12-02 on 2 shared cores (load average about 2), `python bench/api.py --rounds 3
+--seconds 5 --db sqlite,postgres --workers 1,2` (req/s, p99, server CPU a read; x OpenBao
+audited of the same run): OpenBao audited 2383 req/s, p99 67 ms, 758 µs; keyturn SQLite x1
+2323 (0.98x, p99 0.27x, CPU 0.61x), x2 2825 (1.19x, p99 0.25x, CPU 0.63x); PostgreSQL x1 2043
+(0.86x, p99 0.42x), x2 1606 (0.67x). The day before, with the same bench, keyturn SQLite x1 was
+0.43-0.48x: the lookup and the audit append now run on DBAPI connections the threads keep
+(keyturn.db.direct), the plain read is answered ahead of FastAPI's layers, and the read threads
+settle their caller's future directly (keyturn.api.reading.Readers).
 """
 
 from __future__ import annotations
@@ -229,7 +229,8 @@ def report(targets: list[Target], args: argparse.Namespace) -> None:
     print(
         "(req/s above 1x: keyturn serves more; p99 below 1x: keyturn's slowest reads are faster;"
         " CPU below 1x: keyturn's server spends less CPU a read, the steadier figure on a busy"
-        " machine)"
+        " machine; keyturn on PostgreSQL: its database server's CPU is not counted, OpenBao's"
+        " in-memory storage is)"
     )
 
 

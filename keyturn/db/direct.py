@@ -96,7 +96,7 @@ class Direct:
         self._max_age = max_age
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._open: set[Any] = set()
+        self._open: dict[Any, int] = {}  # connection -> the process that opened it
         dialect = db.engine.dialect
         self._dialect = dialect
         self._error: type[Exception] = dialect.loaded_dbapi.Error
@@ -125,8 +125,10 @@ class Direct:
                     cursor.close()
                 return prepared.rows(raw)
             except self._error as exc:
-                self._drop(conn)
-                if fresh or attempt == 2 or not self._lost(exc, conn):
+                lost = self._lost(exc, conn)  # asked before closing: closed is "lost"
+                if lost:
+                    self._drop(conn)
+                if fresh or attempt == 2 or not lost:
                     raise self._wrapped(prepared.sql, params, exc) from exc
         raise AssertionError("unreachable")
 
@@ -143,8 +145,9 @@ class Direct:
             try:
                 cursor = conn.cursor()
             except self._error as exc:  # closed under us
+                lost = self._lost(exc, conn)
                 self._drop(conn)
-                if fresh or not self._lost(exc, conn):
+                if fresh or not lost:
                     raise self._wrapped("BEGIN", None, exc) from exc
                 continue
             steps = _Steps(self, conn, cursor, fresh)
@@ -168,9 +171,10 @@ class Direct:
     def close(self) -> None:
         """Close every connection this holds (any thread's); later calls open new ones."""
         with self._lock:
-            held, self._open = self._open, set()
-        for conn in held:
-            _quietly(conn.close)
+            held, self._open = self._open, {}
+        for conn, pid in held.items():
+            if pid == os.getpid():  # a parent's, inherited by a fork: the parent's to close
+                _quietly(conn.close)
         self._local = threading.local()
 
     def _connection(self) -> tuple[Any, bool]:
@@ -185,16 +189,18 @@ class Direct:
         fairy.detach()  # ours now: never back to the pool, which may open another
         dbapi = fairy.dbapi_connection
         assert dbapi is not None
-        if not self._transactions and not self._db.is_sqlite:
-            dbapi.autocommit = True  # psycopg: no transaction left open between reads
+        if not self._db.is_sqlite:
+            # psycopg: reads in autocommit (no transaction left open between them); the
+            # writer's statements in one transaction (its head row locked until the commit).
+            dbapi.autocommit = not self._transactions
         local.conn, local.pid, local.since = dbapi, os.getpid(), time.monotonic()
         with self._lock:
-            self._open.add(dbapi)
+            self._open[dbapi] = os.getpid()
         return dbapi, True
 
     def _drop(self, conn: Any) -> None:
         with self._lock:
-            self._open.discard(conn)
+            self._open.pop(conn, None)
         if getattr(self._local, "conn", None) is conn:
             self._local.conn = None
         _quietly(conn.close)

@@ -32,8 +32,6 @@ from keyturn.domain.errors import PluginMissing, StoreUnavailable, UsageError
 if TYPE_CHECKING:  # the ORM loads with the first session: `keyturn get` runs on Core alone
     from sqlalchemy.orm import Session, sessionmaker
 
-    from keyturn.db.direct import Direct
-
 DEFAULT_URL = "sqlite:///keyturn.db"
 # How long a SQLite writer waits for another's write lock before giving up.
 BUSY_SECONDS = 30.0
@@ -143,6 +141,12 @@ class Database:
         # key set reaches the code that appends to it (keyturn.audit.chain.bind).
         self.session_info: dict[str, Any] = {}
         self._writers: tuple[int, int] = (0, -1)  # (pid, fd) of `queued`'s lock file
+        from keyturn.db.direct import Direct  # connects nothing until first used
+
+        # Single statements on connections the reading threads keep, in autocommit (the
+        # secret read's lookup), and transactions on the one the audit writer keeps.
+        self.direct = Direct(self, transactions=False, max_age=RECYCLE_SECONDS)
+        self.direct_writes = Direct(self, transactions=True, max_age=RECYCLE_SECONDS)
         # One read statement outside any transaction (keyturn.db.reads): no BEGIN or COMMIT.
         self._single = (
             self.engine.execution_options(sqlite_begin=None)
@@ -162,21 +166,6 @@ class Database:
 
         reader = self.engine.execution_options(sqlite_begin="DEFERRED")
         return sessionmaker(reader, expire_on_commit=False, info=self.session_info)
-
-    @cached_property
-    def direct(self) -> Direct:
-        """Single statements on connections the reading threads keep, in autocommit
-        (keyturn.db.direct: the secret read's lookup)."""
-        from keyturn.db.direct import Direct
-
-        return Direct(self, transactions=False, max_age=RECYCLE_SECONDS)
-
-    @cached_property
-    def direct_writes(self) -> Direct:
-        """Transactions on a connection the writing thread keeps (the audit group writer)."""
-        from keyturn.db.direct import Direct
-
-        return Direct(self, transactions=True, max_age=RECYCLE_SECONDS)
 
     @property
     def sqlite_path(self) -> Path | None:
@@ -283,9 +272,8 @@ class Database:
             )
 
     def dispose(self) -> None:
-        for name in ("direct", "direct_writes"):
-            if name in self.__dict__:
-                self.__dict__.pop(name).close()
+        self.direct.close()
+        self.direct_writes.close()
         self.engine.dispose()
         pid, fd = self._writers
         if pid == os.getpid() and fd >= 0:

@@ -248,7 +248,7 @@ def read_direct(
 ) -> tuple[Any, Held | None]:
     """`read` on the calling thread's own connection (keyturn.db.direct), without
     SQLAlchemy's execution around the statement: the API's hot path. The same statement,
-    the same rows (tests/db/test_direct.py)."""
+    the same rows (tests/api/test_direct.py)."""
     params = {"digest": digest, "credential_id": credential_id, **_asked(states)}
     direct = db.direct
     return _found(credential_id, direct.fetch(direct.prepare(_READ), params))

@@ -73,9 +73,10 @@ def enqueue(
         }
         for recipient in dict.fromkeys(recipients or [""])
     ]
-    insert = _INSERTS.get(session.get_bind().dialect.name)
-    if insert is None:  # another backend: one row at a time, asked first
-        return _enqueue_each(session, rows)
+    dialect = session.get_bind().dialect
+    insert = _INSERTS.get(dialect.name)
+    if insert is None or not dialect.insert_returning:  # another backend, or SQLite < 3.35
+        return _enqueue_each(session, rows)  # one row at a time, asked first
     session.flush()  # what the session holds goes first, as the ORM's autoflush did
     notices = cast(Table, Notice.__table__)
     statement = insert(notices).values(rows).on_conflict_do_nothing(index_elements=["dedupe_key"])

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select, text, update
+from sqlalchemy.exc import DBAPIError
 
 from keyturn import auth
 from keyturn.audit.chain import bound_keys
@@ -70,14 +72,23 @@ def test_the_group_writer_writes_the_references_entries(api: Api) -> None:
 
 
 def test_a_dead_connection_is_replaced_without_a_failed_read(api: Api) -> None:
+    """This thread's kept reading connection and the audit writer's die (closed, or ended by
+    the server): the next lookup on this thread and the next audited read both succeed."""
+    db = api.kt.app.db
+    digest = auth.token_hash(api.tokens["consumer"])
+
     def read() -> str:
         response = api.call("consumer", "GET", f"/credentials/{CRED}/secret")
         assert response.status_code == 200, response.text
         return str(response.json()["value"])
 
     assert read() == INITIAL
-    db = api.kt.app.db
-    if not db.is_sqlite:  # the server ends every backend of this database but ours
+    assert reads.read_direct(db, digest, CRED, STATES)[1] is not None
+    mine, writer = db.direct._local.conn, next(iter(db.direct_writes._open))
+    if db.is_sqlite:
+        for conn in (*db.direct._open, writer):
+            conn.close()
+    else:  # the server ends every backend of this database but the one asking
         with db.engine.connect() as conn:
             conn.execute(
                 text(
@@ -85,9 +96,40 @@ def test_a_dead_connection_is_replaced_without_a_failed_read(api: Api) -> None:
                     "WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 )
             )
-    for conn in [*db.direct._open, *db.direct_writes._open]:
-        conn.close()  # the readers' and the audit writer's, as a server that closed them
-    assert read() == INITIAL and read() == INITIAL
+    assert reads.read_direct(db, digest, CRED, STATES)[1] is not None
+    assert db.direct._local.conn is not mine  # replaced, on the one retry
+    assert read() == INITIAL and writer not in db.direct_writes._open
+
+
+def test_a_refusal_is_not_retried_and_keeps_the_connection(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a lost connection is tried again: a statement the database refuses (here its
+    table is gone) is one attempt, and the connection stays."""
+    db = api.kt.app.db
+    digest = auth.token_hash(api.tokens["consumer"])
+    assert reads.read_direct(db, digest, CRED, STATES)[1] is not None
+    mine = db.direct._local.conn
+    attempts: list[object] = []
+    real = db.direct._connection
+
+    def counted() -> tuple[object, bool]:
+        attempts.append(None)
+        return real()
+
+    monkeypatch.setattr(db.direct, "_connection", counted)
+    with db.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE api_tokens RENAME TO api_tokens_away"))
+    try:
+        with pytest.raises(DBAPIError) as refused:
+            reads.read_direct(db, digest, CRED, STATES)
+    finally:
+        with db.engine.begin() as conn:
+            conn.execute(text("ALTER TABLE api_tokens_away RENAME TO api_tokens"))
+    assert digest not in str(refused.value)  # parameters hidden
+    assert len(attempts) == 1 and db.direct._local.conn is mine
+    assert reads.read_direct(db, digest, CRED, STATES)[1] is not None
+    assert db.direct._local.conn is mine
 
 
 def test_a_failed_audit_commit_fails_the_read_closed_and_the_next_one_commits(api: Api) -> None:

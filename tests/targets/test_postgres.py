@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,6 +118,32 @@ def test_single_rotation(pg: PgSandbox, refs: Refs, server_log: list[str]) -> No
     plugin.revoke(app, Secret(old))
     assert plugin.test(app, Secret(new))
     assert not plugin.test(app, Secret(old))
+
+
+def test_test_pair_overlaps_and_meets_a_connection_limit_one_at_a_time(
+    pg: PgSandbox, refs: Refs
+) -> None:
+    """The two logins are in flight together (a barrier only both can pass), and a role
+    whose CONNECTION LIMIT lets one log in at a time still gets the sequential answer."""
+    plugin, app = target(pg, refs), Account(pg.role("app"))
+    old, new = Secret(new_password()), Secret(new_password())
+    plugin.ensure(app, old)
+    plugin.set(app, new, old)
+    real, together = plugin.test, threading.Barrier(2, timeout=10)
+
+    def meeting(account: Account, value: Secret) -> bool:
+        together.wait()  # BrokenBarrierError unless the other login is under way too
+        return real(account, value)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(plugin, "test", meeting)
+        assert plugin.test_pair((app, new), (app, old)) == (True, False)
+    with pg.admin() as conn:
+        conn.execute(f'ALTER ROLE "{app.username}" CONNECTION LIMIT 1')
+    for _ in range(5):  # overlapping or not, the answer is the sequential one
+        assert plugin.test_pair((app, new), (app, old)) == (True, False)
+        # Both accepted: two sessions of the role at once, which the limit refuses.
+        assert plugin.test_pair((app, new), (app, new)) == (True, True)
 
 
 def test_test_pair_answers_as_two_tests_one_after_the_other(pg: PgSandbox, refs: Refs) -> None:

@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from sqlalchemy import select
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from keyturn.api import errors as api_errors
 from keyturn.api import reading
@@ -240,20 +240,30 @@ async def _fast(
     scope: Scope, receive: Receive, send: Send, credential_id: str, which: Which | None
 ) -> None:
     request = Request(scope, receive, send)
+    started = False  # a response began: an unexpected error after it can send nothing more
+
+    async def tracking(message: Message) -> None:
+        nonlocal started
+        started = started or message["type"] == "http.response.start"
+        await send(message)
+
     try:
-        token = bearer_token(request, await bearer(request))
-        tag, body = await _serve(
-            request, token, credential_id, which, request.headers.get("if-none-match")
-        )
-    except Exception as exc:
-        handler = _handler(request, exc)
-        if handler is None:  # as errors.CatchAll answers the route's
-            await api_errors.unexpected(exc, scope, receive, send, started=False)
+        try:
+            token = bearer_token(request, await bearer(request))
+            tag, body = await _serve(
+                request, token, credential_id, which, request.headers.get("if-none-match")
+            )
+        except Exception as exc:
+            handler = _handler(request, exc)
+            if handler is None:
+                raise
+            response: Response = await handler(request, exc)
+            await response(scope, receive, tracking)
             return
-        response: Response = await handler(request, exc)
-        await response(scope, receive, send)
-        return
-    await _send(send, tag, body)
+        started = True  # a failure of send itself: the connection is gone
+        await _send(send, tag, body)
+    except Exception as exc:  # as errors.CatchAll answers the route's
+        await api_errors.unexpected(exc, scope, receive, send, started=started)
 
 
 async def _send(send: Send, tag: str, body: bytes | None) -> None:
