@@ -12,9 +12,10 @@ SQL, the same parameter order, the column types' own bind and result conversions
 on a DBAPI connection that a thread keeps (`Direct`), taken out of the engine's pool for good
 (so it went through the same connect-time setup: SQLite's WAL, busy timeout, full sync). A
 driver error is raised as SQLAlchemy's DBAPIError would be, so `Database.guard` turns it into
-the same one line; the connection is then dropped, and a read on a connection that had served
-before is tried once more on a fresh one (a server that closed an idle connection costs no
-request). Everything else in keyturn keeps SQLAlchemy's own execution.
+the same one line. A connection the dialect calls lost (`is_disconnect`) is dropped, and the
+work is tried once more on a fresh one when nothing can have been written (a server that
+closed an idle connection costs no request); a refusal is raised at once and the connection
+kept. Everything else in keyturn keeps SQLAlchemy's own execution.
 """
 
 from __future__ import annotations

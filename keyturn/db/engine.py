@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, event, inspect
-from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
@@ -101,8 +101,7 @@ def _sqlite_setup(engine: Engine, busy_seconds: float) -> None:
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
-        if mode is not None:  # None: Database.single, one statement in autocommit
-            conn.exec_driver_sql(f"BEGIN {mode}")
+        conn.exec_driver_sql(f"BEGIN {mode}")
 
 
 class Database:
@@ -147,12 +146,6 @@ class Database:
         # secret read's lookup), and transactions on the one the audit writer keeps.
         self.direct = Direct(self, transactions=False, max_age=RECYCLE_SECONDS)
         self.direct_writes = Direct(self, transactions=True, max_age=RECYCLE_SECONDS)
-        # One read statement outside any transaction (keyturn.db.reads): no BEGIN or COMMIT.
-        self._single = (
-            self.engine.execution_options(sqlite_begin=None)
-            if self.is_sqlite
-            else self.engine.execution_options(isolation_level="AUTOCOMMIT")
-        )
 
     @cached_property
     def _sessions(self) -> sessionmaker[Session]:
@@ -218,14 +211,6 @@ class Database:
                 fd = -1
             self._writers = (os.getpid(), fd)
         return None if fd < 0 else fd
-
-    @contextlib.contextmanager
-    def single(self) -> Iterator[Connection]:
-        """A connection for one read statement in autocommit: a single statement sees one
-        consistent snapshot by itself, so it needs no transaction and no BEGIN or COMMIT
-        round trips (the secret read's hot path). Never for more than one statement."""
-        with self.guard(), self._single.connect() as conn:
-            yield conn
 
     @contextlib.contextmanager
     def guard(self) -> Iterator[None]:

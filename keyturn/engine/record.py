@@ -50,6 +50,7 @@ from keyturn.domain.model import (
 from keyturn.domain.policy import Policy as EffectivePolicy
 from keyturn.engine import lease, strategies
 from keyturn.engine.strategies import RotationStrategy
+from keyturn.notify import outbox
 from keyturn.runtime import open_target
 from keyturn.targets.base import Account, Target
 
@@ -263,6 +264,7 @@ class Record:
         stack, self._chain, self._chain_stack, self._held = self._chain_stack, None, None, None
         self._pointer, self._entries = {}, []
         self._kept, self._previous, self._seeded, self._seeded_last = [], None, None, None
+        self._seeded_rows = ()
         if stack is not None:
             # A rollback that fails (the connection is gone) leaves nothing committed either.
             with suppress(Exception):
@@ -495,8 +497,7 @@ class Record:
     def _recipients(self, policy: EffectivePolicy) -> list[str]:
         """Who hears of this credential (`keyturn.notify.outbox.recipients_for`, from the
         policy and the tenant `_policy` read)."""
-        tenant = self._tenant_row.recipients if self._tenant_row is not None else []
-        return list(dict.fromkeys([*policy.recipients, *tenant]))
+        return outbox.recipients_of(policy.recipients, self._tenant_row)
 
     def _previous_of(self, session: Session) -> Value | None:
         """The previous version, decrypted: as this run's finish left it, else as stored."""

@@ -8,7 +8,7 @@ every day for a week as in seed 000's sample code.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 from sqlalchemy import Table, select
@@ -25,15 +25,17 @@ NO_RECIPIENT = "no-recipient"
 
 
 def recipients_for(session: Session, credential_id: str | None, tenant_id: str | None) -> list[str]:
-    found: list[str] = []
+    policy: list[str] = []
     if credential_id:
         cred = repo.get_credential(session, credential_id)
-        found += repo.policy_for(session, cred, PasswordRules()).recipients
+        policy = list(repo.policy_for(session, cred, PasswordRules()).recipients)
         tenant_id = tenant_id or cred.tenant_id
-    tenant = session.get(Tenant, tenant_id) if tenant_id else None
-    if tenant is not None:
-        found += tenant.recipients
-    return list(dict.fromkeys(found))
+    return recipients_of(policy, session.get(Tenant, tenant_id) if tenant_id else None)
+
+
+def recipients_of(policy: Iterable[str], tenant: Tenant | None) -> list[str]:
+    """Who hears of a credential: its policy's recipients, then its tenant's, each once."""
+    return list(dict.fromkeys([*policy, *(tenant.recipients if tenant is not None else [])]))
 
 
 def enqueue(

@@ -25,8 +25,8 @@ STATES = ["current", "previous", "pending"]
 
 def _both(api: Api, digest: str, credential_id: str) -> tuple[object, object]:
     db = api.kt.app.db
-    with db.single() as conn:
-        through_sqlalchemy = reads.read(conn, digest, credential_id, STATES)
+    with db.read() as session:
+        through_sqlalchemy = reads.read(session.connection(), digest, credential_id, STATES)
     return through_sqlalchemy, reads.read_direct(db, digest, credential_id, STATES)
 
 
