@@ -18,7 +18,10 @@ its own login roles for a few seconds, rounds interleaved (the order rotates eac
   connection, then the same verification logins (the new password accepted, the old one
   refused: seed 004), 1 and 4 clients.
 
-Prints rotations/s (medians over rounds) and the ratios the issue asks for, from this run.
+Prints rotations/s (medians over rounds) and the ratios the issue asks for, from this run,
+with how much of the machine's CPU (all cores, every process: /proc/stat) each configuration
+kept busy: where one keyturn worker already keeps the cores busy, a second one has little to
+add, and the last line says how much at most.
 OpenBao makes no verification login; keyturn must, hence the raw ceiling beside it.
 """
 
@@ -105,6 +108,22 @@ class Config:
     name: str
     run: Callable[[float], int]  # seconds -> rotations done
     rates: list[float] = field(default_factory=list)
+    busy: list[float] = field(default_factory=list)  # the machine's CPU in use, each round
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """(busy, all) CPU ticks of the whole machine since boot (/proc/stat: every core, every
+    process: keyturn, OpenBao, this process's clients and the PostgreSQL servers alike;
+    idle and iowait are not busy)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_since(before: tuple[int, int]) -> float:
+    """The share of the machine's CPU (all cores) in use since *before* (`cpu_ticks()`)."""
+    busy, total = cpu_ticks()
+    return (busy - before[0]) / max(total - before[1], 1)
 
 
 def threaded(clients: int, one: Callable[[int], None]) -> Callable[[float], int]:
@@ -320,9 +339,12 @@ def report(configs: list[Config], args: argparse.Namespace) -> None:
         f"PostgreSQL password rotations (scram-sha-256 cluster), {args.rounds} rounds of "
         f"{args.seconds:g} s, keyturn's state on {args.state}; {bao_version()}"
     )
+    cores = os.cpu_count() or 1
+    print(f"  {'':28}{'rotations':>10}   {'rounds':13}  machine CPU in use ({cores} cores)")
     for c in configs:
         spread = f"{min(c.rates):.1f}-{max(c.rates):.1f}"
-        print(f"  {c.name:28}{rate[c.name]:8.1f} /s   (rounds: {spread})")
+        used = statistics.median(c.busy)
+        print(f"  {c.name:28}{rate[c.name]:8.1f} /s   {spread:13}  {used:4.0%}")
     k1, k4 = rate["keyturn x1 (1 worker)"], rate[f"keyturn x{CLIENTS} (1 worker)"]
     k4w2 = rate[f"keyturn x{CLIENTS} (2 workers)"]
     b1, b4 = rate["OpenBao x1"], rate[f"OpenBao x{CLIENTS}"]
@@ -332,6 +354,17 @@ def report(configs: list[Config], args: argparse.Namespace) -> None:
     print(f"  keyturn / raw ceiling  1 client {k1 / r1:5.2f}x   {CLIENTS} clients {k4 / r4:5.2f}x")
     print(f"  OpenBao / raw ceiling  1 client {b1 / r1:5.2f}x   {CLIENTS} clients {b4 / r4:5.2f}x")
     print(f"  keyturn 2 workers / 1 worker ({CLIENTS} clients) {k4w2 / k4:5.2f}x")
+    # What a second worker can add is bounded by the CPU the first leaves free: the whole
+    # machine (keyturn, its PostgreSQL, the cluster's SCRAM logins) at 1 worker's rotations.
+    one_worker = statistics.median(configs_named(configs, f"keyturn x{CLIENTS} (1 worker)").busy)
+    print(
+        f"  machine CPU in use at 1 worker ({CLIENTS} clients) {one_worker:4.0%}: "
+        f"more workers could reach at most {1 / max(one_worker, 0.01):4.2f}x of it"
+    )
+
+
+def configs_named(configs: list[Config], name: str) -> Config:
+    return next(c for c in configs if c.name == name)
 
 
 def main() -> None:
@@ -362,11 +395,14 @@ def main() -> None:
             for round_ in range(args.rounds):
                 shift = round_ % len(configs)
                 for c in configs[shift:] + configs[:shift]:
-                    began = time.monotonic()
+                    began, ticks = time.monotonic(), cpu_ticks()
                     done = c.run(args.seconds)
                     c.rates.append(done / (time.monotonic() - began))
+                    c.busy.append(busy_since(ticks))
                     print(
-                        f"  round {round_ + 1}: {c.name:28}{c.rates[-1]:8.1f} /s", file=sys.stderr
+                        f"  round {round_ + 1}: {c.name:28}{c.rates[-1]:8.1f} /s"
+                        f"  CPU {c.busy[-1]:4.0%}",
+                        file=sys.stderr,
                     )
             report(configs, args)
     finally:
