@@ -20,8 +20,8 @@ its own login roles for a few seconds, rounds interleaved (the order rotates eac
 
 Prints rotations/s (medians over rounds) and the ratios the issue asks for, from this run,
 with how much of the machine's CPU (all cores, every process: /proc/stat) each configuration
-kept busy: where one keyturn worker already keeps the cores busy, a second one has little to
-add, and the last line says how much at most.
+kept busy and what that comes to a rotation (core-milliseconds: keyturn or OpenBao, the
+clients, both PostgreSQL servers), the figure that says what a machine's cores allow.
 OpenBao makes no verification login; keyturn must, hence the raw ceiling beside it.
 """
 
@@ -115,9 +115,10 @@ def cpu_ticks() -> tuple[int, int]:
     """(busy, all) CPU ticks of the whole machine since boot (/proc/stat: every core, every
     process: keyturn, OpenBao, this process's clients and the PostgreSQL servers alike;
     idle and iowait are not busy)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]
-    return sum(fields) - idle, sum(fields)
+    # user nice system idle iowait irq softirq steal; guest time is in user and nice already.
+    line = Path("/proc/stat").read_text().split("\n", 1)[0]
+    fields = [int(x) for x in line.split()[1:9]]
+    return sum(fields) - fields[3] - fields[4], sum(fields)
 
 
 def busy_since(before: tuple[int, int]) -> float:
@@ -335,16 +336,20 @@ def keyturn_configs(
 
 def report(configs: list[Config], args: argparse.Namespace) -> None:
     rate = {c.name: statistics.median(c.rates) for c in configs}
+    used = {c.name: statistics.median(c.busy) for c in configs}
     print(
         f"PostgreSQL password rotations (scram-sha-256 cluster), {args.rounds} rounds of "
         f"{args.seconds:g} s, keyturn's state on {args.state}; {bao_version()}"
     )
     cores = os.cpu_count() or 1
-    print(f"  {'':28}{'rotations':>10}   {'rounds':13}  machine CPU in use ({cores} cores)")
+    print(
+        f"  {'':28}{'rotations':>10}   {'rounds':13}  machine CPU ({cores} cores): "
+        "in use, ms a rotation"
+    )
     for c in configs:
         spread = f"{min(c.rates):.1f}-{max(c.rates):.1f}"
-        used = statistics.median(c.busy)
-        print(f"  {c.name:28}{rate[c.name]:8.1f} /s   {spread:13}  {used:4.0%}")
+        per = used[c.name] * cores * 1000 / rate[c.name] if rate[c.name] else float("nan")
+        print(f"  {c.name:28}{rate[c.name]:8.1f} /s   {spread:13}  {used[c.name]:4.0%}  {per:6.1f}")
     k1, k4 = rate["keyturn x1 (1 worker)"], rate[f"keyturn x{CLIENTS} (1 worker)"]
     k4w2 = rate[f"keyturn x{CLIENTS} (2 workers)"]
     b1, b4 = rate["OpenBao x1"], rate[f"OpenBao x{CLIENTS}"]
@@ -354,17 +359,6 @@ def report(configs: list[Config], args: argparse.Namespace) -> None:
     print(f"  keyturn / raw ceiling  1 client {k1 / r1:5.2f}x   {CLIENTS} clients {k4 / r4:5.2f}x")
     print(f"  OpenBao / raw ceiling  1 client {b1 / r1:5.2f}x   {CLIENTS} clients {b4 / r4:5.2f}x")
     print(f"  keyturn 2 workers / 1 worker ({CLIENTS} clients) {k4w2 / k4:5.2f}x")
-    # What a second worker can add is bounded by the CPU the first leaves free: the whole
-    # machine (keyturn, its PostgreSQL, the cluster's SCRAM logins) at 1 worker's rotations.
-    one_worker = statistics.median(configs_named(configs, f"keyturn x{CLIENTS} (1 worker)").busy)
-    print(
-        f"  machine CPU in use at 1 worker ({CLIENTS} clients) {one_worker:4.0%}: "
-        f"more workers could reach at most {1 / max(one_worker, 0.01):4.2f}x of it"
-    )
-
-
-def configs_named(configs: list[Config], name: str) -> Config:
-    return next(c for c in configs if c.name == name)
 
 
 def main() -> None:
