@@ -31,16 +31,18 @@ def get_credential(session: Session, credential_id: str, *, lock: bool = False) 
 
 def locked_credential_with(
     session: Session, credential_id: str
-) -> tuple[Credential, tuple[PolicyRow | None, Tenant | None, TargetRow | None]]:
+) -> tuple[Credential, tuple[PolicyRow | None, Tenant | None, TargetRow | None], Rotation | None]:
     """`get_credential(lock=True)` with the rows a rotation reads next (its policy, tenant
     and target), loaded by the same statement: in the session's identity map, `session.get`
     finds them without a query for as long as the caller holds them (the map holds rows
-    weakly). The lock is on the credential's row only."""
+    weakly). The lock is on the credential's row only. Last, its active rotation, if any
+    (the same statement says whether there is one)."""
     validate_id(credential_id)
     found = session.execute(_CREDENTIAL_WITH, {"cid": credential_id}).one_or_none()
     if found is None:
         raise CredentialNotFound(f"no credential {credential_id!r}")
-    return found[0], (found[1], found[2], found[3])
+    active = session.get(Rotation, found[4]) if found[4] is not None else None
+    return found[0], (found[1], found[2], found[3]), active
 
 
 def list_credentials(
@@ -138,7 +140,11 @@ def versions_and_last(
 ) -> tuple[dict[VersionState, Version], int | None]:
     """`versions_in_states`, and the credential's last version number (`last_version_number`)
     read by the same statement: None when no version is in *states* (then nothing says)."""
-    rows = session.execute(_VERSIONS_AND_LAST, {"cid": credential_id, "states": list(states)}).all()
+    asked = list(states)
+    if not 1 <= len(asked) <= 2:
+        raise ValueError("versions_and_last takes one or two states")
+    given = {"cid": credential_id, "state_a": asked[0], "state_b": asked[-1]}
+    rows = session.execute(_VERSIONS_AND_LAST, given).all()
     found = {VersionState(state): version for state, version, _ in rows}
     return found, (rows[0][2] if rows else None)
 
@@ -183,8 +189,14 @@ def consumers(session: Session, credential_id: str) -> Sequence[Consumer]:
 # Statements a rotation runs, built once (their construction and cache key cost more CPU
 # than their round trip on a quiet server); the values are bound at execution.
 _CID = bindparam("cid", type_=String())
+_ACTIVE_ID = (
+    select(Rotation.id)
+    .where(Rotation.credential_id == Credential.id, Rotation.status.in_(ACTIVE_STATUSES))
+    .limit(1)
+    .scalar_subquery()
+)
 _CREDENTIAL_WITH = (
-    select(Credential, PolicyRow, Tenant, TargetRow)
+    select(Credential, PolicyRow, Tenant, TargetRow, _ACTIVE_ID)
     .outerjoin(PolicyRow, PolicyRow.name == Credential.policy)
     .outerjoin(Tenant, Tenant.id == Credential.tenant_id)
     .outerjoin(TargetRow, TargetRow.name == Credential.target)
@@ -196,7 +208,10 @@ _VERSIONS_AND_LAST = select(
     Version.state,
     Version,
     select(func.max(_OTHER.number)).where(_OTHER.credential_id == _CID).scalar_subquery(),
-).where(Version.credential_id == _CID, Version.state.in_(bindparam("states", expanding=True)))
+).where(  # two plain parameters: an expanding IN is rewritten at every execution
+    Version.credential_id == _CID,
+    Version.state.in_([bindparam("state_a", type_=String()), bindparam("state_b", type_=String())]),
+)
 _ACTIVE_ROTATION = select(Rotation).where(
     Rotation.credential_id == _CID, Rotation.status.in_(ACTIVE_STATUSES)
 )

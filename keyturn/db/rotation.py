@@ -19,17 +19,18 @@ path.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from datetime import UTC
 from weakref import WeakKeyDictionary, WeakSet
 
-from sqlalchemy import TextClause, bindparam, select, text
-from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy import select, text
+from sqlalchemy.engine import Connection, Engine
 
 from keyturn.crypto.keyset import KeySet
-from keyturn.db import reads
+from keyturn.db import direct, reads
 from keyturn.db.reads import AUDIT_ENTRIES, AUDIT_HEAD, Entry
 
 __all__ = ["append", "turn"]
@@ -105,40 +106,28 @@ def _append_after(
     or do nothing when the head is no longer *head*. True when the entries went in."""
     seq, prev = head
     rows = reads.chain(keys, entries, seq, prev)
-    params: dict[str, Any] = {
+    for row in rows:  # stored naive UTC, as the column's type does
+        row["at"] = row["at"].astimezone(UTC).replace(tzinfo=None).isoformat()
+    params = {
         "old_seq": seq,
         "old_hash": prev,
         "new_seq": entries[-1].seq,
         "new_hash": entries[-1].hash,
+        "rows": json.dumps(rows),
     }
-    for i, row in enumerate(rows):
-        params.update({f"{name}_{i}": value for name, value in row.items()})
     # RETURNING, not rowcount: the driver reports none for a statement that opens on WITH.
-    inserted = conn.execute(_statement(conn.dialect, len(rows)), params).all()
-    return len(inserted) == len(entries)
+    # Run straight on the transaction's connection (keyturn.db.direct.execute).
+    done = direct.execute(conn, _STATEMENT, params)
+    return len(done.rows) == len(entries)
 
 
-_STATEMENTS: dict[tuple[str, int], TextClause] = {}
-
-
-def _statement(dialect: Dialect, count: int) -> TextClause:
-    """The statement for *count* entries, made once (compiled once: SQLAlchemy caches it)."""
-    key = (dialect.name, count)
-    if key not in _STATEMENTS:
-        columns = list(AUDIT_ENTRIES.c)
-        names = ", ".join(c.name for c in columns)
-        rows = ", ".join(
-            "("
-            + ", ".join(f"CAST(:{c.name}_{i} AS {c.type.compile(dialect)})" for c in columns)
-            + ")"
-            for i in range(count)
-        )
-        sql = (
-            "WITH moved AS (UPDATE audit_head SET seq = :new_seq, hash = :new_hash "
-            "WHERE id = 1 AND seq = :old_seq AND hash = :old_hash RETURNING id) "
-            f"INSERT INTO audit_entries ({names}) SELECT {names} FROM (VALUES {rows}) "
-            f"AS given ({names}) WHERE EXISTS (SELECT 1 FROM moved) RETURNING seq"
-        )
-        binds = [bindparam(f"{c.name}_{i}", type_=c.type) for i in range(count) for c in columns]
-        _STATEMENTS[key] = text(sql).bindparams(*binds)
-    return _STATEMENTS[key]
+_NAMES = ", ".join(c.name for c in AUDIT_ENTRIES.c)
+# The entries as one JSON array, whatever their number: one statement text, which the driver
+# parses once and the server prepares, and one parameter to send instead of twelve an entry.
+_STATEMENT = text(
+    "WITH moved AS (UPDATE audit_head SET seq = :new_seq, hash = :new_hash "
+    "WHERE id = 1 AND seq = :old_seq AND hash = :old_hash RETURNING id) "
+    f"INSERT INTO audit_entries ({_NAMES}) SELECT {_NAMES} "
+    "FROM json_populate_recordset(NULL::audit_entries, CAST(:rows AS json)) "
+    "WHERE EXISTS (SELECT 1 FROM moved) RETURNING seq"
+)

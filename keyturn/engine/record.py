@@ -34,7 +34,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from keyturn.app import Keyturn
 from keyturn.audit import log as audit
 from keyturn.audit.chain import keys_of
-from keyturn.db import repo, rotation
+from keyturn.db import direct, repo, rotation
 from keyturn.db.models import Credential, Rotation, TargetRow, Tenant, Version, utcnow
 from keyturn.db.models import Policy as PolicyRow
 from keyturn.db.reads import Entry
@@ -100,10 +100,12 @@ def move(
     session: Session, credential_id: str, old: VersionState, new: VersionState, **extra: Any
 ) -> None:
     # On the table, not the mapped class: a Core statement, without the ORM's bulk-update
-    # machinery (loaded versions are not synchronised either way: callers expire them).
+    # machinery (loaded versions are not synchronised either way: callers expire them), run
+    # straight on the transaction's connection (keyturn.db.direct.execute).
     statement = _update(cast(Table, Version.__table__), ("credential_id", "state"), extra)
     given = {"w_credential_id": credential_id, "w_state": old, "v_state": new}
-    session.execute(statement, given | {f"v_{name}": value for name, value in extra.items()})
+    values = given | {f"v_{name}": value for name, value in extra.items()}
+    direct.execute(session.connection(), statement, values)
 
 
 _UPDATES: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Update] = {}
@@ -385,8 +387,10 @@ class Record:
     def _move_pointer(self, session: Session, values: dict[str, Any]) -> None:
         statement = _update(cast(Table, Rotation.__table__), ("id", "lease_owner"), values)
         given = {"w_id": self.id, "w_lease_owner": self.owner}
-        result = session.execute(statement, given | {f"v_{k}": v for k, v in values.items()})
-        if not result.rowcount:  # type: ignore[attr-defined]
+        done = direct.execute(
+            session.connection(), statement, given | {f"v_{k}": v for k, v in values.items()}
+        )
+        if not done.rowcount:
             raise lease.LeaseLost()
 
     def _flush_pointer(self, session: Session) -> None:

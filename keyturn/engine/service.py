@@ -109,7 +109,7 @@ def _recorded(
     append: Callable[..., object] = audit.append,
 ) -> _Recorded:
     """_record, with the rows it read and made (its audit entry through *append*)."""
-    cred, rows = repo.locked_credential_with(session, credential_id)
+    cred, rows, active = repo.locked_credential_with(session, credential_id)
     if not cred.target:
         raise UsageError(
             f"{credential_id} has no target: keyturn cannot change it; "
@@ -117,7 +117,7 @@ def _recorded(
         )
     # Asked first (the INSERT stays the guard against a race): an INSERT meeting the active
     # rotation's row mid-update waits holding this credential's lock, a PostgreSQL deadlock.
-    if (active := repo.active_rotation(session, credential_id)) is not None:
+    if active is not None:
         raise _in_progress(active)
     found, last = repo.versions_and_last(
         session, credential_id, (VersionState.PENDING, VersionState.CURRENT)

@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from keyturn.db import repo
+from keyturn.db import direct, repo
 from keyturn.db.models import Notice, Tenant, utcnow
 from keyturn.domain.model import PasswordRules
 
@@ -72,6 +72,8 @@ def enqueue(
             "data": data or {},
             "status": "pending" if recipient else NO_RECIPIENT,
             "next_attempt_at": now,
+            "attempts": 0,
+            "created_at": now,
         }
         for recipient in dict.fromkeys(recipients or [""])
     ]
@@ -80,12 +82,33 @@ def enqueue(
     if insert is None or not dialect.insert_returning:  # another backend, or SQLite < 3.35
         return _enqueue_each(session, rows)  # one row at a time, asked first
     session.flush()  # what the session holds goes first, as the ORM's autoflush did
-    notices = cast(Table, Notice.__table__)
-    statement = insert(notices).values(rows).on_conflict_do_nothing(index_elements=["dedupe_key"])
-    return len(session.execute(statement.returning(notices.c.id)).all())
+    statement = _statement(dialect.name, insert, len(rows))
+    values = {f"{name}_{i}": value for i, row in enumerate(rows) for name, value in row.items()}
+    return len(direct.execute(session.connection(), statement, values).rows)
 
 
 _INSERTS: dict[str, Callable[[Table], Any]] = {"postgresql": pg_insert, "sqlite": sqlite_insert}
+_STATEMENTS: dict[tuple[str, int], Any] = {}
+_COLUMNS = (
+    *("kind", "dedupe_key", "subject", "body", "recipient", "credential_id", "tenant_id"),
+    *("data", "status", "next_attempt_at", "attempts", "created_at"),
+)
+
+
+def _statement(dialect: str, insert: Callable[[Table], Any], count: int) -> Any:
+    """INSERT of *count* notices skipping dedupe keys already there, RETURNING their ids;
+    made once per count (keyturn.db.direct.execute runs it on the session's transaction)."""
+    key = (dialect, count)
+    if key not in _STATEMENTS:
+        notices = cast(Table, Notice.__table__)
+        rows = [
+            {name: bindparam(f"{name}_{i}", type_=notices.c[name].type) for name in _COLUMNS}
+            for i in range(count)
+        ]
+        statement = insert(notices).values(rows)
+        statement = statement.on_conflict_do_nothing(index_elements=["dedupe_key"])
+        _STATEMENTS[key] = statement.returning(notices.c.id)
+    return _STATEMENTS[key]
 
 
 def _enqueue_each(session: Session, rows: list[dict[str, Any]]) -> int:
