@@ -46,10 +46,7 @@ def test_driver_errors_are_sqlalchemys_and_counted(kt: Harness) -> None:
     event.listen(kt.app.db.engine, "before_cursor_execute", lambda *a: seen.append(a[2]))
     notices = Notice.__table__
     statement = insert(notices).values(
-        {
-            name: bindparam(name, type_=notices.c[name].type)
-            for name in outbox._COLUMNS  # noqa: SLF001
-        }
+        {name: bindparam(name, type_=notices.c[name].type) for name in outbox._COLUMNS}
     )
     row = {
         "kind": "notice",
