@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, cast
 
 from cryptography.exceptions import InvalidTag
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Table, bindparam, func, insert, select
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from keyturn.audit import chain as audit_chain
 from keyturn.audit import log as audit
@@ -15,7 +16,7 @@ from keyturn.crypto import envelope
 from keyturn.crypto.keys import MasterKey
 from keyturn.crypto.keyset import KeySet, open_keyset
 from keyturn.crypto.secrets import fingerprint
-from keyturn.db import repo
+from keyturn.db import direct, repo
 from keyturn.db.engine import Database
 from keyturn.db.models import (
     AuditEntry,
@@ -221,21 +222,35 @@ class Vault:
         number = (repo.last_version_number(session, cred.id) if last is None else last) + 1
         ciphertext, data_key = self.seal(session, cred.tenant_id, cred.id, number, value)
         valid_from, expires_at = validity or (None, None)
-        version = Version(
-            credential_id=cred.id,
-            number=number,
-            state=state,
-            username=username,
-            key_id=key_id,
-            ciphertext=ciphertext,
-            data_key_id=data_key,
-            fingerprint=self.fingerprint(value),
-            activated_at=utcnow() if state == VersionState.CURRENT else None,
-            valid_from=valid_from,
-            expires_at=expires_at,
-        )
-        session.add(version)
+        now = utcnow()
+        values: dict[str, Any] = {
+            "credential_id": cred.id,
+            "number": number,
+            "state": state,
+            "username": username,
+            "key_id": key_id,
+            "ciphertext": ciphertext,
+            "data_key_id": data_key,
+            "fingerprint": self.fingerprint(value),
+            "created_at": now,
+            "activated_at": now if state == VersionState.CURRENT else None,
+            "retired_at": None,
+            "valid_from": valid_from,
+            "expires_at": expires_at,
+        }
+        if not session.get_bind().dialect.insert_returning:  # SQLite < 3.35
+            version = Version(**values)
+            session.add(version)
+            session.flush()
+            return version
+        # One INSERT ... RETURNING id straight on the driver (keyturn.db.direct.execute),
+        # after what the session holds (flushed first); the row joins the session as
+        # loaded, every column known: no flush of its own, nothing to read back.
         session.flush()
+        done = direct.execute(session.connection(), _INSERT_VERSION, values)
+        version = Version(id=done.rows[0][0], **values)
+        make_transient_to_detached(version)
+        session.add(version)
         return version
 
     def reveal(self, version: Version) -> Secret:
@@ -249,3 +264,11 @@ class Vault:
         unknown = [i for i in ids if i not in self.keyring.masters]
         if unknown:
             raise WrongMasterKey()
+
+
+_VERSIONS = cast(Table, Version.__table__)
+_INSERT_VERSION = (
+    insert(_VERSIONS)
+    .values({c.name: bindparam(c.name, type_=c.type) for c in _VERSIONS.c if c.name != "id"})
+    .returning(_VERSIONS.c.id)
+)
