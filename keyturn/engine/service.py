@@ -6,14 +6,15 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from keyturn.app import Keyturn
 from keyturn.audit import log as audit
-from keyturn.db import repo
+from keyturn.db import direct, repo
 from keyturn.db.models import Credential, Rotation, TargetRow, Version, utcnow
 from keyturn.domain.errors import (
     Conflict,
@@ -123,29 +124,26 @@ def _recorded(
         session, credential_id, (VersionState.PENDING, VersionState.CURRENT)
     )
     current = found.get(VersionState.CURRENT)
-    rot = Rotation(
-        credential_id=credential_id,
-        trigger=trigger,
-        actor=actor,
-        reason=reason,
-        strategy=cred.strategy,
-        step=Step.CREATE,
-        status=RotationStatus.RUNNING,
-        old_version=current.number if current else None,
-        lease_owner=lease_owner,
-        lease_expires_at=utcnow() + timedelta(seconds=app.settings.lease_seconds)
+    now = utcnow()
+    values = {
+        "credential_id": credential_id,
+        "trigger": trigger,
+        "actor": actor,
+        "reason": reason,
+        "strategy": cred.strategy,
+        "step": Step.CREATE,
+        "status": RotationStatus.RUNNING,
+        "attempts": 0,
+        "old_version": current.number if current else None,
+        "lease_owner": lease_owner,
+        "lease_expires_at": now + timedelta(seconds=app.settings.lease_seconds)
         if lease_owner
         else None,
-    )
-    session.add(rot)
-    try:
-        session.flush()
-    except IntegrityError as exc:  # another process won the race for this credential
-        with app.db.read() as other:
-            active = repo.active_rotation(other, credential_id)
-        if active is not None:
-            raise _in_progress(active) from exc
-        raise RotationInProgress() from exc
+        "started_at": now,
+        "updated_at": now,
+        **dict.fromkeys(("error", "new_version", "next_attempt_at", "wait_until", "finished_at")),
+    }
+    rot = _insert_rotation(session, app, values)
     append(
         session,
         actor=actor,
@@ -156,6 +154,39 @@ def _recorded(
         details={"rotation": rot.id, "trigger": trigger, "strategy": cred.strategy},
     )
     return _Recorded(rot, cred, found, rows, last)
+
+
+_ROTATIONS = cast(Table, Rotation.__table__)
+_INSERT_ROTATION = (
+    insert(_ROTATIONS)
+    .values({c.name: bindparam(c.name, type_=c.type) for c in _ROTATIONS.c if c.name != "id"})
+    .returning(_ROTATIONS.c.id)
+)
+
+
+def _insert_rotation(session: Session, app: Keyturn, values: dict[str, Any]) -> Rotation:
+    """The rotation's row: one INSERT ... RETURNING straight on the driver
+    (keyturn.db.direct.execute), after what the session holds; the row joins the session as
+    loaded, every column known (no ORM flush, nothing read back). SQLite < 3.35: the ORM.
+    The database refusing a second active rotation is RotationInProgress."""
+    try:
+        if not session.get_bind().dialect.insert_returning:
+            rot = Rotation(**values)
+            session.add(rot)
+            session.flush()
+            return rot
+        session.flush()
+        done = direct.execute(session.connection(), _INSERT_ROTATION, values)
+    except IntegrityError as exc:  # another process won the race for this credential
+        with app.db.read() as other:
+            active = repo.active_rotation(other, values["credential_id"])
+        if active is not None:
+            raise _in_progress(active) from exc
+        raise RotationInProgress() from exc
+    rot = Rotation(id=done.rows[0][0], **values)
+    make_transient_to_detached(rot)
+    session.add(rot)
+    return rot
 
 
 def rotate(

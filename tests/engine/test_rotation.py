@@ -316,3 +316,23 @@ def test_leak_revokes_at_once_and_is_recorded_as_a_leak(kt: Harness, setup) -> N
     with kt.app.db.read() as session:
         start = next(e for e in audit.iter_entries(session) if e.action == "rotation.start")
     assert start.details["trigger"] == "leak" and start.reason == "test run"
+
+
+def test_a_start_that_loses_the_race_is_in_progress(kt: Harness, setup, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Two starts that both saw no active rotation: the database's unique index refuses
+    the second row, which says the rotation in progress, and nothing of it is stored."""
+    setup("alternating", grace="1d")
+    first = service.start(kt.app, CRED, trigger=Trigger.MANUAL, actor="t", reason="first")
+    real = service.repo.locked_credential_with
+
+    def blind(session, credential_id):  # type: ignore[no-untyped-def]
+        cred, rows, _active = real(session, credential_id)
+        return cred, rows, None  # as a start that asked before the first one committed
+
+    monkeypatch.setattr(service.repo, "locked_credential_with", blind)
+    with pytest.raises(RotationInProgress, match=f"rotation {first}"):
+        service.start(kt.app, CRED, trigger=Trigger.MANUAL, actor="t", reason="second")
+    with kt.app.db.read() as session:
+        assert session.execute(select(Rotation.id)).scalars().all() == [first]
+    assert "rotation.start" in actions(kt)
+    assert actions(kt).count("rotation.start") == 1
