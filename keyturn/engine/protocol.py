@@ -296,7 +296,7 @@ class Runner(Failures):
             immediate = self.strategy.immediate or rot.trigger in (Trigger.EMERGENCY, Trigger.LEAK)
             policy = self._policy(session, cred)
             grace = timedelta(0) if immediate else policy.grace
-            self._promoted(cred, policy, pending, now)
+            self._promoted(session, cred, policy, pending, now)
             self._advance(session, Step.WAIT, wait_until=now + grace)
             self._audit(
                 session,

@@ -511,15 +511,29 @@ class Record:
         return self._previous[0]
 
     @staticmethod
-    def _promoted(cred: Credential, policy: EffectivePolicy, pending: Value, now: datetime) -> None:
-        """The credential as the promotion leaves it: in sync, due again from *now*
-        (what repo.refresh_due computes, from the version just made current; one UPDATE)."""
-        cred.sync_status, cred.verified_at = "in-sync", now
-        cred.schedule = policy.schedule
-        if not cred.target:
-            cred.due_at = cred.notice_at = None
-            return
-        cred.due_at, cred.notice_at = policy.due_times(now, cred.id, pending.validity)
+    def _promoted(
+        session: Session, cred: Credential, policy: EffectivePolicy, pending: Value, now: datetime
+    ) -> None:
+        """The credential as the promotion leaves it: in sync, due again from *now* (what
+        repo.refresh_due computes, from the version just made current). One UPDATE straight
+        on the driver (keyturn.db.direct.execute); the loaded row takes the values as
+        committed, so the session has nothing of it to flush."""
+        due_at, notice_at = (
+            policy.due_times(now, cred.id, pending.validity) if cred.target else (None, None)
+        )
+        values = {
+            "sync_status": "in-sync",
+            "verified_at": now,
+            "schedule": policy.schedule,
+            "due_at": due_at,
+            "notice_at": notice_at,
+            "updated_at": now,
+        }
+        statement = _update(cast(Table, Credential.__table__), ("id",), values)
+        given = {"w_id": cred.id} | {f"v_{name}": value for name, value in values.items()}
+        direct.execute(session.connection(), statement, given)
+        for name, value in values.items():
+            set_committed_value(cred, name, value)
 
     def _in_play(self) -> tuple[Value, Value | None]:
         """The pending value and the current one, decrypted (read once per run)."""
