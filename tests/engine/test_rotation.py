@@ -11,9 +11,10 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from keyturn.audit import log as audit
-from keyturn.db.models import Notice, Rotation, utcnow
+from keyturn.db import repo
+from keyturn.db.models import Credential, Notice, Rotation, utcnow
 from keyturn.domain.errors import RotationInProgress, StoreUnavailable
-from keyturn.domain.model import Trigger
+from keyturn.domain.model import PasswordRules, Trigger, VersionState
 from keyturn.engine import faults, service
 from keyturn.engine.protocol import Runner
 from tests.engine.conftest import INITIAL
@@ -336,3 +337,23 @@ def test_a_start_that_loses_the_race_is_in_progress(kt: Harness, setup, monkeypa
         assert session.execute(select(Rotation.id)).scalars().all() == [first]
     assert "rotation.start" in actions(kt)
     assert actions(kt).count("rotation.start") == 1
+
+
+def test_the_promotion_leaves_the_credential_in_sync_and_due_again(kt: Harness, setup) -> None:  # type: ignore[no-untyped-def]
+    """As stored (read afresh), not only as the run's loaded row says: in sync, verified at
+    the promotion, due and noticed again from the new current value's activation."""
+    setup("single")
+    with kt.app.db.write() as session:
+        session.get(Credential, CRED).due_at = None  # type: ignore[union-attr]
+    assert rotate(kt)["status"] == "done"
+    with kt.app.db.read() as session:
+        cred = session.get(Credential, CRED)
+        assert cred is not None
+        current = repo.version_in_state(session, CRED, VersionState.CURRENT)
+        assert current is not None and current.activated_at is not None
+        policy = repo.policy_for(session, cred, PasswordRules())
+        due, notice = policy.due_times(current.activated_at, CRED, repo.validity(current))
+        assert cred.sync_status == "in-sync" and cred.verified_at == current.activated_at
+        assert (cred.due_at, cred.notice_at) == (due, notice)
+        assert cred.schedule == policy.schedule
+        assert cred.updated_at >= current.activated_at
