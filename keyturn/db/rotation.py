@@ -113,7 +113,8 @@ def _append_after(
         "old_hash": prev,
         "new_seq": entries[-1].seq,
         "new_hash": entries[-1].hash,
-        "rows": json.dumps(rows),
+        # Characters as they are, as the columns' own binds send text (no escapes to decode).
+        "rows": json.dumps(rows, ensure_ascii=False),
     }
     # RETURNING, not rowcount: the driver reports none for a statement that opens on WITH.
     # Run straight on the transaction's connection (keyturn.db.direct.execute).
