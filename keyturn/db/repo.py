@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import String, bindparam, func, select
 from sqlalchemy.orm import Session, aliased
 
+from keyturn.db import direct
 from keyturn.db.models import Consumer, Credential, Rotation, TargetRow, Tenant, Version
 from keyturn.db.models import Policy as PolicyRow
 from keyturn.domain.errors import CredentialNotFound
@@ -186,6 +187,13 @@ def consumers(session: Session, credential_id: str) -> Sequence[Consumer]:
     return session.execute(_CONSUMERS, {"cid": credential_id}).scalars().all()
 
 
+def consumer_versions(session: Session, credential_id: str) -> list[tuple[str, int | None]]:
+    """Each consumer's (name, version it reported), by name: what the wait step weighs, a
+    Core statement straight on the driver in the session's transaction (no ORM rows)."""
+    rows = direct.execute(session.connection(), _CONSUMER_VERSIONS, {"cid": credential_id}).rows
+    return [(row.name, row.version) for row in rows]
+
+
 # Statements a rotation runs, built once (their construction and cache key cost more CPU
 # than their round trip on a quiet server); the values are bound at execution.
 _CID = bindparam("cid", type_=String())
@@ -216,3 +224,9 @@ _ACTIVE_ROTATION = select(Rotation).where(
     Rotation.credential_id == _CID, Rotation.status.in_(ACTIVE_STATUSES)
 )
 _CONSUMERS = select(Consumer).where(Consumer.credential_id == _CID).order_by(Consumer.name)
+_CONSUMER_TABLE = Consumer.__table__.c
+_CONSUMER_VERSIONS = (
+    select(_CONSUMER_TABLE.name, _CONSUMER_TABLE.version)
+    .where(_CONSUMER_TABLE.credential_id == _CID)
+    .order_by(_CONSUMER_TABLE.name)
+)

@@ -318,10 +318,8 @@ class Runner(Failures):
         with self._write() as session:
             rot, cred = self._load(session)
             previous = self._previous_of(session)
-            consumers = repo.consumers(session, cred.id)
-            lagging = [
-                c.name for c in consumers if c.version is None or c.version < (rot.new_version or 0)
-            ]
+            consumers, new = repo.consumer_versions(session, cred.id), rot.new_version or 0
+            lagging = [name for name, version in consumers if version is None or version < new]
             grace_over = rot.wait_until is None or now >= rot.wait_until
             if previous is not None and not grace_over and (lagging or not consumers):
                 self._keep_waiting(session, rot, cred, lagging, now)
