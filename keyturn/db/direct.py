@@ -101,12 +101,12 @@ class Prepared:
         ]
 
 
-_PREPARED: dict[tuple[int, str], tuple[ClauseElement, Prepared]] = {}
+_PREPARED: dict[tuple[int, str, str, str], tuple[ClauseElement, Prepared]] = {}
 
 
 def prepared(statement: ClauseElement, dialect: Dialect) -> Prepared:
     """*statement* compiled for *dialect*, once (statements given here are kept constants)."""
-    key = (id(statement), dialect.name)
+    key = (id(statement), dialect.name, dialect.driver, dialect.paramstyle)
     known = _PREPARED.get(key)
     if known is None or known[0] is not statement:
         known = (statement, Prepared(statement, dialect))
