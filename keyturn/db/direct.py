@@ -34,17 +34,20 @@ import time
 from collections import namedtuple
 from collections.abc import Callable, Sequence
 from contextlib import suppress
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
+from sqlalchemy import Insert, Table, bindparam, insert
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement, Select
 from sqlalchemy.sql.compiler import SQLCompiler
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from keyturn.db.engine import Database
 
-__all__ = ["Direct", "Done", "Prepared", "execute", "prepared"]
+__all__ = ["Direct", "Done", "Prepared", "add", "execute", "prepared"]
 
 
 class Prepared:
@@ -147,6 +150,35 @@ def execute(conn: Connection, statement: ClauseElement, values: dict[str, Any]) 
         ) from exc
     finally:
         _quietly(cursor.close)
+
+
+_INSERTS: dict[Table, Insert] = {}
+M = TypeVar("M")
+
+
+def add(session: Session, model: type[M], values: dict[str, Any]) -> M:
+    """A new *model* row with *values* (every column but its generated `id`): one INSERT
+    ... RETURNING id on the session's connection, after what the session holds (flushed
+    first). The row joins the session as loaded, every column known: no flush of its own,
+    nothing read back. Without RETURNING (SQLite < 3.35), the ORM's own insert."""
+    from sqlalchemy.orm import make_transient_to_detached  # the secret read needs no ORM
+
+    if not session.get_bind().dialect.insert_returning:
+        row = model(**values)
+        session.add(row)
+        session.flush()
+        return row
+    table = cast(Table, model.__table__)  # type: ignore[attr-defined]
+    statement = _INSERTS.get(table)
+    if statement is None:
+        given = {c.name: bindparam(c.name, type_=c.type) for c in table.c if c.name != "id"}
+        statement = _INSERTS[table] = insert(table).values(given).returning(table.c.id)
+    session.flush()
+    done = execute(session.connection(), statement, values)
+    row = model(**values, **{"id": done.rows[0][0]})
+    make_transient_to_detached(row)
+    session.add(row)
+    return row
 
 
 class Direct:

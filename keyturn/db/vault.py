@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
-from sqlalchemy import Table, bindparam, func, insert, select
-from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from keyturn.audit import chain as audit_chain
 from keyturn.audit import log as audit
@@ -238,20 +238,7 @@ class Vault:
             "valid_from": valid_from,
             "expires_at": expires_at,
         }
-        if not session.get_bind().dialect.insert_returning:  # SQLite < 3.35
-            version = Version(**values)
-            session.add(version)
-            session.flush()
-            return version
-        # One INSERT ... RETURNING id straight on the driver (keyturn.db.direct.execute),
-        # after what the session holds (flushed first); the row joins the session as
-        # loaded, every column known: no flush of its own, nothing to read back.
-        session.flush()
-        done = direct.execute(session.connection(), _INSERT_VERSION, values)
-        version = Version(id=done.rows[0][0], **values)
-        make_transient_to_detached(version)
-        session.add(version)
-        return version
+        return direct.add(session, Version, values)
 
     def reveal(self, version: Version) -> Secret:
         return self.keyring.decrypt(
@@ -264,11 +251,3 @@ class Vault:
         unknown = [i for i in ids if i not in self.keyring.masters]
         if unknown:
             raise WrongMasterKey()
-
-
-_VERSIONS = cast(Table, Version.__table__)
-_INSERT_VERSION = (
-    insert(_VERSIONS)
-    .values({c.name: bindparam(c.name, type_=c.type) for c in _VERSIONS.c if c.name != "id"})
-    .returning(_VERSIONS.c.id)
-)

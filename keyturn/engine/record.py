@@ -21,7 +21,7 @@ after the verification logins.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
@@ -100,33 +100,32 @@ def move(
     session: Session, credential_id: str, old: VersionState, new: VersionState, **extra: Any
 ) -> None:
     # On the table, not the mapped class: a Core statement, without the ORM's bulk-update
-    # machinery (loaded versions are not synchronised either way: callers expire them), run
-    # straight on the transaction's connection (keyturn.db.direct.execute).
-    statement = _update(cast(Table, Version.__table__), ("credential_id", "state"), extra)
-    given = {"w_credential_id": credential_id, "w_state": old, "v_state": new}
-    values = given | {f"v_{name}": value for name, value in extra.items()}
-    direct.execute(session.connection(), statement, values)
+    # machinery (loaded versions are not synchronised either way: callers expire them).
+    where = {"credential_id": credential_id, "state": old}
+    _set(session, cast(Table, Version.__table__), where, {"state": new, **extra})
 
 
 _UPDATES: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Update] = {}
 
 
-def _update(table: Table, where: tuple[str, ...], values: Iterable[str]) -> Update:
-    """UPDATE *table* SET *values* (plus `state` for versions) WHERE *where* are equal, built
-    once per shape (construction and cache key cost more CPU than the round trip): bound
-    as ``w_NAME`` and ``v_NAME``."""
-    names = tuple(sorted({*values, "state"} if table.name == "versions" else set(values)))
-    key = (table.name, where, names)
+def _set(session: Session, table: Table, where: dict[str, Any], values: dict[str, Any]) -> int:
+    """UPDATE *table* SET *values* WHERE the columns of *where* are equal, in the session's
+    transaction and straight on its connection (keyturn.db.direct.execute); how many rows.
+    The statement is built once per shape (construction and cache key cost more CPU than
+    the round trip), bound as ``w_NAME`` and ``v_NAME``."""
+    key = (table.name, tuple(where), tuple(sorted(values)))
     statement = _UPDATES.get(key)
     if statement is None:
         c = table.c
         statement = (
             update(table)
-            .where(*(c[n] == bindparam(f"w_{n}", type_=c[n].type) for n in where))
-            .values({n: bindparam(f"v_{n}", type_=c[n].type) for n in names})
+            .where(*(c[n] == bindparam(f"w_{n}", type_=c[n].type) for n in key[1]))
+            .values({n: bindparam(f"v_{n}", type_=c[n].type) for n in key[2]})
         )
         _UPDATES[key] = statement
-    return statement
+    given = {f"w_{name}": value for name, value in where.items()}
+    given.update((f"v_{name}", value) for name, value in values.items())
+    return direct.execute(session.connection(), statement, given).rowcount
 
 
 class Record:
@@ -385,12 +384,8 @@ class Record:
         self.step, self.status = step, RotationStatus(values["status"])
 
     def _move_pointer(self, session: Session, values: dict[str, Any]) -> None:
-        statement = _update(cast(Table, Rotation.__table__), ("id", "lease_owner"), values)
-        given = {"w_id": self.id, "w_lease_owner": self.owner}
-        done = direct.execute(
-            session.connection(), statement, given | {f"v_{k}": v for k, v in values.items()}
-        )
-        if not done.rowcount:
+        where = {"id": self.id, "lease_owner": self.owner}
+        if not _set(session, cast(Table, Rotation.__table__), where, values):
             raise lease.LeaseLost()
 
     def _flush_pointer(self, session: Session) -> None:
@@ -515,9 +510,8 @@ class Record:
         session: Session, cred: Credential, policy: EffectivePolicy, pending: Value, now: datetime
     ) -> None:
         """The credential as the promotion leaves it: in sync, due again from *now* (what
-        repo.refresh_due computes, from the version just made current). One UPDATE straight
-        on the driver (keyturn.db.direct.execute); the loaded row takes the values as
-        committed, so the session has nothing of it to flush."""
+        repo.refresh_due computes, from the version just made current). One UPDATE (`_set`);
+        the loaded row takes the values as committed, so the session has nothing to flush."""
         due_at, notice_at = (
             policy.due_times(now, cred.id, pending.validity) if cred.target else (None, None)
         )
@@ -529,9 +523,7 @@ class Record:
             "notice_at": notice_at,
             "updated_at": now,
         }
-        statement = _update(cast(Table, Credential.__table__), ("id",), values)
-        given = {"w_id": cred.id} | {f"v_{name}": value for name, value in values.items()}
-        direct.execute(session.connection(), statement, given)
+        _set(session, cast(Table, Credential.__table__), {"id": cred.id}, values)
         for name, value in values.items():
             set_committed_value(cred, name, value)
 

@@ -6,11 +6,11 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm import Session
 
 from keyturn.app import Keyturn
 from keyturn.audit import log as audit
@@ -156,37 +156,17 @@ def _recorded(
     return _Recorded(rot, cred, found, rows, last)
 
 
-_ROTATIONS = cast(Table, Rotation.__table__)
-_INSERT_ROTATION = (
-    insert(_ROTATIONS)
-    .values({c.name: bindparam(c.name, type_=c.type) for c in _ROTATIONS.c if c.name != "id"})
-    .returning(_ROTATIONS.c.id)
-)
-
-
 def _insert_rotation(session: Session, app: Keyturn, values: dict[str, Any]) -> Rotation:
-    """The rotation's row: one INSERT ... RETURNING straight on the driver
-    (keyturn.db.direct.execute), after what the session holds; the row joins the session as
-    loaded, every column known (no ORM flush, nothing read back). SQLite < 3.35: the ORM.
-    The database refusing a second active rotation is RotationInProgress."""
+    """The rotation's row (keyturn.db.direct.add: one INSERT, the row joining the session
+    as loaded). The database refusing a second active rotation is RotationInProgress."""
     try:
-        if not session.get_bind().dialect.insert_returning:
-            rot = Rotation(**values)
-            session.add(rot)
-            session.flush()
-            return rot
-        session.flush()
-        done = direct.execute(session.connection(), _INSERT_ROTATION, values)
+        return direct.add(session, Rotation, values)
     except IntegrityError as exc:  # another process won the race for this credential
         with app.db.read() as other:
             active = repo.active_rotation(other, values["credential_id"])
         if active is not None:
             raise _in_progress(active) from exc
         raise RotationInProgress() from exc
-    rot = Rotation(id=done.rows[0][0], **values)
-    make_transient_to_detached(rot)
-    session.add(rot)
-    return rot
 
 
 def rotate(
