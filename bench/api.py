@@ -30,6 +30,12 @@ audited of the same run): OpenBao audited 2383 req/s, p99 67 ms, 758 µs; keytur
 0.43-0.48x: the lookup and the audit append now run on DBAPI connections the threads keep
 (keyturn.db.direct), the plain read is answered ahead of FastAPI's layers, and the read threads
 settle their caller's future directly (keyturn.api.reading.Readers).
+
+The same bench on 2026-12-03, three runs on one quiet machine of the same kind (`--db sqlite
+--workers 1,2`, 3-5 rounds of 5 s), keyturn SQLite x2 against OpenBao audited of the same
+run: 0.92x req/s (p99 0.29x), 0.80x (p99 0.51x), 1.43x (p99 0.27x); CPU a read 0.52-0.81x
+of OpenBao audited's. The throughput ratio moves with the host's noise by more than any
+single change measures; the CPU a read and the p99 are the steadier figures.
 """
 
 from __future__ import annotations
