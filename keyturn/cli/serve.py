@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -48,6 +48,7 @@ def build_server(
         create_app(instance),
         host=host,
         port=port,
+        http=_protocol(),
         log_level=log_level,
         server_header=False,
         # Above info the access log drops every line anyway; off, uvicorn does not even
@@ -60,6 +61,16 @@ def build_server(
         timeout_graceful_shutdown=GRACEFUL_SECONDS,
     )
     return uvicorn.Server(config)
+
+
+def _protocol() -> Any:
+    """httptools with a bound on request heads (keyturn.api.http); without httptools,
+    uvicorn's h11, which bounds them itself (h11_max_incomplete_event_size)."""
+    try:
+        from keyturn.api.http import BoundedHead
+    except ImportError:
+        return "h11"
+    return BoundedHead
 
 
 def serve_processes(

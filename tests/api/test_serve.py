@@ -122,3 +122,32 @@ def test_serve_workers_share_one_port_and_stop_together(kt: Harness) -> None:
             select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "secret.read")
         )
     assert reads == 40
+
+
+def test_a_request_head_past_the_bound_is_refused_and_closed(kt: Harness, server: str) -> None:
+    """Headers that grow without end (no token needed to send them) get a 431 JSON error
+    once they pass keyturn.api.http.HEAD_LIMIT, and the connection is closed: the server
+    does not buffer them for as long as the client likes. A request with ordinary headers
+    on the same server is served, also after a large but bounded one."""
+    from keyturn.api.http import HEAD_LIMIT
+
+    host, port = server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n")
+        filler = b"X-A: " + b"a" * 65536 + b"\r\n"
+        answer = b""
+        try:
+            for _ in range(2 * HEAD_LIMIT // len(filler) + 2):
+                sock.sendall(filler)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # closed on us, as it should be
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except ConnectionResetError:
+            pass
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:80]
+    assert b'"code": "headers_too_large"' in answer
+    big = {f"x-h{i}": "v" * 4000 for i in range(10)}  # 40 KB of headers: served
+    assert httpx.get(f"{server}/api/v1/health", headers=big).status_code == 200
+    assert httpx.get(f"{server}/api/v1/health").status_code == 200
