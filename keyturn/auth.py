@@ -15,8 +15,16 @@ from sqlalchemy.orm import Session
 from keyturn.db.models import ApiToken, utcnow
 from keyturn.domain.errors import Forbidden, UsageError
 from keyturn.domain.ids import validate_name
+from keyturn.refs import looks_like_secret
 
 ROLES = ("admin", "operator", "auditor", "consumer")
+
+
+def a_role(role: str) -> str:
+    """The role with its article, for messages: "an operator", "a consumer"."""
+    return ("an " if role[:1] in "aeiou" else "a ") + role
+
+
 PREFIX = "kt_"
 
 
@@ -43,9 +51,14 @@ def create_token(
     ttl: timedelta | None = None,
 ) -> IssuedToken:
     if role not in ROLES:
-        raise UsageError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
+        raise UsageError(f"unknown role; choose one of {', '.join(ROLES)}")
     if tenant is not None:
         validate_name(tenant, "tenant")
+    if name.startswith(PREFIX) or looks_like_secret(name):  # stored and listed in clear
+        raise UsageError(
+            "the token name looks like a secret value; name a token by what it is for, "
+            "e.g. 'ci deploy'"
+        )
     if role == "consumer" and not scopes:
         raise UsageError("a consumer token needs at least one --scope PATH-GLOB (least privilege)")
     token = PREFIX + secrets.token_urlsafe(32)

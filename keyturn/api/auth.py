@@ -19,6 +19,7 @@ from keyturn import auth as tokens
 from keyturn.api.errors import ApiError
 from keyturn.api.ratelimit import FailureLimiter
 from keyturn.app import Keyturn
+from keyturn.auth import a_role
 from keyturn.db import repo
 from keyturn.db.models import Credential
 from keyturn.domain.errors import CredentialNotFound, Forbidden
@@ -125,7 +126,7 @@ def principal(
 def require(who: Principal, action: str) -> Principal:
     """*who*, if its role may do *action*; 403 otherwise."""
     if not who.may(action):
-        raise Forbidden(f"a {who.role} token may not do {action}")
+        raise Forbidden(f"{a_role(who.role)} token may not do {action}")
     return who
 
 
@@ -135,7 +136,7 @@ def allow(action: str) -> Callable[[Principal], Principal]:
 
     def check(who: Principal = Depends(principal)) -> Principal:
         if who.role not in roles:
-            raise Forbidden(f"a {who.role} token may not do {action}")
+            raise Forbidden(f"{a_role(who.role)} token may not do {action}")
         return who
 
     check.__name__ = f"allow_{action.replace('.', '_')}"

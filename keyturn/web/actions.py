@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from keyturn.api.auth import visible
 from keyturn.app import Keyturn
+from keyturn.auth import a_role
 from keyturn.domain.errors import Forbidden, KeyturnError
 from keyturn.domain.model import Trigger
 from keyturn.engine import service
@@ -40,9 +41,9 @@ def _run(app: Keyturn, rotation_id: int) -> None:
 
 def _may_rotate(seen: Viewer, emergency: bool) -> None:
     if not seen.who.may("rotation.run"):
-        raise Forbidden(f"a {seen.who.role} token may not rotate credentials")
+        raise Forbidden(f"{a_role(seen.who.role)} token may not rotate credentials")
     if emergency and not seen.who.may("rotation.emergency"):
-        raise Forbidden(f"a {seen.who.role} token may not start an emergency rotation")
+        raise Forbidden(f"{a_role(seen.who.role)} token may not start an emergency rotation")
 
 
 @router.get("/credentials/{credential_id:path}/rotate", response_class=HTMLResponse)
@@ -88,7 +89,7 @@ def rotate(
 def progress(request: Request, seen: Seen, credential_id: str, rotation_id: int) -> Response:
     """A small fragment the page polls until the rotation is done or has failed."""
     if not seen.who.may("credential.read"):
-        raise Forbidden(f"a {seen.who.role} token may not read credentials")
+        raise Forbidden(f"{a_role(seen.who.role)} token may not read credentials")
     return _progress(request, seen, credential_id, rotation_id)
 
 

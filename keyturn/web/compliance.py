@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
 from keyturn import report
+from keyturn.auth import a_role
 from keyturn.domain.errors import Forbidden
 from keyturn.domain.ids import validate_name
 from keyturn.domain.inputs import check_text
@@ -27,7 +28,7 @@ def compliance_page(
     request: Request, seen: Seen, tenant: Text = "", kind: Text = "", owner: Text = ""
 ) -> HTMLResponse:
     if not seen.who.may("report.read"):
-        raise Forbidden(f"a {seen.who.role} token may not read the compliance report")
+        raise Forbidden(f"{a_role(seen.who.role)} token may not read the compliance report")
     for what, value in (("tenant", tenant), ("kind", kind)):
         if value:
             validate_name(value, what)

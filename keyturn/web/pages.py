@@ -11,6 +11,7 @@ from sqlalchemy import select
 from keyturn.audit import log as audit
 from keyturn.audit.query import Filters as AuditFilters
 from keyturn.audit.query import select_entries
+from keyturn.auth import a_role
 from keyturn.db.models import AuditEntry, utcnow
 from keyturn.domain.errors import Forbidden
 from keyturn.domain.ids import validate_id
@@ -36,7 +37,7 @@ def inventory_page(
 ) -> HTMLResponse:
     """Every credential the viewer may see, 50 to a page."""
     if not seen.who.may("credential.read"):
-        raise Forbidden(f"a {seen.who.role} token may not read the inventory")
+        raise Forbidden(f"{a_role(seen.who.role)} token may not read the inventory")
     filters = inventory.Filters(tenant, kind, status, q.strip(), sort, after).check()
     with keyturn_of(request).db.read() as session:
         found = inventory.page(session, seen.who, filters, utcnow())
@@ -64,7 +65,7 @@ def credential_page(
 ) -> HTMLResponse:
     """Everything about one credential; rotations under way (and *rotation*) show their steps."""
     if not seen.who.may("credential.read"):
-        raise Forbidden(f"a {seen.who.role} token may not read credentials")
+        raise Forbidden(f"{a_role(seen.who.role)} token may not read credentials")
     app = keyturn_of(request)
     with app.db.read() as session:
         view = detail.load(app, session, seen.who, credential_id)
@@ -85,7 +86,7 @@ def audit_page(
 ) -> HTMLResponse:
     """Newest entries first, with the chain's verification on demand."""
     if not seen.who.may("audit.read"):
-        raise Forbidden(f"a {seen.who.role} token may not read the audit log")
+        raise Forbidden(f"{a_role(seen.who.role)} token may not read the audit log")
     if credential:
         validate_id(credential)
     for name, value in (("tenant", tenant), ("action", action), ("actor", actor)):

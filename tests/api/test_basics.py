@@ -177,3 +177,16 @@ def test_tokens_create_list_revoke(api: Api) -> None:
         ).status_code
         == 400
     )
+
+
+def test_a_token_name_that_looks_like_a_secret_is_refused(api: Api) -> None:
+    """Token names are stored and listed in clear: a live token (or any high-entropy value)
+    pasted as one is refused without being repeated; an ordinary name is taken."""
+    live = api.tokens["admin"]
+    for name in (live, "Zk8qP2vR9xT4mW7nB3cL6yH1"):
+        refused = api.call("admin", "POST", "/tokens", json={"role": "auditor", "name": name})
+        assert refused.status_code == 400 and name not in refused.text
+        assert "looks like a secret" in refused.json()["error"]["message"]
+    named = api.call("admin", "POST", "/tokens", json={"role": "auditor", "name": "ci deploy"})
+    assert named.status_code == 201
+    assert all(live not in str(t) for t in api.call("admin", "GET", "/tokens").json())

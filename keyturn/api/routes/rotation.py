@@ -17,6 +17,7 @@ from keyturn.api.routes import errors
 from keyturn.api.schemas import CredentialId
 from keyturn.app import Keyturn
 from keyturn.audit import log as audit
+from keyturn.auth import a_role
 from keyturn.domain.errors import Forbidden, KeyturnError
 from keyturn.domain.model import Trigger
 from keyturn.engine import service
@@ -39,7 +40,7 @@ def rotate(app: App, who: Operator, credential_id: CredentialId, body: s.RotateI
     value stays valid for the grace period), `retrying` or `failed` (with `error`; the
     current value still works). `emergency` (admin only) skips the grace period."""
     if body.emergency and not who.may("rotation.emergency"):
-        raise Forbidden(f"a {who.role} token may not start an emergency rotation")
+        raise Forbidden(f"{a_role(who.role)} token may not start an emergency rotation")
     _check(app, who, credential_id)
     trigger = Trigger.EMERGENCY if body.emergency else Trigger.MANUAL
     started = service.start(
