@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from keyturn.crypto.keys import MasterKey, generate_key, load_key, write_key_file
 from keyturn.db import migrate
 from keyturn.db.engine import Database
-from keyturn.domain.errors import KeyturnError, UsageError
+from keyturn.domain.errors import KeyturnError, UsageError, WrongMasterKey
 from keyturn.settings import Settings
 
 if TYPE_CHECKING:
@@ -42,6 +42,19 @@ def _not_initialised(db: Database) -> str:
     return f"no keyturn database at {db.describe()}: run `keyturn init` first"
 
 
+def _no_master_key(settings: Settings, db: Database) -> str:
+    where = settings.default_key_file()
+    if db.sqlite_path is not None:
+        made, missing = "beside the SQLite file", f"{where} does not exist"
+    else:
+        made, missing = "in the folder it ran in", f"there is no {where.name} in this folder"
+    return (
+        f"no master key for the database at {db.describe()}: set KEYTURN_MASTER_KEY_FILE to "
+        f"the key file `keyturn init` wrote for it ({where.name}, {made}), or KEYTURN_MASTER_KEY "
+        f"to the key; neither is set and {missing}"
+    )
+
+
 @dataclass
 class Keyturn:
     settings: Settings
@@ -60,7 +73,10 @@ class Keyturn:
             with db.guard():
                 migrate.upgrade(db)
         try:
-            return cls(settings, db, Vault(db, master_keys(settings)))
+            keys = master_keys(settings)
+            if not keys:
+                raise WrongMasterKey(_no_master_key(settings, db))
+            return cls(settings, db, Vault(db, keys))
         except KeyturnError:
             db.dispose()
             raise
@@ -99,10 +115,14 @@ def initialise(settings: Settings) -> InitResult:
                 migrate.upgrade(db)
             return InitResult(False, None)
         db.check_creatable()
+        if db.sqlite_path is not None and not db.sqlite_path.exists():
+            # Owner-only, whatever the umask: the inventory and the audit log are in it, and
+            # SQLite gives its -wal and -shm files the database file's mode.
+            os.close(os.open(db.sqlite_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         keys = master_keys(settings)
         key_file = None
         if not keys:
-            key_file = settings.default_key_file()
+            key_file = settings.default_key_file().absolute()
             if key_file.exists():
                 raise UsageError(
                     f"{key_file} exists but is not configured; "

@@ -57,6 +57,11 @@ def init(ctx: typer.Context, json: Json = False) -> None:
             f"created master key file {result.key_file} (mode 0600): "
             "back it up; without it nothing stored can be read"
         )
+        if not settings(ctx).db.startswith("sqlite"):  # found beside no database file
+            output.say(
+                "keyturn finds it only when run from this folder: elsewhere, and on every "
+                f"worker and server, set KEYTURN_MASTER_KEY_FILE={result.key_file}"
+            )
     assert token is not None
     output.say(f"first admin token (shown once): {token.token}")
 

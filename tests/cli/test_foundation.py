@@ -150,6 +150,27 @@ def test_init_creates_a_key_file_and_prints_the_admin_token_once(tmp_path, monke
     assert kt.cli("audit", "verify").code == 0
 
 
+def test_database_owner_only_and_missing_key_explained(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Under a umask that lets others read, `init` still makes the SQLite file 0600 (the
+    inventory and the audit log are in it). Without the key file `init` wrote, a command
+    says which setting to point at it, not to run `init` again (which would not help)."""
+    monkeypatch.chdir(tmp_path)
+    kt = Harness(tmp_path, f"sqlite:///{tmp_path / 'k.db'}")
+    del kt.env["KEYTURN_MASTER_KEY"]
+    old = os.umask(0o022)
+    try:
+        assert kt.cli("init").code == 0
+    finally:
+        os.umask(old)
+    assert ((tmp_path / "k.db").stat().st_mode & 0o777) == 0o600
+    (tmp_path / "k.key").rename(tmp_path / "elsewhere.key")
+    result = kt.cli("list")
+    assert result.code == 1 and "KEYTURN_MASTER_KEY_FILE" in result.err
+    assert "k.key" in result.err and "run `keyturn init`" not in result.err
+    kt.env["KEYTURN_MASTER_KEY_FILE"] = str(tmp_path / "elsewhere.key")
+    assert kt.cli("list").code == 0
+
+
 def test_literal_secret_is_refused_and_nothing_applied(kt: Harness) -> None:
     kt.write("lit.toml", SEED_FILE.replace('"env:ACME_SMTP_PASSWORD"', '"hunter2hunter2"'))
     result = kt.cli("apply", "lit.toml")
