@@ -36,8 +36,8 @@ def master_keys(settings: Settings) -> list[MasterKey]:
 def _not_initialised(db: Database) -> str:
     if db.sqlite_path is not None:
         return (
-            f"no keyturn database at {db.sqlite_path} (KEYTURN_DB={db.describe()}): run "
-            "`keyturn init` to create one, or point KEYTURN_DB at yours"
+            f"no keyturn database at {db.sqlite_path} ({db.describe()}): run `keyturn init` "
+            "to create one, or point KEYTURN_DB (or db in the config file) at yours"
         )
     return f"no keyturn database at {db.describe()}: run `keyturn init` first"
 

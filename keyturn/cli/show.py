@@ -258,7 +258,7 @@ def _render_rotation(rot: dict[str, Any]) -> None:
     tries = f", {rot['attempts']} failed attempt(s)" if rot["attempts"] else ""
     title = (
         f"rotation {rot['id']}: {rot['trigger']} by {rot['actor']}{reason}: "
-        f"{rot['status']} at {rot['step']}{tries}"
+        f"{rot['status']}{'' if rot['step'] == 'done' else ' at ' + str(rot['step'])}{tries}"
     )
     if rot["error"] and rot["status"] != "done":
         title += f"; last error: {rot['error']}"

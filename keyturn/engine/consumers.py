@@ -168,12 +168,12 @@ def at_risk(app: Keyturn, credential_id: str, action: Action = "revoke") -> list
                     if c.version is None
                     else f"uses version {c.version}, not the current {number}"
                 )
+            elif c.version is None:
+                why = "never reported a version; it holds a value revoked at once"
+            elif number is not None and c.version < number:
+                why = f"uses version {c.version}, older than the current {number}"
             else:
-                why = (
-                    f"uses version {c.version}, which an emergency rotation revokes at once"
-                    if c.version is not None
-                    else "never reported a version; it holds a value revoked at once"
-                )
+                why = f"uses version {c.version}, which an emergency rotation revokes at once"
             found.append(
                 AtRisk(
                     c.name,

@@ -50,3 +50,20 @@ def test_resume_that_revokes_names_the_lagging_consumer_first(kt: Harness) -> No
     warning = next(line for line in resumed.err.splitlines() if line.startswith("warning:"))
     assert "lagger" in warning and "uses version 1" in warning
     assert "rotated to version 2" in resumed.out
+
+
+def test_the_emergency_preview_tells_an_old_version_from_the_current(kt: Harness) -> None:
+    """A consumer still on a version older than the current one is not told that the
+    emergency rotation revokes its version (it is gone already): it is told it is behind."""
+    Setup(kt, "single")
+    consumers.report(kt.app, CRED, "web", 1)
+    assert kt.cli("rotate", CRED, "--reason", "drill").code == 0  # version 2 current
+    consumers.report(kt.app, CRED, "api", 2)
+    risky = {
+        r["name"]: r["why"]
+        for r in json.loads(kt.cli("consumers", CRED, "--at-risk", "emergency", "--json").out)
+    }
+    assert risky == {
+        "web": "uses version 1, older than the current 2",
+        "api": "uses version 2, which an emergency rotation revokes at once",
+    }
