@@ -248,10 +248,10 @@ def check_names(inv: Inventory, source: str) -> None:
         validate_name(cred.kind, "kind")
         for consumer in cred.consumers:
             validate_name(consumer, "consumer name")
-        if cred.strategy == "alternating" and len(cred.logins()) != 2:
+        if cred.strategy == "alternating" and len(set(cred.logins())) != 2:
             raise ConfigInvalid(
                 f'{source}: {cred.id}: strategy alternating needs usernames = ["app", '
-                '"app_clone"] (two logins)'
+                '"app_clone"] (two different logins)'
             )
         if cred.strategy != "alternating" and len(cred.logins()) > 1:
             raise ConfigInvalid(

@@ -151,6 +151,7 @@ def test_declarations_follow_apply_rules(api: Api) -> None:
         ({"id": "acme/secret"}, "invalid"),
         ({"id": "acme/x", "target": "nowhere"}, "target_not_found"),
         ({"id": "acme/x", "strategy": "alternating", "username": "a"}, "config_invalid"),
+        ({"id": "acme/x", "strategy": "alternating", "usernames": ["a", "a"]}, "config_invalid"),
     ]
     for body, code in cases:
         response = api.call("admin", "POST", "/credentials", json=body)
