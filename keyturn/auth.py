@@ -18,14 +18,12 @@ from keyturn.domain.ids import validate_name
 from keyturn.refs import looks_like_secret
 
 ROLES = ("admin", "operator", "auditor", "consumer")
+PREFIX = "kt_"
 
 
 def a_role(role: str) -> str:
     """The role with its article, for messages: "an operator", "a consumer"."""
     return ("an " if role[:1] in "aeiou" else "a ") + role
-
-
-PREFIX = "kt_"
 
 
 def token_hash(token: str) -> str:

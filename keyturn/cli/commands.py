@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 def init(ctx: typer.Context, json: Json = False) -> None:
     """Create the database and, if none is configured, a master key file; print the first
     admin token once."""
+    from keyturn.db.engine import parse_url, sqlite_file
+
     result = initialise(settings(ctx))
     token = None
     if result.created:
@@ -57,7 +59,7 @@ def init(ctx: typer.Context, json: Json = False) -> None:
             f"created master key file {result.key_file} (mode 0600): "
             "back it up; without it nothing stored can be read"
         )
-        if not settings(ctx).db.startswith("sqlite"):  # found beside no database file
+        if sqlite_file(parse_url(settings(ctx).db)) is None:  # beside no database file
             output.say(
                 "keyturn finds it only when run from this folder: elsewhere, and on every "
                 f"worker and server, set KEYTURN_MASTER_KEY_FILE={result.key_file}"
