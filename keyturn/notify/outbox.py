@@ -8,12 +8,11 @@ every day for a week as in seed 000's sample code.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import importlib
+from collections.abc import Iterable
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from keyturn.db import direct, repo
@@ -78,16 +77,17 @@ def enqueue(
         for recipient in dict.fromkeys(recipients or [""])
     ]
     dialect = session.get_bind().dialect
-    insert = _INSERTS.get(dialect.name)
-    if insert is None or not dialect.insert_returning:  # another backend, or SQLite < 3.35
+    if dialect.name not in _UPSERTS or not dialect.insert_returning:  # or SQLite < 3.35
         return _enqueue_each(session, rows)  # one row at a time, asked first
     session.flush()  # what the session holds goes first, as the ORM's autoflush did
-    statement = _statement(dialect.name, insert, len(rows))
+    statement = _statement(dialect.name, len(rows))
     values = {f"{name}_{i}": value for i, row in enumerate(rows) for name, value in row.items()}
     return len(direct.execute(session.connection(), statement, values).rows)
 
 
-_INSERTS: dict[str, Callable[[Table], Any]] = {"postgresql": pg_insert, "sqlite": sqlite_insert}
+# The dialects whose INSERT has ON CONFLICT DO NOTHING (imported when first used: a CLI on
+# SQLite does not load the PostgreSQL dialect, asyncio and all).
+_UPSERTS = ("postgresql", "sqlite")
 _STATEMENTS: dict[tuple[str, int], Any] = {}
 _COLUMNS = (
     *("kind", "dedupe_key", "subject", "body", "recipient", "credential_id", "tenant_id"),
@@ -95,7 +95,7 @@ _COLUMNS = (
 )
 
 
-def _statement(dialect: str, insert: Callable[[Table], Any], count: int) -> Any:
+def _statement(dialect: str, count: int) -> Any:
     """INSERT of *count* notices skipping dedupe keys already there, RETURNING their ids;
     made once per count (keyturn.db.direct.execute runs it on the session's transaction)."""
     key = (dialect, count)
@@ -105,6 +105,7 @@ def _statement(dialect: str, insert: Callable[[Table], Any], count: int) -> Any:
             {name: bindparam(f"{name}_{i}", type_=notices.c[name].type) for name in _COLUMNS}
             for i in range(count)
         ]
+        insert = importlib.import_module(f"sqlalchemy.dialects.{dialect}").insert
         statement = insert(notices).values(rows)
         statement = statement.on_conflict_do_nothing(index_elements=["dedupe_key"])
         _STATEMENTS[key] = statement.returning(notices.c.id)

@@ -4,6 +4,9 @@ enforced, typed loading, and layers that import downward only."""
 from __future__ import annotations
 
 import ast
+import importlib.metadata
+import tomllib
+from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import pytest
@@ -100,6 +103,30 @@ def test_loading_is_typed_and_checked() -> None:
             plugins.load_target("not-a-target")
     finally:
         plugins.unregister("target", "not-a-target")
+
+
+def test_built_in_plugins_are_the_ones_pyproject_registers() -> None:
+    """keyturn loads its own plugins from plugins.BUILT_IN without reading entry points:
+    the table must say what pyproject.toml (the installed metadata) says."""
+    project = tomllib.loads((ROOT.parent / "pyproject.toml").read_text())["project"]
+    for kind, group in plugins.GROUPS.items():
+        assert plugins.BUILT_IN[kind] == project["entry-points"][group], kind
+        for name in plugins.BUILT_IN[kind]:
+            assert plugins.load(kind, name).name == name
+
+
+def test_a_third_party_entry_point_under_a_built_in_name_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    impostor = EntryPoint("postgres", "evil_plugin:Target", plugins.GROUPS["target"])
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [impostor])
+    plugins._discovered.cache_clear()
+    try:
+        with pytest.raises(PluginError, match=r"two target plugins are named 'postgres'"):
+            plugins.names("target")
+        assert plugins.load_target("postgres").__module__ == "keyturn.targets.postgres"
+    finally:
+        plugins._discovered.cache_clear()
 
 
 def _imports(path: Path, top_level: bool = False) -> set[str]:
