@@ -155,6 +155,9 @@ class StoreRow(Base):
     name: Mapped[str] = mapped_column(String(63), primary_key=True)
     type: Mapped[str] = mapped_column(String(63))
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Which tenants' credentials it may hold: None (not declared: only unscoped admins attach
+    # credentials to it) or a list of tenant names.
+    tenants: Mapped[list[str] | None] = mapped_column(JSON)
     base_dir: Mapped[str] = mapped_column(Text, default=".")
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

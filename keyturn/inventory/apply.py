@@ -44,7 +44,7 @@ from keyturn.domain.errors import (
 from keyturn.domain.model import Secret, VersionState
 from keyturn.inventory import grants
 from keyturn.inventory.grants import Claims
-from keyturn.inventory.spec import CredentialSpec, Inventory, TargetSpec
+from keyturn.inventory.spec import CredentialSpec, Inventory, StoreSpec, TargetSpec
 from keyturn.notify import channels
 from keyturn.runtime import open_target, resolver
 from keyturn.targets.base import Account
@@ -133,20 +133,30 @@ def _check_refs(session: Session, inv: Inventory, claims: Claims) -> None:
         if cred.target:
             _check_target(claims, session, inv, cred)
         for store in cred.stores:
-            if store not in inv.stores and not session.get(StoreRow, store):
+            spec, row = inv.stores.get(store), session.get(StoreRow, store)
+            if spec is None and row is None:
                 raise ConfigInvalid(f"{cred.id}: no store {store!r}; declare [stores.{store}]")
+            grant = spec.tenants if spec is not None else row.tenants  # type: ignore[union-attr]
+            claims.check_store(cred.id, cred.tenant_id, store, grant)
 
 
 def _check_grants(session: Session, inv: Inventory) -> None:
-    """A target's grant may not leave out an account a credential already holds on it."""
+    """A target's grant may not leave out an account a credential already holds on it, nor
+    a store's a credential already published to it."""
+    outside: dict[str, list[str]] = {}
     for name in inv.targets:
         row = session.get(TargetRow, name)
         assert row is not None
-        outside = list(grants.outside_grant(session, row))
-        if outside:
+        outside[f"target {name!r}"] = list(grants.outside_grant(session, row))
+    for name in inv.stores:
+        store = session.get(StoreRow, name)
+        assert store is not None
+        outside[f"store {name!r}"] = list(grants.outside_store_grant(session, store))
+    for what, found in outside.items():
+        if found:
             raise ConfigInvalid(
-                f"target {name!r}: its tenants no longer cover {', '.join(outside[:3])}"
-                f"{' and more' if len(outside) > 3 else ''}; move or delete those credentials "
+                f"{what}: its tenants no longer cover {', '.join(found[:3])}"
+                f"{' and more' if len(found) > 3 else ''}; move or delete those credentials "
                 "first"
             )
 
@@ -318,7 +328,7 @@ def _declare_settings(
                 "settings": spec.settings(),
                 "base_dir": base,
             }
-            if isinstance(spec, TargetSpec):
+            if isinstance(spec, TargetSpec | StoreSpec):
                 wanted["tenants"] = spec.tenants
             _upsert(session, model, name, wanted, kind, name, changes)
     session.flush()

@@ -6,14 +6,16 @@ Two rules, the same through the API, `keyturn apply` and `keyturn apply --tenant
    a list of tenant names (each may use any account on it) or a table of account globs per
    tenant (`acme = ["*@acme.example"]`), for a target several tenants share. A target that
    declares nothing is for unscoped admins only: they may put any tenant's credential on it,
-   a tenant-scoped caller may not put one there at all.
+   a tenant-scoped caller may not put one there at all. A store declares the tenants whose
+   credentials it may hold the same way (a list of names), with the same default.
 2. **Ownership.** An account (target + username; both usernames of an alternating
    credential) belongs to exactly one credential: the `accounts` table, unique on
    (target, account), so a second claim fails in the database even if two requests race.
 
 A tenant-scoped caller is refused without learning anything about other tenants: a target not
 granted to it answers exactly like a target that does not exist, and an account outside its
-grant exactly like an account another tenant holds (404, `target_not_found`).
+grant exactly like an account another tenant holds (404, `target_not_found`); a store not
+granted to it exactly like a store that does not exist (400, `config_invalid`).
 
 Account names are compared normalised (NFKC, trimmed, case-folded), so `Admin@Globex.example`
 is the same account as `admin@globex.example`: on a server that folds case they are, and
@@ -31,7 +33,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from keyturn.db.models import Account, Credential, TargetRow
+from keyturn.db.models import Account, Credential, StoreRow, TargetRow
 from keyturn.domain.errors import AccountTaken, ConfigInvalid, TargetNotFound
 from keyturn.domain.ids import validate_name
 from keyturn.domain.inputs import text_problem
@@ -113,6 +115,20 @@ class Claims:
                 f"tenants: {shown}); add {tenant!r} to [targets.{target}] tenants"
             )
 
+    def check_store(self, cred_id: str, tenant: str, store: str, grant: list[str] | None) -> None:
+        """Refuse a store the credential's tenant may not publish to: to a tenant's caller,
+        exactly as if there were no such store."""
+        if self.scope is not None:
+            if grant is None or self.scope not in grant:
+                raise ConfigInvalid(f"{cred_id}: no store {store!r}; declare [stores.{store}]")
+            return
+        if grant is not None and tenant not in grant:
+            shown = ", ".join(grant) or "no tenant"
+            raise ConfigInvalid(
+                f"{cred_id}: store {store!r} is not granted to tenant {tenant!r} (its "
+                f"tenants: {shown}); add {tenant!r} to [stores.{store}] tenants"
+            )
+
     def check_account(
         self, cred_id: str, tenant: str, target: str, grant: Grant, user: str
     ) -> None:
@@ -173,6 +189,18 @@ class Claims:
             f"{cred_id}: account {username!r} on target {target!r} belongs to "
             f"{found.credential_id}; one account, one credential"
         )
+
+
+def outside_store_grant(session: Session, store: StoreRow) -> Iterable[str]:
+    """Credentials on *store* its declared tenants no longer cover (a narrowed `tenants`)."""
+    if store.tenants is None:
+        return []
+    rows = session.execute(select(Credential.id, Credential.tenant_id, Credential.stores))
+    return [
+        f"{cred_id} ({tenant})"
+        for cred_id, tenant, stores in rows
+        if store.name in (stores or []) and tenant not in store.tenants
+    ]
 
 
 def outside_grant(session: Session, target: TargetRow) -> Iterable[str]:

@@ -163,6 +163,18 @@ class TargetSpec(PluginSpec):
         return check_grant(value, "tenants")
 
 
+class StoreSpec(PluginSpec):
+    """A store: its type, the tenants whose credentials it may hold (a list of names; none
+    declared: unscoped admins only, as for a target), and the settings its plugin validates."""
+
+    tenants: list[str] | None = None
+
+    @field_validator("tenants")
+    @classmethod
+    def _grant(cls, value: list[str] | None) -> list[str] | None:
+        return [validate_name(str(t), "tenant") for t in value] if value is not None else None
+
+
 class TenantSpec(_Strict):
     recipients: list[str] = Field(default_factory=list)
 
@@ -178,7 +190,7 @@ class Inventory(_Strict):
     channels: dict[str, PluginSpec] = Field(default_factory=dict)
     policies: dict[str, PolicySpec] = Field(default_factory=dict)
     targets: dict[str, TargetSpec] = Field(default_factory=dict)
-    stores: dict[str, PluginSpec] = Field(default_factory=dict)
+    stores: dict[str, StoreSpec] = Field(default_factory=dict)
     credentials: list[CredentialSpec] = Field(default_factory=list)
 
 

@@ -209,3 +209,63 @@ def test_a_tenant_cannot_reach_another_tenants_accounts(kt: Harness, shared: Sha
         assert {c.id for c in session.query(Credential)} == {"globex/admin", "acme/app"}
         owners = {(a.username, a.credential_id) for a in session.query(Account)}
     assert owners == {(g_admin, "globex/admin"), (acme_user, "acme/app")}
+
+
+def test_a_tenant_cannot_publish_to_another_tenants_store(kt: Harness) -> None:
+    """A store holds the credentials of the tenants it grants: to another tenant's admin it
+    is not there (the same refusal as a store that does not exist), so it can neither write
+    a path globex's application reads nor learn globex's store names; an unscoped admin is
+    told which grant is missing; a grant cannot be narrowed under a credential using it."""
+    kt.write(
+        "keyturn.toml",
+        '[targets.acme-box]\ntype = "passwd-file"\npath = "acme.passwd"\ntenants = ["acme"]\n'
+        '[stores.globex-files]\ntype = "file"\ndirectory = "globex-secrets"\nfile = "{name}"\n'
+        'tenants = ["globex"]\n'
+        '[stores.ops-files]\ntype = "file"\ndirectory = "ops-secrets"\n',
+    )
+    assert kt.cli("apply", "keyturn.toml").code == 0
+    client = TestClient(create_app(kt.app), raise_server_exceptions=False)
+    acme = {"Authorization": f"Bearer {_token(kt, 'acme')}"}
+
+    def post(cred: str, stores: list[str]) -> Any:
+        body = {
+            "id": cred,
+            "target": "acme-box",
+            "username": cred.split("/")[1],
+            "stores": stores,
+            "initial_secret": {"value": "v-" + secrets.token_hex(8)},
+        }
+        return client.post("/api/v1/credentials", json=body, headers=acme)
+
+    granted_to_globex = _refusal(post("acme/fresh", ["globex-files"]))
+    undeclared = _refusal(post("acme/fresh", ["ops-files"]))
+    missing = _refusal(post("acme/fresh", ["nowhere"]))
+    assert granted_to_globex[:2] == undeclared[:2] == missing[:2] == (400, "config_invalid")
+    for refusal, name in ((granted_to_globex, "globex-files"), (undeclared, "ops-files")):
+        assert refusal[2].replace(name, "S") == missing[2].replace("nowhere", "S")
+    assert not (kt.home / "globex-secrets").exists()
+    with kt.app.db.read() as session:
+        assert session.get(Credential, "acme/fresh") is None
+    # Nor through `keyturn apply --tenant acme`.
+    kt.write(
+        "acme.toml",
+        '[[credentials]]\nid = "acme/cli"\ntenant = "acme"\ntarget = "acme-box"\n'
+        'username = "cli"\nstores = ["globex-files"]\n',
+    )
+    scoped = kt.cli("apply", "--tenant", "acme", "acme.toml")
+    assert scoped.code == 1 and "no store 'globex-files'" in scoped.err, scoped.err
+    # The unscoped admin is told plainly, and may use an undeclared store.
+    unscoped = kt.cli("apply", "acme.toml")
+    assert unscoped.code == 1, unscoped.err
+    assert "store 'globex-files' is not granted to tenant 'acme'" in unscoped.err
+    kt.write("acme.toml", (kt.home / "acme.toml").read_text().replace("globex-files", "ops-files"))
+    assert kt.cli("apply", "acme.toml").code == 0
+    # Granting ops-files to globex alone would leave acme/cli out: refused.
+    narrowed = (
+        (kt.home / "keyturn.toml")
+        .read_text()
+        .replace('directory = "ops-secrets"\n', 'directory = "ops-secrets"\ntenants = ["globex"]\n')
+    )
+    kt.write("keyturn.toml", narrowed)
+    refused = kt.cli("apply", "keyturn.toml")
+    assert refused.code == 1 and "store 'ops-files': its tenants no longer cover" in refused.err
