@@ -7,6 +7,7 @@ they work on a host with no way out to a CDN.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import fastapi_offline
@@ -35,6 +36,7 @@ from keyturn.app import Keyturn
 PREFIX = "/api/v1"
 MAX_BODY = 64 * 1024
 ASSETS = f"{PREFIX}/docs/assets"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # no path keyturn serves holds one
 
 
 class API(FastAPI):
@@ -47,6 +49,11 @@ class API(FastAPI):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         fast = self.fast
         if fast is not None and await fast.answer(scope, receive, send):
+            return
+        if scope["type"] == "http" and _CONTROL.search(scope["path"]):
+            # A route's pattern ends in `$`, which matches before a final newline: without
+            # this, `/credentials/acme/db/secret%0A` would be served as the read of acme/db.
+            await errors.envelope(404, "not_found", "no such path")(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
 
@@ -72,6 +79,7 @@ def create_app(
         swagger_ui_oauth2_redirect_url=None,
     )
     api.state.keyturn = app
+    api.state.stopping = False  # set as the server stops: held secret reads answer at once
     api.state.limiter = limiter or FailureLimiter()
     api.state.readers = reading.readers()
     errors.install(api)

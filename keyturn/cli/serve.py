@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -44,8 +45,9 @@ def build_server(
         raise PluginMissing(
             f"`keyturn serve` needs {exc.name}: pip install 'keyturn[server]'"
         ) from exc
+    api = create_app(instance)
     config = uvicorn.Config(
-        create_app(instance),
+        api,
         host=host,
         port=port,
         http=_protocol(),
@@ -60,7 +62,17 @@ def build_server(
         # wait for them; the SDK asks again elsewhere.
         timeout_graceful_shutdown=GRACEFUL_SECONDS,
     )
-    return uvicorn.Server(config)
+    server = uvicorn.Server(config)
+    handle_exit = server.handle_exit  # what uvicorn's SIGINT and SIGTERM handlers call
+
+    def stop(sig: int, frame: FrameType | None) -> None:
+        # A held read (an SDK's or `keyturn run`'s `?wait=`) answers 304 within a poll, so
+        # the stop finishes its requests instead of cancelling them at the timeout.
+        api.state.stopping = True
+        handle_exit(sig, frame)
+
+    server.handle_exit = stop  # type: ignore[method-assign]
+    return server
 
 
 def _protocol() -> Any:

@@ -12,12 +12,13 @@ _PART = re.compile(r"(\d{1,6})([wdhms])")
 
 
 def parse_duration(text: str, what: str = "duration") -> timedelta:
-    """Parse a duration; raise PolicyInvalid with an example when it is malformed."""
+    """Parse a duration; raise PolicyInvalid with an example when it is malformed (naming
+    *what*, never echoing the text: it may come from a request)."""
     value = str(text).strip().lower()
     parts = _PART.findall(value)
     if not value or "".join(n + u for n, u in parts) != value:
         raise PolicyInvalid(
-            f'invalid {what} {text!r}: write a number and a unit (w, d, h, m, s), e.g. "180d"'
+            f'invalid {what}: write a number and a unit (w, d, h, m, s), e.g. "180d" or "12h"'
         )
     return timedelta(seconds=sum(int(n) * _UNITS[u] for n, u in parts))
 

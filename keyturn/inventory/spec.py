@@ -11,10 +11,10 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from keyturn.domain.durations import parse_duration
-from keyturn.domain.errors import ConfigInvalid, LiteralSecret
+from keyturn.domain.errors import ConfigInvalid, LiteralSecret, PolicyInvalid
 from keyturn.domain.ids import validate_id, validate_name
 from keyturn.domain.policy import check_blackout, check_recipient, check_renew_at, parse_window
 from keyturn.inventory.fields import Line, Para, Tags, first_problem
@@ -76,9 +76,12 @@ class PolicySpec(_Strict):
 
     @field_validator("max_age", "notice", "grace", "jitter")
     @classmethod
-    def _duration(cls, value: str | None) -> str | None:
+    def _duration(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None:
-            parse_duration(value)
+            try:
+                parse_duration(value, str(info.field_name))
+            except PolicyInvalid as exc:  # as a ValueError: reported with its file and key
+                raise ValueError(exc.message) from None
         return value
 
     @field_validator("schedule")

@@ -99,6 +99,8 @@ def _after(sort: str, cursor: str) -> ColumnElement[bool]:
         if sort == "id":
             return Credential.id > last
         if sort != "next":
+            if value is None:  # tenant, kind and owner are never NULL: not a link we made
+                raise ValueError
             return or_(column > value, and_(column == value, Credential.id > last))
         if value is None:  # past the scheduled rows: the unscheduled ones, by id
             return and_(column.is_(None), Credential.id > last)

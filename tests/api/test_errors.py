@@ -95,6 +95,17 @@ def test_streamed_body_over_the_limit_is_refused(api: Api) -> None:
     assert bogus.status_code in (400, 413)
 
 
+def test_a_path_with_a_control_character_is_not_found(api: Api) -> None:
+    """Route patterns end in `$`, which matches before a final newline: `.../secret%0A`
+    was served as the read of the credential (and logged as another path)."""
+    assert api.call("admin", "GET", f"/credentials/{CRED}/secret").status_code == 200
+    for tail in ("/secret%0A", "%0A", "/versions%0A", "/secret%00", "%0D%0A", "/secret%7F"):
+        response = api.call("admin", "GET", f"/credentials/{CRED}{tail}")
+        assert response.status_code == 404 and is_envelope(response), tail
+        assert "value" not in response.json()
+    assert api.call(None, "GET", "/%0A").status_code == 404
+
+
 def test_repeated_bad_tokens_are_rate_limited(api: Api) -> None:
     for _ in range(10):
         assert api.call("kt_guess", "GET", "/credentials").status_code == 401

@@ -50,6 +50,7 @@ def _workload(api: Api) -> None:
     # Values pasted where an id, a name or a reference goes: refused without being repeated.
     api.call("admin", "POST", "/tokens", json={"role": "admin", "tenant": REJECTED})
     api.call("admin", "POST", "/tokens", json={"role": "consumer", "name": api.tokens["admin"]})
+    api.call("admin", "POST", "/tokens", json={"role": "operator", "expires": REJECTED})
     for field in ("policy", "target", "tenant"):
         api.call("admin", "POST", "/credentials", json={"id": "acme/z", field: REJECTED})
     api.call("admin", "POST", "/credentials", json={"id": REJECTED})

@@ -151,3 +151,44 @@ def test_a_request_head_past_the_bound_is_refused_and_closed(kt: Harness, server
     big = {f"x-h{i}": "v" * 4000 for i in range(10)}  # 40 KB of headers: served
     assert httpx.get(f"{server}/api/v1/health", headers=big).status_code == 200
     assert httpx.get(f"{server}/api/v1/health").status_code == 200
+
+
+def test_a_stop_answers_held_reads_instead_of_cancelling_them(kt: Harness) -> None:
+    """An SDK watcher holds `?wait=60` open: SIGTERM to `serve` answers it (304, nothing
+    changed) and the server exits 0 without logging a cancelled request's traceback (it
+    used to wait out the graceful timeout, then cancel it: `Exception in ASGI application`)."""
+    kt.write("inv.toml", '[[credentials]]\nid = "acme/key"\ninitial_secret = "env:V"\n')
+    assert kt.cli("apply", "inv.toml", env={"V": "served-Value-0099"}).code == 0
+    with kt.app.db.write() as session:
+        token = auth.create_token(session, "consumer", ["acme/*"]).token
+    port = free_port()
+    proc = kt.popen("serve", "--port", str(port), "--log-level", "info")
+    url = f"http://127.0.0.1:{port}/api/v1/credentials/acme/key/secret"
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        _wait_health(f"http://127.0.0.1:{port}", proc)
+        etag = httpx.get(url, headers=headers).headers["ETag"]
+        held: list[httpx.Response] = []
+
+        def hold() -> None:
+            watch = {**headers, "If-None-Match": etag}
+            held.append(httpx.get(url, params={"wait": 60}, headers=watch, timeout=90))
+
+        watcher = threading.Thread(target=hold)
+        watcher.start()
+        time.sleep(1)  # the request is in the server's loop
+        began = time.monotonic()
+        proc.send_signal(signal.SIGTERM)  # as systemd or Kubernetes stops it
+        watcher.join(30)
+        answered = time.monotonic() - began
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert held and held[0].status_code == 304, held
+    assert answered < 20, answered  # not the minute it asked for (a bound, not a timing)
+    # uvicorn hands the signal back to its default action once it has stopped cleanly.
+    assert proc.returncode in (0, -signal.SIGTERM), err
+    assert "Application shutdown complete" in err
+    assert "Traceback" not in err and "Exception in ASGI" not in err and "Cancel" not in err, err

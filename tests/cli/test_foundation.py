@@ -198,7 +198,7 @@ def test_literal_secrets_anywhere_are_refused(kt: Harness, snippet: str) -> None
     ("snippet", "words"),
     [
         ("[[credentials]]\nid = 'a/b'\nbogus = 1\n", "Extra inputs are not permitted"),
-        ("[policies.p]\nmax_age = '180 days'\n", "invalid duration"),
+        ("[policies.p]\nmax_age = '180 days'\n", "policies.p.max_age: invalid max_age"),
         ("[policies.p]\nschedule = '61 * * * *'\n", "invalid cron"),
         ("[[credentials]]\nid = 'a/b'\npolicy = 'nope'\n", "no policy 'nope'"),
         ("[[credentials]]\nid = 'a/b'\ntarget = 'nope'\nusername = 'u'\n", "no target 'nope'"),

@@ -136,7 +136,7 @@ def test_plan_lists_notice_and_rotation(cred) -> None:  # type: ignore[no-untype
         ('window = "25:00-26:00"', "invalid window"),
         ('blackout = ["someday"]', "invalid blackout"),
         ('recipients = ["not an address"]', "invalid recipient"),
-        ('jitter = "forever"', "invalid duration"),
+        ('jitter = "forever"', "policies.smtp.jitter: invalid jitter"),
     ],
 )
 def test_invalid_schedule_settings_are_clear_errors(kt: Harness, extra: str, words: str) -> None:

@@ -6,6 +6,7 @@ server's answers, including the ones a browser would never send (forged POSTs).
 
 from __future__ import annotations
 
+import base64
 import re
 from datetime import timedelta
 
@@ -251,6 +252,13 @@ def test_inventory_pages_past_fifty_rows_in_every_sort(api: Api) -> None:
     assert "123 credentials" in api.client.get("/").text
     stale = api.client.get("/?sort=next&after=bm9wZQ")
     assert stale.status_code == 400 and "out of date" in stale.text
+    # A forged link: a NULL where the column is never NULL (`[null, "a"]`), a wrong shape.
+    for sort in ("tenant", "kind", "owner", "id", "next"):
+        forgeries = ['["a"]', '{"a": 1}', '[1, "a"]', '["a", null]']
+        for forged in forgeries + (['[null, "a"]'] if sort not in ("id", "next") else []):
+            after = base64.urlsafe_b64encode(forged.encode()).decode().rstrip("=")
+            page = api.client.get(f"/?sort={sort}&after={after}")
+            assert page.status_code == 400 and "out of date" in page.text, (sort, forged)
 
 
 def test_a_sign_in_link_works_once(api: Api) -> None:

@@ -174,7 +174,8 @@ async def read_secret(
     args = (request, token, credential_id, version, if_none_match)
     tag, body = await _serve(*args)
     deadline = time.monotonic() + wait
-    while body is None and time.monotonic() < deadline:
+    state = request.app.state
+    while body is None and not state.stopping and time.monotonic() < deadline:
         await asyncio.sleep(min(POLL_SECONDS, max(deadline - time.monotonic(), 0)))
         tag, body = await _serve(*args)
     return _response(tag, body)
