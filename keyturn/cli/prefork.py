@@ -15,6 +15,7 @@ allow N times the failures per address before answering 429).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import socket
@@ -23,6 +24,19 @@ from collections.abc import Callable
 from types import FrameType
 
 from keyturn.domain.errors import UsageError
+
+
+def cannot_listen(host: str, port: int, exc: OSError) -> UsageError:
+    """Why *host*:*port* cannot be bound, pointing at the setting that is wrong."""
+    if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+        return UsageError(
+            f"cannot listen on {host} ({exc.strerror}): not an address of this machine; "
+            "choose another with --host or KEYTURN_HOST"
+        )
+    return UsageError(
+        f"cannot listen on {host}:{port} ({exc.strerror}): choose another port with --port "
+        "or KEYTURN_PORT"
+    )
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -34,10 +48,7 @@ def listen(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise UsageError(
-            f"cannot listen on {host}:{port} ({exc.strerror}): choose another port with "
-            "--port or KEYTURN_PORT"
-        ) from None
+        raise cannot_listen(host, port, exc) from None
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock

@@ -92,12 +92,14 @@ def plan(
             raise UsageError(f"--env: {name!r} is not an environment variable name")
     mode, sig = _on_rotate(on_rotate)
     paths = {Path(p).absolute(): i for p, i in _pairs(files, "--file")}
+    for path in paths:
+        if not path.parent.is_dir():
+            raise UsageError(f"--file {path}: the folder {path.parent} does not exist")
     return Plan(consumer, variables, paths, mode, sig, list(command))
 
 
 def write_file(path: Path, value: str) -> None:
     """Replace *path* atomically with *value*, mode 0600 from the start."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as handle:
@@ -134,8 +136,19 @@ class Runner:
         found = self.values()
         for path, credential_id in self.plan.files.items():
             write_file(path, found[credential_id].value)
-        self.child = subprocess.Popen(self.plan.command, env=self.environment(found))
+        self.child = self._spawn(found)
         self.client.flush()
+
+    def _spawn(self, found: dict[str, Bundle]) -> subprocess.Popen[bytes]:
+        try:
+            return subprocess.Popen(self.plan.command, env=self.environment(found))
+        except OSError as exc:  # not there, not executable
+            raise UsageError(f"cannot run {self.plan.command[0]!r}: {exc.strerror}") from None
+
+    def remove_files(self) -> None:
+        """The values written for the child go with it: nothing keeps them current after."""
+        for path in self.plan.files:
+            path.unlink(missing_ok=True)
 
     def rotated(self) -> bool:
         """Has a credential the child holds a new current version?"""
@@ -152,7 +165,7 @@ class Runner:
         if self.plan.on_rotate == "restart":
             self.restarting = True
             self.stop_child()
-            self.child = subprocess.Popen(self.plan.command, env=self.environment(found))
+            self.child = self._spawn(found)
             self.restarting = False
         elif self.plan.on_rotate == "signal" and self.plan.signal is not None:
             self.child.send_signal(self.plan.signal)
@@ -227,6 +240,7 @@ def run(
             signal.signal(sig, runner.forward)
         code = runner.loop()
     finally:
+        runner.remove_files()
         client.close()
     sys.stdout.flush()
     raise typer.Exit(code)

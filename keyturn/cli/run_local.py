@@ -43,6 +43,7 @@ class LocalSource:
             return None
         found: dict[VersionState, Value] = {}
         with self.app.db.write() as session:
+            repo.get_credential(session, credential_id)  # `no credential ...`, as elsewhere
             for state in _STATES:
                 row = repo.version_in_state(session, credential_id, state)
                 if row is None:

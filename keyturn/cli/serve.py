@@ -11,7 +11,7 @@ import typer
 
 from keyturn.cli import output
 from keyturn.cli.main import app, open_app
-from keyturn.domain.errors import PluginMissing, UsageError
+from keyturn.domain.errors import PluginMissing
 from keyturn.settings import Settings
 
 if TYPE_CHECKING:
@@ -116,10 +116,9 @@ def check_port(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as exc:
-            raise UsageError(
-                f"cannot listen on {host}:{port} ({exc.strerror}): choose another port with "
-                "--port or KEYTURN_PORT"
-            ) from None
+            from keyturn.cli.prefork import cannot_listen
+
+            raise cannot_listen(host, port, exc) from None
 
 
 def run(

@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from keyturn.db.engine import Database
+from keyturn.domain.errors import UsageError
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -39,7 +40,16 @@ def head() -> str:
 
 def upgrade(db: Database, revision: str = "head") -> None:
     from alembic import command
+    from alembic.script import ScriptDirectory
 
+    found = current_revision(db)
+    if found is not None and found not in {
+        script.revision for script in ScriptDirectory(str(MIGRATIONS)).walk_revisions()
+    }:
+        raise UsageError(
+            f"the database is at schema {found}, newer than this keyturn knows (schema "
+            f"{HEAD}): a newer keyturn upgraded it; run that version or a later one here too"
+        )
     command.upgrade(alembic_config(db), revision)
 
 

@@ -192,3 +192,11 @@ def test_a_stop_answers_held_reads_instead_of_cancelling_them(kt: Harness) -> No
     assert proc.returncode in (0, -signal.SIGTERM), err
     assert "Application shutdown complete" in err
     assert "Traceback" not in err and "Exception in ASGI" not in err and "Cancel" not in err, err
+
+
+def test_an_address_not_of_this_machine_points_at_the_host() -> None:
+    from keyturn.domain.errors import UsageError
+
+    for host in ("999.1.1.1", "192.0.2.1"):  # not an address at all; TEST-NET-1, not ours
+        with pytest.raises(UsageError, match=r"not an address of this machine.*--host"):
+            check_port(host, free_port())

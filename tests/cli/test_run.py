@@ -70,6 +70,7 @@ def _run(kt: Harness, *args: str) -> subprocess.Popen[str]:
 def test_signal_hup_rewrites_the_file_and_the_child_rereads_it(kt: Harness) -> None:
     Setup(kt, "single")
     log, secret = kt.home / "child.log", kt.home / "run" / "smtp"
+    secret.parent.mkdir()
     child = [sys.executable, "-c", CHILD, str(log), str(secret)]
     proc = _run(kt, "--file", f"{secret}={CRED}", "--on-rotate", "signal:HUP", "--", *child)
     try:
@@ -87,6 +88,7 @@ def test_signal_hup_rewrites_the_file_and_the_child_rereads_it(kt: Harness) -> N
         proc.send_signal(signal.SIGTERM)  # forwarded: the child exits 42
         _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 42, err
+    assert not secret.exists()  # the value went with the child: nothing keeps it current
 
 
 def test_restart_gives_the_child_the_new_environment(kt: Harness) -> None:
@@ -110,5 +112,13 @@ def test_exit_code_passes_through_and_bad_usage_is_one_line(kt: Harness) -> None
     env = ("--env", f"SECRET={CRED}")
     done = kt.spawn("run", "--consumer", "job", *env, "--", sys.executable, "-c", code)
     assert done.code == 7, done.err
-    bad = kt.spawn("run", "--consumer", "job", "--env", "SECRET", "--", "true")
-    assert bad.code != 0 and bad.err.startswith("error:") and len(bad.err.splitlines()) == 1
+    for args, says in (
+        (("--env", "SECRET", "--", "true"), "--env"),
+        ((*env, "--", str(kt.home / "no-such-program")), "cannot run"),
+        (("--file", f"{kt.home / 'nowhere' / 'f'}={CRED}", "--", "true"), "does not exist"),
+        (("--env", "SECRET=acme/nope", "--", "true"), "no credential 'acme/nope'"),
+    ):
+        bad = kt.spawn("run", "--consumer", "job", *args)
+        assert bad.code != 0 and bad.err.startswith("error:"), (args, bad)
+        assert len(bad.err.splitlines()) == 1 and says in bad.err, (args, bad.err)
+    assert not (kt.home / "nowhere").exists()

@@ -34,3 +34,16 @@ def test_sqlite_runs_in_wal_mode_and_syncs_every_commit(tmp_path) -> None:  # ty
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2
     finally:
         db.dispose()
+
+
+def test_a_database_from_a_newer_keyturn_is_one_clear_line(kt) -> None:  # type: ignore[no-untyped-def]
+    """A worker left on an older keyturn after another upgraded the database (a rolling
+    upgrade) says so, instead of `internal error (CommandError)` from Alembic."""
+    with kt.app.db.write() as session:
+        session.connection().exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
+    result = kt.cli("list")
+    assert result.code == 1, result
+    assert result.err.strip() == (
+        f"error: the database is at schema 9999, newer than this keyturn knows (schema "
+        f"{migrate.HEAD}): a newer keyturn upgraded it; run that version or a later one here too"
+    )
