@@ -48,7 +48,7 @@ def _in_progress(rot: Rotation) -> RotationInProgress:
 def _reason(trigger: Trigger, reason: str) -> str:
     reason = reason.strip()
     if trigger != Trigger.SCHEDULE and not reason:
-        raise UsageError("a reason is required (--reason TEXT): it goes into the audit log")
+        raise UsageError("a reason is required: it goes into the audit log")
     if len(reason) > MAX_REASON:
         raise UsageError(f"the reason is longer than {MAX_REASON} characters")
     return reason
@@ -227,7 +227,7 @@ def abort(app: Keyturn, credential_id: str, *, actor: str, reason: str) -> int:
     current value again, and the pending value is marked failed; after promotion the previous
     value simply stays accepted (nothing is revoked)."""
     if not reason.strip():
-        raise UsageError("a reason is required (--reason TEXT)")
+        raise UsageError("a reason is required: it goes into the audit log")
     active = active_rotations(app, credential_id)
     if not active:
         raise NotFound(f"{credential_id} has no rotation in progress")

@@ -46,7 +46,7 @@ def delete(app: Keyturn, credential_id: str, *, actor: str, reason: str) -> Dele
     validate_id(credential_id)
     reason = reason.strip()
     if not reason:
-        raise UsageError("a reason is required (--reason TEXT): it goes into the audit log")
+        raise UsageError("a reason is required: it goes into the audit log")
     if len(reason) > MAX_REASON:
         raise UsageError(f"the reason is longer than {MAX_REASON} characters")
     with app.db.write() as session:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from keyturn.report.rules import BY_ID, RULE_IDS, Finding, State, naive_utc
+from keyturn.report.rules import BY_ID, RULE_IDS, Finding, State, naive_utc, scheduled
 
 # Age against max age, in these bands (upper bounds, fractions of the max age).
 AGE_BANDS = ((0.25, "0-25%"), (0.5, "25-50%"), (0.75, "50-75%"), (1.0, "75-100%"))
@@ -91,7 +91,7 @@ class Row:
             max_age_days=max_days(state.policy.max_age),
             age_days=days(state.at - current.activated_at) if current else None,
             last_rotation=current.activated_at if current else None,
-            next_rotation=state.due_at,
+            next_rotation=scheduled(state),
             last_result=rotations[-1].status if rotations else None,
             consumers=_consumers(state),
             last_used=state.last_used,
@@ -143,7 +143,7 @@ def entry(state: State, found: list[Finding]) -> dict[str, Any]:
         "max_age_days": max_days(state.policy.max_age),
         "age_days": days(at - current.activated_at) if current else None,
         "last_rotation": iso(current.activated_at) if current else None,
-        "next_rotation": iso(state.due_at),
+        "next_rotation": iso(scheduled(state)),
         "last_result": rotations[-1].status if rotations else None,
         "consumers": _consumers(state),
         "last_used": iso(state.last_used),

@@ -154,6 +154,12 @@ def rotation_enabled(s: State) -> Why | None:
     return None
 
 
+def scheduled(s: State) -> datetime | None:
+    """When the schedule rotates it; None when nothing does (no target, held back), as the
+    dashboard's `unscheduled`. Its max age still applies (`rotated-within-max-age`)."""
+    return s.due_at if rotation_enabled(s) is None else None
+
+
 def rotated_within_max_age(s: State) -> Why | None:
     when, current = s.due_at, s.current
     if current is None or when is None or s.at < when:

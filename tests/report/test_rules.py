@@ -51,6 +51,11 @@ def test_rotation_enabled_needs_a_target(kt: Harness, craft: Craft) -> None:
     by_id = {r.id: r for r in report.rows}
     assert not by_id["acme/with-target"].fails("rotation-enabled")
     assert by_id["acme/no-target"].fails("rotation-enabled")
+    # Nothing rotates it: no next rotation (the dashboard's `unscheduled`), though its max
+    # age still applies.
+    assert by_id["acme/with-target"].next_rotation is not None
+    assert by_id["acme/no-target"].next_rotation is None
+    assert fails(kt, "acme/no-target", "rotated-within-max-age", day(200))
 
 
 def test_last_scheduled_rotation_succeeded(kt: Harness, craft: Craft) -> None:
