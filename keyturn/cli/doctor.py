@@ -36,7 +36,7 @@ from keyturn.cli.main import app, settings
 from keyturn.cli.options import Json
 from keyturn.db import migrate, repo
 from keyturn.db.models import Credential, Notice, Rotation, StoreRow, TargetRow
-from keyturn.domain.errors import KeyturnError
+from keyturn.domain.errors import KeyturnError, WrongMasterKey
 from keyturn.domain.model import ACTIVE_STATUSES, Secret, VersionState
 from keyturn.engine.protocol import account
 from keyturn.inventory.apply import UNPROVISIONED
@@ -79,6 +79,9 @@ def doctor(ctx: typer.Context, json: Json = False) -> None:
 def _local_checks(config: Settings) -> Check:
     try:
         instance = Keyturn.open(config)
+    except WrongMasterKey as exc:  # the database opened; the key is what is wrong
+        yield Finding(FAIL, "master key", exc.message)
+        return
     except KeyturnError as exc:
         yield Finding(FAIL, "database", exc.message)
         return

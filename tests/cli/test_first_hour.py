@@ -342,3 +342,15 @@ def test_worker_says_what_each_tick_rotated(kt: Harness) -> None:
         proc.send_signal(signal.SIGTERM)
         _, rest = proc.communicate(timeout=60)
     assert proc.returncode == 0 and "keyturn worker stopped" in rest
+
+
+def test_doctor_with_a_wrong_key_names_the_key(kt: Harness) -> None:
+    """The database opens; the key does not match it: doctor says `master key`, not
+    `database`."""
+    from tests.support.keyturn import new_master_key
+
+    doctor = kt.cli("doctor", env={"KEYTURN_MASTER_KEY": new_master_key()})
+    assert doctor.code == 1, doctor.out
+    failed = [ln for ln in doctor.out.splitlines() if ln.startswith("fail")]
+    assert len(failed) == 1 and "master key" in failed[0], doctor.out
+    assert "database" not in failed[0].split("master key")[0], doctor.out
