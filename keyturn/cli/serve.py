@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 from types import FrameType
@@ -139,6 +140,8 @@ def run(
         target=Worker(instance).run_forever, args=(stop,), name="keyturn-worker", daemon=True
     )
     worker.start()
+    # In uvicorn's own log, beside its "Uvicorn running on" line.
+    logging.getLogger("uvicorn.error").info("keyturn worker running in this process")
     try:
         server.run(sockets=sockets)
     finally:
