@@ -12,6 +12,7 @@ from keyturn.audit import log as audit
 from keyturn.db import repo
 from keyturn.db.models import StoreRow, TargetRow, Version
 from keyturn.domain.errors import ConfigInvalid, Conflict, NotFound, ReferenceUnresolved
+from keyturn.domain.inputs import first_error
 from keyturn.domain.model import Secret, VersionState
 from keyturn.refs import Resolver
 from keyturn.stores.base import Store, StoreContext
@@ -98,7 +99,7 @@ def open_target(app: Keyturn, row: TargetRow) -> Target:
     try:
         return cls.from_settings(row.settings, context)
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        raise ConfigInvalid(f"target {row.name!r} ({row.type}): {_first_error(exc)}") from exc
+        raise ConfigInvalid(f"target {row.name!r} ({row.type}): {first_error(exc)}") from exc
 
 
 def open_store(app: Keyturn, row: StoreRow) -> Store:
@@ -107,12 +108,4 @@ def open_store(app: Keyturn, row: StoreRow) -> Store:
     try:
         return cls.from_settings(row.settings, context)
     except ValueError as exc:
-        raise ConfigInvalid(f"store {row.name!r} ({row.type}): {_first_error(exc)}") from exc
-
-
-def _first_error(exc: ValueError) -> str:
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        first = errors()[0]
-        return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
-    return str(exc)
+        raise ConfigInvalid(f"store {row.name!r} ({row.type}): {first_error(exc)}") from exc

@@ -35,6 +35,7 @@ from keyturn.cli.options import Json
 from keyturn.db.models import StoreRow
 from keyturn.domain.errors import ConfigInvalid, UsageError
 from keyturn.domain.ids import validate_name
+from keyturn.domain.inputs import first_error
 from keyturn.inventory import imports
 from keyturn.refs import SECRET_KEY, require_reference
 from keyturn.runtime import open_store
@@ -110,7 +111,7 @@ def _source(
     try:
         return cls.from_settings(settings, context), None
     except ValueError as exc:
-        raise ConfigInvalid(f"{kind} source: {exc}") from exc
+        raise ConfigInvalid(f"{kind} source: {first_error(exc)}") from exc
 
 
 @app.command("import")

@@ -113,3 +113,17 @@ def parse_moment(text: str, what: str) -> datetime:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return check_moment(moment, what)
+
+
+def first_error(exc: ValueError) -> str:
+    """The first problem of a pydantic ValidationError as `where: what`, never the input:
+    its str() repeats the settings it was given (`input_value={...}`), secrets included."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return str(exc)
+    found = errors(include_input=False, include_url=False)
+    first = found[0]
+    where = ".".join(str(p) for p in first["loc"])
+    message = str(first["msg"]).removeprefix("Value error, ")
+    more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+    return f"{where}: {message}{more}" if where else f"{message}{more}"

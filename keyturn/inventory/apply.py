@@ -41,6 +41,7 @@ from keyturn.domain.errors import (
     KeyturnError,
     TargetNotFound,
 )
+from keyturn.domain.inputs import first_error
 from keyturn.domain.model import Secret, VersionState
 from keyturn.inventory import grants
 from keyturn.inventory.grants import Claims
@@ -86,13 +87,13 @@ def _validate_plugins(inv: Inventory, base_dir: Path) -> None:
         except ConfigInvalid as exc:
             raise type(exc)(f"target {name!r} ({spec.type}): {exc.message}") from exc
         except ValueError as exc:
-            raise ConfigInvalid(f"target {name!r} ({spec.type}): {exc}") from exc
+            raise ConfigInvalid(f"target {name!r} ({spec.type}): {first_error(exc)}") from exc
     for name, spec in inv.stores.items():
         store_cls = plugins.load_store(spec.type)
         try:
             store_cls.config_model.model_validate(spec.settings())
         except ValueError as exc:
-            raise ConfigInvalid(f"store {name!r} ({spec.type}): {exc}") from exc
+            raise ConfigInvalid(f"store {name!r} ({spec.type}): {first_error(exc)}") from exc
 
 
 def _check_target(claims: Claims, session: Session, inv: Inventory, cred: CredentialSpec) -> None:

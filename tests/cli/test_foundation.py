@@ -245,3 +245,20 @@ def test_token_create_shows_the_token_once_and_stores_a_hash(kt: Harness) -> Non
 def test_verbose_shows_a_traceback(kt: Harness) -> None:
     result = kt.cli("-v", "get", "nope/missing")
     assert result.code == 1 and "Traceback" in result.err
+
+
+def test_a_plugin_settings_error_names_the_problem_not_the_settings(kt: Harness) -> None:
+    """pydantic's own message repeats every setting it was given (`input_value={...}`) and a
+    link; a setting may hold what should have been a reference. One line, no input."""
+    sentinel = "nbSentinelValue-8f3a2c"
+    kt.write(  # `url` is not a setting (`base_url` is), and the required ones are missing
+        "inv.toml",
+        '[targets.h]\ntype = "http-api-key"\nurl = "http://127.0.0.1:1/"\n'
+        f'headers = {{Authorization = "Bearer {sentinel}"}}\n'
+        f'[targets.m]\ntype = "passwd-file"\npath = "x.passwd"\nnote = "{sentinel}"\n',
+    )
+    result = kt.cli("apply", "inv.toml")
+    assert result.code == 1 and len(result.err.splitlines()) == 1, result.err
+    assert "base_url: Field required (and 4 more)" in result.err, result.err
+    assert sentinel not in result.err and "pydantic" not in result.err, result.err
+    assert "input_value" not in result.err, result.err
