@@ -176,6 +176,12 @@ class OutcomeOut(BaseModel):
     error: str | None
     next_attempt_at: datetime | None
     wait_until: datetime | None
+    current_value: Literal["works", "refused", "maybe-refused", "none"] = Field(
+        default="works",
+        description="Whether the current value still logs in: `refused` once a `single` "
+        "rotation has put the new value on the target (read `next`), `maybe-refused` where a "
+        "failed `single` set may have reached it, `none` with no current value",
+    )
 
 
 class AbortOut(BaseModel):

@@ -88,6 +88,7 @@ def outcome(o: Outcome) -> s.OutcomeOut:
         error=o.error,
         next_attempt_at=o.next_attempt_at,
         wait_until=o.wait_until,
+        current_value=o.current_value,
     )
 
 

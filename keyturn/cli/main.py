@@ -109,6 +109,11 @@ def root(
     ctx.obj = {"flags": {"db": db}, "config": config}
 
 
+def verbose() -> bool:
+    """Was -v given (tracebacks and debug logs)?"""
+    return bool(_state["verbose"])
+
+
 def actor() -> str:
     """Who runs this command, for the audit log: the operating system's user name."""
     try:

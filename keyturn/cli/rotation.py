@@ -3,13 +3,14 @@ mode, with the same output)."""
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from keyturn.cli import lazy, output, remote
-from keyturn.cli.main import actor, app, open_app
+from keyturn.cli.main import actor, app, open_app, verbose
 from keyturn.cli.options import Json, Reason
 from keyturn.domain.errors import KeyturnError, RotationFailed, UsageError
 from keyturn.domain.ids import validate_id
@@ -25,10 +26,37 @@ if TYPE_CHECKING:
 ENGINE = "keyturn.engine.service"
 
 
+def _load_engine(ctx: typer.Context) -> None:
+    """The engine, its failures said by the outcome line alone while this command runs: its
+    log's warning of the same failure (which a worker's log needs) would repeat it (-v
+    shows it)."""
+    lazy.load(ENGINE)
+    if not verbose():
+        engine_log = logging.getLogger("keyturn.engine")
+        level = engine_log.level
+        engine_log.setLevel(logging.ERROR)
+        ctx.call_on_close(lambda: engine_log.setLevel(level))
+
+
 def _when(value: datetime | str | None, fmt: str) -> str:
     if isinstance(value, str):
         value = datetime.fromisoformat(value.replace("Z", "+00:00"))
     return f"{value:{fmt}}" if value else "-"
+
+
+def _standing(o: dict[str, Any]) -> str:
+    """What works meanwhile (keyturn.engine.record.current_value)."""
+    standing = o.get("current_value", "works")
+    if standing == "none":
+        return "there is no current value yet"
+    if standing == "maybe-refused":
+        return "the target may already hold the new value and refuse the current one"
+    if standing == "refused":
+        return (
+            f"the target holds version {o['version']} already and refuses the current value: "
+            f"read it with `keyturn get {o['credential']} --version {o['version']}`"
+        )
+    return "the current value still works"
 
 
 def _describe(o: dict[str, Any]) -> str:
@@ -44,8 +72,8 @@ def _describe(o: dict[str, Any]) -> str:
     if status == RotationStatus.RETRYING:
         at = _when(o["next_attempt_at"], "%Y-%m-%d %H:%M:%S UTC")
         return (
-            f"{cred}: attempt failed ({o['error']}); the current value still works; next "
-            f"attempt at {at} (`keyturn resume {cred} --now` to retry at once)"
+            f"{cred}: attempt failed ({o['error']}); {_standing(o)}; next attempt at {at} "
+            f"(`keyturn resume {cred} --now` to retry at once)"
         )
     return f"{cred}: rotation {o['rotation']} {status} at {o['step']} ({o['error'] or ''})"
 
@@ -61,18 +89,21 @@ def as_dict(o: Outcome) -> dict[str, Any]:
         "error": o.error,
         "next_attempt_at": o.next_attempt_at,
         "wait_until": o.wait_until,
+        "current_value": o.current_value,
     }
 
 
 def _report(outcomes: list[dict[str, Any]], json: bool) -> None:
+    """Each outcome once: the first that failed as the error line, the others on stdout."""
+    failed = [
+        o for o in outcomes if o["status"] in (RotationStatus.FAILED, RotationStatus.RETRYING)
+    ]
     if json:
         output.emit_json(outcomes)
     else:
         for o in outcomes:
-            output.say(_describe(o))
-    failed = [
-        o for o in outcomes if o["status"] in (RotationStatus.FAILED, RotationStatus.RETRYING)
-    ]
+            if not failed or o is not failed[0]:
+                output.say(_describe(o))
     if failed:
         if json:
             raise typer.Exit(1)
@@ -112,7 +143,7 @@ def rotate(
             raise KeyturnError("--leak is not served by the API: use --emergency remotely")
         _report([api.rotate(credential_id, reason, emergency)], json)
         return
-    lazy.load(ENGINE)
+    _load_engine(ctx)
     from keyturn.engine import service
 
     instance = open_app(ctx)
@@ -135,7 +166,7 @@ def resume(
     if api is not None:
         outcomes, problems = _resume_remote(api, credential_id, now)
     else:
-        lazy.load(ENGINE)
+        _load_engine(ctx)
         from keyturn.engine import service
         from keyturn.engine.protocol import Outcome
 
@@ -194,7 +225,7 @@ def abort(
     if api is not None:
         rotation_id = int(api.abort(credential_id, reason)["rotation"])
     else:
-        lazy.load(ENGINE)
+        _load_engine(ctx)
         from keyturn.engine import service
 
         rotation_id = service.abort(open_app(ctx), credential_id, actor=actor(), reason=reason)
@@ -259,7 +290,7 @@ def _repair(ctx: typer.Context, api: remote.Remote | None, credential_id: str | 
 def _verify_local(
     ctx: typer.Context, credential_id: str | None, json: bool
 ) -> list[dict[str, Any]]:
-    lazy.load(ENGINE)
+    _load_engine(ctx)
     from sqlalchemy import select
 
     from keyturn.db.models import Credential

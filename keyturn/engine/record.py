@@ -65,6 +65,21 @@ class Outcome:
     error: str | None
     next_attempt_at: datetime | None
     wait_until: datetime | None
+    # Whether the value keyturn hands out as current still logs in (current_value below).
+    current_value: str = "works"
+
+
+def current_value(rot: Rotation, has_current: bool) -> str:
+    """ "works"; "refused" once a `single` rotation has put the new value on the target (past
+    `set`); "maybe-refused" where a `single` set failed and may have reached it; "none"
+    without a current value (a first rotation)."""
+    if not has_current:
+        return "none"
+    if rot.strategy != "single" or rot.step == Step.CREATE:
+        return "works"
+    if rot.step == Step.SET:
+        return "works" if rot.status == RotationStatus.RUNNING else "maybe-refused"
+    return "refused"
 
 
 def account(version: Version | Value) -> Account:
@@ -572,7 +587,15 @@ class Record:
             rot.error,
             rot.next_attempt_at,
             rot.wait_until,
+            current_value(rot, rot.old_version is not None or _has_current(session, rot)),
         )
+
+
+def _has_current(session: Session, rot: Rotation) -> bool:
+    """Before `create` has recorded the versions in play: is there a current one?"""
+    if rot.new_version is not None:
+        return False  # create ran and found none (old_version is None)
+    return repo.version_in_state(session, rot.credential_id, VersionState.CURRENT) is not None
 
 
 # What `keyturn.audit.log.append` assumes of an entry that does not say.

@@ -357,3 +357,36 @@ def test_the_promotion_leaves_the_credential_in_sync_and_due_again(kt: Harness, 
         assert (cred.due_at, cred.notice_at) == (due, notice)
         assert cred.schedule == policy.schedule
         assert cred.updated_at >= current.activated_at
+
+
+def test_a_failure_past_set_says_whether_the_current_value_still_works(kt: Harness, setup) -> None:  # type: ignore[no-untyped-def]
+    """`single`, stuck at publish (the store cannot be written): the target already has the
+    new value and refuses the current one, and the one error line says so and how to read
+    it (it said "the current value still works"). Said once: no log line, nothing on stdout
+    repeating it."""
+    s = setup("single", stores=True)
+    (kt.home / "app.env").mkdir()  # the dotenv store cannot replace a folder
+    result = kt.cli("rotate", CRED, "--reason", "t")
+    assert result.code == 1 and result.out == "", result
+    (line,) = result.err.splitlines()
+    assert line.startswith("error: ") and "attempt failed (publish" in line, line
+    assert "refuses the current value" in line and f"keyturn get {CRED} --version 2" in line
+    assert not s.accepts(USER, INITIAL)
+    assert json.loads(kt.cli("show", CRED, "--json").out)["rotations"][-1]["status"] == "retrying"
+    (kt.home / "app.env").rmdir()
+    assert kt.cli("resume", "--now").code == 0
+
+
+def test_a_failure_says_what_works_meanwhile(kt: Harness, setup) -> None:  # type: ignore[no-untyped-def]
+    """The new value refused at test, the old one put back: the current value works. The
+    target down at set: keyturn cannot tell, and says so."""
+    s = setup("single")
+    s.faults(refuse_new=True)
+    out = rotate(kt)
+    assert out["status"] == "retrying" and out["current_value"] == "works", out
+    result = kt.cli("resume", CRED, "--now")
+    assert result.code == 1 and "the current value still works" in result.err, result
+    assert s.accepts(USER, INITIAL)
+    s.faults(set="down", test="down")
+    result = kt.cli("resume", CRED, "--now")
+    assert result.code == 1 and "may already hold the new value" in result.err, result
