@@ -235,8 +235,11 @@ class AwsSecretsManagerStore(Store):
             for entry in page.get("SecretList", []):
                 if not entry["Name"].startswith(prefix):
                     continue
-                found = self._call(
-                    f"read {entry['Name']}", "get_secret_value", SecretId=entry["ARN"]
+                found = self._call(  # the stage named, as every other read here names it
+                    f"read {entry['Name']}",
+                    "get_secret_value",
+                    SecretId=entry["ARN"],
+                    VersionStage=CURRENT,
                 )
                 if found and "SecretString" in found:
                     yield Found(entry["Name"], Secret(found["SecretString"]))

@@ -36,6 +36,37 @@ def _quote(value: str) -> str:
     )
 
 
+def _name_of(line: str) -> str | None:
+    """The variable a `NAME=value` line (or `export NAME=value`) sets; None for others."""
+    name, sep, _ = line.partition("=")
+    if not sep or line.lstrip().startswith("#"):
+        return None
+    return name.strip().removeprefix("export ").strip()
+
+
+def rewrite(text: str, wanted: dict[str, str]) -> str:
+    """*text* with the lines of *wanted*'s variables set to their values (`export` and the
+    indent kept; a repeated line of one dropped, as it would override the first) and the
+    missing ones appended; every other line exactly as it was, comments and quoting too."""
+    out: list[str] = []
+    done: set[str] = set()
+    for line in text.splitlines(keepends=True):
+        name = _name_of(line)
+        if name is not None and name in wanted:
+            if name in done:
+                continue
+            done.add(name)
+            stripped = line.lstrip()
+            lead = line[: len(line) - len(stripped)]
+            export = "export " if stripped.startswith("export ") else ""
+            line = f"{lead}{export}{name}={_quote(wanted[name])}\n"
+        out.append(line)
+    if out and not out[-1].endswith("\n"):
+        out[-1] += "\n"
+    out += [f"{k}={_quote(v)}\n" for k, v in wanted.items() if k not in done]
+    return "".join(out)
+
+
 def parse(text: str) -> dict[str, str]:
     """`NAME=value` lines (single-quoted values unquoted); comments and blanks skipped."""
     out = {}
@@ -70,14 +101,14 @@ class DotenvStore(Store):
     def publish(self, view: PublishView, mark: str | None) -> str | None:
         """Write the credential's lines; other lines of the file are kept as they are."""
         name = self.variable(view.credential_id)
-        lines = self._lines()
+        text = read_text(self.path) or ""
+        lines = parse(text)
         wanted = {name: view.current.value.reveal(), f"{name}_VERSION": str(view.current.number)}
         if view.previous is not None:
             wanted[f"{name}_PREVIOUS"] = view.previous.value.reveal()
         if all(lines.get(k) == v for k, v in wanted.items()):
             return str(view.current.number)
-        lines.update(wanted)
-        write_atomic(self.path, "".join(f"{k}={_quote(v)}\n" for k, v in lines.items()))
+        write_atomic(self.path, rewrite(text, wanted))
         return str(view.current.number)
 
     def held(self, credential_id: str, tenant: str) -> Held | None:

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from keyturn import runtime
+from keyturn.db.models import StoreRow
 from keyturn.domain.model import Secret
 from keyturn.stores.aws_secretsmanager import AwsSecretsManagerStore, request_token
 from keyturn.stores.base import Numbered, PublishView, StoreContext
@@ -99,6 +101,17 @@ def test_staging_labels_follow_three_rotations(rig: Rig) -> None:
             assert previous["SecretString"] == values[-2]
     assert rig.kt.cli("verify", rig.id).code == 0
     assert all(v not in written(rig.kt.home) for v in values)
+    # What `keyturn import` reads is the AWSCURRENT value (moto answers AWSPREVIOUS when no
+    # stage is named, and import then called keyturn's own secret `differs`).
+    with rig.kt.app.db.read() as session:
+        row = session.get(StoreRow, "main")
+    assert row is not None
+    store = runtime.open_store(rig.kt.app, row)
+    try:
+        found = {f.path: f.value.reveal() for f in store.scan(f"{rig.tenant}/")}
+    finally:
+        store.close()
+    assert found == {name: values[-1]}
 
 
 def test_a_replayed_publish_creates_no_version(rig: Rig) -> None:

@@ -55,15 +55,20 @@ def test_a_template_cannot_leave_the_directory(kt: Harness) -> None:
 
 
 def test_dotenv_keeps_other_lines_and_adds_the_previous(kt: Harness) -> None:
-    (kt.home / "app.env").write_text("OTHER=kept\n")
     rig = Rig(kt, 'type = "dotenv"\npath = "app.env"')
+    var = rig.id.upper().replace("/", "_").replace("-", "_")
+    others = '# app settings\nOTHER=kept\nSPACED="a b"\n\nexport FOO=bar\n'
+    assert not (kt.home / "app.env").exists()  # nothing published before the first rotation
+    (kt.home / "app.env").write_text(f"{others}export {var}=set-by-hand\n")
     rig.rotate()
     rig.rotate()
     text = (kt.home / "app.env").read_text()
-    var = rig.id.upper().replace("/", "_").replace("-", "_")
     versions = rig.versions()
-    assert "OTHER=kept" in text
-    assert f"{var}={versions['current'][1]}" in text
+    # Every other line exactly as it was (comment, quoting, blank, export): `source app.env`
+    # and docker compose read them as before.
+    assert text.startswith(others), text
+    assert f"export {var}={versions['current'][1]}\n" in text
+    assert text.count(f"{var}=") == 1
     assert f"{var}_VERSION=3" in text
     assert stat.S_IMODE((kt.home / "app.env").stat().st_mode) == 0o600
     assert kt.cli("verify", rig.id).code == 0
