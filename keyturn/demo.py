@@ -130,6 +130,7 @@ def run(directory: Path, say: Callable[[str], None]) -> tuple[Keyturn, MailServe
     )
     initialise(Settings(db=settings.db))
     app = Keyturn.open(settings)
+    (home / "mail").mkdir(exist_ok=True)  # the passwd-file target makes no folders
     server = MailServer(home / "mail" / "passwd", home / "mail" / "boxes").start()
     say(
         f"mail server on 127.0.0.1:{server.submission_port} (AUTH against mail/passwd), "

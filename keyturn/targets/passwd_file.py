@@ -73,8 +73,12 @@ class PasswdFileTarget(Target):
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         lock = self.files[0].with_name(self.files[0].name + ".lock")
+        for path in self.files:  # a mistyped path is not made: the server reads another file
+            if not path.parent.is_dir():
+                raise TargetUnreachable(
+                    f"passwd-file {path}: the folder {path.parent} does not exist"
+                )
         try:
-            lock.parent.mkdir(parents=True, exist_ok=True)
             handle = lock.open("a")
         except OSError as exc:
             raise TargetUnreachable(f"passwd-file {self.files[0]}: {exc.strerror}") from exc
@@ -99,7 +103,6 @@ class PasswdFileTarget(Target):
     def _write(self, path: Path, entries: dict[str, str]) -> None:
         body = "".join(f"{user}:{stored}\n" for user, stored in entries.items())
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
             with os.fdopen(fd, "w") as handle:
                 handle.write(body)

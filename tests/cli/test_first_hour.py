@@ -354,3 +354,18 @@ def test_doctor_with_a_wrong_key_names_the_key(kt: Harness) -> None:
     failed = [ln for ln in doctor.out.splitlines() if ln.startswith("fail")]
     assert len(failed) == 1 and "master key" in failed[0], doctor.out
     assert "database" not in failed[0].split("master key")[0], doctor.out
+
+
+def test_a_passwd_file_in_a_missing_folder_is_refused_not_made(kt: Harness) -> None:
+    """A mistyped `path` made the folders and a new file, and the rotation 'succeeded' on a
+    file the mail server never reads."""
+    kt.write(
+        "keyturn.toml",
+        '[targets.mail]\ntype = "passwd-file"\npath = "no-such-dir/users.passwd"\n'
+        '[[credentials]]\nid = "acme/smtp"\ntarget = "mail"\nusername = "a@acme.example"\n',
+    )
+    assert kt.cli("apply", "keyturn.toml").code == 0
+    result = kt.cli("rotate", "acme/smtp", "--reason", "t")
+    assert result.code == 1, result
+    assert "the folder" in result.err and "no-such-dir does not exist" in result.err, result.err
+    assert not (kt.home / "no-such-dir").exists()

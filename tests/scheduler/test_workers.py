@@ -56,6 +56,7 @@ def _wait(predicate, seconds: float) -> bool:  # type: ignore[no-untyped-def]
 
 
 def test_workers_share_the_work_and_survive_a_kill(kt: Harness) -> None:
+    (kt.home / "mail").mkdir()
     kt.write("keyturn.toml", inventory())
     assert kt.cli("apply", "keyturn.toml", env={"PW": "initial-pw-0123456789"}).code == 0
     past = utcnow() - timedelta(days=91)
