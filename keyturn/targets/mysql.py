@@ -217,7 +217,8 @@ class MysqlTarget(Target):
             return False
         if not version.dual_passwords:
             raise ConfigInvalid(
-                f"{self._where('-')} runs {version}, which keeps one password per account; "
+                f"MySQL at {self.config.host}:{self.config.port} runs {version}, which keeps "
+                "one password per account; "
                 "dual needs MySQL 8.0.14 or later: use single or alternating"
             )
         return True
