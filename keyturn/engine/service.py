@@ -244,7 +244,13 @@ def abort(app: Keyturn, credential_id: str, *, actor: str, reason: str) -> int:
     promoted = Step(rot.step) in (Step.WAIT, Step.REVOKE, Step.DONE)
     issued: dict[str, str] = {}
     if not promoted and rot.new_version is not None:
-        issued = _restore_current(app, credential_id)
+        try:
+            issued = _restore_current(app, credential_id)
+        except TargetError as exc:  # stopping now would hand out a value the target refuses
+            raise type(exc)(
+                f"{credential_id}: cannot abort until the target takes the current value back "
+                f"({exc.message}); fix that and abort again, or `keyturn resume` to finish"
+            ) from exc
         # Stores that took the pending value get the current one back (it is what works).
         issued.update(publish.restore(app, credential_id, actor))
     now = utcnow()

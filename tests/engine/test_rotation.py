@@ -264,6 +264,27 @@ def test_abort_before_promotion_puts_the_old_value_back(kt: Harness, setup) -> N
     assert sorted(st for st, _, _ in s.values().values()) == ["current", "failed"]
 
 
+def test_an_abort_the_target_cannot_take_says_why_and_what_to_do(kt: Harness, setup) -> None:  # type: ignore[no-untyped-def]
+    """Past `set` on `single`, the target down: aborting would hand out a value it refuses,
+    so the abort waits, in one line that says so; the rotation is still there to finish."""
+    s = setup("single")
+    rotation_id = service.start(kt.app, CRED, trigger=Trigger.MANUAL, actor="t", reason="r")
+    faults.arm("test:before", "dberror")
+    try:
+        with pytest.raises(StoreUnavailable):
+            Runner(kt.app, rotation_id).run()
+    finally:
+        faults.disarm()
+    s.faults(test="down", set="down")
+    result = kt.cli("abort", CRED, "--reason", "changed my mind")
+    assert result.code == 1 and len(result.err.splitlines()) == 1, result.err
+    assert "cannot abort until the target takes the current value back" in result.err
+    assert "keyturn resume" in result.err
+    s.faults()
+    assert kt.cli("resume", CRED, "--now").code == 0
+    assert s.accepts(*s.current())
+
+
 def test_verify_reports_drift(kt: Harness, setup) -> None:  # type: ignore[no-untyped-def]
     s = setup("single")
     assert kt.cli("verify").code == 0
