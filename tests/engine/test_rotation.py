@@ -215,16 +215,22 @@ def test_set_accepted_but_test_fails_restores_the_old_value(kt: Harness, setup) 
     assert s.accepts(*s.current()) and not s.accepts(USER, INITIAL)
 
 
-def test_database_failure_after_the_target_changed(kt: Harness, setup) -> None:  # type: ignore[no-untyped-def]
-    """The pointer commit after `set` fails: the value was stored first, so nothing is lost."""
-    s = setup("single")
+def _stop_at(kt: Harness, point: str) -> int:
+    """A rotation started and run until keyturn's database fails at *point*; its id."""
     rotation_id = service.start(kt.app, CRED, trigger=Trigger.MANUAL, actor="t", reason="r")
-    faults.arm("set:effect", "dberror")
+    faults.arm(point, "dberror")
     try:
         with pytest.raises(StoreUnavailable):
             Runner(kt.app, rotation_id).run()
     finally:
         faults.disarm()
+    return rotation_id
+
+
+def test_database_failure_after_the_target_changed(kt: Harness, setup) -> None:  # type: ignore[no-untyped-def]
+    """The pointer commit after `set` fails: the value was stored first, so nothing is lost."""
+    s = setup("single")
+    rotation_id = _stop_at(kt, "set:effect")
     (pending,) = [v for st, _, v in s.values().values() if st == "pending"]
     assert s.accepts(USER, pending) and not s.accepts(USER, INITIAL)  # target changed
     out = Runner(kt.app, rotation_id).run()
@@ -250,13 +256,7 @@ def test_a_live_lease_blocks_and_an_expired_one_is_taken_over(kt: Harness, setup
 
 def test_abort_before_promotion_puts_the_old_value_back(kt: Harness, setup) -> None:  # type: ignore[no-untyped-def]
     s = setup("single")
-    rotation_id = service.start(kt.app, CRED, trigger=Trigger.MANUAL, actor="t", reason="r")
-    faults.arm("test:before", "dberror")
-    try:
-        with pytest.raises(StoreUnavailable):
-            Runner(kt.app, rotation_id).run()
-    finally:
-        faults.disarm()
+    _stop_at(kt, "test:before")
     assert not s.accepts(USER, INITIAL)
     result = kt.cli("abort", CRED, "--reason", "changed my mind")
     assert result.code == 0, result.err
@@ -268,13 +268,7 @@ def test_an_abort_the_target_cannot_take_says_why_and_what_to_do(kt: Harness, se
     """Past `set` on `single`, the target down: aborting would hand out a value it refuses,
     so the abort waits, in one line that says so; the rotation is still there to finish."""
     s = setup("single")
-    rotation_id = service.start(kt.app, CRED, trigger=Trigger.MANUAL, actor="t", reason="r")
-    faults.arm("test:before", "dberror")
-    try:
-        with pytest.raises(StoreUnavailable):
-            Runner(kt.app, rotation_id).run()
-    finally:
-        faults.disarm()
+    _stop_at(kt, "test:before")
     s.faults(test="down", set="down")
     result = kt.cli("abort", CRED, "--reason", "changed my mind")
     assert result.code == 1 and len(result.err.splitlines()) == 1, result.err
