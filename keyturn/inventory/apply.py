@@ -136,7 +136,7 @@ def _check_refs(session: Session, inv: Inventory, claims: Claims) -> None:
         for store in cred.stores:
             spec, row = inv.stores.get(store), session.get(StoreRow, store)
             if spec is None and row is None:
-                raise ConfigInvalid(f"{cred.id}: no store {store!r}; declare [stores.{store}]")
+                raise grants.no_store(cred.id, store)
             grant = spec.tenants if spec is not None else row.tenants  # type: ignore[union-attr]
             claims.check_store(cred.id, cred.tenant_id, store, grant)
 

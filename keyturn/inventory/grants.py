@@ -89,6 +89,11 @@ def holder(session: Session, target: str, username: str) -> Account | None:
     ).scalar_one_or_none()
 
 
+def no_store(cred_id: str, store: str) -> ConfigInvalid:
+    """A store that does not exist, and to a tenant one not granted to it: the same words."""
+    return ConfigInvalid(f"{cred_id}: no store {store!r}; declare [stores.{store}]")
+
+
 class Claims:
     """The grant and ownership checks of one apply, for an unscoped or a tenant's caller."""
 
@@ -120,7 +125,7 @@ class Claims:
         exactly as if there were no such store."""
         if self.scope is not None:
             if grant is None or self.scope not in grant:
-                raise ConfigInvalid(f"{cred_id}: no store {store!r}; declare [stores.{store}]")
+                raise no_store(cred_id, store)
             return
         if grant is not None and tenant not in grant:
             shown = ", ".join(grant) or "no tenant"

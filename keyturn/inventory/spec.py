@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from keyturn.domain.durations import parse_duration
 from keyturn.domain.errors import ConfigInvalid, LiteralSecret, PolicyInvalid
 from keyturn.domain.ids import validate_id, validate_name
+from keyturn.domain.inputs import first_error
 from keyturn.domain.policy import check_blackout, check_recipient, check_renew_at, parse_window
 from keyturn.inventory.fields import Line, Para, Tags, first_problem
 from keyturn.inventory.grants import Grant, check_grant
@@ -213,14 +214,6 @@ def check_literals(data: Any, path: str) -> None:
         raise LiteralSecret(how_to_reference(head or "file", key or path))
 
 
-def _format_error(exc: ValidationError, source: str) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"])
-    message = str(first["msg"]).removeprefix("Value error, ")
-    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{source}: {where}: {message}{more}"
-
-
 def parse(text: str, source: str = "inventory") -> Inventory:
     if len(text.encode()) > MAX_FILE_BYTES:
         raise ConfigInvalid(f"{source}: larger than {MAX_FILE_BYTES // 1024 // 1024} MiB")
@@ -239,7 +232,7 @@ def parse(text: str, source: str = "inventory") -> Inventory:
     try:
         inventory = Inventory.model_validate(data)
     except ValidationError as exc:
-        raise ConfigInvalid(_format_error(exc, source)) from exc
+        raise ConfigInvalid(f"{source}: {first_error(exc)}") from exc
     check_names(inventory, source)
     return inventory
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from keyturn.db.models import Channel, Notice
 from keyturn.domain.errors import ConfigInvalid, KeyturnError
+from keyturn.domain.inputs import first_error
 from keyturn.domain.model import Secret
 from keyturn.refs import Resolver, require_reference
 
@@ -57,10 +58,7 @@ def validate(name: str, type_: str, settings: dict[str, Any]) -> BaseModel:
     try:
         config = model.model_validate(settings)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ConfigInvalid(
-            f"channel {name!r}: {'.'.join(map(str, first['loc']))}: {first['msg']}"
-        ) from exc
+        raise ConfigInvalid(f"channel {name!r}: {first_error(exc)}") from exc
     for key in ("password", "secret"):
         value = getattr(config, key, None)
         if value is not None:

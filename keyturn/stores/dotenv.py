@@ -71,9 +71,9 @@ def parse(text: str) -> dict[str, str]:
     """`NAME=value` lines (single-quoted values unquoted); comments and blanks skipped."""
     out = {}
     for line in text.splitlines():
-        name, sep, value = line.partition("=")
-        if sep and not line.lstrip().startswith("#"):
-            name = name.strip().removeprefix("export ").strip()
+        name = _name_of(line)
+        if name is not None:
+            value = line.partition("=")[2]
             if value.startswith("'") and value.endswith("'") and len(value) >= 2:
                 value = value[1:-1].replace("'\"'\"'", "'")
             elif value.startswith('"') and value.endswith('"') and len(value) >= 2:
