@@ -75,6 +75,9 @@ def current_value(rot: Rotation, has_current: bool) -> str:
     without a current value (a first rotation)."""
     if not has_current:
         return "none"
+    promoted = rot.step in (Step.WAIT, Step.REVOKE, Step.DONE)  # the new value is current
+    if promoted or rot.status == RotationStatus.ABORTED:  # or the old one was put back
+        return "works"
     if rot.strategy != "single" or rot.step == Step.CREATE:
         return "works"
     if rot.step == Step.SET:

@@ -392,6 +392,14 @@ def test_a_failure_past_set_says_whether_the_current_value_still_works(kt: Harne
     assert kt.cli("resume", "--now").code == 0
 
 
+def test_a_done_single_rotation_says_the_current_value_works(kt: Harness, setup) -> None:  # type: ignore[no-untyped-def]
+    """Past `set` is `refused` only until promotion: once done, the new value is current."""
+    s = setup("single")
+    out = rotate(kt)
+    assert out["status"] == "done" and out["current_value"] == "works", out
+    assert s.accepts(*s.current())
+
+
 def test_a_failure_says_what_works_meanwhile(kt: Harness, setup) -> None:  # type: ignore[no-untyped-def]
     """The new value refused at test, the old one put back: the current value works. The
     target down at set: keyturn cannot tell, and says so."""
