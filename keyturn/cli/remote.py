@@ -211,9 +211,10 @@ class Remote:
     def consumers(self, credential_id: str) -> list[dict[str, Any]]:
         return list(self.call("GET", f"/credentials/{validate_id(credential_id)}/consumers"))
 
-    def secret(self, credential_id: str, which: str) -> dict[str, Any]:
+    def secret(self, credential_id: str, which: str | None) -> dict[str, Any]:
+        """*which* version alone, or (None) the current one with the previous and next."""
         path = f"/credentials/{validate_id(credential_id)}/secret"
-        return dict(self.call("GET", path, params={"version": which}))
+        return dict(self.call("GET", path, params={"version": which} if which else {}))
 
     def delete(self, credential_id: str, reason: str) -> None:
         self.call("DELETE", f"/credentials/{validate_id(credential_id)}", params={"reason": reason})

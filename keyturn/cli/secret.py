@@ -11,7 +11,7 @@ whose key set predates schema 0005.
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from sqlalchemy.engine import Connection
@@ -29,6 +29,9 @@ from keyturn.domain.ids import validate_id
 from keyturn.domain.inputs import clean
 from keyturn.domain.model import Secret, VersionState
 from keyturn.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 # As keyturn.runtime.READABLE: what consumers use, or will use next.
 READABLE = (VersionState.CURRENT, VersionState.PREVIOUS, VersionState.PENDING)
@@ -50,7 +53,10 @@ def get(
 ) -> None:
     """Print a credential's current value (the only command that prints a secret).
 
-    Every read is an audit entry (with the value's fingerprint, never the value)."""
+    While a rotation has put its new value on the target (past `set`, where a `single`
+    target already refuses the current one), that new value: the one that works, as the
+    SDK picks it. Every read is an audit entry (with the value's fingerprint, never the
+    value)."""
     validate_id(credential_id)
     if previous and version is not None:
         raise UsageError("give --previous or --version N, not both")
@@ -59,6 +65,12 @@ def get(
         data = _remote_secret(api, credential_id, previous, version)
     else:
         data = _local(ctx, credential_id, previous, version)
+    if data["state"] == VersionState.PENDING and version is None:
+        output.warn(
+            f"a rotation of {credential_id} has put version {data['version']} on the target, "
+            "which may refuse the current value now: this is version "
+            f"{data['version']} (pending); `keyturn show {credential_id}` says where it stands"
+        )
     if json:
         output.emit_json(data)
     else:
@@ -103,8 +115,9 @@ def _short(
         if sealed[1] != master.id:
             raise WrongMasterKey()
         keys = open_keyset(master, sealed[0])
-        held = reads.held(conn, credential_id, states=[_state(previous)], number=number)
-        stored = _readable(held, previous, number)
+        states = [_state(previous)] if previous else [_state(False), VersionState.PENDING.value]
+        held = reads.held(conn, credential_id, states=states, number=number)
+        stored = _working(conn, held, number) or _readable(held, previous, number)
         value = _reveal(conn, master, held.id, stored)
         reads.append(conn, keys, [_entry(held, stored)])
     return {
@@ -118,6 +131,15 @@ def _short(
 
 def _state(previous: bool) -> str:
     return (VersionState.PREVIOUS if previous else VersionState.CURRENT).value
+
+
+def _working(conn: Connection, held: reads.Held, number: int | None) -> reads.Stored | None:
+    """The pending version, when no version was asked for and a rotation has put it on the
+    target (the current one may be refused there now: DESIGN.md invariant 9); else None."""
+    pending = held.versions.get(VersionState.PENDING.value)
+    if number is not None or pending is None or held.dispute:
+        return None
+    return pending if reads.on_target(conn, held.id, pending.number) else None
 
 
 def _readable(held: reads.Held, previous: bool, number: int | None) -> reads.Stored:
@@ -179,6 +201,8 @@ def _reference(
 
     instance = open_app(ctx)
     with instance.db.write() as session:
+        if not previous and number is None:
+            number = _pending_on_target(session, credential_id)
         row, value = read_secret(
             instance, session, credential_id, actor=actor(), previous=previous, number=number
         )
@@ -191,9 +215,25 @@ def _reference(
     }
 
 
+def _pending_on_target(session: Session, credential_id: str) -> int | None:
+    """The number of the pending version, once a rotation has put it on the target."""
+    from keyturn.db import repo
+
+    pending = repo.version_in_state(session, credential_id, VersionState.PENDING)
+    if pending is None or not reads.on_target(session.connection(), credential_id, pending.number):
+        return None
+    return pending.number
+
+
 def _remote_secret(
     api: remote.Remote, credential_id: str, previous: bool, number: int | None
 ) -> dict[str, Any]:
+    if not previous and number is None:
+        # Every version the SDK reads (one request), and the one it would use first.
+        found = api.secret(credential_id, None)
+        upcoming = found.pop("next", None)
+        found.pop("previous", None)
+        return dict(upcoming, credential=credential_id) if _live(upcoming) else found
     which = "previous" if previous else "current"
     if number is not None:  # the API reads by state: find the state of version N
         states = {v["number"]: v["state"] for v in api.versions(credential_id)}
@@ -204,3 +244,7 @@ def _remote_secret(
             )
         which = str(states[number])
     return api.secret(credential_id, which)
+
+
+def _live(value: Any) -> bool:
+    return isinstance(value, dict) and value.get("on_target") is True

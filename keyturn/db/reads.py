@@ -48,6 +48,7 @@ from sqlalchemy.engine import Connection, Dialect
 from keyturn.audit.chain import keyed_hash
 from keyturn.crypto.keyset import KeySet
 from keyturn.domain.errors import AuditHeadMissing, CredentialNotFound
+from keyturn.domain.model import ACTIVE_STATUSES, Step
 
 if TYPE_CHECKING:
     from keyturn.db.direct import Run
@@ -62,6 +63,7 @@ __all__ = [
     "held",
     "keyset",
     "now",
+    "on_target",
     "read",
     "read_direct",
     "wrapped_key",
@@ -144,6 +146,15 @@ AUDIT_ENTRIES = Table(
     Column("details", JSON),
     Column("prev_hash", String(64)),
     Column("hash", String(64)),
+)
+ROTATIONS = Table(
+    "rotations",
+    _META,
+    Column("id", Integer, primary_key=True),
+    Column("credential_id", String(200)),
+    Column("step", String(16)),
+    Column("status", String(16)),
+    Column("new_version", Integer),
 )
 AUDIT_HEAD = Table(
     "audit_head",
@@ -278,6 +289,23 @@ def held(
     else:
         rows = conn.execute(_BY_NUMBER, {"credential_id": credential_id, "number": number}).all()
     return _held(credential_id, rows)
+
+
+# A rotation past these steps has put its pending value on the target (`set` is done).
+PAST_SET = (Step.TEST, Step.PUBLISH, Step.FINISH)
+_ON_TARGET = select(ROTATIONS.c.step).where(
+    ROTATIONS.c.credential_id == bindparam("credential_id"),
+    ROTATIONS.c.status.in_(ACTIVE_STATUSES),
+    ROTATIONS.c.new_version == bindparam("number"),
+)
+
+
+def on_target(conn: Connection, credential_id: str, pending: int) -> bool:
+    """Has the rotation in progress put version *pending* on the target (is it past `set`)?
+    Then a `single` target already refuses the current value: `next` is the one that works
+    (DESIGN.md invariant 9)."""
+    params = {"credential_id": credential_id, "number": pending}
+    return conn.execute(_ON_TARGET, params).scalar_one_or_none() in PAST_SET
 
 
 def keyset(conn: Connection, name: str) -> tuple[bytes, str | None] | None:

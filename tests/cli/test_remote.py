@@ -108,3 +108,31 @@ def test_remote_errors_are_one_line(kt: Harness, served: str) -> None:
 def test_plain_http_is_refused_beyond_loopback(kt: Harness) -> None:
     result = kt.cli("list", env={"KEYTURN_URL": "http://keyturn.example", "KEYTURN_TOKEN": "kt_x"})
     assert result.code == 1 and "https://" in result.err and "kt_x" not in result.err
+
+
+def test_get_prints_the_value_the_target_accepts_mid_rotation(kt: Harness, served: str) -> None:
+    """Over the API as locally: once a `single` rotation's `set` is done, `get` prints the
+    new value (the SDK's first pick), and --previous still asks for that version alone."""
+    from keyturn.domain.errors import StoreUnavailable
+    from keyturn.domain.model import Trigger
+    from keyturn.engine import faults, service
+    from keyturn.engine.protocol import Runner
+
+    env = remote(kt, served)
+    rotation_id = service.start(
+        kt.app, "acme/smtp-admin", trigger=Trigger.MANUAL, actor="t", reason="r"
+    )
+    faults.arm("test:before", "dberror")
+    try:
+        with pytest.raises(StoreUnavailable):
+            Runner(kt.app, rotation_id).run()
+    finally:
+        faults.disarm()
+    local = json.loads(kt.cli("get", "acme/smtp-admin", "--json").out)
+    assert local["state"] == "pending" and local["value"] != PW
+    over = kt.cli("get", "acme/smtp-admin", "--json", env=env)
+    assert over.code == 0, over.err
+    got = json.loads(over.out)
+    assert (got["state"], got["value"], got["on_target"]) == ("pending", local["value"], True)
+    assert "previous" not in got and "next" not in got and "(pending)" in over.err
+    assert kt.cli("get", "acme/smtp-admin", "--previous", env=env).code == 1  # none yet

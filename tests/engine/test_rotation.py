@@ -11,6 +11,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from keyturn.audit import log as audit
+from keyturn.cli import secret
 from keyturn.db import repo
 from keyturn.db.models import Credential, Notice, Rotation, utcnow
 from keyturn.domain.errors import RotationInProgress, StoreUnavailable
@@ -252,6 +253,42 @@ def test_a_live_lease_blocks_and_an_expired_one_is_taken_over(kt: Harness, setup
         session.execute(update(Rotation).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
     assert Runner(kt.app, rotation_id).run().status == "done"
     assert s.accepts(*s.current())
+
+
+@pytest.mark.parametrize("path", ["short", "reference"])
+def test_get_prints_the_value_the_target_accepts_mid_rotation(
+    kt: Harness, setup, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:  # type: ignore[no-untyped-def]
+    """Invariant 9 for `keyturn get`: before `set` it prints the current value; once `set` has
+    put the new one on a `single` target (which refuses the current one), the new one, with
+    a warning that names its version and not its value; --version still picks by number."""
+    if path == "reference":  # a rekey under way, an older schema: keyturn.runtime's read
+        monkeypatch.setattr(secret, "_short", _elsewhere)
+    s = setup("single")
+    rotation_id = _stop_at(kt, "set:before")
+    before = kt.cli("get", CRED)
+    assert (before.code, before.out.strip(), before.err) == (0, INITIAL, "")
+    faults.arm("test:before", "dberror")
+    try:
+        with pytest.raises(StoreUnavailable):
+            Runner(kt.app, rotation_id).run()
+    finally:
+        faults.disarm()
+    ((number, pending),) = [(n, v) for n, (st, _, v) in s.values().items() if st == "pending"]
+    assert s.accepts(USER, pending) and not s.accepts(USER, INITIAL)
+    got = kt.cli("get", CRED)
+    assert got.code == 0 and got.out.strip() == pending
+    assert f"version {number} (pending)" in got.err and pending not in got.err
+    as_json = json.loads(kt.cli("get", CRED, "--json").out)
+    assert (as_json["state"], as_json["version"], as_json["value"]) == ("pending", number, pending)
+    assert kt.cli("get", CRED, "--version", str(number - 1)).out.strip() == INITIAL
+    assert Runner(kt.app, rotation_id).run().status == "done"
+    done = kt.cli("get", CRED)
+    assert (done.out.strip(), done.err) == (pending, "")
+
+
+def _elsewhere(*_: object) -> None:
+    raise secret._Elsewhere
 
 
 def test_abort_before_promotion_puts_the_old_value_back(kt: Harness, setup) -> None:  # type: ignore[no-untyped-def]

@@ -23,7 +23,6 @@ import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
-from sqlalchemy import select
 from starlette.types import Message, Receive, Scope, Send
 
 from keyturn.api import errors as api_errors
@@ -32,10 +31,10 @@ from keyturn.api import schemas as s
 from keyturn.api.auth import Principal, bearer, bearer_token, keyturn_of
 from keyturn.api.routes import errors
 from keyturn.api.schemas import CredentialId
-from keyturn.db.models import Rotation
+from keyturn.db import reads
 from keyturn.db.reads import Held
 from keyturn.domain.errors import NotFound
-from keyturn.domain.model import ACTIVE_STATUSES, Step, VersionState
+from keyturn.domain.model import VersionState
 
 router = APIRouter(prefix="/credentials", tags=["credentials"], responses=errors())
 
@@ -44,8 +43,6 @@ MAX_WAIT = 60
 # How often a held request looks at the versions again: a cheap indexed query, so that a
 # rotation run by another process (a worker) is seen within this delay.
 POLL_SECONDS = 0.2
-# A rotation past these steps has put its pending value on the target.
-_PAST_SET = (Step.TEST, Step.PUBLISH, Step.FINISH)
 _STATES: dict[Which, VersionState] = {
     "current": VersionState.CURRENT,
     "previous": VersionState.PREVIOUS,
@@ -67,14 +64,7 @@ def on_target(request: Request, found: Held) -> bool:
     if pending is None:
         return False
     with keyturn_of(request).db.read() as session:
-        step = session.execute(
-            select(Rotation.step).where(
-                Rotation.credential_id == found.id,
-                Rotation.status.in_(ACTIVE_STATUSES),
-                Rotation.new_version == pending.number,
-            )
-        ).scalar_one_or_none()
-    return step in _PAST_SET
+        return reads.on_target(session.connection(), found.id, pending.number)
 
 
 def _matches(header: str | None, tag: str) -> bool:
