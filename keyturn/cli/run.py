@@ -28,7 +28,7 @@ import typer
 
 from keyturn.cli import remote
 from keyturn.cli.main import app, open_app
-from keyturn.client import Bundle, Client
+from keyturn.client import Client, Value
 from keyturn.domain.errors import UsageError
 from keyturn.domain.ids import validate_id, validate_name
 
@@ -121,13 +121,17 @@ class Runner:
         self.child: subprocess.Popen[bytes] | None = None
         self.restarting = False
 
-    def values(self) -> dict[str, Bundle]:
-        """Current values (reported as in use) of every credential the child gets."""
-        found = {i: self.client.get(i) for i in self.plan.ids}
-        self.plan.versions = {i: b.version for i, b in found.items()}
+    def values(self) -> dict[str, Value]:
+        """The value the child gets of every credential (reported as in use): the current
+        one, or `next` once a rotation has put it on the target, which may refuse the
+        current one then (`single`): DESIGN.md invariant 9."""
+        found = {i: self.client.get(i, note=False).usable for i in self.plan.ids}
+        for credential_id, value in found.items():
+            self.client.note(credential_id, value.version)
+        self.plan.versions = {i: v.version for i, v in found.items()}
         return found
 
-    def environment(self, found: dict[str, Bundle]) -> dict[str, str]:
+    def environment(self, found: dict[str, Value]) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k != "KEYTURN_TOKEN"}
         env.update({var: found[i].value for var, i in self.plan.env.items()})
         return env
@@ -139,7 +143,7 @@ class Runner:
         self.child = self._spawn(found)
         self.client.flush()
 
-    def _spawn(self, found: dict[str, Bundle]) -> subprocess.Popen[bytes]:
+    def _spawn(self, found: dict[str, Value]) -> subprocess.Popen[bytes]:
         try:
             return subprocess.Popen(self.plan.command, env=self.environment(found))
         except OSError as exc:  # not there, not executable
@@ -151,9 +155,10 @@ class Runner:
             path.unlink(missing_ok=True)
 
     def rotated(self) -> bool:
-        """Has a credential the child holds a new current version?"""
+        """Is another version the one to hold now (a new current one, or `next` on the
+        target)?"""
         for credential_id, version in self.plan.versions.items():
-            if self.client.get(credential_id, note=False).version != version:
+            if self.client.get(credential_id, note=False).usable.version != version:
                 return True
         return False
 

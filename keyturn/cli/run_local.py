@@ -8,15 +8,18 @@ consumers table.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keyturn import runtime
 from keyturn.app import Keyturn
 from keyturn.client.values import Bundle, Value
-from keyturn.db import repo
+from keyturn.db import reads, repo
 from keyturn.domain.errors import NotFound
 from keyturn.domain.model import VersionState
 from keyturn.engine import consumers
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 POLL_SECONDS = 0.5
 _STATES = (VersionState.CURRENT, VersionState.PREVIOUS, VersionState.PENDING)
@@ -29,9 +32,12 @@ class LocalSource:
         self.app, self.actor = app, actor
 
     def _tag(self, credential_id: str) -> str:
+        """The versions' numbers, and whether `next` is on the target yet (as the API's ETag)."""
         with self.app.db.read() as session:
             numbers = [repo.version_in_state(session, credential_id, s) for s in _STATES]
-        return ".".join(str(v.number) if v else "-" for v in numbers)
+            pending = numbers[-1]
+            live = pending is not None and _on_target(session, credential_id, pending.number)
+        return ".".join(str(v.number) if v else "-" for v in numbers) + ("+" if live else "")
 
     def fetch(self, credential_id: str, tag: str | None = None, wait: float = 0) -> Bundle | None:
         deadline = time.monotonic() + wait
@@ -51,7 +57,11 @@ class LocalSource:
                 row, value = runtime.read_secret(
                     self.app, session, credential_id, actor=self.actor, number=row.number
                 )
-                found[state] = Value(value.reveal(), row.number, row.state, row.username)
+                pending = state == VersionState.PENDING
+                live = pending and _on_target(session, credential_id, row.number)
+                found[state] = Value(
+                    value.reveal(), row.number, row.state, row.username, on_target=live or None
+                )
         if VersionState.CURRENT not in found:
             raise NotFound(f"{credential_id} has no current version")
         return Bundle(
@@ -76,3 +86,7 @@ class LocalSource:
 
     def close(self) -> None:
         """The application is closed by the command that opened it."""
+
+
+def _on_target(session: Session, credential_id: str, pending: int) -> bool:
+    return reads.on_target(session.connection(), credential_id, pending)

@@ -108,6 +108,12 @@ class AsyncClient:
             self.wake_reporter()
         return found
 
+    def note(self, credential_id: str, version: int | None) -> None:
+        """The application took *version* (`get` notes the current one): reported under the
+        consumer's name, so that a rotation's revoke waits for it."""
+        if self.state.used(credential_id, version):
+            self.wake_reporter()
+
     async def refresh(self, credential_id: str) -> Bundle:
         async with self._fetching.setdefault(credential_id, asyncio.Lock()):
             return await self._fetch(credential_id, conditional=False)

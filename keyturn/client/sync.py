@@ -195,6 +195,12 @@ class Client:
             self.wake_reporter()
         return found
 
+    def note(self, credential_id: str, version: int | None) -> None:
+        """The application took *version* (`get` notes the current one): reported under the
+        consumer's name, so that a rotation's revoke waits for it."""
+        if self.state.used(credential_id, version):
+            self.wake_reporter()
+
     def refresh(self, credential_id: str) -> Bundle:
         """Ask again now, whatever the cache holds."""
         with self._fetch_lock(credential_id):

@@ -71,6 +71,12 @@ class Bundle:
     def username(self) -> str | None:
         return self.current.username
 
+    @property
+    def usable(self) -> Value:
+        """The value to take when only one can be (a file, an environment variable): the
+        first of `candidates`, `next` once the rotation has put it on the target."""
+        return self.candidates()[0]
+
     def candidates(self) -> list[Value]:
         """In the order a client tries them: current, next (a rotation is putting it on the
         target; first once it is there), previous (still accepted during a grace period)."""

@@ -8,11 +8,16 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
+
 from keyturn.db import repo
+from keyturn.domain.errors import StoreUnavailable
 from keyturn.domain.model import Trigger, VersionState
-from keyturn.engine import service
+from keyturn.engine import faults, service
+from keyturn.engine.protocol import Runner
 from tests.client.conftest import until
 from tests.engine.conftest import INITIAL, Setup, _flaky_plugin  # noqa: F401 (test-flaky)
 from tests.support.keyturn import Harness
@@ -89,6 +94,47 @@ def test_signal_hup_rewrites_the_file_and_the_child_rereads_it(kt: Harness) -> N
         _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 42, err
     assert not secret.exists()  # the value went with the child: nothing keeps it current
+
+
+def test_the_child_gets_next_once_a_single_rotation_put_it_on_the_target(kt: Harness) -> None:
+    """Invariant 9 for `keyturn run`: from `set` on, a `single` target refuses the current
+    value, so the child gets the new one then (file rewritten, signalled), reported as in
+    use; the promotion of that same version changes nothing more."""
+    Setup(kt, "single")
+    log, secret = kt.home / "child.log", kt.home / "run" / "smtp"
+    secret.parent.mkdir()
+    child = [sys.executable, "-c", CHILD, str(log), str(secret)]
+    proc = _run(kt, "--file", f"{secret}={CRED}", "--on-rotate", "signal:HUP", "--", *child)
+    try:
+        assert until(lambda: _lines(log) == [INITIAL]), proc.stderr
+        rotation_id = service.start(
+            kt.app, CRED, trigger=Trigger.MANUAL, actor="test", reason="drill"
+        )
+        faults.arm("test:before", "dberror")
+        try:
+            with pytest.raises(StoreUnavailable):
+                Runner(kt.app, rotation_id).run()
+        finally:
+            faults.disarm()
+        with kt.app.db.read() as session:
+            pending = repo.version_in_state(session, CRED, VersionState.PENDING)
+            assert pending is not None
+            new = kt.app.vault.reveal(pending).reveal()
+        assert until(lambda: _lines(log) == [INITIAL, new])
+        assert until(lambda: _consumer_version(kt) == pending.number)
+        assert Runner(kt.app, rotation_id).run().status == "done"
+        assert _current(kt) == new
+        time.sleep(2)  # several looks of `keyturn run` at the promoted versions
+        assert _lines(log) == [INITIAL, new]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+
+
+def _consumer_version(kt: Harness) -> int | None:
+    with kt.app.db.read() as session:
+        found = repo.consumers(session, CRED)
+        return found[0].version if found else None
 
 
 def test_restart_gives_the_child_the_new_environment(kt: Harness) -> None:
