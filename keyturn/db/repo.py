@@ -142,9 +142,10 @@ def versions_and_last(
     """`versions_in_states`, and the credential's last version number (`last_version_number`)
     read by the same statement: None when no version is in *states* (then nothing says)."""
     asked = list(states)
-    if not 1 <= len(asked) <= 2:
-        raise ValueError("versions_and_last takes one or two states")
+    if not 1 <= len(asked) <= 3:
+        raise ValueError("versions_and_last takes one to three states")
     given = {"cid": credential_id, "state_a": asked[0], "state_b": asked[-1]}
+    given["state_c"] = asked[1] if len(asked) > 1 else asked[0]
     rows = session.execute(_VERSIONS_AND_LAST, given).all()
     found = {VersionState(state): version for state, version, _ in rows}
     return found, (rows[0][2] if rows else None)
@@ -216,9 +217,9 @@ _VERSIONS_AND_LAST = select(
     Version.state,
     Version,
     select(func.max(_OTHER.number)).where(_OTHER.credential_id == _CID).scalar_subquery(),
-).where(  # two plain parameters: an expanding IN is rewritten at every execution
+).where(  # three plain parameters: an expanding IN is rewritten at every execution
     Version.credential_id == _CID,
-    Version.state.in_([bindparam("state_a", type_=String()), bindparam("state_b", type_=String())]),
+    Version.state.in_([bindparam(f"state_{n}", type_=String()) for n in "abc"]),
 )
 _ACTIVE_ROTATION = select(Rotation).where(
     Rotation.credential_id == _CID, Rotation.status.in_(ACTIVE_STATUSES)

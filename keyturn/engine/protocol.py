@@ -176,6 +176,8 @@ class Runner(Failures):
                 # be on the target): reuse it, never generate a second one.
                 self._created(session, rot, cred, pending, current, reused=True)
                 return True
+            if type(self.target).issues_secrets:  # before it makes a key beside the others
+                self._revoke_leftover()
             login = strategy.next_login(list(cred.usernames), current.username if current else None)
             known = (
                 {  # the keys an issuing target may hold for us (others are orphans)
@@ -237,6 +239,7 @@ class Runner(Failures):
 
     def _set(self) -> bool:
         pending, current = self._in_play()
+        self._revoke_leftover()
         self.strategy.set(pending.account, pending.secret, current.secret if current else None)
         checkpoint("set:effect")
         user = pending.username or ""  # not held: the step tells consumers `next` is on it

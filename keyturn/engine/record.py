@@ -38,7 +38,7 @@ from keyturn.db import direct, repo, rotation
 from keyturn.db.models import Credential, Rotation, TargetRow, Tenant, Version, utcnow
 from keyturn.db.models import Policy as PolicyRow
 from keyturn.db.reads import Entry
-from keyturn.domain.errors import KeyturnError, PluginError, RotationInProgress
+from keyturn.domain.errors import KeyturnError, PluginError, RotationInProgress, TargetRejected
 from keyturn.domain.model import (
     ACTIVE_STATUSES,
     RotationStatus,
@@ -203,6 +203,8 @@ class Record:
         self._tenant_row: Tenant | None = None
         self._seeded_rows: tuple[object, ...] = ()
         self._seeded_last: int | None = None  # the last version number, read with _seeded
+        # A previous version found before this rotation's promotion (`_revoke_leftover`).
+        self._leftover: Version | None = None
 
     # -- the chain -------------------------------------------------------------------------
 
@@ -373,6 +375,7 @@ class Record:
         self._seeded_rows = rows
         self._seeded_last = last
         self._seeded = (versions.get(VersionState.PENDING), versions.get(VersionState.CURRENT))
+        self._leftover = versions.get(VersionState.PREVIOUS)
 
     def _reattach(self, session: Session) -> None:
         """Put the rows the last chain kept into *session* (no query; none it loaded itself)."""
@@ -502,6 +505,32 @@ class Record:
             **details,
         )
 
+    def _revoke_leftover(self) -> None:
+        """Before this rotation changes the target: revoke a previous version that a
+        rotation failed or aborted after its promotion left accepted (`dual` keeps it
+        beside the current value; an issuing target, its key). This rotation's promotion
+        retires it, and a retired value must be refused (nor may an issuing target run out
+        of room for a third key). Idempotent, as revoke is; a replay finds it refused."""
+        row, self._leftover = self._leftover, None
+        if row is None:
+            return
+        old = Value.of(self.app, row)
+        self.strategy.revoke(old.account, old.secret)
+        if self.target.test(old.account, old.secret):
+            raise TargetRejected(
+                f"{self.credential_id}: version {old.number}, left accepted by an earlier "
+                "rotation, is still accepted after revoke"
+            )
+        details: dict[str, Any] = {"version": old.number, "old_rejected": True}
+        action = "rotation.revoke-leftover"
+        if self._chaining and self._chain is None and self._kept:
+            rot, cred = self._kept[0], self._kept[1]
+            self._audit(None, action, cred, rot, fingerprint=old.fingerprint, **details)
+            return
+        with self._write() as session:
+            rot, cred = self._load(session)
+            self._audit(session, action, cred, rot, fingerprint=old.fingerprint, **details)
+
     def _policy(self, session: Session, cred: Credential) -> EffectivePolicy:
         if self._effective is None:
             if cred.policy:  # held, so that the next chain finds it (`_keepable`)
@@ -570,8 +599,12 @@ class Record:
             return seeded
         self._seeded_last = None  # read with what is read now, if needed
         found = repo.versions_in_states(
-            session, self.credential_id, (VersionState.PENDING, VersionState.CURRENT)
+            session,
+            self.credential_id,
+            (VersionState.PENDING, VersionState.CURRENT, VersionState.PREVIOUS),
         )
+        if self.step in (Step.CREATE, Step.SET):  # before this rotation's own previous
+            self._leftover = found.get(VersionState.PREVIOUS)
         return found.get(VersionState.PENDING), found.get(VersionState.CURRENT)
 
     def outcome(self) -> Outcome:

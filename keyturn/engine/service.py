@@ -121,7 +121,7 @@ def _recorded(
     if active is not None:
         raise _in_progress(active)
     found, last = repo.versions_and_last(
-        session, credential_id, (VersionState.PENDING, VersionState.CURRENT)
+        session, credential_id, (VersionState.PENDING, VersionState.CURRENT, VersionState.PREVIOUS)
     )
     current = found.get(VersionState.CURRENT)
     now = utcnow()

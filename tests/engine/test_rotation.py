@@ -104,6 +104,33 @@ def test_dual_keeps_both_until_consumers_move(kt: Harness, setup) -> None:  # ty
     assert revoke.details["old_rejected"] is True
 
 
+@pytest.mark.parametrize("how", ["aborted", "failed"])
+def test_a_previous_value_left_accepted_is_revoked_before_the_next_rotation_retires_it(
+    kt: Harness, setup, how: str
+) -> None:  # type: ignore[no-untyped-def]
+    """A `dual` rotation aborted (or failed) after promotion leaves the previous value
+    accepted, by design. The next rotation retires it at its promotion, so it revokes it
+    first, before it changes the target: no retired value logs in."""
+    s = setup("dual", grace="7d", consumers=("billing",))
+    assert rotate(kt)["status"] == "waiting"
+    _, second = s.current()
+    if how == "aborted":
+        assert kt.cli("abort", CRED, "--reason", "keep the old one for now").code == 0
+    else:
+        with kt.app.db.write() as session:
+            session.execute(update(Rotation).values(status="failed", lease_owner=None))
+    assert s.accepts(USER, INITIAL) and s.accepts(USER, second)  # version 1 left accepted
+    assert rotate(kt)["status"] == "waiting"
+    states = {n: st for n, (st, _, _) in s.values().items()}
+    assert states == {1: "retired", 2: "previous", 3: "current"}
+    assert not s.accepts(USER, INITIAL)  # revoked before it was retired
+    assert s.accepts(USER, second) and s.accepts(*s.current())
+    with kt.app.db.read() as session:
+        (entry,) = [e for e in audit.iter_entries(session) if e.action.endswith("leftover")]
+    assert entry.details["version"] == 1 and entry.details["rotation"] == 2
+    assert kt.cli("audit", "verify").code == 0
+
+
 def test_grace_end_revokes_and_names_who_did_not_move(kt: Harness, setup) -> None:  # type: ignore[no-untyped-def]
     s = setup("dual", grace="7d", consumers=("billing",))
     rotate(kt)
