@@ -39,6 +39,13 @@ def _var(credential_id: str) -> str:
     return re.sub(r"[^A-Z0-9]+", "_", credential_id.upper()).strip("_")
 
 
+def variables_of(variables: dict[str, str], credential_id: str) -> tuple[str, str, str]:
+    """The lines a credential's publish writes: its variable, NAME_VERSION and NAME_PREVIOUS
+    (*variables*: the store's `variables` setting)."""
+    name = variables.get(credential_id) or _var(credential_id)
+    return name, f"{name}_VERSION", f"{name}_PREVIOUS"
+
+
 def _quote(value: str) -> str:
     return (
         "'" + value.replace("'", "'\"'\"'") + "'" if re.search(r"[^\w@%+=:,./-]", value) else value
@@ -109,7 +116,7 @@ class DotenvStore(Store):
         return path if path.is_absolute() else Path(self.context.base_dir) / path
 
     def variable(self, credential_id: str) -> str:
-        return self.config.variables.get(credential_id) or _var(credential_id)
+        return variables_of(self.config.variables, credential_id)[0]
 
     def _lines(self) -> dict[str, str]:
         return parse(read_text(self.path) or "")
