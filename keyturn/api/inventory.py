@@ -88,7 +88,13 @@ def _resolver(app: Keyturn, who: Principal, body: s.CredentialIn) -> Callable[[s
             return Secret(body.initial_secret.value)
         other = ref.removeprefix("keyturn:")
         with app.db.read() as session:
-            visible(session, who, other)
+            if visible(session, who, other).dispute:
+                # Held back (its account belongs to another credential): its value is not
+                # handed out, so it is not copied into a credential the caller can read.
+                raise Conflict(
+                    f"{other} is held back: its account belongs to another credential "
+                    "(`keyturn accounts --disputed`); its value cannot be copied"
+                )
             return value_of(app, session, other)
 
     return resolve

@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from keyturn import plugins
@@ -139,6 +140,46 @@ def _check_refs(session: Session, inv: Inventory, claims: Claims) -> None:
                 raise grants.no_store(cred.id, store)
             grant = spec.tenants if spec is not None else row.tenants  # type: ignore[union-attr]
             claims.check_store(cred.id, cred.tenant_id, store, grant)
+    _check_dotenv_lines(session, inv)
+
+
+def _check_dotenv_lines(session: Session, inv: Inventory) -> None:
+    """In a dotenv store, a credential's lines (NAME, NAME_VERSION, NAME_PREVIOUS) are named
+    after its id with everything but letters and digits as `_`: `acme/x-db` and tenant
+    acme-x's `acme-x/db` are both ACME_X_DB, and a publish of one replaced the other's
+    lines. Refuse a credential whose lines another tenant's credential on the store writes."""
+    from keyturn.stores.dotenv import variables_of
+
+    declared = {c.id: c for c in inv.credentials}
+    held: dict[str, dict[str, tuple[str, str]]] = {}  # store -> line -> (credential, tenant)
+    for cred in inv.credentials:
+        for store in cred.stores:
+            spec, row = inv.stores.get(store), session.get(StoreRow, store)
+            kind = spec.type if spec is not None else row.type if row is not None else None
+            if kind != "dotenv":
+                continue
+            settings = spec.settings() if spec is not None else None
+            if settings is None and row is not None:
+                settings = dict(row.settings or {})
+            variables = (settings or {}).get("variables") or {}
+            if store not in held:
+                lines: dict[str, tuple[str, str]] = {}
+                query = select(Credential.id, Credential.tenant_id, Credential.stores)
+                found = [(i, t, s) for i, t, s in session.execute(query) if i not in declared]
+                found += [(c.id, c.tenant_id, c.stores) for c in inv.credentials]
+                for other, tenant, stores in found:
+                    if store in (stores or []):
+                        for line in variables_of(variables, other):
+                            lines.setdefault(line, (other, tenant))
+                held[store] = lines
+            for line in variables_of(variables, cred.id):
+                other, tenant = held[store].get(line, (cred.id, cred.tenant_id))
+                if other != cred.id and tenant != cred.tenant_id:
+                    raise ConfigInvalid(
+                        f"{cred.id}: store {store!r} has a line {line} of another tenant's "
+                        "credential; a dotenv store shared by tenants needs ids whose variables "
+                        f"differ (or a name in [stores.{store}] variables)"
+                    )
 
 
 def _check_grants(session: Session, inv: Inventory) -> None:

@@ -17,7 +17,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from keyturn.domain.model import Secret
-from keyturn.stores.base import Found, Held, Published, PublishView, Store, StoreConfig
+from keyturn.stores.base import (
+    Found,
+    Held,
+    Numbered,
+    Published,
+    PublishView,
+    Store,
+    StoreConfig,
+    StoreRefused,
+)
 from keyturn.stores.files import read_text, write_atomic
 
 
@@ -30,10 +39,24 @@ def _var(credential_id: str) -> str:
     return re.sub(r"[^A-Z0-9]+", "_", credential_id.upper()).strip("_")
 
 
+def variables_of(variables: dict[str, str], credential_id: str) -> tuple[str, str, str]:
+    """The lines a credential's publish writes: its variable, NAME_VERSION and NAME_PREVIOUS
+    (*variables*: the store's `variables` setting)."""
+    name = variables.get(credential_id) or _var(credential_id)
+    return name, f"{name}_VERSION", f"{name}_PREVIOUS"
+
+
 def _quote(value: str) -> str:
     return (
         "'" + value.replace("'", "'\"'\"'") + "'" if re.search(r"[^\w@%+=:,./-]", value) else value
     )
+
+
+def _one_line(value: str) -> bool:
+    """Does *value* stay on one line? Every reader of the file (`parse` below, docker's
+    --env-file, systemd) splits it into lines first: a value with a line break in it would
+    become lines of its own, setting any variable (another credential's, LD_PRELOAD)."""
+    return len(f"x{value}x".splitlines()) == 1
 
 
 def _name_of(line: str) -> str | None:
@@ -93,7 +116,7 @@ class DotenvStore(Store):
         return path if path.is_absolute() else Path(self.context.base_dir) / path
 
     def variable(self, credential_id: str) -> str:
-        return self.config.variables.get(credential_id) or _var(credential_id)
+        return variables_of(self.config.variables, credential_id)[0]
 
     def _lines(self) -> dict[str, str]:
         return parse(read_text(self.path) or "")
@@ -101,6 +124,8 @@ class DotenvStore(Store):
     def publish(self, view: PublishView, mark: str | None) -> str | None:
         """Write the credential's lines; other lines of the file are kept as they are."""
         name = self.variable(view.credential_id)
+        for version in (view.current, view.previous):
+            self._check_value(view.credential_id, version)
         text = read_text(self.path) or ""
         lines = parse(text)
         wanted = {name: view.current.value.reveal(), f"{name}_VERSION": str(view.current.number)}
@@ -110,6 +135,13 @@ class DotenvStore(Store):
             return str(view.current.number)
         write_atomic(self.path, rewrite(text, wanted))
         return str(view.current.number)
+
+    def _check_value(self, credential_id: str, version: Numbered | None) -> None:
+        if version is not None and not _one_line(version.value.reveal()):
+            raise StoreRefused(
+                f"{self.context.name or 'dotenv'}: version {version.number} of {credential_id} "
+                "has a line break, which a dotenv line cannot hold; give it a value without one"
+            )
 
     def held(self, credential_id: str, tenant: str) -> Held | None:
         """The version line and the value (verify compares the value: a line edited by

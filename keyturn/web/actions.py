@@ -13,7 +13,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from keyturn.api.auth import visible
@@ -86,7 +86,12 @@ def rotate(
     "/credentials/{credential_id:path}/rotations/{rotation_id}/progress",
     response_class=HTMLResponse,
 )
-def progress(request: Request, seen: Seen, credential_id: str, rotation_id: int) -> Response:
+def progress(
+    request: Request,
+    seen: Seen,
+    credential_id: str,
+    rotation_id: Annotated[int, Path(ge=0, le=2**31 - 1)],
+) -> Response:
     """A small fragment the page polls until the rotation is done or has failed."""
     if not seen.who.may("credential.read"):
         raise Forbidden(f"{a_role(seen.who.role)} token may not read credentials")
