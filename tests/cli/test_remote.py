@@ -108,3 +108,18 @@ def test_remote_errors_are_one_line(kt: Harness, served: str) -> None:
 def test_plain_http_is_refused_beyond_loopback(kt: Harness) -> None:
     result = kt.cli("list", env={"KEYTURN_URL": "http://keyturn.example", "KEYTURN_TOKEN": "kt_x"})
     assert result.code == 1 and "https://" in result.err and "kt_x" not in result.err
+
+
+def test_run_through_the_api_says_what_went_wrong_in_one_line(kt: Harness, served: str) -> None:
+    with kt.app.db.write() as session:
+        consumer = auth.create_token(session, "consumer", ["acme/*"], name="nightly").token
+    for credential, token, url, says in (
+        ("acme/nope", consumer, served, "no credential 'acme/nope'"),
+        ("acme/smtp-admin", "kt_" + "x" * 43, served, "401"),
+        ("acme/smtp-admin", consumer, f"http://127.0.0.1:{unused_port()}", "Connect"),
+    ):
+        args = ("run", "--consumer", "nightly", "--env", f"PW={credential}", "--", "true")
+        bad = kt.cli(*args, env={"KEYTURN_URL": url, "KEYTURN_TOKEN": token})
+        assert bad.code == 1 and len(bad.err.strip().splitlines()) == 1, bad.err
+        assert bad.err.startswith("error:") and says in bad.err, bad.err
+        assert "internal error" not in bad.err and PW not in bad.err + bad.out
