@@ -28,8 +28,8 @@ import typer
 
 from keyturn.cli import remote
 from keyturn.cli.main import app, open_app
-from keyturn.client import Client, Value
-from keyturn.domain.errors import UsageError
+from keyturn.client import Client, ClientError, Value
+from keyturn.domain.errors import KeyturnError, UsageError
 from keyturn.domain.ids import validate_id, validate_name
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1)
@@ -237,13 +237,18 @@ def run(
     """Run COMMAND with credentials in its environment or files; restart or signal it when
     they rotate. Values never appear on a command line."""
     todo = plan(consumer, env or [], file or [], on_rotate, command)
-    client = _client(ctx, consumer)
+    try:
+        client = _client(ctx, consumer)
+    except ClientError as exc:  # the SDK's own errors: one line, as every other command's
+        raise KeyturnError(exc.message) from None
     runner = Runner(client, todo)
     try:
         runner.start()
         for sig in FORWARDED:
             signal.signal(sig, runner.forward)
         code = runner.loop()
+    except ClientError as exc:  # refused (token, scope, no such id) or keyturn unreachable
+        raise KeyturnError(exc.message) from None
     finally:
         runner.remove_files()
         client.close()

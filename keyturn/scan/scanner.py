@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import PurePosixPath
 
 from keyturn.scan import detect
 from keyturn.scan.detect import Detection, Detector, Spotted
 from keyturn.scan.index import Hit, ManagedIndex, form_fingerprint
 from keyturn.scan.keys import ScanKeys
-from keyturn.scan.model import Document, Finding, ManagedEntry, Where
+from keyturn.scan.model import Document, Finding, ManagedEntry, Origin, Where
 
 MANAGED_RULE = "keyturn:managed-credential"
 
@@ -162,13 +163,22 @@ def _slug(text: str | None) -> str:
     return "-".join(part for part in cleaned.split("-") if part)[:60] or "imported"
 
 
+def _dotenv(path: str) -> bool:
+    name = PurePosixPath(path).name
+    return name == ".env" or name.startswith(".env.") or name.endswith(".env")
+
+
 def import_command(where: Where, kind: str, variable: str | None) -> str:
-    """The `keyturn import` command that would bring this credential under management."""
-    source = (
-        f"{where.commit}:{where.path}:{where.line}"
-        if where.commit
-        else f"{where.path}:{where.line}"
-    )
+    """What brings this credential under management: `keyturn import` reads a dotenv file in
+    the work tree; no command takes one value out of any other file, so for those it is the
+    inventory entry to declare."""
+    if where.origin == Origin.FILE and _dotenv(where.path):
+        return (
+            f"keyturn import --from dotenv --set path={shlex.quote(where.path)} "
+            f"--tenant TENANT --kind {kind}"
+        )
     return (
-        f"keyturn import --from {shlex.quote(source)} --kind {kind} --id TENANT/{_slug(variable)}"
+        f'declare [[credentials]] id = "TENANT/{_slug(variable)}", kind = "{kind}", '
+        f'initial_secret = "env:..." in keyturn.toml and `keyturn apply` it; then remove '
+        f"the copy from {where}"
     )

@@ -183,7 +183,7 @@ class HttpApiKeyConfig(TargetConfig):
 
 def jsonpath(expression: str, data: Any) -> list[Any]:
     try:
-        from jsonpath_ng.ext import parse
+        from jsonpath_ng.ext.parser import parse
     except ImportError as exc:
         raise PluginMissing(
             "the http-api-key target needs jsonpath-ng: pip install 'keyturn[apikey]'"

@@ -136,3 +136,18 @@ def test_get_prints_the_value_the_target_accepts_mid_rotation(kt: Harness, serve
     assert (got["state"], got["value"], got["on_target"]) == ("pending", local["value"], True)
     assert "previous" not in got and "next" not in got and "(pending)" in over.err
     assert kt.cli("get", "acme/smtp-admin", "--previous", env=env).code == 1  # none yet
+
+
+def test_run_through_the_api_says_what_went_wrong_in_one_line(kt: Harness, served: str) -> None:
+    with kt.app.db.write() as session:
+        consumer = auth.create_token(session, "consumer", ["acme/*"], name="nightly").token
+    for credential, token, url, says in (
+        ("acme/nope", consumer, served, "no credential 'acme/nope'"),
+        ("acme/smtp-admin", "kt_" + "x" * 43, served, "401"),
+        ("acme/smtp-admin", consumer, f"http://127.0.0.1:{unused_port()}", "Connect"),
+    ):
+        args = ("run", "--consumer", "nightly", "--env", f"PW={credential}", "--", "true")
+        bad = kt.cli(*args, env={"KEYTURN_URL": url, "KEYTURN_TOKEN": token})
+        assert bad.code == 1 and len(bad.err.strip().splitlines()) == 1, bad.err
+        assert bad.err.startswith("error:") and says in bad.err, bad.err
+        assert "internal error" not in bad.err and PW not in bad.err + bad.out

@@ -131,9 +131,22 @@ def test_unmanaged_findings_suggest_an_import(inventory: Inventory, tmp_path: Pa
     }
     netrc = next(f for f in found if f["rule"] == "keyturn:netrc")
     assert netrc["suggestion"] == (
-        f"keyturn import --from {corpus.root}/.netrc:3 --kind smtp --id TENANT/smtp-example-com"
+        'declare [[credentials]] id = "TENANT/smtp-example-com", kind = "smtp", '
+        'initial_secret = "env:..." in keyturn.toml and `keyturn apply` it; then remove the '
+        f"copy from {corpus.root}/.netrc:3:12"
     )
     assert not [f for f in found if "/safe/" in f["where"]["path"]]
+
+
+def test_the_import_suggested_for_a_dotenv_file_runs(inventory: Inventory, tmp_path: Path) -> None:
+    dotenv = tmp_path / "app" / ".env"
+    dotenv.parent.mkdir()
+    dotenv.write_text("DEBUG=1\nEMAIL_HOST_PASSWORD=Hunter2-but-much-longer-9\n")
+    (found,) = findings(scan(inventory.kt, str(dotenv.parent), "--json", *RULES))
+    command = found["suggestion"].replace("TENANT", "acme").split()
+    assert command[:2] == ["keyturn", "import"], found["suggestion"]
+    dry = inventory.kt.cli(*command[1:], "--dry-run")
+    assert dry.code == 0 and "acme/email_host_password" in dry.out, dry.err
 
 
 @sqlite_pass_only
