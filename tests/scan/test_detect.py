@@ -54,7 +54,9 @@ def test_a_third_party_detector_from_an_entry_point(monkeypatch: pytest.MonkeyPa
         2,
         "shouting",
     )
-    assert finding.suggestion == "keyturn import --from app.env:2 --kind api-key --id TENANT/secret"
+    assert finding.suggestion == (
+        "keyturn import --from dotenv --set path=app.env --tenant TENANT --kind api-key"
+    )
     assert b"Very-9xQ2vL7k" not in repr(fresh).encode()
 
 
