@@ -59,7 +59,9 @@ SecretRef = Annotated[str, AfterValidator(check_reference)]
 
 
 def how_to_reference(where: str, key: str) -> str:
-    env = re.sub(r"[^A-Z0-9]+", "_", where.upper()).strip("_") or "SECRET"
+    # The variable named after what holds it: `targets.db` + admin_password -> DB_ADMIN_PASSWORD.
+    owner = where.rpartition(".")[2] if where != "file" else ""
+    env = re.sub(r"[^A-Z0-9]+", "_", f"{owner}_{key}".upper()).strip("_") or "SECRET"
     return (
         f'{where}: {key} holds a literal secret; reference it instead: {key} = "env:{env}" '
         '(or "file:/path/to/secret", "keyturn:other/credential")'

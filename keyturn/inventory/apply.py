@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -40,6 +40,7 @@ from keyturn.domain.errors import (
     Conflict,
     CredentialNotFound,
     KeyturnError,
+    PluginMissing,
     TargetNotFound,
 )
 from keyturn.domain.inputs import first_error
@@ -75,6 +76,7 @@ class ApplyResult:
     initial: dict[str, Secret] = field(default_factory=dict, repr=False)
 
 
+T = TypeVar("T")
 UNPROVISIONED = "unprovisioned"
 
 
@@ -82,7 +84,7 @@ def _validate_plugins(inv: Inventory, base_dir: Path) -> None:
     for name, spec in inv.channels.items():
         channels.validate(name, spec.type, spec.settings())
     for name, spec in inv.targets.items():
-        cls = plugins.load_target(spec.type)
+        cls = _named("target", name, plugins.load_target, spec.type)
         try:
             cls.config_model.model_validate(spec.settings())
         except ConfigInvalid as exc:
@@ -90,11 +92,19 @@ def _validate_plugins(inv: Inventory, base_dir: Path) -> None:
         except ValueError as exc:
             raise ConfigInvalid(f"target {name!r} ({spec.type}): {first_error(exc)}") from exc
     for name, spec in inv.stores.items():
-        store_cls = plugins.load_store(spec.type)
+        store_cls = _named("store", name, plugins.load_store, spec.type)
         try:
             store_cls.config_model.model_validate(spec.settings())
         except ValueError as exc:
             raise ConfigInvalid(f"store {name!r} ({spec.type}): {first_error(exc)}") from exc
+
+
+def _named(kind: str, name: str, load: Callable[[str], T], type_name: str) -> T:
+    """The plugin class of `[{kind}s.{name}]`; a missing one says which table asked for it."""
+    try:
+        return load(type_name)
+    except PluginMissing as exc:
+        raise PluginMissing(f"[{kind}s.{name}]: {exc.message}") from exc
 
 
 def _check_target(claims: Claims, session: Session, inv: Inventory, cred: CredentialSpec) -> None:

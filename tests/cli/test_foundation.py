@@ -192,6 +192,8 @@ def test_literal_secrets_anywhere_are_refused(kt: Harness, snippet: str) -> None
     kt.write("lit.toml", snippet)
     result = kt.cli("apply", "lit.toml")
     assert result.code == 1 and "reference it instead" in result.err
+    if "admin_password" in snippet:  # the variable named after what holds the secret
+        assert 'admin_password = "env:DB_ADMIN_PASSWORD"' in result.err
 
 
 @pytest.mark.parametrize(
@@ -202,7 +204,8 @@ def test_literal_secrets_anywhere_are_refused(kt: Harness, snippet: str) -> None
         ("[policies.p]\nschedule = '61 * * * *'\n", "invalid cron"),
         ("[[credentials]]\nid = 'a/b'\npolicy = 'nope'\n", "no policy 'nope'"),
         ("[[credentials]]\nid = 'a/b'\ntarget = 'nope'\nusername = 'u'\n", "no target 'nope'"),
-        ("[targets.t]\ntype = 'no-such-type'\n", "no target type 'no-such-type'"),
+        ("[targets.t]\ntype = 'no-such-type'\n", "[targets.t]: no target type 'no-such-type'"),
+        ("[stores.s]\ntype = 'no-such-type'\n", "[stores.s]: no store type 'no-such-type'"),
         ("[targets.t]\ntype = 'passwd-file'\n", "path"),
         ("this is [not toml", "not valid TOML"),
         (
