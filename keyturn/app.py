@@ -24,7 +24,10 @@ if TYPE_CHECKING:
 def master_keys(settings: Settings) -> list[MasterKey]:
     """Current key first, then the old one (during a rekey)."""
     keys = []
-    current = load_key(settings.master_key, settings.key_file(), "KEYTURN_MASTER_KEY")
+    default = not settings.master_key_file
+    current = load_key(
+        settings.master_key, settings.key_file(), "KEYTURN_MASTER_KEY", default=default
+    )
     if current is not None:
         keys.append(current)
     old = load_key(settings.old_master_key, settings.old_master_key_file, "KEYTURN_OLD_MASTER_KEY")

@@ -74,15 +74,21 @@ def write_key_file(path: Path, key: MasterKey) -> None:
         handle.write(encode_key(key.material) + "\n")
 
 
-def load_key(env_value: str | None, file_path: str | None, name: str) -> MasterKey | None:
-    """The key from the variable *name* or its ``_FILE`` variant; None if neither is set."""
+def load_key(
+    env_value: str | None, file_path: str | None, name: str, *, default: bool = False
+) -> MasterKey | None:
+    """The key from the variable *name* or its ``_FILE`` variant; None if neither is set.
+    *default*: *file_path* is keyturn's default key file, no variable named it."""
     if env_value:
         return decode_key(env_value, name)
     if file_path:
         path = Path(file_path)
+        source = f"{name}_FILE {str(path)!r}"
+        if default:
+            source = f"the key file {str(path)!r} (keyturn's default: {name}_FILE is not set)"
         try:
             text = path.read_text()
         except OSError as exc:
-            raise UsageError(f"cannot read {name}_FILE {str(path)!r}: {exc.strerror}") from exc
-        return decode_key(text, f"{name}_FILE {str(path)!r}")
+            raise UsageError(f"cannot read {source}: {exc.strerror}") from exc
+        return decode_key(text, source)
     return None

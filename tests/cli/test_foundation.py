@@ -265,3 +265,14 @@ def test_a_plugin_settings_error_names_the_problem_not_the_settings(kt: Harness)
     assert "base_url: Field required (and 4 more)" in result.err, result.err
     assert sentinel not in result.err and "pydantic" not in result.err, result.err
     assert "input_value" not in result.err, result.err
+
+
+def test_a_corrupt_default_key_file_is_named_as_keyturns_default(kt: Harness) -> None:
+    """No KEYTURN_MASTER_KEY_FILE was set: the error names the file keyturn looked at by
+    default, not a variable the user never set."""
+    env = {"KEYTURN_DB": f"sqlite:///{kt.home / 'other.db'}", "KEYTURN_MASTER_KEY": ""}
+    assert kt.cli("init", env=env).code == 0
+    (kt.home / "other.key").write_text("not a key\n")
+    result = kt.cli("list", env=env)
+    assert result.code == 1
+    assert "keyturn's default: KEYTURN_MASTER_KEY_FILE is not set" in result.err, result.err
