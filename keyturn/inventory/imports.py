@@ -65,6 +65,16 @@ def _slug(path: str) -> str:
     return "/".join(s for s in segments if s)
 
 
+def _relative(path: str, head: str) -> str:
+    """*path* below *head*: a folder (`secret/acme` -> `db`) or a name prefix that ends at
+    a separator (`APP_` -> `DB`). A prefix that is part of the name (`EMAIL_HOST_PASSWORD`
+    for it and `EMAIL_HOST_PASSWORD_OLD`) leaves the whole name, not `_OLD`."""
+    rest = path.removeprefix(head)
+    if rest == path or not (head.endswith(("_", "-", ".")) or rest.startswith("/")):
+        return path
+    return rest.strip("/") or path
+
+
 def rule_for(found: Found, prefix: str, defaults: Defaults) -> Rule:
     """The explicit rule for *found*, or one made from the defaults."""
     if found.path in defaults.listed:
@@ -73,8 +83,7 @@ def rule_for(found: Found, prefix: str, defaults: Defaults) -> Rule:
         raise UsageError("not listed in the mapping file")
     if not defaults.tenant or not defaults.kind:
         raise UsageError("give --tenant and --kind (or a mapping file) to name its credential")
-    relative = found.path.removeprefix(prefix.strip("/")).strip("/") or found.path
-    name = _slug(relative)
+    name = _slug(_relative(found.path, prefix.strip("/")))
     ident = defaults.id_template.format(
         tenant=defaults.tenant, path=name, name=name.rsplit("/", 1)[-1]
     )

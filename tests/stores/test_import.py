@@ -127,6 +127,24 @@ owner = "mail-team"
     assert values_of(kt, ["acme/smtp-admin"]) == {"acme/smtp-admin": "s3cret-smtp-777"}
 
 
+def test_a_name_prefix_that_is_part_of_the_name_keeps_the_whole_name(kt: Harness) -> None:
+    """`--prefix EMAIL_HOST_PASSWORD` on a file that also holds EMAIL_HOST_PASSWORD_OLD: two
+    ids named after the variables (not `acme/_old`); a prefix ending at a separator (`APP_`)
+    is taken off, as a folder is."""
+    (kt.home / "old.env").write_text(
+        "EMAIL_HOST_PASSWORD=pw-one-4242\nEMAIL_HOST_PASSWORD_OLD=pw-two-4343\nAPP_DB=pw-3\n"
+    )
+    base = ["import", "--from", "dotenv", "--set", "path=old.env", "--tenant", "acme"]
+    base += ["--kind", "password", "--dry-run", "--json"]
+    planned = json.loads(kt.cli(*base, "--prefix", "EMAIL_HOST_PASSWORD").out)
+    assert sorted(p["credential_id"] for p in planned) == [
+        "acme/email_host_password",
+        "acme/email_host_password_old",
+    ]
+    (app,) = json.loads(kt.cli(*base, "--prefix", "APP_").out)
+    assert app["credential_id"] == "acme/db"
+
+
 def test_a_literal_secret_setting_is_refused(kt: Harness) -> None:
     result = kt.cli("import", "--from", "vault", "--set", "url=http://127.0.0.1:1",
                     "--set", "token=hvs.literal-000")  # fmt: skip
