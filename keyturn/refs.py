@@ -75,8 +75,18 @@ def require_reference(value: object, where: str, key: str) -> str:
 
 
 def looks_like_secret(value: str) -> bool:
-    """High-entropy tokens and well-known key prefixes, as secret scanners flag them."""
-    if is_reference(value) or any(c.isspace() for c in value) or "://" in value:
+    """High-entropy tokens and well-known key prefixes, as secret scanners flag them; in a
+    text of several words (a purpose, a tag), each word on its own: "the key is AKIA..."."""
+    if any(c.isspace() for c in value):
+        return any(_token_like_secret(word.strip(_PUNCTUATION)) for word in value.split())
+    return _token_like_secret(value)
+
+
+_PUNCTUATION = "\"'`()[]{}<>,;:.!?"
+
+
+def _token_like_secret(value: str) -> bool:
+    if is_reference(value) or "://" in value:
         return False
     if value.startswith(_KNOWN_PREFIXES) and len(value) >= 16:
         return True

@@ -186,6 +186,7 @@ def test_literal_secret_is_refused_and_nothing_applied(kt: Harness) -> None:
         '[targets.db]\ntype = "passwd-file"\npath = "x"\nadmin_password = "plain-text-pw"\n',
         '[[credentials]]\nid = "a/b"\nowner = "AKIAIOSFODNN7EXAMPLE"\n',
         '[[credentials]]\nid = "a/b"\ntags = { note = "Zk8qP2vR9xT4mW7nB3cL6yH1" }\n',
+        '[[credentials]]\nid = "a/b"\npurpose = "the key is AKIAIOSFODNN7EXAMPLE, for now"\n',
     ],
 )
 def test_literal_secrets_anywhere_are_refused(kt: Harness, snippet: str) -> None:
