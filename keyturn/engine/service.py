@@ -225,7 +225,8 @@ def resume(
 def abort(app: Keyturn, credential_id: str, *, actor: str, reason: str) -> int:
     """Stop a rotation. Before promotion the target must be proven (or made) to accept the
     current value again, and the pending value is marked failed; after promotion the previous
-    value simply stays accepted (nothing is revoked)."""
+    value stays accepted (nothing is revoked) until the next rotation revokes it before it
+    changes the target (`Record._revoke_leftover`)."""
     if not reason.strip():
         raise UsageError("a reason is required: it goes into the audit log")
     active = active_rotations(app, credential_id)
