@@ -265,6 +265,36 @@ def _within(app: Keyturn, tenant: str, resolve: Callable[[str], Secret]) -> Call
     return scoped
 
 
+def _copied(session: Session, ref: str, copy: str, actor: str) -> None:
+    """A `keyturn:SOURCE` first value is a read of SOURCE: refused when SOURCE is held back
+    (its value is not handed out, so not copied into a credential that is), and recorded
+    as `secret.read` of SOURCE, as `keyturn get` records one. After *resolve*, which has
+    already answered a reference the caller may not follow."""
+    if not ref.startswith("keyturn:"):
+        return
+    source_id = ref.removeprefix("keyturn:")
+    source = repo.get_credential(session, source_id)
+    if source.dispute:
+        raise Conflict(
+            f"{source_id} is held back: its account belongs to another credential "
+            "(`keyturn accounts --disputed`); its value cannot be copied"
+        )
+    version = repo.version_in_state(session, source_id, VersionState.CURRENT)
+    audit.append(
+        session,
+        actor=actor,
+        action="secret.read",
+        credential_id=source_id,
+        tenant_id=source.tenant_id,
+        fingerprint=version.fingerprint if version else None,
+        details={
+            "version": version.number if version else None,
+            "state": "current",
+            "copied_to": copy,
+        },
+    )
+
+
 class _DryRun(Exception):
     """Raised to roll back the transaction of a dry run."""
 
@@ -289,6 +319,7 @@ def _apply_in_transaction(
                 raise Conflict(f"{cred.id} is not a credential of tenant {tenant!r}")
             if cred.initial_secret and (existing is None or not repo.versions(session, cred.id)):
                 initial[cred.id] = resolve(cred.initial_secret)
+                _copied(session, cred.initial_secret, cred.id, actor)
         changes = result.changes
         _declare_settings(app, session, inv, base, changes)
         _declare_credentials(app, session, inv, claims, changes)
