@@ -227,7 +227,7 @@ def apply(
     result = ApplyResult()
     resolve = resolve or resolver(app, base)
     if tenant is not None:
-        resolve = _within(app, tenant, resolve)
+        resolve = _within(app, tenant, Path(base), resolve)
     try:
         _apply_in_transaction(app, inv, base, resolve, result, dry_run, actor, tenant)
     except _DryRun:
@@ -251,10 +251,30 @@ def _check_scoped(inv: Inventory, tenant: str) -> None:
             )
 
 
-def _within(app: Keyturn, tenant: str, resolve: Callable[[str], Secret]) -> Callable[[str], Secret]:
-    """*resolve*, refusing `keyturn:` references to other tenants' credentials."""
+def _within(
+    app: Keyturn, tenant: str, base: Path, resolve: Callable[[str], Secret]
+) -> Callable[[str], Secret]:
+    """*resolve*, refusing what a tenant's file may not read: `keyturn:` references to
+    other tenants' credentials, keyturn's own variables (`env:KEYTURN_MASTER_KEY`), files
+    outside the inventory file's folder (`file:/etc/shadow`, `file:../globex/pw`). The
+    value becomes a credential of the tenant, which its tokens read."""
 
     def scoped(ref: str) -> Secret:
+        scheme, _, rest = ref.partition(":")
+        if scheme == "env" and rest.startswith("KEYTURN_"):
+            raise ConfigInvalid(
+                f"{ref}: an apply for tenant {tenant!r} does not read keyturn's own "
+                "settings (KEYTURN_*)"
+            )
+        if scheme == "file":
+            path = Path(rest).expanduser()
+            path = (path if path.is_absolute() else base / path).resolve()
+            if not path.is_relative_to(base.resolve()):
+                raise ConfigInvalid(
+                    f"{ref}: an apply for tenant {tenant!r} reads files in the inventory "
+                    f"file's folder ({base}) only"
+                )
+            return resolve(f"file:{path}")  # the path checked, not a link changed since
         if ref.startswith("keyturn:"):
             with app.db.read() as session:
                 other = session.get(Credential, ref.removeprefix("keyturn:"))
