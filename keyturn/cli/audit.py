@@ -157,7 +157,7 @@ def audit_export(
             audit.export(session, sys.stdout, filters=filters)
             return
         try:
-            with out.open("w") as handle:
+            with output.private_file(out) as handle:
                 count = audit.export(session, handle, filters=filters)
         except OSError as exc:
             raise UsageError(f"cannot write {out}: {exc.strerror}") from exc

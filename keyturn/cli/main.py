@@ -88,7 +88,7 @@ def root(
         ),
     ] = None,
     verbose: Annotated[
-        bool, typer.Option("-v", "--verbose", help="Tracebacks and debug logs")
+        bool, typer.Option("-v", "--verbose", help="Tracebacks and keyturn's debug logs")
     ] = False,
     version: Annotated[
         bool,
@@ -102,11 +102,19 @@ def root(
     `keyturn serve` instead of the database."""
     _state["verbose"] = verbose
     _refuse_remote(ctx, ctx.invoked_subcommand)
+    configure_logging(verbose)
+    ctx.obj = {"flags": {"db": db}, "config": config}
+
+
+def configure_logging(verbose: bool) -> None:
+    """WARNING, or with -v keyturn's own debug logs and everyone's INFO. Not the libraries'
+    DEBUG: botocore's prints each request's body (a SecretString being published), urllib3's
+    and httpx's each URL; keyturn's own logs name no value."""
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
+        level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    ctx.obj = {"flags": {"db": db}, "config": config}
+    logging.getLogger("keyturn").setLevel(logging.DEBUG if verbose else logging.NOTSET)
 
 
 def verbose() -> bool:

@@ -7,11 +7,14 @@ Rich loads on first use (issue 23): `keyturn get` prints its value with one writ
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -137,3 +140,22 @@ def warn(message: str) -> None:
     text = Text("warning: ", style="yellow")
     text.append(" ".join(message.split()))
     _made("errors").print(text, highlight=False)
+
+
+def private_file(path: Path) -> TextIO:
+    """*path* opened for writing, mode 0600 whatever the umask (an export or a report holds
+    what the database does: the inventory, the audit log), and not through a symbolic link
+    someone put at the path (it would make keyturn write wherever it points)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(exc.errno, "it is a symbolic link; keyturn does not follow it") from exc
+        raise
+    try:
+        os.fchmod(fd, 0o600)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "w", encoding="utf-8")

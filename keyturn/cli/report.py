@@ -119,7 +119,7 @@ def _write(pieces: Iterable[str], path: Path | None) -> None:
             sys.stdout.write(piece)
         return
     try:
-        with path.open("w", encoding="utf-8") as file:
+        with output.private_file(path) as file:
             for piece in pieces:
                 file.write(piece)
     except OSError as exc:

@@ -98,6 +98,27 @@ def plan(
     return Plan(consumer, variables, paths, mode, sig, list(command))
 
 
+# keyturn's own secrets: the API token, and (without KEYTURN_URL, where `keyturn run` opens
+# the database itself) the master keys. The child gets the values it asked for, not these.
+WITHHELD = frozenset({"KEYTURN_TOKEN", "KEYTURN_MASTER_KEY", "KEYTURN_OLD_MASTER_KEY"})
+
+
+def withheld(name: str, value: str) -> bool:
+    """Is the variable one of keyturn's secrets, kept from the child? KEYTURN_DB too when
+    its URL holds a password (postgresql://keyturn:PASSWORD@...)."""
+    if name in WITHHELD:
+        return True
+    if name == "KEYTURN_DB":
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            return make_url(value).password is not None
+        except (ArgumentError, ValueError):
+            return True
+    return False
+
+
 def write_file(path: Path, value: str) -> None:
     """Replace *path* atomically with *value*, mode 0600 from the start."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -132,7 +153,7 @@ class Runner:
         return found
 
     def environment(self, found: dict[str, Value]) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k != "KEYTURN_TOKEN"}
+        env = {k: v for k, v in os.environ.items() if not withheld(k, v)}
         env.update({var: found[i].value for var, i in self.plan.env.items()})
         return env
 

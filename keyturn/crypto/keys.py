@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import os
 import secrets
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from keyturn.domain.errors import UsageError
 
 KEY_BYTES = 32
+log = logging.getLogger("keyturn.crypto")
 
 
 def derive(key: bytes, purpose: str, length: int = 32) -> bytes:
@@ -87,8 +90,20 @@ def load_key(
         if default:
             source = f"the key file {str(path)!r} (keyturn's default: {name}_FILE is not set)"
         try:
-            text = path.read_text()
+            with path.open() as handle:
+                mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
+                text = handle.read()
         except OSError as exc:
             raise UsageError(f"cannot read {source}: {exc.strerror}") from exc
+        if mode & 0o077:
+            # A warning, not a refusal: a secret volume mounted 0644 in a one-user container
+            # is common, and refusing would stop every keyturn process at once.
+            log.warning(
+                "%s has mode %o: users other than its owner can read the master key "
+                "(every secret keyturn holds); `chmod 600 %s`",
+                source,
+                mode,
+                path,
+            )
         return decode_key(text, source)
     return None

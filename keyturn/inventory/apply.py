@@ -278,7 +278,7 @@ def apply(
     result = ApplyResult()
     resolve = resolve or resolver(app, base)
     if tenant is not None:
-        resolve = _within(app, tenant, resolve)
+        resolve = _within(app, tenant, Path(base), resolve)
     try:
         _apply_in_transaction(app, inv, base, resolve, result, dry_run, actor, tenant)
     except _DryRun:
@@ -302,10 +302,30 @@ def _check_scoped(inv: Inventory, tenant: str) -> None:
             )
 
 
-def _within(app: Keyturn, tenant: str, resolve: Callable[[str], Secret]) -> Callable[[str], Secret]:
-    """*resolve*, refusing `keyturn:` references to other tenants' credentials."""
+def _within(
+    app: Keyturn, tenant: str, base: Path, resolve: Callable[[str], Secret]
+) -> Callable[[str], Secret]:
+    """*resolve*, refusing what a tenant's file may not read: `keyturn:` references to
+    other tenants' credentials, keyturn's own variables (`env:KEYTURN_MASTER_KEY`), files
+    outside the inventory file's folder (`file:/etc/shadow`, `file:../globex/pw`). The
+    value becomes a credential of the tenant, which its tokens read."""
 
     def scoped(ref: str) -> Secret:
+        scheme, _, rest = ref.partition(":")
+        if scheme == "env" and rest.startswith("KEYTURN_"):
+            raise ConfigInvalid(
+                f"{ref}: an apply for tenant {tenant!r} does not read keyturn's own "
+                "settings (KEYTURN_*)"
+            )
+        if scheme == "file":
+            path = Path(rest).expanduser()
+            path = (path if path.is_absolute() else base / path).resolve()
+            if not path.is_relative_to(base.resolve()):
+                raise ConfigInvalid(
+                    f"{ref}: an apply for tenant {tenant!r} reads files in the inventory "
+                    f"file's folder ({base}) only"
+                )
+            return resolve(f"file:{path}")  # the path checked, not a link changed since
         if ref.startswith("keyturn:"):
             with app.db.read() as session:
                 other = session.get(Credential, ref.removeprefix("keyturn:"))
@@ -314,6 +334,36 @@ def _within(app: Keyturn, tenant: str, resolve: Callable[[str], Secret]) -> Call
         return resolve(ref)
 
     return scoped
+
+
+def _copied(session: Session, ref: str, copy: str, actor: str) -> None:
+    """A `keyturn:SOURCE` first value is a read of SOURCE: refused when SOURCE is held back
+    (its value is not handed out, so not copied into a credential that is), and recorded
+    as `secret.read` of SOURCE, as `keyturn get` records one. After *resolve*, which has
+    already answered a reference the caller may not follow."""
+    if not ref.startswith("keyturn:"):
+        return
+    source_id = ref.removeprefix("keyturn:")
+    source = repo.get_credential(session, source_id)
+    if source.dispute:
+        raise Conflict(
+            f"{source_id} is held back: its account belongs to another credential "
+            "(`keyturn accounts --disputed`); its value cannot be copied"
+        )
+    version = repo.version_in_state(session, source_id, VersionState.CURRENT)
+    audit.append(
+        session,
+        actor=actor,
+        action="secret.read",
+        credential_id=source_id,
+        tenant_id=source.tenant_id,
+        fingerprint=version.fingerprint if version else None,
+        details={
+            "version": version.number if version else None,
+            "state": "current",
+            "copied_to": copy,
+        },
+    )
 
 
 class _DryRun(Exception):
@@ -340,6 +390,7 @@ def _apply_in_transaction(
                 raise Conflict(f"{cred.id} is not a credential of tenant {tenant!r}")
             if cred.initial_secret and (existing is None or not repo.versions(session, cred.id)):
                 initial[cred.id] = resolve(cred.initial_secret)
+                _copied(session, cred.initial_secret, cred.id, actor)
         changes = result.changes
         _declare_settings(app, session, inv, base, changes)
         _declare_credentials(app, session, inv, claims, changes)

@@ -21,7 +21,7 @@ MODE = 0o600
 def write_atomic(path: Path, text: str, mode: int = MODE) -> None:
     """Replace *path* with *text* atomically, mode *mode* (0600)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dirs(path.parent)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".keyturn-")
         try:
             with os.fdopen(fd, "w") as handle:
@@ -37,6 +37,24 @@ def write_atomic(path: Path, text: str, mode: int = MODE) -> None:
         _sync_dir(path.parent)
     except OSError as exc:
         raise StoreRefused(f"cannot write {path}: {exc.strerror}") from exc
+
+
+def make_private_dirs(folder: Path) -> None:
+    """Create *folder* and each missing folder above it with mode 0700. `mkdir(parents=True,
+    mode=0o700)` gives the mode to the last one only: the others got 0777 less the umask,
+    so under umask 000 anyone could swap a tenant's folder inside the store's directory."""
+    missing = []
+    while not folder.is_dir():
+        missing.append(folder)
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    for each in reversed(missing):
+        try:
+            each.mkdir(mode=0o700)
+        except FileExistsError:
+            if not each.is_dir():
+                raise
 
 
 def _sync_dir(folder: Path) -> None:

@@ -5,6 +5,7 @@ the rotations run in this process, as a worker would."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -168,3 +169,36 @@ def test_exit_code_passes_through_and_bad_usage_is_one_line(kt: Harness) -> None
         assert bad.code != 0 and bad.err.startswith("error:"), (args, bad)
         assert len(bad.err.splitlines()) == 1 and says in bad.err, (args, bad.err)
     assert not (kt.home / "nowhere").exists()
+
+
+def test_the_child_gets_none_of_keyturns_secrets(kt: Harness) -> None:
+    """Only KEYTURN_TOKEN was kept from the child: without KEYTURN_URL, `keyturn run` opens
+    the database with KEYTURN_MASTER_KEY in its environment, and the child inherited it (and
+    KEYTURN_OLD_MASTER_KEY during a rekey, a PostgreSQL password in KEYTURN_DB)."""
+    Setup(kt, "single")
+    log = kt.home / "child-env.json"
+    dump = (
+        "import json, os, sys; "
+        "json.dump({k: v for k, v in os.environ.items() if k.startswith('KEYTURN')}, "
+        "open(sys.argv[1], 'w'))"
+    )
+    done = kt.spawn(
+        "run", "--consumer", "job", "--env", f"SECRET={CRED}", "--",
+        sys.executable, "-c", dump, str(log),
+        env={"KEYTURN_TOKEN": "kt_not-for-the-child"},  # the harness sets the master key
+    )  # fmt: skip
+    assert done.code == 0, done.err
+    seen = json.loads(log.read_text())
+    assert not {"KEYTURN_MASTER_KEY", "KEYTURN_OLD_MASTER_KEY", "KEYTURN_TOKEN"} & set(seen)
+    assert kt.master_key not in log.read_text()
+    if kt.env["KEYTURN_DB"].startswith("sqlite"):
+        assert seen.get("KEYTURN_DB") == kt.env["KEYTURN_DB"]  # a path, no password
+
+
+def test_a_database_password_stays_out_of_the_childs_environment() -> None:
+    from keyturn.cli.run import withheld
+
+    assert withheld("KEYTURN_DB", "postgresql+psycopg://keyturn:s3cret@db/keyturn")
+    assert not withheld("KEYTURN_DB", "postgresql+psycopg://keyturn@db/keyturn")
+    assert not withheld("KEYTURN_DB", "sqlite:////var/lib/keyturn/keyturn.db")
+    assert not withheld("KEYTURN_URL", "http://127.0.0.1:8080")

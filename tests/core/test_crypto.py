@@ -10,6 +10,7 @@ from keyturn.crypto.keys import decode_key, encode_key, generate_key
 from keyturn.crypto.secrets import fingerprint, generate_password
 from keyturn.domain.errors import PolicyInvalid, UsageError, WrongMasterKey
 from keyturn.domain.model import PasswordRules, Secret
+from tests.support.keyturn import Harness
 
 
 def test_master_key_decoding_accepts_padding_or_not() -> None:
@@ -98,3 +99,19 @@ def test_value_aads_for_columns_equal_value_aad() -> None:
     numbers = [1, 12, 999999, 2**31]
     columns = envelope.value_aads([i.encode() for i in ids], [str(n).encode() for n in numbers])
     assert list(columns) == [envelope.value_aad(i, n) for i, n in zip(ids, numbers, strict=True)]
+
+
+@pytest.mark.parametrize(("mode", "warned"), [(0o644, True), (0o640, True), (0o600, False)])
+def test_a_master_key_file_others_can_read_is_warned_about(
+    kt: Harness, mode: int, warned: bool
+) -> None:
+    """The key file was used whatever its mode: only `keyturn doctor` said a 0644 key was
+    readable by every local user. Every command says it now (a warning, not a refusal)."""
+    key_file = kt.home / "other.key"
+    key_file.write_text(kt.master_key + "\n")
+    key_file.chmod(mode)
+    env = {"KEYTURN_MASTER_KEY": "", "KEYTURN_MASTER_KEY_FILE": str(key_file)}
+    result = kt.spawn("list", env=env)
+    assert result.code == 0, result.err
+    assert ("users other than its owner can read the master key" in result.err) is warned
+    assert kt.master_key not in result.err

@@ -174,3 +174,13 @@ def test_a_kms_key_encrypts_the_secret_keyturn_creates(
     described = sm().describe_secret(SecretId=f"{rig.tenant}/smtp-admin")
     assert key_id in described["KmsKeyId"]
     assert {"Key": "keyturn:credential", "Value": rig.id} in described["Tags"]
+
+
+def test_verbose_logs_name_no_value(rig: Rig, kt: Harness) -> None:
+    """`keyturn -v` turned every library's DEBUG logs on: botocore's print each request's
+    body, the SecretString being published in clear on stderr."""
+    result = kt.spawn("-v", "rotate", rig.id, "--reason", "verbose")
+    assert result.code == 0, result.err
+    _number, value, _fp = rig.current()
+    assert value not in result.err and value not in result.out
+    assert need("KEYTURN_TEST_AWS_SECRET_ACCESS_KEY") not in result.err

@@ -4,6 +4,7 @@ writing code with: rotations end to end, atomic 0600 files, drift kept."""
 from __future__ import annotations
 
 import json
+import os
 import stat
 
 import pytest
@@ -28,6 +29,23 @@ def test_rotations_write_one_file_per_secret_0600(kt: Harness) -> None:
         seen.append(value)
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".keyturn-")]
     assert kt.cli("verify", rig.id).code == 0
+
+
+def test_the_folders_keyturn_makes_are_0700_whatever_the_umask(kt: Harness) -> None:
+    """Only the file's own folder was 0700: the store's directory and every folder above it
+    were made 0777 less the umask, so under umask 000 any local user could rename a
+    tenant's folder away and put one of their own (or a symlink) in its place."""
+    rig = Rig(kt, 'type = "file"\ndirectory = "run/secrets"\nfile = "{tenant}/x/{name}"')
+    saved = os.umask(0)
+    try:
+        assert rig.rotate()["status"] == "done"
+    finally:
+        os.umask(saved)
+    folder = kt.home / "run"
+    for part in ("secrets", rig.tenant, "x"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+        folder = folder / part
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
 
 
 def test_a_file_edited_by_hand_is_drift_and_kept(kt: Harness) -> None:
