@@ -13,6 +13,7 @@ elsewhere was written by someone else, and keyturn does not overwrite it.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -40,6 +41,27 @@ TOKENS = uuid.UUID("5b0e6c1e-7f4c-4e1f-9a55-6b6579747572")
 NOT_FOUND = "ResourceNotFoundException"
 CURRENT = "AWSCURRENT"
 DOWN = {"InternalServiceError", "ThrottlingException", "ServiceUnavailable", "RequestTimeout"}
+# What to do about the errors of keyturn's own AWS identity (AWS's JSON codes, and the codes of
+# the XML bodies moto, a proxy or a VPC endpoint may answer with).
+HINTS = {
+    "UnrecognizedClientException": "keyturn's AWS access key id is not valid",
+    "InvalidClientTokenId": "keyturn's AWS access key id is not valid",
+    "InvalidSignatureException": "keyturn's AWS secret access key does not match its key id",
+    "SignatureDoesNotMatch": "keyturn's AWS secret access key does not match its key id",
+    "ExpiredTokenException": "keyturn's AWS session token has expired",
+}
+
+
+def _error(response: dict[str, Any]) -> tuple[str, str]:
+    """AWS's error code and message; a body that is markup (XML, an HTML page) is never
+    repeated: its <Code> is kept, else the HTTP status."""
+    error = response.get("Error", {})
+    code, message = str(error.get("Code", "")), str(error.get("Message", ""))
+    if message.lstrip().startswith("<"):
+        found = re.search(r"<Code>([^<]{1,100})</Code>", message)
+        code = found.group(1) if found else f"HTTP {code}"
+        message = ""
+    return code, HINTS.get(code, message)
 
 
 class AwsSecretsManagerConfig(StoreConfig):
@@ -114,10 +136,10 @@ class AwsSecretsManagerStore(Store):
         try:
             return getattr(self.client(), method)(**kwargs)
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
+            code, message = _error(exc.response)
             if code == NOT_FOUND:
                 return None
-            why = redact(f"{code}: {exc.response.get('Error', {}).get('Message', '')}", values)
+            why = redact(f"{code}: {message}" if message else code, values)
             if code in DOWN:
                 raise StoreUnreachable(f"{where}: cannot {doing}: {why}") from exc
             if code == "ResourceExistsException":

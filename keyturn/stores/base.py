@@ -29,6 +29,7 @@ this contract.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
@@ -79,6 +80,10 @@ class StoreContext:
     base_dir: str = "."
     # The store's name in the inventory (for messages).
     name: str = ""
+
+    def path(self, name: str) -> str:
+        """*name* from the settings as a path: a relative one is from `base_dir`."""
+        return name if os.path.isabs(name) else os.path.join(self.base_dir, name)
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,8 @@ class ConjurStore(Store):
 
     def http(self) -> httpx.Client:
         if self._http is None:
-            verify: str | bool = self.config.ca_bundle or True
+            ca = self.config.ca_bundle
+            verify: str | bool = self.context.path(ca) if ca else True
             self._http = httpx.Client(
                 base_url=self.config.url.rstrip("/"), timeout=self.config.timeout, verify=verify
             )

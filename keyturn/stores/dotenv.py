@@ -160,8 +160,12 @@ class DotenvStore(Store):
         )
 
     def scan(self, prefix: str) -> Iterator[Found]:
-        """Every variable whose name starts with *prefix* (bookkeeping lines left out)."""
-        lines = self._lines()
+        """Every variable whose name starts with *prefix* (bookkeeping lines left out). A file
+        that is not there is an error: a mistyped path must not read as "nothing found"."""
+        text = read_text(self.path)
+        if text is None:
+            raise StoreRefused(f"dotenv: {self.path} does not exist; nothing to import")
+        lines = parse(text)
         for name, value in lines.items():
             base = re.sub(r"_(VERSION|PREVIOUS)$", "", name)
             if not name.startswith(prefix) or (base != name and base in lines):

@@ -24,6 +24,7 @@ from keyturn.stores.base import (
     Store,
     StoreConfig,
     StoreConflict,
+    StoreRefused,
 )
 from keyturn.stores.files import read_text, write_atomic
 
@@ -104,7 +105,10 @@ class FileStore(Store):
         return Published(held.version), held.value
 
     def scan(self, prefix: str) -> Iterator[Found]:
-        """Every file under `directory/prefix` (keyturn's .previous/.version files left out)."""
+        """Every file under `directory/prefix` (keyturn's .previous/.version files left out).
+        A `directory` that is not there is an error: a mistyped path is not "nothing found"."""
+        if not self.directory.is_dir():
+            raise StoreRefused(f"file: {self.directory} is not a directory; nothing to import")
         root = self.directory / prefix
         for path in sorted(p for p in root.rglob("*") if p.is_file()):
             if path.name.startswith(".") or path.name.endswith(SUFFIXES):

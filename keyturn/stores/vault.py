@@ -97,7 +97,7 @@ class VaultStore(Store):
             hvac = _hvac()
             verify: str | bool = True
             if self.config.ca_bundle:
-                verify = self.config.ca_bundle
+                verify = self.context.path(self.config.ca_bundle)
             client = hvac.Client(
                 url=self.config.url,
                 namespace=self.config.namespace,

@@ -26,7 +26,7 @@ from typing import Any
 from keyturn.domain.errors import TargetRejected
 from keyturn.domain.model import Secret
 from keyturn.targets.aws_iam import AwsIamConfig, AwsIamKeyTarget, KeyPair
-from keyturn.targets.smtp import DEFAULT_PORTS, SmtpEndpoint, SmtpSettings
+from keyturn.targets.smtp import DEFAULT_PORTS, SmtpEndpoint, SmtpSettings, ca_path
 
 # AWS's constants for SES SMTP passwords: a SigV4-style HMAC chain over a fixed date, the
 # region, the service and the SendRawEmail message, prefixed with the version byte 0x04.
@@ -52,14 +52,15 @@ class AwsSesSmtpConfig(AwsIamConfig, SmtpSettings):
 
     ses_region: str
 
-    def endpoint(self) -> SmtpEndpoint:
-        """The configured SMTP endpoint, or the SES region's own."""
+    def endpoint(self, base_dir: str) -> SmtpEndpoint:
+        """The configured SMTP endpoint, or the SES region's own (a relative `smtp_ca_file`
+        from *base_dir*)."""
         return SmtpEndpoint(
             host=self.smtp_host or f"email-smtp.{self.ses_region}.amazonaws.com",
             port=self.smtp_port or DEFAULT_PORTS[self.smtp_tls],
             tls=self.smtp_tls,
             mechanism=self.smtp_auth,
-            ca_file=self.smtp_ca_file,
+            ca_file=ca_path(self.smtp_ca_file, base_dir),
             timeout=self.smtp_timeout,
         )
 
@@ -84,7 +85,7 @@ class AwsSesSmtpTarget(AwsIamKeyTarget):
 
     def __init__(self, config: Any, context: Any) -> None:
         super().__init__(config, context)
-        self.endpoint = self.config.endpoint()
+        self.endpoint = self.config.endpoint(self.context.base_dir)
 
     def issued_value(self, pair: KeyPair) -> Secret:
         password = smtp_password(pair.secret_access_key, self.config.ses_region)

@@ -29,6 +29,7 @@ text). Any other exception is treated as a plugin bug: the step fails and is ret
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -126,6 +127,10 @@ class TargetContext:
     resolve: Callable[[str], Secret]
     # The directory relative paths in the settings are taken from (the config file's).
     base_dir: str = "."
+
+    def path(self, name: str) -> str:
+        """*name* from the settings as a path: a relative one is from `base_dir`."""
+        return name if os.path.isabs(name) else os.path.join(self.base_dir, name)
 
 
 class Target:

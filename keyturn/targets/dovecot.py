@@ -79,5 +79,5 @@ class DovecotTarget(PasswdFileTarget):
         """Accepted if a file holds *value* for the user and (with smtp_host) SMTP AUTH works."""
         if not super().test(account, value):
             return False
-        endpoint = self.config.smtp()
+        endpoint = self.config.smtp(self.context.base_dir)
         return True if endpoint is None else endpoint.login(account.username, value, "password")

@@ -57,6 +57,15 @@ NONCE = 12
 Stored = str | bytes
 
 
+# How PostgreSQL (libpq) and MySQL word a refused login (the message never holds the password).
+_LOGIN_REFUSED = (
+    "password authentication failed",
+    "no password supplied",
+    "is not permitted to log in",
+    "access denied for user",
+)
+
+
 class EncryptedColumnConfig(TargetConfig):
     """Settings of an encrypted-column target."""
 
@@ -237,6 +246,14 @@ class EncryptedColumnTarget(Target):
     def _fail(self, exc: SQLAlchemyError) -> Exception:
         orig = getattr(exc, "orig", None)
         kind = type(orig or exc).__name__
+        if isinstance(exc, OperationalError) and any(
+            words in str(orig).lower() for words in _LOGIN_REFUSED
+        ):
+            # A wrong password is no outage: retrying will not help, the url must change.
+            return TargetRejected(
+                f"encrypted-column {self.where}: the application database refused the login "
+                f"({kind}): check the user and password in url"
+            )
         # SQLite reports a missing table or column as an OperationalError too.
         if isinstance(exc, OperationalError) and "no such" not in str(orig):
             return TargetUnreachable(

@@ -225,7 +225,11 @@ class HttpApiKeyTarget(Target):
             self._client = httpx.Client(
                 base_url=self.config.base_url,
                 timeout=self.config.timeout,
-                verify=False if plain else _trust(self.config.ca_file),
+                verify=False
+                if plain
+                else _trust(
+                    self.context.path(self.config.ca_file) if self.config.ca_file else None
+                ),
                 follow_redirects=False,
             )
         return self._client

@@ -166,7 +166,7 @@ class _MailuBase(Target):
             self.config.api_token,
             context,
             timeout=self.config.timeout,
-            ca_file=self.config.ca_file,
+            ca_file=context.path(self.config.ca_file) if self.config.ca_file else None,
             window=self.window,
         )
         self._failed_login = False
@@ -195,7 +195,7 @@ class _MailuBase(Target):
     ) -> bool | None:
         """One SMTP AUTH, or None when the API's answer must do: no smtp_host, or this target
         object (one rotation attempt) already made its one failing login."""
-        endpoint = self.config.smtp()
+        endpoint = self.config.smtp(self.context.base_dir)
         if endpoint is None or self._failed_login:
             return None
 
@@ -384,7 +384,7 @@ class MailuTokenTarget(_MailuBase):
         email = self._email(account)
         self._user(email)
         if account.key_id is None:
-            if self.config.smtp() is None:
+            if self.config.smtp(self.context.base_dir) is None:
                 raise TargetRejected(_no_key_id(self.api.url, email))
             ok = self._login(email, value, "app token (no id)")
             if ok is None:

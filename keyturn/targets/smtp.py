@@ -17,6 +17,7 @@ is allowed only on loopback.
 from __future__ import annotations
 
 import ipaddress
+import os
 import smtplib
 import ssl
 from collections.abc import Callable
@@ -62,7 +63,8 @@ class SmtpSettings(TargetConfig):
             )
         return self
 
-    def smtp(self) -> SmtpEndpoint | None:
+    def smtp(self, base_dir: str) -> SmtpEndpoint | None:
+        """The endpoint, if any; a relative `smtp_ca_file` is taken from *base_dir*."""
         if not self.smtp_host:
             return None
         return SmtpEndpoint(
@@ -70,9 +72,16 @@ class SmtpSettings(TargetConfig):
             port=self.smtp_port or DEFAULT_PORTS[self.smtp_tls],
             tls=self.smtp_tls,
             mechanism=self.smtp_auth,
-            ca_file=self.smtp_ca_file,
+            ca_file=ca_path(self.smtp_ca_file, base_dir),
             timeout=self.smtp_timeout,
         )
+
+
+def ca_path(ca_file: str | None, base_dir: str) -> str | None:
+    """A CA bundle setting as a path: a relative one is from *base_dir* (the inventory's)."""
+    if ca_file is None or os.path.isabs(ca_file):
+        return ca_file
+    return os.path.join(base_dir, ca_file)
 
 
 class SmtpEndpoint:
@@ -99,14 +108,27 @@ class SmtpEndpoint:
         return f"smtp://{self.host}:{self.port} ({self.tls})"
 
     def _context(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cafile=self.ca_file)
+        """The TLS context; a CA bundle that cannot be used is a settings error, said once
+        (not a connection failure to retry)."""
+        try:
+            return ssl.create_default_context(cafile=self.ca_file)
+        except ssl.SSLError as exc:
+            raise TargetRejected(
+                f"{self}: smtp_ca_file {self.ca_file} holds no usable PEM certificate "
+                f"({exc.reason})"
+            ) from exc
+        except OSError as exc:
+            raise TargetRejected(
+                f"{self}: cannot read smtp_ca_file {self.ca_file}: {exc.strerror or exc}"
+            ) from exc
 
     def connect(self) -> smtplib.SMTP:
         """An EHLO'd session, encrypted unless `none`. Raises TargetUnreachable."""
+        context = self._context() if self.tls != "none" else None
         try:
             if self.tls == "implicit":
                 client: smtplib.SMTP = smtplib.SMTP_SSL(
-                    self.host, self.port, timeout=self.timeout, context=self._context()
+                    self.host, self.port, timeout=self.timeout, context=context
                 )
             else:
                 client = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
@@ -115,7 +137,7 @@ class SmtpEndpoint:
                 if not client.has_extn("starttls"):
                     client.close()
                     raise TargetRejected(f"{self}: the server does not offer STARTTLS")
-                client.starttls(context=self._context())
+                client.starttls(context=context)
                 client.ehlo()
         except (OSError, smtplib.SMTPException) as exc:
             raise TargetUnreachable(f"{self}: cannot connect ({type(exc).__name__})") from exc

@@ -142,7 +142,7 @@ class TlsCertificateTarget(Target):
             settings = tls_issue.AcmeSettings(
                 directory=cfg.acme_directory,
                 webroot=self._path(cfg.acme_webroot),
-                ca_file=cfg.acme_ca_file,
+                ca_file=str(self._path(cfg.acme_ca_file)) if cfg.acme_ca_file else None,
                 account_key=self.context.resolve(account) if account else None,
                 email=cfg.acme_email,
                 timeout=cfg.acme_timeout,
@@ -186,7 +186,9 @@ class TlsCertificateTarget(Target):
         return der
 
     def _verify_chain(self) -> None:
-        context = ssl.create_default_context(cafile=self.config.ca_file)
+        context = ssl.create_default_context(
+            cafile=str(self._path(self.config.ca_file)) if self.config.ca_file else None
+        )
         self._handshake(context)
 
     # -- verbs -------------------------------------------------------------------------------

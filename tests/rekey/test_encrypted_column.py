@@ -145,3 +145,24 @@ def test_a_wrong_key_value_is_refused_without_echoing_it(tmp_path: Path) -> None
         target.test(ACCOUNT, Secret("not-a-key-but-secret-ish"))
     assert "secret-ish" not in str(caught.value)
     target.close()
+
+
+def test_a_wrong_database_password_is_a_refusal_not_an_outage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/targets/encrypted-column.md's `url = "env:APP_DATABASE_URL"` with a wrong password:
+    said as such (not "unreachable", which reads as a server down), and the password not shown."""
+    host, port = (
+        os.environ.get("KEYTURN_TEST_SCRAM_PG_HOST"),
+        os.environ.get("KEYTURN_TEST_SCRAM_PG_PORT"),
+    )
+    if not host or not port:
+        pytest.skip("KEYTURN_TEST_SCRAM_PG_* is not set (source .test-env)")
+    user = os.environ["KEYTURN_TEST_SCRAM_PG_USER"]
+    wrong = "wrong-Password-42"
+    monkeypatch.setenv("KT_APP_DB", f"postgresql://{user}:{wrong}@{host}:{port}/postgres")
+    target = AppTable(f"sqlite:///{tmp_path / 'app.db'}", "fernet").target(url="env:KT_APP_DB")
+    with pytest.raises(TargetRejected, match="refused the login") as caught:
+        target.test(ACCOUNT, Secret(new_key("fernet")))
+    assert wrong not in str(caught.value)
+    target.close()

@@ -21,7 +21,7 @@ from keyturn import runtime
 from keyturn.db.models import StoreRow
 from keyturn.domain.model import Secret
 from keyturn.stores.aws_secretsmanager import AwsSecretsManagerStore, request_token
-from keyturn.stores.base import Numbered, PublishView, StoreContext
+from keyturn.stores.base import Numbered, PublishView, StoreContext, StoreRefused
 from tests.stores.conftest import Rig, need, written
 from tests.support.keyturn import Harness
 
@@ -184,3 +184,23 @@ def test_verbose_logs_name_no_value(rig: Rig, kt: Harness) -> None:
     _number, value, _fp = rig.current()
     assert value not in result.err and value not in result.out
     assert need("KEYTURN_TEST_AWS_SECRET_ACCESS_KEY") not in result.err
+
+
+def test_a_wrong_secret_key_is_named_without_aws_s_xml_body() -> None:
+    """moto (like a proxy) answers a bad signature with an XML body, which the error repeated
+    whole; the code and what to do are enough."""
+    keys = {"env:ID": need("KEYTURN_TEST_AWS_ACCESS_KEY_ID"), "env:SECRET": "wrong-Secret-0"}
+    settings = {
+        "region": REGION,
+        "endpoint": need("KEYTURN_TEST_AWS_ENDPOINT"),
+        "access_key_id": "env:ID",
+        "secret_access_key": "env:SECRET",
+    }
+    store = AwsSecretsManagerStore.from_settings(
+        settings, StoreContext(resolve=lambda ref: Secret(keys[ref]), name="aws")
+    )
+    with pytest.raises(StoreRefused) as caught:
+        store.held("acme/smtp-admin", "acme")
+    message = str(caught.value)
+    assert "SignatureDoesNotMatch: keyturn's AWS secret access key does not match" in message
+    assert "<" not in message and "wrong-Secret-0" not in message

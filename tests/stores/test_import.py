@@ -145,6 +145,20 @@ def test_a_name_prefix_that_is_part_of_the_name_keeps_the_whole_name(kt: Harness
     assert app["credential_id"] == "acme/db"
 
 
+@pytest.mark.parametrize(
+    ("source", "setting"), [("dotenv", "path=legacy.env"), ("file", "directory=secrets")]
+)
+def test_a_source_that_is_not_there_is_an_error_not_nothing_found(
+    kt: Harness, source: str, setting: str
+) -> None:
+    """docs/stores/dotenv.md's import with a mistyped path said "0 secret(s): nothing found"
+    and exit 0."""
+    result = kt.cli("import", "--from", source, "--set", setting, "--tenant", "acme")
+    assert result.code == 1, result.out
+    assert result.err.startswith("error:") and "nothing to import" in result.err
+    assert "Traceback" not in result.err
+
+
 def test_a_literal_secret_setting_is_refused(kt: Harness) -> None:
     result = kt.cli("import", "--from", "vault", "--set", "url=http://127.0.0.1:1",
                     "--set", "token=hvs.literal-000")  # fmt: skip

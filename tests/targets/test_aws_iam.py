@@ -19,6 +19,7 @@ import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,7 +28,7 @@ from keyturn.domain.errors import TargetRejected
 from keyturn.domain.model import Secret
 from keyturn.targets.aws_iam import AwsIamKeyTarget
 from keyturn.targets.aws_ses import AwsSesSmtpTarget, smtp_password
-from keyturn.targets.base import Account
+from keyturn.targets.base import Account, TargetContext
 from tests.support.keyturn import Harness
 from tests.targets.conftest import Refs
 from tests.targets.engine_support import run_killed
@@ -270,6 +271,23 @@ def test_ses_login_is_derived_per_region_and_dies_with_the_key(
     assert not _smtp_login(login["username"], login["password"])
     assert not target.test(Account(user, issued.key_id), issued.value)
     assert target.test(Account(user, second.key_id), second.value)
+
+
+def test_ses_smtp_ca_file_is_taken_from_the_inventory_folder(
+    aws: Aws, user: str, refs: Refs, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/targets/aws-ses-smtp.md: `smtp_ca_file = "ses-ca.pem"` beside keyturn.toml works
+    from any working directory (a worker, a server, `keyturn --db ... rotate` elsewhere)."""
+    inventory, elsewhere = tmp_path / "inventory", tmp_path / "elsewhere"
+    inventory.mkdir()
+    elsewhere.mkdir()
+    (inventory / "ses-ca.pem").write_bytes(Path(_env("KEYTURN_TEST_SES_SMTP_CA")).read_bytes())
+    monkeypatch.chdir(elsewhere)
+    settings = {**aws.settings(refs), **ses_smtp(), "smtp_ca_file": "ses-ca.pem"}
+    context = TargetContext(resolve=refs.resolve, base_dir=str(inventory))
+    target = AwsSesSmtpTarget.from_settings(settings, context)
+    issued = target.create(Account(user))
+    assert target.test(Account(user, issued.key_id), issued.value)
 
 
 # -- through keyturn ---------------------------------------------------------------------------

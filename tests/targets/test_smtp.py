@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -141,8 +142,32 @@ def test_plain_text_only_on_loopback(settings: dict[str, str], ok: bool) -> None
 
 def test_default_ports() -> None:
     for tls, port in (("starttls", 587), ("implicit", 465)):
-        endpoint = SmtpSettings.model_validate(
-            {"smtp_host": "mail.example", "smtp_tls": tls}
-        ).smtp()
+        endpoint = SmtpSettings.model_validate({"smtp_host": "mail.example", "smtp_tls": tls}).smtp(
+            "."
+        )
         assert endpoint is not None and endpoint.port == port
-    assert SmtpSettings().smtp() is None
+    assert SmtpSettings().smtp(".") is None
+
+
+@pytest.mark.parametrize(("content", "fragment"), [(None, "cannot read"), ("junk", "no usable")])
+def test_an_unusable_ca_file_is_a_settings_error_not_unreachable(
+    server: Server, tmp_path: Path, content: str | None, fragment: str
+) -> None:
+    """A missing or garbled smtp_ca_file is named, and not retried as a network failure."""
+    ca = tmp_path / "ca.pem"
+    if content is not None:
+        ca.write_text(content)
+    for tls in ("starttls", "implicit"):
+        point = SmtpEndpoint("127.0.0.1", server.port, tls=tls, ca_file=str(ca))  # type: ignore[arg-type]
+        with pytest.raises(TargetRejected, match=fragment) as info:
+            point.login(USER, Secret(GOOD))
+        assert f"smtp_ca_file {ca}" in str(info.value)
+    assert server.attempts == []
+
+
+def test_a_relative_ca_file_is_taken_from_the_inventory_folder() -> None:
+    settings = SmtpSettings.model_validate({"smtp_host": "mail.example", "smtp_ca_file": "ca.pem"})
+    endpoint = settings.smtp("/etc/keyturn")
+    assert endpoint is not None and endpoint.ca_file == "/etc/keyturn/ca.pem"
+    absolute = SmtpSettings.model_validate({"smtp_host": "m.example", "smtp_ca_file": "/x/ca.pem"})
+    assert (absolute.smtp("/etc/keyturn") or endpoint).ca_file == "/x/ca.pem"
