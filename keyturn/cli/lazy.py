@@ -70,7 +70,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "abort": (
         "rotation",
-        "Stop a rotation; before promotion the target is put back on the current value.",
+        "Stop a rotation: before promotion the target is put back on the current value; after "
+        "it, the previous value stays accepted until the next rotation revokes it.",
     ),
     "verify": (
         "rotation",
