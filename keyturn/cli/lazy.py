@@ -70,8 +70,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "abort": (
         "rotation",
-        "Stop a rotation: before promotion the target is put back on the current value; after "
-        "it, the previous value stays accepted until the next rotation revokes it.",
+        "Stop a rotation; before promotion the target is put back on the current value.",
     ),
     "verify": (
         "rotation",

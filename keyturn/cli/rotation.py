@@ -219,8 +219,9 @@ def abort(
     reason: Reason,
     json: Json = False,
 ) -> None:
-    """Stop a rotation: before promotion the target is put back on the current value; after
-    it, the previous value stays accepted until the next rotation revokes it."""
+    """Stop a rotation; before promotion the target is put back on the current value.
+
+    After promotion the previous value stays accepted until the next rotation revokes it."""
     validate_id(credential_id)
     api = remote.connect(ctx)
     if api is not None:
