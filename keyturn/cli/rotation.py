@@ -50,7 +50,10 @@ def _standing(o: dict[str, Any]) -> str:
     if standing == "none":
         return "there is no current value yet"
     if standing == "maybe-refused":
-        return "the target may already hold the new value and refuse the current one"
+        return (
+            "keyturn could not tell which value the target takes now: it may already hold "
+            "the new value and refuse the current one"
+        )
     if standing == "refused":
         return (
             f"the target holds version {o['version']} already and refuses the current value: "

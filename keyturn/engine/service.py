@@ -353,13 +353,35 @@ def _test_target(
         return "unreachable", exc.message
 
 
+def _refused(cred: Credential, current: Version, rot: Rotation | None) -> str:
+    """Why the target refuses the current value, and what to do about it."""
+    said = f"the target refuses version {current.number}, the current value"
+    if rot is not None and rot.new_version is not None and rot.step not in (Step.CREATE, Step.SET):
+        return (
+            f"{said}: rotation {rot.id} has put version {rot.new_version} on it (it is at "
+            f"{rot.step}, {rot.status}); `keyturn resume {cred.id}` finishes it"
+        )
+    if rot is not None and rot.new_version is not None:
+        return (
+            f"{said}: rotation {rot.id} may have put version {rot.new_version} on it (its set "
+            f"failed); `keyturn resume {cred.id}` tries again"
+        )
+    return (
+        f"{said}: was it changed outside keyturn? `keyturn rotate {cred.id} --reason ...` "
+        "gives it a value keyturn holds"
+    )
+
+
 def _verify_one(app: Keyturn, cred: Credential, actor: str) -> VerifyResult:
     with app.db.read() as session:
         current = repo.version_in_state(session, cred.id, VersionState.CURRENT)
         row = session.get(TargetRow, cred.target or "")
+        rot = repo.active_rotation(session, cred.id)
     if current is None or (row is None and not cred.stores):
         return VerifyResult(cred.id, "no-value", "no current value or no target")
     status, detail = _test_target(app, cred, row, current) if row else ("in-sync", "")
+    if status == "out-of-sync" and not detail:
+        detail = _refused(cred, current, rot)
     stores = tuple(publish.check(app, cred)) if cred.stores else ()
     status, detail = publish.combine(status, detail, stores)
     now = utcnow()

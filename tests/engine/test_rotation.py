@@ -318,6 +318,23 @@ def _elsewhere(*_: object) -> None:
     raise secret._Elsewhere
 
 
+def test_verify_says_why_the_target_refuses_the_current_value(kt: Harness, setup) -> None:  # type: ignore[no-untyped-def]
+    """out-of-sync names the refused version and what to do: a rotation past `set` is
+    finished by resume; with no rotation, a change outside keyturn is met by a rotation."""
+    setup("single")
+    rotation_id = _stop_at(kt, "test:before")
+    (found,) = json.loads(kt.cli("verify", CRED, "--json").out)
+    assert found["status"] == "out-of-sync"
+    assert f"rotation {rotation_id} has put version 2 on it" in found["detail"]
+    assert f"`keyturn resume {CRED}`" in found["detail"]
+    assert Runner(kt.app, rotation_id).run().status == "done"
+    passwd = kt.home / "mail.passwd"
+    passwd.write_text(passwd.read_text().replace(USER + ":", USER + ":x", 1))
+    (found,) = json.loads(kt.cli("verify", CRED, "--json").out)
+    assert found["status"] == "out-of-sync", found
+    assert "changed outside keyturn" in found["detail"] and "version 2" in found["detail"]
+
+
 def test_abort_before_promotion_puts_the_old_value_back(kt: Harness, setup) -> None:  # type: ignore[no-untyped-def]
     s = setup("single")
     _stop_at(kt, "test:before")
