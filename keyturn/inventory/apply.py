@@ -151,6 +151,24 @@ def _check_refs(session: Session, inv: Inventory, claims: Claims) -> None:
             grant = spec.tenants if spec is not None else row.tenants  # type: ignore[union-attr]
             claims.check_store(cred.id, cred.tenant_id, store, grant)
     _check_dotenv_lines(session, inv)
+    _check_file_names(session, inv)
+
+
+def _check_file_names(session: Session, inv: Inventory) -> None:
+    """In a file store, NAME.previous and NAME.version sit beside each value: a credential
+    whose own file has such a name would share one with another's (keyturn.stores.file)."""
+    from keyturn.stores.file import SUFFIXES, relative_path, sidecar_clash
+
+    for cred in inv.credentials:
+        for store in cred.stores:
+            spec, row = inv.stores.get(store), session.get(StoreRow, store)
+            kind = spec.type if spec is not None else row.type if row is not None else None
+            if kind != "file":
+                continue
+            settings = spec.settings() if spec is not None else dict(row.settings or {})  # type: ignore[union-attr]
+            template = str(settings.get("file") or "{id}")
+            if relative_path(template, cred.id, cred.tenant_id).endswith(SUFFIXES):
+                raise ConfigInvalid(sidecar_clash(store, cred.id))
 
 
 def _check_dotenv_lines(session: Session, inv: Inventory) -> None:

@@ -39,6 +39,22 @@ def _mark(path: Path) -> str | None:
     return f"{found.st_ino}:{found.st_mtime_ns}"
 
 
+def relative_path(template: str, credential_id: str, tenant: str) -> str:
+    """The file of *credential_id* under the store's directory, by its `file` template."""
+    head, _, rest = credential_id.partition("/")
+    name = rest if head == tenant and rest else credential_id
+    return template.format(id=credential_id, tenant=tenant, name=name)
+
+
+def sidecar_clash(store: str, credential_id: str) -> str:
+    """Why a credential whose file ends in .previous or .version cannot use the store."""
+    return (
+        f"{credential_id}: its file in store {store!r} would end in .previous or .version, "
+        "the names of the files keyturn writes beside another credential's value; give it "
+        f"another id, or another `file` template in [stores.{store}]"
+    )
+
+
 class FileConfig(StoreConfig):
     directory: str
     file: str = "{id}"
@@ -57,9 +73,9 @@ class FileStore(Store):
         return path if path.is_absolute() else Path(self.context.base_dir) / path
 
     def path(self, credential_id: str, tenant: str) -> Path:
-        head, _, rest = credential_id.partition("/")
-        name = rest if head == tenant and rest else credential_id
-        relative = self.config.file.format(id=credential_id, tenant=tenant, name=name)
+        relative = relative_path(self.config.file, credential_id, tenant)
+        if relative.endswith(SUFFIXES):
+            raise StoreConflict(sidecar_clash(self.context.name or "file", credential_id))
         path = (self.directory / relative).resolve()
         if not path.is_relative_to(self.directory.resolve()):
             raise StoreConflict(f"{self.context.name or 'file'}: {relative!r} leaves the directory")

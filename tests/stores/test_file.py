@@ -142,3 +142,27 @@ def test_an_abort_after_a_store_took_the_new_value_puts_the_current_back(kt: Har
     assert path.read_text() == INITIAL and (path.parent / "smtp-admin.version").read_text() == "1"
     assert rig.accepts(INITIAL)
     assert kt.cli("verify", rig.id).code == 0
+
+
+def test_a_credential_whose_file_ends_like_a_sidecar_is_refused(kt: Harness) -> None:
+    """`acme/db.version` would be `acme/db`'s version file: a publish of one overwrote the
+    other's value. apply refuses it, and so does the store itself (an older database)."""
+    kt.write(
+        "inv.toml",
+        '[stores.files]\ntype = "file"\ndirectory = "secrets"\n'
+        + "".join(
+            f'[[credentials]]\nid = "{i}"\nstores = ["files"]\ninitial_secret = "env:V"\n'
+            for i in ("acme/db", "acme/db.version")
+        ),
+    )
+    result = kt.cli("apply", "inv.toml", env={"V": "some-value-4242"})
+    assert result.code == 1 and "acme/db.version: its file in store 'files'" in result.err
+    from keyturn.domain.model import Secret
+    from keyturn.stores.base import StoreConflict, StoreContext
+    from keyturn.stores.file import FileStore
+
+    context = StoreContext(resolve=lambda _: Secret(""), base_dir=str(kt.home))
+    store = FileStore.from_settings({"directory": "secrets"}, context)
+    with pytest.raises(StoreConflict, match=r"would end in \.previous or \.version"):
+        store.path("acme/db.previous", "acme")
+    assert store.path("acme/db", "acme") == (kt.home / "secrets" / "acme" / "db").resolve()
