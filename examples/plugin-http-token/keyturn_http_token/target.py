@@ -8,6 +8,7 @@ sends the digest to add or remove a token and the token itself only to log in (`
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 
 import httpx
 
@@ -18,6 +19,7 @@ from keyturn.targets.base import (
     SecretRef,
     Target,
     TargetConfig,
+    TargetRateLimited,
     TargetRejected,
     TargetUnreachable,
 )
@@ -55,10 +57,15 @@ class HttpTokenTarget(Target):
             raise TargetUnreachable(
                 f"http-token {self.config.url}: {type(exc).__name__} for {user}"
             ) from exc
-        if response.status_code >= 400:
-            raise TargetRejected(
-                f"http-token {self.config.url}: {method} for {user} got {response.status_code}"
-            )
+        said = f"http-token {self.config.url}: {method} for {user} got {response.status_code}"
+        if response.status_code == 429:  # asked to wait: the engine backs off at least this
+            wait = response.headers.get("Retry-After", "")
+            after = timedelta(seconds=int(wait)) if wait.isdigit() else None
+            raise TargetRateLimited(said, retry_after=after)
+        if response.status_code >= 500:  # the answer is unknown: the change may have happened
+            raise TargetUnreachable(said)
+        if response.status_code >= 400:  # refused: nothing changed
+            raise TargetRejected(said)
         return response
 
     def _held(self, user: str) -> list[str]:
