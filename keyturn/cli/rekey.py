@@ -12,6 +12,7 @@ from keyturn.cli import output
 from keyturn.cli.main import app, settings
 from keyturn.rekey.job import POOL_FROM, Summary
 from keyturn.rekey.service import Options, rekey
+from keyturn.settings import Settings
 
 LABELS = {
     "wrap": "re-wrapping data keys",
@@ -70,8 +71,9 @@ def rekey_command(
             bar.update(tasks[phase], completed=done, total=total)  # type: ignore[arg-type]
 
         summary = rekey(settings(ctx), options, progress)
-    _report(summary)
-    if settings(ctx).master_key:
+    config = settings(ctx)
+    _report(summary, old_variable(config))
+    if config.master_key:
         output.errors.print(
             "the new master key is only in KEYTURN_MASTER_KEY: store it (e.g. in a file of "
             "mode 0600 named by KEYTURN_MASTER_KEY_FILE) before this shell ends, or nothing "
@@ -80,7 +82,14 @@ def rekey_command(
         )
 
 
-def _report(summary: Summary) -> None:
+def old_variable(config: Settings) -> str:
+    """Where this process found the old key: the variable, or the file variable naming it."""
+    if config.old_master_key_file and not config.old_master_key:
+        return "KEYTURN_OLD_MASTER_KEY_FILE"
+    return "KEYTURN_OLD_MASTER_KEY"
+
+
+def _report(summary: Summary, old: str = "KEYTURN_OLD_MASTER_KEY") -> None:
     say = output.console.print
     if summary.backup:
         say(f"backup: {summary.backup} (mode 0600)", highlight=False)
@@ -103,7 +112,7 @@ def _report(summary: Summary) -> None:
         )
     if summary.old_master_key:
         say(
-            f"now remove KEYTURN_OLD_MASTER_KEY ({summary.old_master_key}) from every keyturn "
+            f"now remove {old} ({summary.old_master_key}) from every keyturn "
             "process's environment; keyturn refuses to start while it is still set",
             highlight=False,
         )

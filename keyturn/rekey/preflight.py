@@ -70,7 +70,8 @@ def plan(session: Session, new: MasterKey, old: MasterKey | None, data_keys: boo
     unknown = sorted(in_use - known)
     if unknown and old is not None:
         raise WrongMasterKey(
-            f"KEYTURN_OLD_MASTER_KEY ({old.id}) is not the key that encrypted this database "
+            f"the old master key ({old.id}, from KEYTURN_OLD_MASTER_KEY or its _FILE) is not "
+            "the key that encrypted this database "
             f"(it is wrapped by {', '.join(unknown)}); nothing was changed"
         )
     if unknown:

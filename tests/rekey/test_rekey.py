@@ -61,6 +61,18 @@ def test_progress_bar_and_advice_to_remove_the_old_key(kt: Harness, stored: Stor
     assert f"{len(stored.values)} version(s) re-encrypted" in result.out
 
 
+def test_the_advice_names_the_file_variable_that_held_the_old_key(
+    kt: Harness, stored: Stored
+) -> None:
+    old = kt.home / "old.key"
+    old.write_text(kt.master_key)
+    old.chmod(0o600)
+    env = {"KEYTURN_MASTER_KEY": stored.new_key, "KEYTURN_OLD_MASTER_KEY_FILE": str(old)}
+    result = kt.cli("rekey", env=env)
+    assert result.code == 0, result.err
+    assert "now remove KEYTURN_OLD_MASTER_KEY_FILE (" in result.out
+
+
 def test_wrong_old_key_fails_before_anything_is_written(kt: Harness, stored: Stored) -> None:
     before = dump(kt)
     wrong = Stored(kt).new_key
