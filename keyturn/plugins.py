@@ -14,8 +14,9 @@ GROUPS = {"target": "keyturn.targets", "store": "keyturn.stores"}
 # keyturn's own plugins, as pyproject.toml registers them (tests/core/test_plugin_api.py
 # checks the two agree). Loading one of these imports it at once: scanning every installed
 # distribution's entry points costs a CLI command tens of milliseconds at each start. Their
-# names are keyturn's: a third-party entry point under one of them is refused whenever the
-# entry points are read (`keyturn doctor`, an unknown name), never loaded in its place.
+# names are keyturn's: a third-party entry point under one of them is never loaded in its
+# place, and it is refused (one error naming both, for any third-party name of that kind)
+# whenever the entry points are read: to load a type that is not built in, or to list them.
 BUILT_IN: dict[str, dict[str, str]] = {
     "target": {
         "passwd-file": "keyturn.targets.passwd_file:PasswdFileTarget",

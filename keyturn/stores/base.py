@@ -14,8 +14,11 @@ The verbs, and when the engine calls them:
   is neither what keyturn wrote last (*mark*) nor the view, someone else wrote it: raise
   :class:`StoreConflict`, never overwrite. Returns the new mark (or None if the store has no
   such notion).
-- ``held(credential_id)`` by ``keyturn verify``: which version the store holds, without the
-  value where the store can tell (metadata), so that drift is found without reading secrets.
+- ``held(credential_id, tenant)`` by ``keyturn verify``: which version the store holds,
+  without the value where the store can tell (metadata), so that drift is found without
+  reading secrets.
+- ``scan(prefix)`` by ``keyturn import``: every secret under a path or name prefix (a store
+  that cannot list raises NotImplementedError, the default).
 - ``read(credential_id)`` by ``keyturn import``: the value a store holds.
 - ``close()``: release connections; a store is also a context manager.
 
