@@ -154,6 +154,17 @@ def _check_refs(session: Session, inv: Inventory, claims: Claims) -> None:
     _check_file_names(session, inv)
 
 
+def _store_of(session: Session, inv: Inventory, store: str) -> tuple[str | None, dict[str, Any]]:
+    """A store's type and settings: as the inventory declares it, else as stored (None: no
+    such store, which `_check_refs` has already refused)."""
+    spec, row = inv.stores.get(store), session.get(StoreRow, store)
+    if spec is not None:
+        return spec.type, spec.settings()
+    if row is not None:
+        return row.type, dict(row.settings or {})
+    return None, {}
+
+
 def _check_file_names(session: Session, inv: Inventory) -> None:
     """In a file store, NAME.previous and NAME.version sit beside each value: a credential
     whose own file has such a name would share one with another's (keyturn.stores.file)."""
@@ -161,11 +172,9 @@ def _check_file_names(session: Session, inv: Inventory) -> None:
 
     for cred in inv.credentials:
         for store in cred.stores:
-            spec, row = inv.stores.get(store), session.get(StoreRow, store)
-            kind = spec.type if spec is not None else row.type if row is not None else None
+            kind, settings = _store_of(session, inv, store)
             if kind != "file":
                 continue
-            settings = spec.settings() if spec is not None else dict(row.settings or {})  # type: ignore[union-attr]
             template = str(settings.get("file") or "{id}")
             if relative_path(template, cred.id, cred.tenant_id).endswith(SUFFIXES):
                 raise ConfigInvalid(sidecar_clash(store, cred.id))
@@ -182,14 +191,10 @@ def _check_dotenv_lines(session: Session, inv: Inventory) -> None:
     held: dict[str, dict[str, tuple[str, str]]] = {}  # store -> line -> (credential, tenant)
     for cred in inv.credentials:
         for store in cred.stores:
-            spec, row = inv.stores.get(store), session.get(StoreRow, store)
-            kind = spec.type if spec is not None else row.type if row is not None else None
+            kind, settings = _store_of(session, inv, store)
             if kind != "dotenv":
                 continue
-            settings = spec.settings() if spec is not None else None
-            if settings is None and row is not None:
-                settings = dict(row.settings or {})
-            variables = (settings or {}).get("variables") or {}
+            variables = settings.get("variables") or {}
             if store not in held:
                 lines: dict[str, tuple[str, str]] = {}
                 query = select(Credential.id, Credential.tenant_id, Credential.stores)

@@ -12,6 +12,7 @@ import pytest
 
 from keyturn import auth
 from keyturn.cli.serve import build_server
+from tests.engine.conftest import stop_at
 from tests.servers import unused_port
 from tests.support.keyturn import Harness
 
@@ -113,21 +114,8 @@ def test_plain_http_is_refused_beyond_loopback(kt: Harness) -> None:
 def test_get_prints_the_value_the_target_accepts_mid_rotation(kt: Harness, served: str) -> None:
     """Over the API as locally: once a `single` rotation's `set` is done, `get` prints the
     new value (the SDK's first pick), and --previous still asks for that version alone."""
-    from keyturn.domain.errors import StoreUnavailable
-    from keyturn.domain.model import Trigger
-    from keyturn.engine import faults, service
-    from keyturn.engine.protocol import Runner
-
     env = remote(kt, served)
-    rotation_id = service.start(
-        kt.app, "acme/smtp-admin", trigger=Trigger.MANUAL, actor="t", reason="r"
-    )
-    faults.arm("test:before", "dberror")
-    try:
-        with pytest.raises(StoreUnavailable):
-            Runner(kt.app, rotation_id).run()
-    finally:
-        faults.disarm()
+    stop_at(kt, "test:before")
     local = json.loads(kt.cli("get", "acme/smtp-admin", "--json").out)
     assert local["state"] == "pending" and local["value"] != PW
     over = kt.cli("get", "acme/smtp-admin", "--json", env=env)

@@ -12,15 +12,12 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from keyturn.db import repo
-from keyturn.domain.errors import StoreUnavailable
 from keyturn.domain.model import Trigger, VersionState
-from keyturn.engine import faults, service
+from keyturn.engine import service
 from keyturn.engine.protocol import Runner
 from tests.client.conftest import until
-from tests.engine.conftest import INITIAL, Setup, _flaky_plugin  # noqa: F401 (test-flaky)
+from tests.engine.conftest import INITIAL, Setup, _flaky_plugin, stop_at  # noqa: F401 (test-flaky)
 from tests.support.keyturn import Harness
 
 CRED = "acme/smtp-admin"
@@ -73,12 +70,18 @@ def _run(kt: Harness, *args: str) -> subprocess.Popen[str]:
     return kt.popen("run", "--consumer", "mailer", *args)
 
 
-def test_signal_hup_rewrites_the_file_and_the_child_rereads_it(kt: Harness) -> None:
+def _hup_child(kt: Harness) -> tuple[subprocess.Popen[str], Path, Path]:
+    """`keyturn run` of a child that logs the file it is given at start and on SIGHUP."""
     Setup(kt, "single")
     log, secret = kt.home / "child.log", kt.home / "run" / "smtp"
     secret.parent.mkdir()
     child = [sys.executable, "-c", CHILD, str(log), str(secret)]
     proc = _run(kt, "--file", f"{secret}={CRED}", "--on-rotate", "signal:HUP", "--", *child)
+    return proc, log, secret
+
+
+def test_signal_hup_rewrites_the_file_and_the_child_rereads_it(kt: Harness) -> None:
+    proc, log, secret = _hup_child(kt)
     try:
         assert until(lambda: _lines(log) == [INITIAL]), proc.stderr
         assert secret.stat().st_mode & 0o777 == 0o600
@@ -101,22 +104,10 @@ def test_the_child_gets_next_once_a_single_rotation_put_it_on_the_target(kt: Har
     """Invariant 9 for `keyturn run`: from `set` on, a `single` target refuses the current
     value, so the child gets the new one then (file rewritten, signalled), reported as in
     use; the promotion of that same version changes nothing more."""
-    Setup(kt, "single")
-    log, secret = kt.home / "child.log", kt.home / "run" / "smtp"
-    secret.parent.mkdir()
-    child = [sys.executable, "-c", CHILD, str(log), str(secret)]
-    proc = _run(kt, "--file", f"{secret}={CRED}", "--on-rotate", "signal:HUP", "--", *child)
+    proc, log, _file = _hup_child(kt)
     try:
         assert until(lambda: _lines(log) == [INITIAL]), proc.stderr
-        rotation_id = service.start(
-            kt.app, CRED, trigger=Trigger.MANUAL, actor="test", reason="drill"
-        )
-        faults.arm("test:before", "dberror")
-        try:
-            with pytest.raises(StoreUnavailable):
-                Runner(kt.app, rotation_id).run()
-        finally:
-            faults.disarm()
+        rotation_id = stop_at(kt, "test:before")
         with kt.app.db.read() as session:
             pending = repo.version_in_state(session, CRED, VersionState.PENDING)
             assert pending is not None

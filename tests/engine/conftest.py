@@ -12,6 +12,8 @@ from keyturn.targets.base import Account, TargetContext
 from tests.support.flaky import FlakyTarget
 from tests.support.keyturn import Harness
 
+CREDENTIAL = "acme/smtp-admin"  # the credential `inventory` declares
+
 
 @pytest.fixture(autouse=True)
 def _flaky_plugin() -> Any:
@@ -109,3 +111,26 @@ def setup(kt: Harness) -> Any:
 
 
 __all__ = ["INITIAL", "Path", "Setup"]
+
+
+def stop_at(
+    kt: Harness, point: str, rotation_id: int | None = None, credential_id: str = CREDENTIAL
+) -> int:
+    """A rotation (started now, or *rotation_id* carried on) run until keyturn's database
+    fails at *point* (keyturn.engine.faults); its id."""
+    from keyturn.domain.errors import StoreUnavailable
+    from keyturn.domain.model import Trigger
+    from keyturn.engine import faults, service
+    from keyturn.engine.protocol import Runner
+
+    if rotation_id is None:
+        rotation_id = service.start(
+            kt.app, credential_id, trigger=Trigger.MANUAL, actor="t", reason="r"
+        )
+    faults.arm(point, "dberror")
+    try:
+        with pytest.raises(StoreUnavailable):
+            Runner(kt.app, rotation_id).run()
+    finally:
+        faults.disarm()
+    return rotation_id

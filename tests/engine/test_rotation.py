@@ -14,11 +14,11 @@ from keyturn.audit import log as audit
 from keyturn.cli import secret
 from keyturn.db import repo
 from keyturn.db.models import Credential, Notice, Rotation, utcnow
-from keyturn.domain.errors import RotationInProgress, StoreUnavailable
+from keyturn.domain.errors import RotationInProgress
 from keyturn.domain.model import PasswordRules, Trigger, VersionState
-from keyturn.engine import faults, service
+from keyturn.engine import service
 from keyturn.engine.protocol import Runner
-from tests.engine.conftest import INITIAL
+from tests.engine.conftest import INITIAL, stop_at
 from tests.support.keyturn import Harness
 
 CRED = "acme/smtp-admin"
@@ -243,22 +243,10 @@ def test_set_accepted_but_test_fails_restores_the_old_value(kt: Harness, setup) 
     assert s.accepts(*s.current()) and not s.accepts(USER, INITIAL)
 
 
-def _stop_at(kt: Harness, point: str) -> int:
-    """A rotation started and run until keyturn's database fails at *point*; its id."""
-    rotation_id = service.start(kt.app, CRED, trigger=Trigger.MANUAL, actor="t", reason="r")
-    faults.arm(point, "dberror")
-    try:
-        with pytest.raises(StoreUnavailable):
-            Runner(kt.app, rotation_id).run()
-    finally:
-        faults.disarm()
-    return rotation_id
-
-
 def test_database_failure_after_the_target_changed(kt: Harness, setup) -> None:  # type: ignore[no-untyped-def]
     """The pointer commit after `set` fails: the value was stored first, so nothing is lost."""
     s = setup("single")
-    rotation_id = _stop_at(kt, "set:effect")
+    rotation_id = stop_at(kt, "set:effect")
     (pending,) = [v for st, _, v in s.values().values() if st == "pending"]
     assert s.accepts(USER, pending) and not s.accepts(USER, INITIAL)  # target changed
     out = Runner(kt.app, rotation_id).run()
@@ -292,15 +280,10 @@ def test_get_prints_the_value_the_target_accepts_mid_rotation(
     if path == "reference":  # a rekey under way, an older schema: keyturn.runtime's read
         monkeypatch.setattr(secret, "_short", _elsewhere)
     s = setup("single")
-    rotation_id = _stop_at(kt, "set:before")
+    rotation_id = stop_at(kt, "set:before")
     before = kt.cli("get", CRED)
     assert (before.code, before.out.strip(), before.err) == (0, INITIAL, "")
-    faults.arm("test:before", "dberror")
-    try:
-        with pytest.raises(StoreUnavailable):
-            Runner(kt.app, rotation_id).run()
-    finally:
-        faults.disarm()
+    stop_at(kt, "test:before", rotation_id)
     ((number, pending),) = [(n, v) for n, (st, _, v) in s.values().items() if st == "pending"]
     assert s.accepts(USER, pending) and not s.accepts(USER, INITIAL)
     got = kt.cli("get", CRED)
@@ -322,7 +305,7 @@ def test_verify_says_why_the_target_refuses_the_current_value(kt: Harness, setup
     """out-of-sync names the refused version and what to do: a rotation past `set` is
     finished by resume; with no rotation, a change outside keyturn is met by a rotation."""
     setup("single")
-    rotation_id = _stop_at(kt, "test:before")
+    rotation_id = stop_at(kt, "test:before")
     (found,) = json.loads(kt.cli("verify", CRED, "--json").out)
     assert found["status"] == "out-of-sync"
     assert f"rotation {rotation_id} has put version 2 on it" in found["detail"]
@@ -337,7 +320,7 @@ def test_verify_says_why_the_target_refuses_the_current_value(kt: Harness, setup
 
 def test_abort_before_promotion_puts_the_old_value_back(kt: Harness, setup) -> None:  # type: ignore[no-untyped-def]
     s = setup("single")
-    _stop_at(kt, "test:before")
+    stop_at(kt, "test:before")
     assert not s.accepts(USER, INITIAL)
     result = kt.cli("abort", CRED, "--reason", "changed my mind")
     assert result.code == 0, result.err
@@ -349,7 +332,7 @@ def test_an_abort_the_target_cannot_take_says_why_and_what_to_do(kt: Harness, se
     """Past `set` on `single`, the target down: aborting would hand out a value it refuses,
     so the abort waits, in one line that says so; the rotation is still there to finish."""
     s = setup("single")
-    _stop_at(kt, "test:before")
+    stop_at(kt, "test:before")
     s.faults(test="down", set="down")
     result = kt.cli("abort", CRED, "--reason", "changed my mind")
     assert result.code == 1 and len(result.err.splitlines()) == 1, result.err
