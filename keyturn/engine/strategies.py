@@ -117,6 +117,16 @@ class Dual(RotationStrategy):
     def set(self, account: Account, new: Secret, current: Secret | None) -> None:
         self.target.add(account, new, current)
 
+    def restore(self, current: Account, cur: Secret, pending: Account, new: Secret) -> None:
+        """Put the current value back: with `set` where the target has one (the current value
+        alone); a `dual`-only target gets it added back beside the new one, then the new one
+        revoked (`set` is not part of its contract)."""
+        if type(self.target).set is not Target.set:
+            super().restore(current, cur, pending, new)
+            return
+        self.target.add(current, cur, new)
+        self.target.revoke(pending, new)
+
 
 class Issued(RotationStrategy):
     """A target that issues its secrets (``issues_secrets``), whatever strategy it declares."""
