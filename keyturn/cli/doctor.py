@@ -36,7 +36,7 @@ from keyturn.cli.main import app, settings
 from keyturn.cli.options import Json
 from keyturn.db import migrate, repo
 from keyturn.db.models import Credential, Notice, Rotation, StoreRow, TargetRow
-from keyturn.domain.errors import KeyturnError, WrongMasterKey
+from keyturn.domain.errors import KeyturnError, TargetUnreachable, WrongMasterKey
 from keyturn.domain.model import ACTIVE_STATUSES, Secret, VersionState
 from keyturn.engine.protocol import account
 from keyturn.inventory.apply import UNPROVISIONED
@@ -168,7 +168,10 @@ def _target(instance: Keyturn, subject: str, target: Target, creds: list[Credent
     for cred in creds:
         if not probed and cred.usernames:  # once per target, the account of its first login
             probed = True
-            yield _probe(subject, target, str(cred.usernames[0]))
+            finding = _probe(subject, target, str(cred.usernames[0]))
+            yield finding
+            if finding.level == FAIL and finding.message.startswith(_CANNOT):
+                return  # every credential's login would fail the same way: said once
         if cred.sync_status == UNPROVISIONED:
             yield Finding(
                 FAIL, subject, f"{cred.id} is not provisioned there yet: run `keyturn apply`"
@@ -195,12 +198,17 @@ def _current(instance: Keyturn, subject: str, target: Target, cred: Credential) 
         yield Finding(FAIL, subject, f"{cred.id}: the current value is refused (out of sync)")
 
 
+_CANNOT = "its credentials are not checked"
+
+
 def _probe(subject: str, target: Target, username: str) -> Finding:
     """Log in with a random wrong value: a server that lets it in checks no password."""
     wrong = Secret("kt-doctor-" + secrets.token_urlsafe(24))
     try:
         accepted = target.test(Account(username), wrong)
     except KeyturnError as exc:  # unreachable, or e.g. the postgres target naming `trust`
+        if isinstance(exc, TargetUnreachable):
+            return Finding(FAIL, subject, f"{_CANNOT}: {exc.message}")
         return Finding(FAIL, subject, exc.message)
     if accepted:
         return Finding(

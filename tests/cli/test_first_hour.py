@@ -369,3 +369,26 @@ def test_a_passwd_file_in_a_missing_folder_is_refused_not_made(kt: Harness) -> N
     assert result.code == 1, result
     assert "the folder" in result.err and "no-such-dir does not exist" in result.err, result.err
     assert not (kt.home / "no-such-dir").exists()
+
+
+def test_doctor_says_once_that_a_target_is_down(kt: Harness) -> None:
+    """A target that cannot be reached is one failure, not one more for each credential on
+    it (each would fail the same way)."""
+    from tests.servers import unused_port
+
+    port = unused_port()
+    creds = "".join(
+        f'[[credentials]]\nid = "acme/db{i}"\nkind = "postgres"\ntarget = "pg"\n'
+        f'username = "app{i}"\ninitial_secret = "env:PW"\n'
+        for i in (1, 2)
+    )
+    kt.write(
+        "down.toml",
+        f'[targets.pg]\ntype = "postgres"\nhost = "127.0.0.1"\nport = {port}\n'
+        'dbname = "postgres"\nadmin_user = "postgres"\nadmin_password = "env:PW"\n' + creds,
+    )
+    kt.cli("apply", "down.toml", env={"PW": "some-Password-0042"})
+    doctor = kt.cli("doctor", env={"PW": "some-Password-0042"})
+    assert doctor.code == 1, doctor.out
+    failed = [ln for ln in doctor.out.splitlines() if ln.startswith("fail") and "target pg" in ln]
+    assert len(failed) == 1 and "its credentials are not checked" in failed[0], doctor.out
