@@ -118,6 +118,7 @@ def apply(
                 "changes": [c.describe() for c in result.changes],
                 "provisioned": result.provisioned,
                 "problems": result.problems,
+                "existing": result.existing,
                 "unmanaged": result.unmanaged,
             }
         )
@@ -143,6 +144,12 @@ def _apply_report(result: applier.ApplyResult, dry_run: bool) -> None:
     if result.unmanaged:
         summary += f"; {result.unmanaged} credential(s) in the database are not in the file (kept)"
     output.say(summary)
+    if result.existing:
+        names = ", ".join(result.existing[:3]) + (", ..." if len(result.existing) > 3 else "")
+        output.say(
+            f"{len(result.existing)} account(s) already existed on their target and were left "
+            f"as they are ({names}): `keyturn verify` logs in to check the stored values work"
+        )
 
 
 def status_row(session: Session, cred: Credential, now: datetime) -> dict[str, Any]:

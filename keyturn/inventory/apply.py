@@ -71,6 +71,9 @@ class ApplyResult:
     unmanaged: int = 0
     provisioned: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # New values stored for accounts that already existed on their target (left untouched):
+    # nothing has proven that the target takes them (`keyturn verify` logs in to check).
+    existing: list[str] = field(default_factory=list)
     # Values to write to targets after the commit: new initial values, and stored values of
     # credentials an earlier apply could not provision.
     initial: dict[str, Secret] = field(default_factory=dict, repr=False)
@@ -572,6 +575,8 @@ def _provision(
             if on_provision:
                 on_provision(cred.id, len(todo))
         _mark(app, cred.id, None)
+        if not created:
+            result.existing.append(cred.id)
         if created:
             result.provisioned.append(cred.id)
             with app.db.write() as session:
