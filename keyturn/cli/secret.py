@@ -137,9 +137,16 @@ def _working(conn: Connection, held: reads.Held, number: int | None) -> reads.St
     """The pending version, when no version was asked for and a rotation has put it on the
     target (the current one may be refused there now: DESIGN.md invariant 9); else None."""
     pending = held.versions.get(VersionState.PENDING.value)
-    if number is not None or pending is None or held.dispute:
+    current = held.versions.get(VersionState.CURRENT.value)
+    if number is not None or pending is None or held.dispute or not _same_login(pending, current):
         return None
     return pending if reads.on_target(conn, held.id, pending.number) else None
+
+
+def _same_login(pending: Any, current: Any) -> bool:
+    """Is the pending version for the login the current one is (not `alternating`'s other
+    login, whose current value keeps working until revoke)?"""
+    return current is None or pending.username == current.username
 
 
 def _readable(held: reads.Held, previous: bool, number: int | None) -> reads.Stored:
@@ -220,7 +227,10 @@ def _pending_on_target(session: Session, credential_id: str) -> int | None:
     from keyturn.db import repo
 
     pending = repo.version_in_state(session, credential_id, VersionState.PENDING)
-    if pending is None or not reads.on_target(session.connection(), credential_id, pending.number):
+    current = repo.version_in_state(session, credential_id, VersionState.CURRENT)
+    if pending is None or not _same_login(pending, current):
+        return None
+    if not reads.on_target(session.connection(), credential_id, pending.number):
         return None
     return pending.number
 
@@ -233,7 +243,9 @@ def _remote_secret(
         found = api.secret(credential_id, None)
         upcoming = found.pop("next", None)
         found.pop("previous", None)
-        return dict(upcoming, credential=credential_id) if _live(upcoming) else found
+        if _live(upcoming) and upcoming.get("username") == found.get("username"):
+            return dict(upcoming, credential=credential_id)
+        return found
     which = "previous" if previous else "current"
     if number is not None:  # the API reads by state: find the state of version N
         states = {v["number"]: v["state"] for v in api.versions(credential_id)}

@@ -73,9 +73,14 @@ class Bundle:
 
     @property
     def usable(self) -> Value:
-        """The value to take when only one can be (a file, an environment variable): the
-        first of `candidates`, `next` once the rotation has put it on the target."""
-        return self.candidates()[0]
+        """The value to take when only one can be (a file, an environment variable): `next`
+        once the rotation has put it on the target for the same login (`single` refuses the
+        current value from then on), else `current` (`alternating`'s other login takes its
+        new value while the current login keeps working until revoke)."""
+        upcoming = self.next
+        if upcoming is not None and upcoming.on_target and upcoming.username == self.username:
+            return upcoming
+        return self.current
 
     def candidates(self) -> list[Value]:
         """In the order a client tries them: current, next (a rotation is putting it on the

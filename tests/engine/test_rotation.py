@@ -297,6 +297,21 @@ def test_get_prints_the_value_the_target_accepts_mid_rotation(
     assert (done.out.strip(), done.err) == (pending, "")
 
 
+def test_get_keeps_the_current_login_of_an_alternating_pair_mid_rotation(
+    kt: Harness, setup
+) -> None:  # type: ignore[no-untyped-def]
+    """`alternating` puts the new value on the other login, and the current login keeps
+    working until revoke: `get` prints the current value and login, without a warning."""
+    s = setup("alternating")
+    stop_at(kt, "test:before")
+    (current,) = [(u, v) for st, u, v in s.values().values() if st == "current"]
+    assert s.accepts(*current)
+    got = kt.cli("get", CRED, "--json")
+    assert got.code == 0 and got.err == "", got.err
+    shown = json.loads(got.out)
+    assert (shown["state"], shown["username"], shown["value"]) == ("current", *current)
+
+
 def _elsewhere(*_: object) -> None:
     raise secret._Elsewhere
 
