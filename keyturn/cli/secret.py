@@ -53,9 +53,9 @@ def get(
 ) -> None:
     """Print a credential's current value (the only command that prints a secret).
 
-    While a rotation has put its new value on the target (past `set`, where a `single`
-    target already refuses the current one), that new value: the one that works, as the
-    SDK picks it. Every read is an audit entry (with the value's fingerprint, never the
+    While a rotation has put its new value on the target for the same login (past `set`,
+    where a `single` target already refuses the current one), that new value: the one
+    that works. Every read is an audit entry (with the value's fingerprint, never the
     value)."""
     validate_id(credential_id)
     if previous and version is not None:
