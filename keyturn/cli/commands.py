@@ -17,6 +17,7 @@ from keyturn.cli.main import actor, app, open_app, settings
 from keyturn.cli.options import Json, Reason
 from keyturn.db import repo
 from keyturn.db.models import Credential, utcnow
+from keyturn.domain.errors import UsageError
 from keyturn.domain.ids import validate_id, validate_name
 from keyturn.domain.model import VersionState
 
@@ -83,6 +84,14 @@ def apply(
             "granted to it (as its tenant-scoped token would over the API)",
         ),
     ] = None,
+    env: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--env",
+            metavar="NAME",
+            help="With --tenant: a variable of this shell the tenant's file may read (env:NAME)",
+        ),
+    ] = None,
     json: Json = False,
 ) -> None:
     """Declare policies, targets, stores and credentials from a TOML file (idempotent).
@@ -94,6 +103,8 @@ def apply(
 
     if tenant is not None:
         validate_name(tenant, "tenant")
+    elif env:
+        raise UsageError("--env names what a tenant's file may read: give --tenant too")
     inventory = load_inventory(file)
     instance = open_app(ctx)
     with output.progress("provisioning", None, enabled=not json) as bar:
@@ -110,6 +121,7 @@ def apply(
             actor=actor(),
             on_provision=step,
             tenant=tenant,
+            env=env or (),
         )
     if json:
         output.emit_json(

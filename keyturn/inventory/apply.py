@@ -13,7 +13,7 @@ way out, never a dead end.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -290,13 +290,14 @@ def apply(
     resolve: Callable[[str], Secret] | None = None,
     on_provision: Callable[[str, int], None] | None = None,
     tenant: str | None = None,
+    env: Collection[str] = (),
 ) -> ApplyResult:
     """Apply *inv*; *resolve* turns initial-secret references into values (default: env:,
     file: relative to *base_dir*, keyturn:). *on_provision(credential_id, total)* is called
     as each value is written to its target (for a progress bar). With *tenant*, apply on
     behalf of that tenant (a tenant-scoped token, `keyturn apply --tenant`): the file may
     declare only credentials of that tenant, on targets granted to it, copying only its own
-    credentials' values."""
+    credentials' values, reading only the variables in *env* (the operator names them)."""
     if tenant is not None:
         _check_scoped(inv, tenant)
     base = str(base_dir.resolve())
@@ -304,7 +305,7 @@ def apply(
     result = ApplyResult()
     resolve = resolve or resolver(app, base)
     if tenant is not None:
-        resolve = _within(app, tenant, Path(base), resolve)
+        resolve = _within(app, tenant, Path(base), resolve, frozenset(env))
     try:
         _apply_in_transaction(app, inv, base, resolve, result, dry_run, actor, tenant)
     except _DryRun:
@@ -329,7 +330,11 @@ def _check_scoped(inv: Inventory, tenant: str) -> None:
 
 
 def _within(
-    app: Keyturn, tenant: str, base: Path, resolve: Callable[[str], Secret]
+    app: Keyturn,
+    tenant: str,
+    base: Path,
+    resolve: Callable[[str], Secret],
+    env: frozenset[str] = frozenset(),
 ) -> Callable[[str], Secret]:
     """*resolve*, refusing what a tenant's file may not read: `keyturn:` references to
     other tenants' credentials, keyturn's own variables (`env:KEYTURN_MASTER_KEY`), files
@@ -342,6 +347,13 @@ def _within(
             raise ConfigInvalid(
                 f"{ref}: an apply for tenant {tenant!r} does not read keyturn's own "
                 "settings (KEYTURN_*)"
+            )
+        if scheme == "env" and rest not in env:
+            # The shell is the operator's (cloud keys, other tenants' values): a tenant's
+            # file reads only what the operator hands it, as a tenant's token reads none.
+            raise ConfigInvalid(
+                f"{ref}: an apply for tenant {tenant!r} reads only the variables named with "
+                f"--env (add `--env {rest}` to hand it over)"
             )
         if scheme == "file":
             path = Path(rest).expanduser()

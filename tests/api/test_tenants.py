@@ -193,7 +193,9 @@ def test_a_tenant_cannot_reach_another_tenants_accounts(kt: Harness, shared: Sha
 
     # The CLI on acme's behalf, and an operator's file, are held to the same rules.
     kt.write("acme.toml", _credential("acme/cli", "acme", "shared", g_admin, "X_PW"))
-    scoped = kt.cli("apply", "--tenant", "acme", "acme.toml", env={"X_PW": "v-123456789"})
+    scoped = kt.cli(
+        "apply", "--tenant", "acme", "--env", "X_PW", "acme.toml", env={"X_PW": "v-123456789"}
+    )
     assert scoped.code == 1 and "has no account" in scoped.err
     kt.write("ops.toml", _credential("acme/ops", "acme", "shared", g_admin, "X_PW"))
     unscoped = kt.cli("apply", "ops.toml", env={"X_PW": "v-123456789"})

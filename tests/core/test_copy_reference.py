@@ -54,7 +54,7 @@ def test_a_copy_is_recorded_as_a_read_of_its_source(source: Harness) -> None:
 
 @pytest.mark.parametrize(
     "ref",
-    ["env:KEYTURN_MASTER_KEY", "file:/etc/passwd", "file:../outside"],
+    ["env:KEYTURN_MASTER_KEY", "env:HOME", "file:/etc/passwd", "file:../outside"],
 )
 def test_a_tenants_file_reads_neither_keyturns_settings_nor_files_elsewhere(
     kt: Harness, ref: str
@@ -81,7 +81,10 @@ def test_a_tenants_file_still_reads_its_own_files_and_variables(kt: Harness) -> 
         '[[credentials]]\nid = "acme/a"\nkind = "api-key"\ninitial_secret = "file:pw"\n'
         '[[credentials]]\nid = "acme/b"\nkind = "api-key"\ninitial_secret = "env:ACME_B"\n'
     )
-    result = kt.cli("apply", "--tenant", "acme", str(folder / "inv.toml"), env={"ACME_B": "b-1"})
+    inv = str(folder / "inv.toml")
+    unnamed = kt.cli("apply", "--tenant", "acme", inv, env={"ACME_B": "b-1"})
+    assert unnamed.code == 1 and "add `--env ACME_B`" in unnamed.err, unnamed
+    result = kt.cli("apply", "--tenant", "acme", "--env", "ACME_B", inv, env={"ACME_B": "b-1"})
     assert result.code == 0, result.err
     assert kt.cli("get", "acme/a").out.strip() == "acme-Own-File-0077"
     assert kt.cli("get", "acme/b").out.strip() == "b-1"
