@@ -69,6 +69,24 @@ def init(ctx: typer.Context, json: Json = False) -> None:
     output.say(f"first admin token (shown once): {token.token}")
 
 
+ForTenant = Annotated[
+    str | None,
+    typer.Option(
+        "--tenant",
+        help="Apply on behalf of this tenant: only its credentials, only on targets "
+        "granted to it (as its tenant-scoped token would over the API)",
+    ),
+]
+TenantEnv = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--env",
+        metavar="NAME",
+        help="With --tenant: a variable of this shell the tenant's file may read (env:NAME)",
+    ),
+]
+
+
 @app.command()
 def apply(
     ctx: typer.Context,
@@ -76,22 +94,8 @@ def apply(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show the changes; write nothing")
     ] = False,
-    tenant: Annotated[
-        str | None,
-        typer.Option(
-            "--tenant",
-            help="Apply on behalf of this tenant: only its credentials, only on targets "
-            "granted to it (as its tenant-scoped token would over the API)",
-        ),
-    ] = None,
-    env: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--env",
-            metavar="NAME",
-            help="With --tenant: a variable of this shell the tenant's file may read (env:NAME)",
-        ),
-    ] = None,
+    tenant: ForTenant = None,
+    env: TenantEnv = None,
     json: Json = False,
 ) -> None:
     """Declare policies, targets, stores and credentials from a TOML file (idempotent).
@@ -124,22 +128,24 @@ def apply(
             env=env or (),
         )
     if json:
-        output.emit_json(
-            {
-                "dry_run": dry_run,
-                "changes": [c.describe() for c in result.changes],
-                "provisioned": result.provisioned,
-                "problems": result.problems,
-                "existing": result.existing,
-                "unmanaged": result.unmanaged,
-            }
-        )
+        output.emit_json(_apply_json(result, dry_run))
     else:
         _apply_report(result, dry_run)
     if result.problems:
         for problem in result.problems:
             output.fail(problem)
         raise typer.Exit(1)
+
+
+def _apply_json(result: applier.ApplyResult, dry_run: bool) -> dict[str, Any]:
+    return {
+        "dry_run": dry_run,
+        "changes": [c.describe() for c in result.changes],
+        "provisioned": result.provisioned,
+        "problems": result.problems,
+        "existing": result.existing,
+        "unmanaged": result.unmanaged,
+    }
 
 
 def _apply_report(result: applier.ApplyResult, dry_run: bool) -> None:
