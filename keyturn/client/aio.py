@@ -23,6 +23,8 @@ from keyturn.client.values import BudgetExhausted, Bundle, ClientError, Value
 
 log = logging.getLogger("keyturn.client")
 T = TypeVar("T")
+# How long `close` lets a consumer report in flight finish before it cancels it.
+REPORT_GRACE = 5.0
 
 
 class AsyncSource(Protocol):
@@ -245,9 +247,18 @@ class AsyncClient:
 
     async def close(self) -> None:
         self._closed = True
-        tasks = [*self._tasks.values(), *([self._reporter] if self._reporter else [])]
+        tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
+        if self._reporter is not None:
+            # Let a report in flight finish rather than cancel it: cancelled, its request may
+            # still reach the server after the last report below and set an older version.
+            self._wake.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._reporter), REPORT_GRACE)
+            except Exception:  # slow (REPORT_GRACE) or failed: the last report below still goes
+                self._reporter.cancel()
+                tasks.append(self._reporter)
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.flush()
         await self.source.close()

@@ -24,6 +24,8 @@ from keyturn.client.values import BudgetExhausted, Bundle, ClientError, Value
 log = logging.getLogger("keyturn.client")
 T = TypeVar("T")
 LONG_POLL = 30.0
+# How long `close` lets a consumer report in flight finish.
+REPORT_GRACE = 5.0
 # How many times one operation asks keyturn again after every value it held was refused.
 MAX_REFRESHES = 3
 
@@ -324,6 +326,10 @@ class Client:
     def close(self) -> None:
         self._stop.set()
         self._wake.set()
+        reporter = self._reporter
+        if reporter is not None and reporter is not threading.current_thread():
+            # A report in flight finishes first: the last one below must reach keyturn last.
+            reporter.join(REPORT_GRACE)
         self.flush()
         self.source.close()
 
