@@ -98,6 +98,13 @@ def _token_like_secret(value: str) -> bool:
     return entropy >= 4.0 and classes >= 3
 
 
+def settings_path(base_dir: str | Path, name: str) -> Path:
+    """A path from the settings: `~` expanded, a relative one taken from *base_dir* (the
+    inventory file's folder)."""
+    path = Path(name).expanduser()
+    return path if path.is_absolute() else Path(base_dir) / path
+
+
 class Resolver:
     """Resolves references; `keyturn:` reads another credential's current value."""
 
@@ -124,8 +131,7 @@ class Resolver:
         )
 
     def _read(self, path_text: str, ref: str) -> str:
-        path = Path(path_text).expanduser()
-        path = path if path.is_absolute() else self.base_dir / path
+        path = settings_path(self.base_dir, path_text)
         try:
             if path.stat().st_size > MAX_SECRET_FILE:
                 raise ReferenceUnresolved(f"{ref}: file is larger than {MAX_SECRET_FILE} bytes")

@@ -32,7 +32,6 @@ this contract.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
@@ -41,7 +40,7 @@ from pydantic import BaseModel, ConfigDict
 
 from keyturn.domain.errors import PublishFailed
 from keyturn.domain.model import Secret
-from keyturn.refs import SecretRef, require_reference
+from keyturn.refs import SecretRef, require_reference, settings_path
 
 __all__ = [
     "Found",
@@ -86,7 +85,7 @@ class StoreContext:
 
     def path(self, name: str) -> str:
         """*name* from the settings as a path: a relative one is from `base_dir`."""
-        return name if os.path.isabs(name) else os.path.join(self.base_dir, name)
+        return str(settings_path(self.base_dir, name))
 
 
 @dataclass(frozen=True)

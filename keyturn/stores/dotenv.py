@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from keyturn.domain.model import Secret
+from keyturn.refs import settings_path
 from keyturn.stores.base import (
     Found,
     Held,
@@ -112,8 +113,7 @@ class DotenvStore(Store):
 
     @property
     def path(self) -> Path:
-        path = Path(self.config.path)
-        return path if path.is_absolute() else Path(self.context.base_dir) / path
+        return settings_path(self.context.base_dir, self.config.path)
 
     def variable(self, credential_id: str) -> str:
         return variables_of(self.config.variables, credential_id)[0]

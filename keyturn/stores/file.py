@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from keyturn.domain.model import Secret
+from keyturn.refs import settings_path
 from keyturn.stores.base import (
     Found,
     Held,
@@ -69,8 +70,7 @@ class FileStore(Store):
 
     @property
     def directory(self) -> Path:
-        path = Path(self.config.directory)
-        return path if path.is_absolute() else Path(self.context.base_dir) / path
+        return settings_path(self.context.base_dir, self.config.directory)
 
     def path(self, credential_id: str, tenant: str) -> Path:
         relative = relative_path(self.config.file, credential_id, tenant)

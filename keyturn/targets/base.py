@@ -29,7 +29,6 @@ text). Any other exception is treated as a plugin bug: the step fails and is ret
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -50,7 +49,7 @@ from keyturn.domain.errors import (
     TargetUnreachable,
 )
 from keyturn.domain.model import PasswordRules, Secret
-from keyturn.refs import SecretRef
+from keyturn.refs import SecretRef, settings_path
 
 __all__ = [
     "MASK",
@@ -130,7 +129,7 @@ class TargetContext:
 
     def path(self, name: str) -> str:
         """*name* from the settings as a path: a relative one is from `base_dir`."""
-        return name if os.path.isabs(name) else os.path.join(self.base_dir, name)
+        return str(settings_path(self.base_dir, name))
 
 
 class Target:

@@ -25,6 +25,7 @@ from passlib.handlers.sha2_crypt import sha512_crypt
 
 from keyturn.domain.errors import TargetRejected, TargetUnreachable
 from keyturn.domain.model import PasswordRules, Secret
+from keyturn.refs import settings_path
 from keyturn.targets.base import Account, Target, TargetConfig
 
 SCHEME = "{SHA512-CRYPT}"
@@ -60,8 +61,7 @@ class PasswdFileTarget(Target):
     config: PasswdFileConfig
 
     def _path(self, text: str) -> Path:
-        path = Path(text).expanduser()
-        return path if path.is_absolute() else Path(self.context.base_dir) / path
+        return settings_path(self.context.base_dir, text)
 
     @property
     def files(self) -> list[Path]:

@@ -41,7 +41,7 @@ from pydantic import Field, field_validator, model_validator
 from keyturn.domain.durations import parse_duration
 from keyturn.domain.errors import TargetRejected, TargetUnreachable
 from keyturn.domain.model import PasswordRules, Secret
-from keyturn.refs import SecretRef
+from keyturn.refs import SecretRef, settings_path
 from keyturn.targets import tls_issue
 from keyturn.targets.base import Account, Target, TargetConfig, TargetContext
 
@@ -118,8 +118,7 @@ class TlsCertificateTarget(Target):
         self.where = f"TLS {self.config.host}:{self.config.port} ({self.config.domains[0]})"
 
     def _path(self, name: str) -> Path:
-        path = Path(name)
-        return path if path.is_absolute() else Path(self.context.base_dir) / path
+        return settings_path(self.context.base_dir, name)
 
     # -- values ------------------------------------------------------------------------------
 
