@@ -54,6 +54,10 @@ from keyturn.notify import outbox
 from keyturn.runtime import open_target
 from keyturn.targets.base import Account, Target
 
+# Where a step's record goes (`Record._recording`): a session (None: the next chain's), and
+# the rotation and credential rows.
+_Where = tuple["Session | None", Rotation, Credential]
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -474,13 +478,20 @@ class Record:
         so a step that talks to a target does not cost a transaction of its own. *hold*
         False: a chain of its own, committed before the next outside step (a move others
         must see as it happens)."""
+        with self._recording(hold) as (session, rot, cred):
+            self._record_done(session, rot, cred, step, action, version, outcome, details)
+
+    @contextmanager
+    def _recording(self, hold: bool = True) -> Iterator[_Where]:
+        """Where a step's record goes: nowhere yet (None: it waits in memory for the next
+        chain, see `_step_done`) when the run's last chain committed and kept its rows and
+        *hold*; else the chain's (or a write) session, with the rows loaded in it."""
         if hold and self._chaining and self._chain is None and self._kept:
-            rot, cred = self._kept[0], self._kept[1]
-            self._record_done(None, rot, cred, step, action, version, outcome, details)
+            yield None, self._kept[0], self._kept[1]
             return
         with self._write() as session:
             rot, cred = self._load(session)
-            self._record_done(session, rot, cred, step, action, version, outcome, details)
+            yield session, rot, cred
 
     def _record_done(
         self,
@@ -521,15 +532,16 @@ class Record:
                 f"{self.credential_id}: version {old.number}, left accepted by an earlier "
                 "rotation, is still accepted after revoke"
             )
-        details: dict[str, Any] = {"version": old.number, "old_rejected": True}
-        action = "rotation.revoke-leftover"
-        if self._chaining and self._chain is None and self._kept:
-            rot, cred = self._kept[0], self._kept[1]
-            self._audit(None, action, cred, rot, fingerprint=old.fingerprint, **details)
-            return
-        with self._write() as session:
-            rot, cred = self._load(session)
-            self._audit(session, action, cred, rot, fingerprint=old.fingerprint, **details)
+        with self._recording() as (session, rot, cred):
+            self._audit(
+                session,
+                "rotation.revoke-leftover",
+                cred,
+                rot,
+                fingerprint=old.fingerprint,
+                version=old.number,
+                old_rejected=True,
+            )
 
     def _policy(self, session: Session, cred: Credential) -> EffectivePolicy:
         if self._effective is None:
