@@ -11,7 +11,7 @@ whose key set predates schema 0005.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 import typer
 from sqlalchemy.engine import Connection
@@ -143,7 +143,12 @@ def _working(conn: Connection, held: reads.Held, number: int | None) -> reads.St
     return pending if reads.on_target(conn, held.id, pending.number) else None
 
 
-def _same_login(pending: Any, current: Any) -> bool:
+class _Login(Protocol):
+    @property
+    def username(self) -> str | None: ...
+
+
+def _same_login(pending: _Login, current: _Login | None) -> bool:
     """Is the pending version for the login the current one is (not `alternating`'s other
     login, whose current value keeps working until revoke)?"""
     return current is None or pending.username == current.username
@@ -226,8 +231,10 @@ def _pending_on_target(session: Session, credential_id: str) -> int | None:
     """The number of the pending version, once a rotation has put it on the target."""
     from keyturn.db import repo
 
-    pending = repo.version_in_state(session, credential_id, VersionState.PENDING)
-    current = repo.version_in_state(session, credential_id, VersionState.CURRENT)
+    found = repo.versions_in_states(
+        session, credential_id, (VersionState.PENDING, VersionState.CURRENT)
+    )
+    pending, current = found.get(VersionState.PENDING), found.get(VersionState.CURRENT)
     if pending is None or not _same_login(pending, current):
         return None
     if not reads.on_target(session.connection(), credential_id, pending.number):
@@ -239,13 +246,18 @@ def _remote_secret(
     api: remote.Remote, credential_id: str, previous: bool, number: int | None
 ) -> dict[str, Any]:
     if not previous and number is None:
-        # Every version the SDK reads (one request), and the one it would use first.
-        found = api.secret(credential_id, None)
-        upcoming = found.pop("next", None)
-        found.pop("previous", None)
-        if _live(upcoming) and upcoming.get("username") == found.get("username"):
-            return dict(upcoming, credential=credential_id)
-        return found
+        # Every version the SDK reads (one request), and the one it takes when it takes one.
+        from keyturn.client.http import bundle
+
+        chosen = bundle(credential_id, api.secret(credential_id, None), None).usable
+        return {
+            "credential": credential_id,
+            "version": chosen.version,
+            "state": chosen.state,
+            "username": chosen.username,
+            "value": chosen.value,
+            "on_target": chosen.on_target,
+        }
     which = "previous" if previous else "current"
     if number is not None:  # the API reads by state: find the state of version N
         states = {v["number"]: v["state"] for v in api.versions(credential_id)}
@@ -256,7 +268,3 @@ def _remote_secret(
             )
         which = str(states[number])
     return api.secret(credential_id, which)
-
-
-def _live(value: Any) -> bool:
-    return isinstance(value, dict) and value.get("on_target") is True
