@@ -16,6 +16,7 @@ from keyturn.app import Keyturn
 from keyturn.audit import log as audit
 from keyturn.db import direct, repo
 from keyturn.db.models import Credential, Rotation, TargetRow, Version, utcnow
+from keyturn.db.reads import PAST_SET
 from keyturn.domain.errors import (
     Conflict,
     KeyturnError,
@@ -356,12 +357,12 @@ def _test_target(
 def _refused(cred: Credential, current: Version, rot: Rotation | None) -> str:
     """Why the target refuses the current value, and what to do about it."""
     said = f"the target refuses version {current.number}, the current value"
-    if rot is not None and rot.new_version is not None and rot.step not in (Step.CREATE, Step.SET):
+    if rot is not None and rot.new_version is not None and rot.step in PAST_SET:
         return (
             f"{said}: rotation {rot.id} has put version {rot.new_version} on it (it is at "
             f"{rot.step}, {rot.status}); `keyturn resume {cred.id}` finishes it"
         )
-    if rot is not None and rot.new_version is not None:
+    if rot is not None and rot.new_version is not None and rot.step == Step.SET:
         return (
             f"{said}: rotation {rot.id} may have put version {rot.new_version} on it (its set "
             f"failed); `keyturn resume {cred.id}` tries again"
