@@ -6,20 +6,8 @@ from __future__ import annotations
 
 import json
 
+from tests.cli.test_remote import INVENTORY  # a passwd-file login, its value in $PW
 from tests.support.keyturn import Harness
-
-INVENTORY = """
-[targets.mail]
-type = "passwd-file"
-path = "mail.passwd"
-
-[[credentials]]
-id = "acme/smtp-admin"
-kind = "smtp"
-target = "mail"
-username = "admin@acme.example"
-initial_secret = "env:PW"
-"""
 
 
 def test_an_account_that_already_existed_is_named_with_what_checks_it(kt: Harness) -> None:
